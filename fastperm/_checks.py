@@ -1,0 +1,83 @@
+"""Argument checks shared by the public functions.
+
+Every public entry point validates and coerces its arguments here, once,
+before any kernel runs: kernels assume float64, C-contiguous, finite inputs.
+Each error names the argument and the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+AUGMENTATIONS = ("permutation", "resample")
+SAMPLINGS = ("fixed", "fresh")
+
+
+def as_float_array(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
+    """``a`` as a finite, C-contiguous float64 array with ``ndim`` dimensions.
+
+    Integer, boolean-free real and float32 inputs are converted; complex,
+    object and string arrays are refused.
+    """
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
+    arr = np.asarray(a)
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if arr.ndim not in dims:
+        want = " or ".join(f"{k}-D" for k in dims)
+        raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf)")
+    return arr
+
+
+def as_int(name: str, v, *, minimum: int, maximum: int | None = None) -> int:
+    """``v`` as a Python int in ``[minimum, maximum]``; floats and bools are refused."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
+    v = int(v)
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
+    return v
+
+
+def as_k(v) -> int | float:
+    """The augmentation factor: an integer >= 1, or ``math.inf`` for the expected gradient."""
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_, numbers.Integral)):
+        if math.isinf(v) and v > 0:
+            return math.inf
+        raise TypeError(
+            f"k must be an integer >= 1 or math.inf (the expected gradient), got {v!r}"
+        )
+    return as_int("k", v, minimum=1, maximum=2**32 - 1)
+
+
+def as_positive_real(name: str, v) -> float:
+    """A finite real number > 0."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {v!r} ({type(v).__name__})")
+    v = float(v)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {v}")
+    return v
+
+
+def as_choice(name: str, v, choices: tuple[str, ...]) -> str:
+    if not isinstance(v, str) or v not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {v!r}")
+    return v
+
+
+def as_seed(name: str, v) -> int:
+    return as_int(name, v, minimum=0, maximum=2**64 - 1)

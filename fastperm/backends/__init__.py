@@ -1,0 +1,98 @@
+"""Backend registry: which kernel implementations exist here, and choosing one.
+
+Backends, in the order ``"auto"`` tries them:
+
+========== ==========================================================
+``numba``  Numba CPU, compiled and parallel over runs (default)
+``numpy``  NumPy reference: readable, slow, always available; the test oracle
+========== ==========================================================
+
+The environment variable ``FASTPERM_BACKEND`` forces the backend that
+``backend=None`` / ``"auto"`` selects. Asking for a backend that cannot be
+imported raises :class:`BackendUnavailableError` with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+#: every backend fastperm knows, in automatic order, and the module that implements it
+KNOWN = {
+    "numba": "fastperm.backends.numba_cpu",
+    "numpy": "fastperm.backends.reference",
+}
+ENV_VAR = "FASTPERM_BACKEND"
+
+_loaded: dict = {}
+_errors: dict = {}
+
+
+class BackendUnavailableError(ImportError):
+    """A backend was asked for by name but cannot be used here."""
+
+
+def _load(name: str):
+    if name in _loaded:
+        return _loaded[name]
+    if name in _errors:
+        return None
+    try:
+        mod = importlib.import_module(KNOWN[name])
+    except Exception as exc:  # an import failure of any kind makes the backend unavailable
+        _errors[name] = f"{type(exc).__name__}: {exc}"
+        return None
+    _loaded[name] = mod
+    return mod
+
+
+def available() -> list[str]:
+    """Names of the backends that import on this machine, in automatic order."""
+    return [name for name in KNOWN if _load(name) is not None]
+
+
+def unavailable() -> dict[str, str]:
+    """Backends that failed to import, with the reason."""
+    available()
+    return dict(_errors)
+
+
+def get(backend=None):
+    """The kernel module for ``backend``.
+
+    Parameters
+    ----------
+    backend : str or None
+        ``None`` or ``"auto"``: the value of ``$FASTPERM_BACKEND`` if set, else
+        the first available of ``numba``, ``numpy``. A name from
+        :data:`KNOWN` selects that backend.
+
+    Raises
+    ------
+    ValueError
+        ``backend`` is not a known name.
+    BackendUnavailableError
+        The backend is known but cannot be imported here (the message says why).
+    """
+    if backend is None or backend == "auto":
+        forced = os.environ.get(ENV_VAR, "").strip()
+        if forced and forced != "auto":
+            return _get_named(forced, source=f"${ENV_VAR}")
+        for name in KNOWN:
+            mod = _load(name)
+            if mod is not None:
+                return mod
+        raise BackendUnavailableError(f"no backend could be imported: {_errors}")
+    return _get_named(backend, source="backend")
+
+
+def _get_named(name, source):
+    if not isinstance(name, str) or name not in KNOWN:
+        raise ValueError(f"{source} must be one of {', '.join(map(repr, KNOWN))} or 'auto'; "
+                         f"got {name!r}")
+    mod = _load(name)
+    if mod is None:
+        raise BackendUnavailableError(
+            f"backend {name!r} is not available here: {_errors[name]}. "
+            f"Available: {', '.join(available()) or 'none'}")
+    return mod

@@ -1,0 +1,137 @@
+"""The counter-based generator of :mod:`fastperm.rng`, compiled with Numba.
+
+Same specification, wrapping uint64 arithmetic. Draws for one key are first
+generated in bulk into a buffer (one SplitMix64 word gives two 32-bit draws;
+the loop has no dependence between iterations), then consumed by Lemire's
+bounded-integer method; the rare rejected draw falls back to computing the
+next draw directly from its counter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ... import rng as spec
+from .jit import JIT
+
+GOLDEN = np.uint64(spec.GOLDEN)
+MIX1 = np.uint64(spec.MIX1)
+MIX2 = np.uint64(spec.MIX2)
+MASK32 = np.uint64(spec.MASK32)
+TWO32 = np.uint64(1 << 32)
+S27, S30, S31, S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
+ONE = np.uint64(1)
+
+
+@njit(inline="always", **JIT)
+def mix64(z):
+    z = (z ^ (z >> S30)) * MIX1
+    z = (z ^ (z >> S27)) * MIX2
+    return z ^ (z >> S31)
+
+
+@njit(**JIT)
+def key(seed, stream, index, copy):
+    """Key of ``(seed, stream, counter(index, copy))``."""
+    count = (np.uint64(index) << S32) | np.uint64(copy)
+    h = mix64(np.uint64(seed) + GOLDEN)
+    h = mix64(h + np.uint64(stream) + GOLDEN)
+    return mix64(h + count + GOLDEN)
+
+
+@njit(inline="always", **JIT)
+def draw(k, c):
+    """Draw number ``c`` (32 bits, held in a uint64) of key ``k``."""
+    word = mix64(k + np.uint64(c // 2 + 1) * GOLDEN)
+    if c & 1:
+        return word >> S32
+    return word & MASK32
+
+
+@njit(**JIT)
+def fill_draws(k, buf):
+    """``buf[c] = draw(k, c)`` for the whole (even-length) buffer."""
+    for q in range(buf.shape[0] // 2):
+        word = mix64(k + np.uint64(q + 1) * GOLDEN)
+        buf[2 * q] = word & MASK32
+        buf[2 * q + 1] = word >> S32
+
+
+@njit(inline="always", **JIT)
+def _draw_at(k, buf, c):
+    if c < buf.shape[0]:
+        return buf[c]
+    return draw(k, c)
+
+
+@njit(inline="always", **JIT)
+def bounded(k, buf, c, r):
+    """Unbiased integer in ``[0, r)`` from draws ``c, c+1, ...``; returns (value, next c)."""
+    ru = np.uint64(r)
+    m = _draw_at(k, buf, c) * ru
+    c += 1
+    low = m & MASK32
+    if low < ru:
+        t = (TWO32 - ru) % ru
+        while low < t:
+            m = _draw_at(k, buf, c) * ru
+            c += 1
+            low = m & MASK32
+    return np.int64(m >> S32), c
+
+
+@njit(**JIT)
+def permute_into(x, k, buf, out):
+    """``out = x[p]`` for the Fisher–Yates permutation ``p`` of key ``k``."""
+    d = x.shape[0]
+    out[:] = x
+    fill_draws(k, buf)
+    c = 0
+    for i in range(d - 1, 0, -1):
+        j, c = bounded(k, buf, c, i + 1)
+        tmp = out[i]
+        out[i] = out[j]
+        out[j] = tmp
+
+
+@njit(**JIT)
+def resample_into(x, k, buf, out):
+    """``out = x[idx]`` for the ``d`` indices drawn with replacement by key ``k``."""
+    d = x.shape[0]
+    fill_draws(k, buf)
+    c = 0
+    for m in range(d):
+        j, c = bounded(k, buf, c, d)
+        out[m] = x[j]
+
+
+@njit(**JIT)
+def augment_into(x, k, buf, resample, out):
+    if resample:
+        resample_into(x, k, buf, out)
+    else:
+        permute_into(x, k, buf, out)
+
+
+def draw_buffer(d):
+    """A buffer long enough for the draws of one copy of ``d`` items (even length)."""
+    return np.empty(d + (d & 1) + 2, dtype=np.uint64)
+
+
+@njit(**JIT)
+def permutation(seed, stream, index, copy, d):
+    """The permutation of ``range(d)`` of the specification (for tests)."""
+    buf = np.empty(d + (d & 1) + 2, dtype=np.uint64)
+    out = np.empty(d, dtype=np.float64)
+    permute_into(np.arange(d).astype(np.float64), key(seed, stream, index, copy), buf, out)
+    return out.astype(np.int64)
+
+
+@njit(**JIT)
+def resample_indices(seed, stream, index, copy, d):
+    """The resampling indices of the specification (for tests)."""
+    buf = np.empty(d + (d & 1) + 2, dtype=np.uint64)
+    out = np.empty(d, dtype=np.float64)
+    resample_into(np.arange(d).astype(np.float64), key(seed, stream, index, copy), buf, out)
+    return out.astype(np.int64)

@@ -1,0 +1,297 @@
+"""Fused SGD runs on the linear problem, compiled with Numba.
+
+Three layers, as everywhere in fastperm: the public wrapper
+(:func:`fastperm.train` / :func:`fastperm.train_many`) validates and
+allocates; the drivers here (``sgd_runs``, ``expected_runs``) run a parallel
+loop over independent runs with per-thread scratch; the serial workers
+(``_plain_run``, ``_kfold_run``, ``_expected_run``) run one whole training
+run without returning to Python. Contract: :mod:`fastperm.backends.reference`.
+
+Work per step, d features, k copies:
+
+* k = 1: one pass over d that updates w, accumulates the loss when the step
+  is recorded, and computes the next example's residual ``wᵀx_next`` — w is
+  read and written once per step.
+* k ≥ 2: k dot products and k axpys over the (k, d) block of copies. With
+  ``sampling="fixed"`` and the cache allowed, the copies of example i are
+  drawn in the first epoch and kept (n·k·d float64 per thread); otherwise
+  they are drawn again each step (k − 1 shuffles of d items).
+* k = ∞: O(1) per step (see ``_expected_run``), O(n·d + d) set-up.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ... import rng as spec
+from .jit import JIT, PARALLEL
+from .rng import augment_into, key
+
+
+@njit(inline="always", **JIT)
+def _mse(w, w_star):
+    s = 0.0
+    for m in range(w.shape[0]):
+        e = w[m] - w_star[m]
+        s += e * e
+    return s / w.shape[0]
+
+
+@njit(inline="always", **JIT)
+def _dot(a, b):
+    s = 0.0
+    for m in range(a.shape[0]):
+        s += a[m] * b[m]
+    return s
+
+
+@njit(**JIT)
+def _plain_run(X, y, w_star, w, lr, steps, record_steps, loss_row):
+    """Plain SGD (k = 1), one fused pass over w per step. Returns the status."""
+    n, d = X.shape
+    loss_row[0] = _mse(w, w_star)
+    q = 1
+    dot = _dot(w, X[0])
+    for t in range(steps):
+        i = t % n
+        res = dot - y[i]
+        if not np.isfinite(res):
+            loss_row[q:] = np.nan
+            return t
+        c = lr * res
+        x = X[i]
+        xn = X[(t + 1) % n]
+        dot = 0.0
+        if record_steps[q] == t + 1:
+            s = 0.0
+            for m in range(d):
+                wm = w[m] - c * x[m]
+                w[m] = wm
+                dot += wm * xn[m]
+                e = wm - w_star[m]
+                s += e * e
+            loss_row[q] = s / d
+            if not np.isfinite(loss_row[q]):
+                loss_row[q:] = np.nan
+                return t + 1
+            q += 1
+        else:
+            for m in range(d):
+                wm = w[m] - c * x[m]
+                w[m] = wm
+                dot += wm * xn[m]
+    return -1
+
+
+@njit(**JIT)
+def _fill_copies(x, seed, stream, index, resample, buf, block):
+    """``block[0] = x``, ``block[j]`` = copy j keyed by ``(seed, stream, index, j)``."""
+    block[0, :] = x
+    for j in range(1, block.shape[0]):
+        augment_into(x, key(seed, stream, index, j), buf, resample, block[j])
+
+
+@njit(**JIT)
+def _kfold_run(X, y, w_star, w, lr, seed, steps, fresh, resample, record_steps, loss_row,
+               cache, buf, res):
+    """k-fold augmented SGD. ``cache`` is (n, k, d) when fixed copies are kept, else (1, k, d).
+
+    Step t, example i = t mod n, copies A_j (A_0 = x_i):
+    ``w ← w − (lr/k) Σ_j (A_j·w − y_i) A_j``.
+    """
+    n, d = X.shape
+    k = cache.shape[1]
+    keep = cache.shape[0] == n and not fresh
+    stream = spec.STREAM_FRESH if fresh else spec.STREAM_FIXED
+    c = lr / k
+    loss_row[0] = _mse(w, w_star)
+    q = 1
+    for t in range(steps):
+        i = t % n
+        if keep:
+            A = cache[i]
+            if t < n:
+                _fill_copies(X[i], seed, stream, i, resample, buf, A)
+        else:
+            A = cache[0]
+            _fill_copies(X[i], seed, stream, t if fresh else i, resample, buf, A)
+        ok = True
+        for j in range(k):
+            res[j] = _dot(A[j], w) - y[i]
+            ok = ok and np.isfinite(res[j])
+        if not ok:
+            loss_row[q:] = np.nan
+            return t
+        for j in range(k):
+            cj = c * res[j]
+            Aj = A[j]
+            for m in range(d):
+                w[m] -= cj * Aj[m]
+        if record_steps[q] == t + 1:
+            loss_row[q] = _mse(w, w_star)
+            if not np.isfinite(loss_row[q]):
+                loss_row[q:] = np.nan
+                return t + 1
+            q += 1
+    return -1
+
+
+@njit(**PARALLEL)
+def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
+                loss_out, w_out, status_out, nchunks):
+    """Runs ``r = c, c + nchunks, ...`` go to chunk c; each chunk owns its scratch."""
+    n, d = X.shape
+    R = lr.shape[0]
+    keep = cache and not fresh and k > 1
+    for c in prange(nchunks):
+        block = np.empty((n if keep else 1, k if k > 1 else 1, d if k > 1 else 1))
+        buf = np.empty(d + (d & 1) + 2, dtype=np.uint64)
+        res = np.empty(k)
+        for r in range(c, R, nchunks):
+            w = w_out[r]
+            w[:] = W0[np.int64(r) % W0.shape[0]]
+            if k == 1:
+                status_out[r] = _plain_run(X, y, w_star, w, lr[r], steps, record_steps,
+                                           loss_out[r])
+            else:
+                status_out[r] = _kfold_run(X, y, w_star, w, lr[r], seeds[r], steps, fresh,
+                                           resample, record_steps, loss_out[r], block, buf, res)
+
+
+def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
+             loss_out, w_out, status_out):
+    """Driver wrapper: one chunk of runs per thread (contract in the reference backend)."""
+    nchunks = max(1, min(lr.shape[0], numba.get_num_threads()))
+    _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
+                loss_out, w_out, status_out, nchunks)
+
+
+@njit(**JIT)
+def _coefficients(X, y, resample):
+    """Per-example ``a_i`` and ``A_i = a_i + c_i d``, ``e_i`` of :func:`fastperm.augment.coefficients`."""
+    n, d = X.shape
+    a = np.empty(n)
+    A = np.empty(n)
+    e = np.empty(n)
+    for i in range(n):
+        s1 = 0.0
+        s2 = 0.0
+        for m in range(d):
+            s1 += X[i, m]
+            s2 += X[i, m] * X[i, m]
+        if resample:
+            c = s1 * s1 / (d * d)
+        elif d > 1:
+            c = (s1 * s1 - s2) / (d * (d - 1))
+        else:
+            c = 0.0
+        a[i] = s2 / d - c
+        A[i] = a[i] + c * d
+        e[i] = y[i] * s1 / d
+    return a, A, e
+
+
+@njit(**JIT)
+def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
+    """k = ∞ in O(T + d): every coordinate follows the same affine map.
+
+    With ``E[g]_m = a w_m + c Σw − e`` (:mod:`fastperm.augment`), write
+    ``w = α w0c + (δ + m*) 1`` where ``w0c = w0 − mean(w0)``, ``m* = mean(w*)``.
+    The centred part only scales and the mean moves on its own:
+    ``α ← (1 − lr a_i) α``, ``δ ← δ − lr (A_i δ + A_i m* − e_i)`` with
+    ``A_i = a_i + c_i d``. The loss is exact in O(1):
+    ``mean((w − w*)²) = δ² + α² C00 − 2α C0* + C**`` with the centred moments
+    ``C00 = mean(w0c²)``, ``C0* = mean(w0c w*c)``, ``C** = mean(w*c²)``.
+    Tracking δ (not the mean itself) keeps the leading term free of cancellation.
+    """
+    n = a.shape[0]
+    d = w.shape[0]
+    m0 = 0.0
+    ms = 0.0
+    for m in range(d):
+        m0 += w[m]
+        ms += w_star[m]
+    m0 /= d
+    ms /= d
+    c00 = 0.0
+    c0s = 0.0
+    css = 0.0
+    for m in range(d):
+        u = w[m] - m0
+        v = w_star[m] - ms
+        c00 += u * u
+        c0s += u * v
+        css += v * v
+    c00 /= d
+    c0s /= d
+    css /= d
+    alpha = 1.0
+    delta = m0 - ms
+    loss_row[0] = delta * delta + c00 - 2.0 * c0s + css
+    q = 1
+    status = -1
+    for t in range(steps):
+        i = t % n
+        alpha -= lr * a[i] * alpha
+        delta -= lr * (A[i] * (delta + ms) - e[i])
+        if not (np.isfinite(alpha) and np.isfinite(delta)):
+            loss_row[q:] = np.nan
+            status = t + 1
+            break
+        if record_steps[q] == t + 1:
+            loss_row[q] = delta * delta + alpha * alpha * c00 - 2.0 * alpha * c0s + css
+            q += 1
+    mean = delta + ms
+    for m in range(d):
+        w[m] = alpha * (w[m] - m0) + mean
+    return status
+
+
+@njit(**PARALLEL)
+def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+                  status_out):
+    a, A, e = _coefficients(X, y, resample)
+    for r in prange(lr.shape[0]):
+        w = w_out[r]
+        w[:] = W0[np.int64(r) % W0.shape[0]]
+        status_out[r] = _expected_run(a, A, e, w_star, w, lr[r], steps, record_steps,
+                                      loss_out[r])
+
+
+@njit(**PARALLEL)
+def augmented_gradient(w, X, y, k, seed, resample, out):
+    n, d = X.shape
+    for i in prange(n):
+        buf = np.empty(d + (d & 1) + 2, dtype=np.uint64)
+        A = np.empty((k, d))
+        _fill_copies(X[i], seed, spec.STREAM_FIXED, i, resample, buf, A)
+        out[i, :] = 0.0
+        for j in range(k):
+            cj = (_dot(A[j], w) - y[i]) / k
+            for m in range(d):
+                out[i, m] += cj * A[j, m]
+
+
+def compile():
+    """Compile (or load from Numba's cache) every kernel for the types fastperm passes.
+
+    Called by :func:`fastperm.train` before it starts its clock, so that
+    ``TrainResult.seconds`` never includes JIT compilation.
+    """
+    X = np.ones((1, 1))
+    v = np.ones(1)
+    u = np.zeros(1, dtype=np.uint64)
+    X_ro, v_ro = X.copy(), v.copy()  # LinearProblem's arrays are read-only: another type
+    X_ro.setflags(write=False)
+    v_ro.setflags(write=False)
+    rec = np.array([0, 1, 2], dtype=np.int64)
+    loss = np.empty((1, 2))
+    w = np.empty((1, 1))
+    status = np.empty(1, dtype=np.int64)
+    for k in (1, 2):
+        for flag in (False, True):
+            sgd_runs(X_ro, v_ro, v_ro, X, v, u, k, 1, flag, flag, rec, True, loss, w, status)
+    expected_runs(X_ro, v_ro, v_ro, X, v, 1, False, rec, loss, w, status)
+    augmented_gradient(v, X, v, 2, np.uint64(0), False, np.empty((1, 1)))

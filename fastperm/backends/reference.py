@@ -1,0 +1,117 @@
+"""NumPy reference backend: the readable oracle every compiled backend is tested against.
+
+Written for clarity, not speed: one Python iteration per step, permutations
+drawn by the pure-Python specification in :mod:`fastperm.rng`, and the
+k = ∞ runs done the explicit O(T·d) way (the compiled backends use the
+O(T + d) recurrence; comparing the two is one of the tests).
+
+Kernel contract (shared by every backend; arguments are validated by the
+caller: float64, C-contiguous, finite, shapes consistent):
+
+``sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
+loss_out, w_out, status_out)``
+    R independent runs of k-fold augmented SGD (k = 1: plain SGD). Run r
+    starts from ``W0[r]`` (or ``W0[0]`` when W0 has one row), uses step size
+    ``lr[r]`` and seed ``seeds[r]``. At step t it visits example ``i = t mod n``
+    and steps with the mean gradient of its k copies. ``loss_out[r, q]`` is
+    ``mean((w − w_star)²)`` after ``record_steps[q]`` steps (``record_steps``
+    ends with the sentinel ``steps + 1``). ``w_out[r]`` is the final w.
+    ``status_out[r]`` is -1, or the first step at which w (or a residual
+    computed from it) was non-finite; the run stops there and the remaining
+    losses are NaN. ``cache`` allows the kernel to keep the n·k fixed copies
+    (the caller has checked the memory budget); it never changes results.
+``expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+status_out)``
+    The same with the exact expected gradient (k = ∞); no seeds.
+``augmented_gradient(w, X, y, k, seed, resample, out)``
+    ``out[i]`` is the mean gradient over the k fixed copies of row i.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import rng
+from ..augment import coefficients
+
+name = "numpy"
+
+
+def _augmented_block(x, k, seed, stream, index, resample):
+    """(k, d) array: x and its k − 1 augmented copies keyed by (seed, stream, index, j)."""
+    aug = "resample" if resample else "permutation"
+    rows = [x]
+    for j in range(1, k):
+        p = rng.augmented_indices(aug, int(seed), stream, rng.counter(index, j), x.shape[0])
+        rows.append(x[p])
+    return np.stack(rows)
+
+
+def _mse(w, w_star):
+    return float(np.mean((w - w_star) ** 2))
+
+
+def _finish(loss_row, q, status_row_value):
+    loss_row[q:] = np.nan
+    return status_row_value
+
+
+def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
+             loss_out, w_out, status_out):
+    n = X.shape[0]
+    for r in range(lr.shape[0]):
+        w = W0[r % W0.shape[0]].copy()
+        status_out[r] = -1
+        q = 0
+        loss_out[r, 0] = _mse(w, w_star)  # record_steps[0] == 0
+        q = 1
+        for t in range(steps):
+            i = t % n
+            if k == 1:
+                A = X[i:i + 1]
+            elif fresh:
+                A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FRESH, t, resample)
+            else:
+                A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FIXED, i, resample)
+            with np.errstate(all="ignore"):
+                res = A @ w - y[i]
+                if not np.all(np.isfinite(res)):
+                    status_out[r] = _finish(loss_out[r], q, t)
+                    break
+                w = w - lr[r] * (A.T @ res) / k
+            if t + 1 == record_steps[q]:
+                loss_out[r, q] = _mse(w, w_star)
+                if not np.isfinite(loss_out[r, q]):
+                    status_out[r] = _finish(loss_out[r], q, t + 1)
+                    break
+                q += 1
+        w_out[r] = w
+
+
+def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+                  status_out):
+    n = X.shape[0]
+    a, c, e = coefficients(X, y, "resample" if resample else "permutation")
+    for r in range(lr.shape[0]):
+        w = W0[r % W0.shape[0]].copy()
+        status_out[r] = -1
+        loss_out[r, 0] = _mse(w, w_star)
+        q = 1
+        for t in range(steps):
+            i = t % n
+            with np.errstate(all="ignore"):
+                g = a[i] * w + (c[i] * w.sum() - e[i])
+                w = w - lr[r] * g
+            if not np.all(np.isfinite(w)):
+                status_out[r] = _finish(loss_out[r], q, t + 1)
+                break
+            if t + 1 == record_steps[q]:
+                loss_out[r, q] = _mse(w, w_star)
+                q += 1
+        w_out[r] = w
+
+
+def augmented_gradient(w, X, y, k, seed, resample, out):
+    for i in range(X.shape[0]):
+        A = _augmented_block(X[i], k, seed, rng.STREAM_FIXED, i, resample)
+        out[i] = A.T @ (A @ w - y[i]) / k

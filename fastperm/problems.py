@@ -1,0 +1,88 @@
+"""Data for the permutation-invariant linear regression problem."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+
+
+class LinearProblem:
+    """A linear regression data set ``y = Xw*`` (or the user's own ``X, y``).
+
+    Parameters
+    ----------
+    X : (n, d) array
+        Examples, one per row. Converted to C-contiguous float64.
+    y : (n,) array
+        Labels.
+    w_star : (d,) array
+        The parameters the evaluation loss ``mean((w − w*)²)`` compares with.
+
+    Attributes
+    ----------
+    X, y, w_star : float64 arrays (read-only views).
+    n, d : int
+
+    Examples
+    --------
+    >>> p = LinearProblem.sample(d=400, n=40, seed=0)
+    >>> p.X.shape, p.y.shape, p.w_star.shape
+    ((40, 400), (40,), (400,))
+    """
+
+    def __init__(self, X, y, w_star):
+        X = _checks.as_float_array("X", X, 2)
+        n, d = X.shape
+        if n == 0:
+            raise ValueError("X must hold at least one example (n >= 1), got n = 0")
+        if d == 0:
+            raise ValueError("X must have at least one feature (d >= 1), got d = 0")
+        y = _checks.as_float_array("y", y, 1)
+        if y.shape[0] != n:
+            raise ValueError(f"y has {y.shape[0]} entries but X has n = {n} rows")
+        w_star = _checks.as_float_array("w_star", w_star, 1)
+        if w_star.shape[0] != d:
+            raise ValueError(f"w_star has {w_star.shape[0]} entries but X has d = {d} columns")
+        for a in (X, y, w_star):
+            a.setflags(write=False)
+        self.X, self.y, self.w_star = X, y, w_star
+
+    @classmethod
+    def sample(cls, d: int = 400, n: int = 40, seed: int = 0, w_star: float = 1.0):
+        """The problem of the post: ``x ~ N(0, I_d)``, ``w* = w_star·1``, ``y = xᵀw*``.
+
+        Parameters
+        ----------
+        d, n : int >= 1
+            Features and examples (defaults: the post's d = 400, n = 40).
+        seed : int >= 0
+            Seed of NumPy's PCG64 generator for X.
+        w_star : float
+            The constant value c of ``w* = c·1``.
+        """
+        d = _checks.as_int("d", d, minimum=1)
+        n = _checks.as_int("n", n, minimum=1)
+        seed = _checks.as_seed("seed", seed)
+        c = float(w_star)
+        if not np.isfinite(c):
+            raise ValueError(f"w_star must be finite, got {w_star}")
+        X = np.random.default_rng(seed).standard_normal((n, d))
+        ws = np.full(d, c)
+        return cls(X, X @ ws, ws)
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    def loss(self, w) -> float:
+        """Evaluation loss ``mean((w − w*)²)``: the population MSE divided by d."""
+        w = _checks.as_float_array("w", w, 1)
+        return float(np.mean((w - self.w_star) ** 2))
+
+    def __repr__(self) -> str:
+        return f"LinearProblem(n={self.n}, d={self.d})"
