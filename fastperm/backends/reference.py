@@ -16,9 +16,9 @@ loss_out, w_out, status_out)``
     and steps with the mean gradient of its k copies. ``loss_out[r, q]`` is
     ``mean((w − w_star)²)`` after ``record_steps[q]`` steps (``record_steps``
     ends with the sentinel ``steps + 1``). ``w_out[r]`` is the final w.
-    ``status_out[r]`` is -1, or the first step at which w (or a residual
-    computed from it) was non-finite; the run stops there and the remaining
-    losses are NaN. ``cache`` allows the kernel to keep the n·k fixed copies
+    ``status_out[r]`` is -1, or the first step at which w, a residual
+    computed from it, or the recorded loss was non-finite; the run stops there
+    and the remaining losses are NaN. ``cache`` allows the kernel to keep the n·k fixed copies
     (the caller has checked the memory budget); it never changes results.
 ``expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
 status_out)``
@@ -48,7 +48,8 @@ def _augmented_block(x, k, seed, stream, index, resample):
 
 
 def _mse(w, w_star):
-    return float(np.mean((w - w_star) ** 2))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.mean((w - w_star) ** 2))
 
 
 def _finish(loss_row, q, status_row_value):
@@ -107,6 +108,9 @@ def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out,
                 break
             if t + 1 == record_steps[q]:
                 loss_out[r, q] = _mse(w, w_star)
+                if not np.isfinite(loss_out[r, q]):
+                    status_out[r] = _finish(loss_out[r], q, t + 1)
+                    break
                 q += 1
         w_out[r] = w
 

@@ -227,7 +227,9 @@ def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
     c00 /= d
     c0s /= d
     css /= d
-    alpha = 1.0
+    # with a constant w0 the centred part is zero for ever: α plays no role (and must not
+    # overflow into a false divergence)
+    alpha = 1.0 if c00 > 0.0 else 0.0
     delta = m0 - ms
     loss_row[0] = delta * delta + c00 - 2.0 * c0s + css
     q = 1
@@ -242,6 +244,10 @@ def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
             break
         if record_steps[q] == t + 1:
             loss_row[q] = delta * delta + alpha * alpha * c00 - 2.0 * alpha * c0s + css
+            if not np.isfinite(loss_row[q]):
+                loss_row[q:] = np.nan
+                status = t + 1
+                break
             q += 1
     mean = delta + ms
     for m in range(d):

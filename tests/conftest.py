@@ -1,0 +1,47 @@
+"""Shared fixtures: every backend-facing test runs once per available backend.
+
+``FASTPERM_TEST_BACKENDS`` (comma-separated) restricts the backends tested;
+by default all that import here are tested.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import fastperm
+from fastperm import backends
+
+
+def _backends_under_test():
+    names = backends.available()
+    chosen = os.environ.get("FASTPERM_TEST_BACKENDS")
+    if chosen:
+        names = [b for b in chosen.split(",") if b]
+    return names
+
+
+COMPILED = [b for b in _backends_under_test() if b != "numpy"]
+
+
+@pytest.fixture(params=_backends_under_test())
+def backend(request):
+    """Name of a backend under test (the reference included)."""
+    return request.param
+
+
+@pytest.fixture(params=COMPILED or [pytest.param(None, marks=pytest.mark.skip("no compiled backend"))])
+def compiled(request):
+    """Name of a compiled backend under test (checked against the reference)."""
+    return request.param
+
+
+@pytest.fixture
+def small():
+    """A small problem: d = 12, n = 5 (the reference backend is slow)."""
+    return fastperm.LinearProblem.sample(d=12, n=5, seed=3)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
