@@ -280,12 +280,18 @@ def augmented_gradient(w, X, y, k, seed, resample, out):
                 out[i, m] += cj * A[j, m]
 
 
+_compiled = []
+
+
 def compile():
     """Compile (or load from Numba's cache) every kernel for the types fastperm passes.
 
     Called by :func:`fastperm.train` before it starts its clock, so that
-    ``TrainResult.seconds`` never includes JIT compilation.
+    ``TrainResult.seconds`` never includes JIT compilation. Does the work once
+    per process.
     """
+    if _compiled:
+        return
     X = np.ones((1, 1))
     v = np.ones(1)
     u = np.zeros(1, dtype=np.uint64)
@@ -301,3 +307,4 @@ def compile():
             sgd_runs(X_ro, v_ro, v_ro, X, v, u, k, 1, flag, flag, rec, True, loss, w, status)
     expected_runs(X_ro, v_ro, v_ro, X, v, 1, False, rec, loss, w, status)
     augmented_gradient(v, X, v, 2, np.uint64(0), False, np.empty((1, 1)))
+    _compiled.append(True)

@@ -1,0 +1,162 @@
+"""The ``fastperm`` command line.
+
+``fastperm figure1 --out figure1.png --seeds 5``
+    Reproduce Figure 1 of the post (k-fold augmentation vs expected gradient).
+``fastperm info``
+    Backends available here, versions and threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+
+
+def _k_list(text: str):
+    ks = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part in ("inf", "∞", "infinity"):
+            ks.append(math.inf)
+        else:
+            try:
+                ks.append(int(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"--k takes integers >= 1 and 'inf', comma-separated; got {part!r}") from None
+    return ks
+
+
+def _report_steps(steps: int):
+    """Steps 200, 500, 1000 for the reference run; 20%, 50%, 100% of the run otherwise."""
+    want = [200, 500, 1000] if steps == 1000 else [steps // 5, steps // 2, steps]
+    return sorted(set(s for s in want if 0 <= s <= steps))
+
+
+def figure1(args) -> int:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    import fastperm
+
+    ks = args.k
+    curves = {}
+    timing = {}
+    jobs = [(k, s) for k in ks for s in range(args.seeds)]
+    losses = {k: [] for k in ks}
+    steps_rec = None
+    with tqdm(total=len(jobs), unit="run", desc="figure1", disable=args.quiet) as bar:
+        for k, s in jobs:
+            problem = fastperm.LinearProblem.sample(d=args.d, n=args.n, seed=s)
+            r = fastperm.train(problem, k, lr=args.lr, steps=args.steps, sampling=args.sampling,
+                               augmentation=args.augmentation, seed=s, backend=args.backend)
+            losses[k].append(r.loss)
+            steps_rec = r.steps
+            timing[k] = timing.get(k, 0.0) + r.seconds
+            bar.update(1)
+    for k in ks:
+        curves[k] = (steps_rec, np.array(losses[k]))
+
+    report = _report_steps(args.steps)
+    cols = "".join(f"{'step ' + str(s):>20}" for s in report)
+    print(f"\nloss mean((w - w*)^2), mean ± sd over {args.seeds} seeds "
+          f"(d={args.d}, n={args.n}, lr={args.lr:g}, {args.sampling} {args.augmentation})")
+    print(f"{'k':>6}{cols}{'ns/step':>12}{'plateau':>10}")
+    for k in ks:
+        _, loss = curves[k]
+        cells = "".join(f"{loss[:, s].mean():>12.4f} ± {loss[:, s].std():<5.3f}" for s in report)
+        plateau = (f"{1 - min(args.n * k, args.d) / args.d:>10.3f}"
+                   if args.sampling == "fixed" and not math.isinf(k) else f"{'':>10}")
+        ns = timing[k] * 1e9 / (max(args.steps, 1) * args.seeds)
+        name = "inf" if math.isinf(k) else str(k)
+        print(f"{name:>6}{cells}{ns:>12.1f}{plateau}")
+
+    if args.out:
+        from .plot import figure1 as plot_figure1
+
+        fig = plot_figure1(curves, d=args.d, n=args.n, lr=args.lr, sampling=args.sampling,
+                           augmentation=args.augmentation)
+        fig.savefig(args.out, dpi=args.dpi)
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def info(args) -> int:
+    import numpy
+
+    import fastperm
+    from fastperm import backends
+
+    print(f"fastperm {fastperm.__version__}")
+    print(f"python   {platform.python_version()} ({sys.executable})")
+    print(f"numpy    {numpy.__version__}")
+    try:
+        import numba
+
+        print(f"numba    {numba.__version__}, {numba.get_num_threads()} threads "
+              f"({numba.threading_layer() if _threads_started() else 'layer chosen at first use'})")
+    except ImportError:
+        print("numba    not installed")
+    print(f"backends available: {', '.join(backends.available())}")
+    for name, why in backends.unavailable().items():
+        print(f"  {name}: unavailable ({why})")
+    print(f"auto selects: {backends.get().name}"
+          + (f" (forced by ${backends.ENV_VAR})" if backends.os.environ.get(backends.ENV_VAR)
+             else ""))
+    return 0
+
+
+def _threads_started() -> bool:
+    import numba
+
+    try:
+        numba.threading_layer()
+        return True
+    except ValueError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastperm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("figure1", help="k-fold augmentation vs expected gradient (Figure 1)",
+                       description="Loss curves for k = 1, 2, 4, 8, 16, ∞ on the linear "
+                                   "permutation problem; seed s samples the data and the "
+                                   "augmentation of run s.")
+    f.add_argument("--out", default="figure1.png", help="PNG/PDF/SVG to write ('' for none)")
+    f.add_argument("--seeds", type=int, default=5, help="runs per k (default 5)")
+    f.add_argument("--sampling", choices=["fixed", "fresh"], default="fixed")
+    f.add_argument("--augmentation", choices=["permutation", "resample"], default="permutation")
+    f.add_argument("--k", type=_k_list, default=_k_list("1,2,4,8,16,inf"),
+                   help="comma-separated k values (default 1,2,4,8,16,inf)")
+    f.add_argument("--d", type=int, default=400)
+    f.add_argument("--n", type=int, default=40)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--steps", type=int, default=1000)
+    f.add_argument("--backend", default=None, help="numba (default) or numpy")
+    f.add_argument("--dpi", type=int, default=150)
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=figure1)
+
+    i = sub.add_parser("info", help="backends, versions and threads")
+    i.set_defaults(func=info)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "seeds", 1) < 1:
+        parser.error("--seeds must be >= 1")
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, ImportError) as exc:
+        print(f"fastperm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

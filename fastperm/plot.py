@@ -1,0 +1,70 @@
+"""Matplotlib figures.
+
+Matplotlib is imported inside the functions (the ``plot`` extra), so that
+``import fastperm`` never needs it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def k_label(k) -> str:
+    if math.isinf(k):
+        return "k = ∞ (expected gradient)"
+    return "k = 1 (plain SGD)" if k == 1 else f"k = {k}"
+
+
+def figure1(curves: dict, *, d: int, n: int, lr: float, sampling: str,
+            augmentation: str = "permutation", ax=None):
+    """Loss curves per k, mean over seeds with a ±1 standard deviation band.
+
+    Reproduces Figure 1 of the post "Perturbation Invariant Gradients:
+    Permutation Case Study" (d = 400, n = 40, lr = 1e-3, fixed permutations).
+    With fixed copies, each finite k has a dotted line at the plateau
+    ``1 − min(nk, d)/d`` it heads to.
+
+    Parameters
+    ----------
+    curves : dict
+        ``k → (steps, loss)`` with ``loss`` of shape (seeds, records).
+    d, n, lr, sampling, augmentation : the settings, for the title and plateaus.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    if ax is None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), constrained_layout=True)
+    else:
+        fig = ax.figure
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(curves)))
+    for (k, (steps, loss)), colour in zip(curves.items(), colours):
+        mean = loss.mean(axis=0)
+        sd = loss.std(axis=0)
+        ax.plot(steps, mean, color=colour, lw=2 if math.isinf(k) else 1.5, label=k_label(k),
+                ls="--" if math.isinf(k) else "-")
+        ax.fill_between(steps, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
+        if sampling == "fixed" and not math.isinf(k):
+            ax.axhline(1 - min(n * k, d) / d, color=colour, ls=":", lw=1)
+    seeds = next(iter(curves.values()))[1].shape[0]
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean((w − w*)²)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(0, max(s[-1] for s, _ in curves.values()))
+    ax.set_title(f"{augmentation} augmentation, {sampling} copies: d = {d}, n = {n}, "
+                 f"lr = {lr:g}, mean ± sd over {seeds} seeds", fontsize=10)
+    ax.legend(frameon=False, fontsize=9)
+    if sampling == "fixed":
+        ax.text(0.99, 0.01, "dotted: plateau 1 − min(nk, d)/d", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color="0.4")
+    return fig
