@@ -2,6 +2,8 @@
 
 ``fastperm figure1 --out figure1.png --seeds 5``
     Reproduce Figure 1 of the post (k-fold augmentation vs expected gradient).
+``fastperm bench``
+    A quick table (under a minute): ns/step per method and backend, and the cost ratios.
 ``fastperm info``
     Backends available here, versions and threads.
 """
@@ -83,6 +85,34 @@ def figure1(args) -> int:
     return 0
 
 
+def bench(args) -> int:
+    import os
+    import time
+
+    from . import timing
+
+    if args.threads is not None:
+        import numba
+
+        numba.set_num_threads(args.threads)
+    rows = timing.quick_table(args.backend, d=args.d, n=args.n, steps=args.steps,
+                              progress=not args.quiet)
+    names = list(dict.fromkeys(b for b, _, _, _ in rows))
+    cell = {(b, m): (t, ns) for b, m, t, ns in rows}
+    print(f"fastperm bench: d={args.d}, n={args.n}, one run per call, best of 3, "
+          f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'ns/step':<12}" + "".join(f"{b:>22}" for b in names))
+    for m in timing.METHODS:
+        print(f"{m:<12}" + "".join(f"{cell[b, m][1]:>12.1f} (T={cell[b, m][0]:>6})"
+                                   for b in names))
+    print(f"{'ratio':<22}" + "".join(f"{b:>12}" for b in names))
+    per = {b: timing.ratios({m: cell[b, m][1] for m in timing.METHODS}) for b in names}
+    for r in timing.RATIOS:
+        print(f"{r:<22}" + "".join(f"{per[b][r]:>12.4g}" for b in names))
+    return 0
+
+
 def info(args) -> int:
     import numpy
 
@@ -140,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dpi", type=int, default=150)
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=figure1)
+
+    b = sub.add_parser("bench", help="quick ns/step table per method and backend (< 60 s)",
+                       description="Times one training run per method and backend on the "
+                                   "reference problem; compiled backends run T steps, the "
+                                   "NumPy reference as many as fit in about half a second.")
+    b.add_argument("--backend", action="append", default=None,
+                   help="backend to time (repeatable; default: all available)")
+    b.add_argument("--d", type=int, default=400)
+    b.add_argument("--n", type=int, default=40)
+    b.add_argument("--steps", type=int, default=20000)
+    b.add_argument("--threads", type=int, default=None, help="numba threads")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=bench)
 
     i = sub.add_parser("info", help="backends, versions and threads")
     i.set_defaults(func=info)

@@ -1,0 +1,154 @@
+"""asv benchmarks: training cost per method and backend, cost ratios, memory, compilation.
+
+Run from the repository root (see the README):
+
+    asv run --python=same --quick      # this environment, each benchmark once
+    asv run main~5..main               # past commits, each built in its own virtualenv
+    asv publish && asv preview         # the html
+
+JIT compilation stays out of every ``time_*`` benchmark (``setup`` compiles or
+loads Numba's cache); its cost is tracked on its own by ``Compile``. A backend
+that is not available here is skipped (``NotImplementedError`` in ``setup``).
+"""
+
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import fastperm
+from fastperm import backends, timing
+
+#: steps per run at each d, so that one run stays well under a second
+STEPS = {400: 2000, 10_000: 200, 100_000: 20}
+
+
+def _require(backend):
+    if backend not in backends.available():
+        raise NotImplementedError(f"backend {backend!r} is not available here")
+
+
+class TrainRun:
+    """One training run (n = 40, lr = 0.4/d) per method, backend and d."""
+
+    params = (["numba", "numpy"], list(timing.METHODS), [400, 10_000, 100_000])
+    param_names = ["backend", "method", "d"]
+    timeout = 300
+
+    def setup(self, backend, method, d):
+        _require(backend)
+        self.k, self.sampling = timing.METHODS[method]
+        if backend == "numpy":
+            # the reference draws permutations in pure Python (~3 ms/step at k = 16):
+            # it is timed on the cheap methods at d = 400 only
+            if d != 400 or not (self.k == 1 or math.isinf(self.k)):
+                raise NotImplementedError("reference backend: k = 1 and k = inf at d = 400 only")
+            self.steps = 200
+        else:
+            self.steps = STEPS[d]
+        self.problem = fastperm.LinearProblem.sample(d=d, n=40, seed=0)
+        self.lr = timing.stable_lr(d)
+        fastperm.train(self.problem, self.k, lr=self.lr, steps=2, sampling=self.sampling,
+                       backend=backend)
+
+    def time_train(self, backend, method, d):
+        fastperm.train(self.problem, self.k, lr=self.lr, steps=self.steps,
+                       sampling=self.sampling, backend=backend)
+
+
+class CostPerStep:
+    """ns/step and cost ratios at d = 400, n = 40, T = 20000, one run (one core), numba.
+
+    The four methods are timed side by side inside one measurement (interleaved,
+    best of 3), so the ratios compare like with like.
+    """
+
+    timeout = 300
+
+    def setup_cache(self):
+        _require("numba")
+        problem = fastperm.LinearProblem.sample(d=400, n=40, seed=0)
+        return timing.measure(problem, list(timing.METHODS), steps=20000, backend="numba",
+                              repeat=3)
+
+    def track_ratio_k16_fixed_over_inf(self, ns):
+        return ns["k=16 fixed"] / ns["k=inf"]
+
+    track_ratio_k16_fixed_over_inf.unit = "ratio"
+
+    def track_ratio_k16_fresh_over_inf(self, ns):
+        return ns["k=16 fresh"] / ns["k=inf"]
+
+    track_ratio_k16_fresh_over_inf.unit = "ratio"
+
+    def track_ratio_inf_over_k1(self, ns):
+        return ns["k=inf"] / ns["k=1"]
+
+    track_ratio_inf_over_k1.unit = "ratio"
+
+    def track_ns_per_step(self, ns, method):
+        return ns[method]
+
+    track_ns_per_step.params = list(timing.METHODS)
+    track_ns_per_step.param_names = ["method"]
+    track_ns_per_step.unit = "ns/step"
+
+
+class Memory:
+    """Peak memory of k = 16 augmentation at d = 10⁵, n = 40 (numba).
+
+    The n·k augmented copies would take 40·16·10⁵·8 B = 512 MB; fastperm keeps
+    them only within ``cache_bytes`` (256 MiB by default) and otherwise draws
+    them again, so the peak stays near the data X (32 MB) plus the runtime.
+    """
+
+    params = ["fixed", "fresh"]
+    param_names = ["sampling"]
+    timeout = 300
+
+    def setup(self, sampling):
+        _require("numba")
+        self.problem = fastperm.LinearProblem.sample(d=100_000, n=40, seed=0)
+        fastperm.train(self.problem, 16, lr=4e-6, steps=2, sampling=sampling)
+
+    def peakmem_kfold_d1e5(self, sampling):
+        fastperm.train(self.problem, 16, lr=4e-6, steps=50, sampling=sampling)
+
+
+_COMPILE = ("import time; t = time.perf_counter(); "
+            "from fastperm.backends import numba_cpu; numba_cpu.compile(); "
+            "print(time.perf_counter() - t)")
+
+
+def _compile_seconds(cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    out = subprocess.run([sys.executable, "-c", _COMPILE], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+class Compile:
+    """First-call latency of the numba backend, in a fresh interpreter."""
+
+    timeout = 600
+    number = 1
+    repeat = 1
+
+    def setup(self):
+        _require("numba")
+
+    def track_compile_cold(self):
+        """JIT compilation of every kernel with an empty Numba cache."""
+        with tempfile.TemporaryDirectory() as d:
+            return _compile_seconds(d)
+
+    track_compile_cold.unit = "seconds"
+
+    def track_compile_cached(self):
+        """The same with the on-disk cache filled by a previous process."""
+        with tempfile.TemporaryDirectory() as d:
+            _compile_seconds(d)
+            return _compile_seconds(d)
+
+    track_compile_cached.unit = "seconds"

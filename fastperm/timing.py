@@ -1,0 +1,113 @@
+"""Measuring what each training method costs: ns per step and the cost ratios.
+
+Used by ``fastperm bench``, the asv suite (``bench/benchmarks.py``) and the
+peer comparison script, so that all of them measure the same thing:
+
+* the wall time of the compiled call (``TrainResult.seconds``: compilation and
+  validation excluded), divided by the number of steps;
+* the best of ``repeat`` runs, the methods interleaved round-robin so that the
+  machine's drift affects them alike (these machines are small and noisy).
+
+The reference workload is the post's: d = 400, n = 40, loss recorded every
+step, T = 20000 steps, one run (one thread).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from .problems import LinearProblem
+from .train import train
+
+#: label → (k, sampling) of the methods whose cost is tracked
+METHODS = {
+    "k=1": (1, "fixed"),
+    "k=16 fixed": (16, "fixed"),
+    "k=16 fresh": (16, "fresh"),
+    "k=inf": (math.inf, "fixed"),
+}
+
+#: label → (numerator, denominator): the tracked cost ratios
+RATIOS = {
+    "k=16 fixed / k=inf": ("k=16 fixed", "k=inf"),
+    "k=16 fresh / k=inf": ("k=16 fresh", "k=inf"),
+    "k=inf / k=1": ("k=inf", "k=1"),
+}
+
+
+def stable_lr(d: int) -> float:
+    """Step size 0.4/d: ``lr·E‖x‖² = 0.4`` for x ~ N(0, I_d), stable at every d (1e-3 at d = 400)."""
+    return 0.4 / d
+
+
+def ns_per_step(problem, method: str, *, steps: int, backend=None, repeat: int = 3,
+                lr: float | None = None) -> float:
+    """Best-of-``repeat`` wall time per step of one run of ``method`` (a key of :data:`METHODS`)."""
+    return measure(problem, [method], steps=steps, backend=backend, repeat=repeat, lr=lr)[method]
+
+
+def measure(problem, methods, *, steps: int, backend=None, repeat: int = 3,
+            lr: float | None = None) -> dict:
+    """ns/step of each method, best of ``repeat``, the methods interleaved round-robin."""
+    lr = stable_lr(problem.d) if lr is None else lr
+    for m in methods:  # compile (or load the cache) and touch the data
+        k, sampling = METHODS[m]
+        train(problem, k, lr=lr, steps=min(steps, 2), sampling=sampling, backend=backend)
+    best = {m: math.inf for m in methods}
+    for _ in range(repeat):
+        for m in methods:
+            k, sampling = METHODS[m]
+            r = train(problem, k, lr=lr, steps=steps, sampling=sampling, backend=backend)
+            best[m] = min(best[m], r.seconds * 1e9 / max(steps, 1))
+    return best
+
+
+def ratios(ns: dict) -> dict:
+    """The tracked cost ratios from a dict of ns/step by method."""
+    return {name: ns[a] / ns[b] for name, (a, b) in RATIOS.items() if a in ns and b in ns}
+
+
+def calibrated_steps(problem, method: str, *, backend=None, seconds: float = 0.1,
+                     most: int = 20000, least: int = 5) -> int:
+    """Steps that make one run of ``method`` last about ``seconds`` (at most ``most``)."""
+    k, sampling = METHODS[method]
+    lr = stable_lr(problem.d)
+    train(problem, k, lr=lr, steps=2, sampling=sampling, backend=backend)
+    steps = least
+    while True:
+        t0 = time.perf_counter()
+        train(problem, k, lr=lr, steps=steps, sampling=sampling, backend=backend)
+        took = time.perf_counter() - t0
+        if took >= seconds / 4 or steps >= most:
+            break
+        steps *= 4
+    return int(min(most, max(least, steps * seconds / max(took, 1e-9))))
+
+
+def quick_table(backends=None, *, d: int = 400, n: int = 40, steps: int = 20000,
+                seconds_per_run: float = 0.5, repeat: int = 3, progress: bool = True):
+    """Rows ``(backend, method, steps, ns/step)`` for every method and available backend.
+
+    Compiled backends run the reference workload (T = ``steps``); slower ones
+    (the NumPy reference) run as many steps as fit in ``seconds_per_run``.
+    """
+    from . import backends as registry
+
+    names = registry.available() if backends is None else list(backends)
+    problem = LinearProblem.sample(d=d, n=n, seed=0)
+    jobs = [(b, m) for b in names for m in METHODS]
+    rows = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), unit="method", desc="fastperm bench", leave=False)
+    for b, m in jobs:
+        t = calibrated_steps(problem, m, backend=b, seconds=seconds_per_run, most=steps)
+        rows.append((b, m, t, ns_per_step(problem, m, steps=t, backend=b, repeat=repeat)))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return rows
