@@ -96,7 +96,7 @@ def bench(args) -> int:
 
         numba.set_num_threads(args.threads)
     rows = timing.quick_table(args.backend, d=args.d, n=args.n, steps=args.steps,
-                              progress=not args.quiet)
+                              seconds_per_run=args.seconds, progress=not args.quiet)
     names = list(dict.fromkeys(b for b, _, _, _ in rows))
     cell = {(b, m): (t, ns) for b, m, t, ns in rows}
     print(f"fastperm bench: d={args.d}, n={args.n}, one run per call, best of 3, "
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--d", type=int, default=400)
     b.add_argument("--n", type=int, default=40)
     b.add_argument("--steps", type=int, default=20000)
+    b.add_argument("--seconds", type=float, default=0.5,
+                   help="time budget of one run of a slow backend (default 0.5)")
     b.add_argument("--threads", type=int, default=None, help="numba threads")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=bench)
