@@ -1,10 +1,13 @@
-"""Numba CPU backend (the default): fused, compiled training runs, parallel over runs.
+"""Numba CPU backend (the default): fused, compiled training runs and bracket batches,
+parallel over runs / example blocks.
 
 Kernel contract: :mod:`fastperm.backends.reference`.
 """
 
+from .lie import brackets_all, brackets_pairs, example_grads
 from .sgd import augmented_gradient, compile, expected_runs, sgd_runs
 
 name = "numba"
 
-__all__ = ["augmented_gradient", "compile", "expected_runs", "sgd_runs", "name"]
+__all__ = ["augmented_gradient", "brackets_all", "brackets_pairs", "compile", "example_grads",
+           "expected_runs", "name", "sgd_runs"]

@@ -1,0 +1,93 @@
+"""Bracket peers: exact Hessian-vector products in PyTorch (torch.func) and JAX, and NumPy FD.
+
+Each returns a zero-argument callable computing all (B, B, P) brackets
+``[v_x, v_y] = H_y g_x − H_x g_y`` of an MLP with tanh hidden layers and mean
+binary cross-entropy over K independent sigmoids — the model of
+``fastperm.models.MLP(sizes)`` — with the parameters given as fastperm's flat θ.
+"""
+
+import numpy as np
+
+
+def _layers(model, theta):
+    T = model.unflatten(theta)
+    L = len(model.sizes) - 1
+    return [(T[f"W{l + 1}"], T[f"b{l + 1}"]) for l in range(L)]
+
+
+def torch_func_runner(model, theta, X, Y):
+    """vmap over x and y of forward-over-reverse HVPs (torch.func.jvp of torch.func.grad)."""
+    import torch
+    from torch.func import grad, jvp, vmap
+
+    torch.set_num_threads(1)
+    params = [torch.as_tensor(np.ascontiguousarray(a)) for pair in _layers(model, theta)
+              for a in pair]
+    Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
+
+    def loss(ps, x, y):
+        a = x
+        n = len(ps) // 2
+        for l in range(n):
+            a = ps[2 * l] @ a + ps[2 * l + 1]
+            if l < n - 1:
+                a = torch.tanh(a)
+        return torch.nn.functional.binary_cross_entropy_with_logits(a, y)
+
+    g = grad(loss)
+    G = vmap(g, in_dims=(None, 0, 0))(params, Xt, Yt)  # per-example gradients, list of (B, ...)
+
+    def hvp(u, x, y):  # H_y u
+        return jvp(lambda ps: g(ps, x, y), (params,), (u,))[1]
+
+    over_y = vmap(hvp, in_dims=(None, 0, 0))
+    all_pairs = vmap(over_y, in_dims=(0, None, None))
+
+    def run():
+        D = all_pairs(G, Xt, Yt)  # D[x][y] = H_y g_x, per tensor
+        flat = torch.cat([d.reshape(d.shape[0], d.shape[1], -1) for d in D], dim=-1)
+        return flat - flat.transpose(0, 1)
+
+    return run
+
+
+def jax_runner(model, theta, X, Y):
+    """jit of vmap over x and y of jax.jvp of jax.grad (float64)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    params = [jnp.asarray(a) for pair in _layers(model, theta) for a in pair]
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+
+    def loss(ps, x, y):
+        a = x
+        n = len(ps) // 2
+        for l in range(n):
+            a = ps[2 * l] @ a + ps[2 * l + 1]
+            if l < n - 1:
+                a = jnp.tanh(a)
+        return jnp.mean(jnp.maximum(a, 0) - a * y + jnp.log1p(jnp.exp(-jnp.abs(a))))
+
+    g = jax.grad(loss)
+
+    @jax.jit
+    def run():
+        G = jax.vmap(g, in_axes=(None, 0, 0))(params, Xj, Yj)
+
+        def hvp(u, x, y):
+            return jax.jvp(lambda ps: g(ps, x, y), (params,), (u,))[1]
+
+        D = jax.vmap(jax.vmap(hvp, in_axes=(None, 0, 0)), in_axes=(0, None, None))(G, Xj, Yj)
+        flat = jnp.concatenate([d.reshape(d.shape[0], d.shape[1], -1) for d in D], axis=-1)
+        return flat - jnp.swapaxes(flat, 0, 1)
+
+    return lambda: jax.block_until_ready(run())
+
+
+def numpy_fd_runner(model, theta, X, Y):
+    """Plain NumPy central differences, batched over examples (the fastperm reference)."""
+    from fastperm import lie
+
+    return lambda: lie.brackets(model, theta, X, Y, backend="numpy")

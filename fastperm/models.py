@@ -1,0 +1,405 @@
+"""Models with per-example gradients on a flat float64 parameter vector.
+
+Every model has ``P`` parameters in one vector θ, laid out as named tensors
+(``model.tensors``: name → (slice, shape), row-major), and offers
+
+* ``init(seed)`` → θ;
+* ``loss(θ, X, Y)`` → (B,) per-example losses;
+* ``grad(θ, X, Y)`` → (B, P) per-example gradients (NumPy; θ may also be a
+  stack (S, P) of parameter points → (S, B, P), and complex, which the tests
+  use for exact complex-step derivatives);
+* ``logits(θ, X)`` → (B, K);
+* ``kernel``: the compiled per-example gradient the bracket kernels call, with
+  the signature ``grad(theta, x, y, shape, work, out, alpha, beta)`` (below).
+
+Built in: :class:`MLP` (any depth), and its one-layer cases
+:class:`LinearRegression` and :class:`MultiLabelLogistic`, all sharing one
+compiled kernel :func:`mlp_grad`.
+
+Bringing your own model
+-----------------------
+Write a Numba function ``grad(theta, x, y, shape, work, out, alpha, beta)`` that
+sets ``out ← alpha · ∇_θ L(x, y; θ) + beta · out`` (P,) for one example — when
+``beta == 0`` it must not read ``out`` — using only ``work`` (float64 scratch of
+``work_size`` entries) and the int64 array ``shape`` (any integers your model
+needs), and wrap it. (The BLAS-style update lets the bracket kernel accumulate
+finite-difference stencils in one pass over memory.) ::
+
+    @numba.njit
+    def my_grad(theta, x, y, shape, work, out, alpha, beta):
+        r = theta @ x - y[0]               # least squares, no bias
+        for p in range(theta.shape[0]):
+            g = alpha * r * x[p]
+            out[p] = g if beta == 0.0 else g + beta * out[p]
+
+    model = fastperm.models.CustomModel(my_grad, P=..., d=..., K=..., work_size=...,
+                                        tensors={"w": (slice(0, P), (P,))},
+                                        loss=..., logits=..., numpy_grad=...)
+
+``fastperm.lie.brackets(model, ...)`` then runs the fused bracket kernel on it.
+The NumPy callables are optional: ``numpy_grad`` (θ, X, Y) → (B, P) enables the
+reference backend, ``logits`` enables :func:`fastperm.lie.logit_perturbation`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import _checks
+from .backends.numba_cpu.jit import JIT
+
+ACTIVATIONS = {"tanh": 0, "relu": 1}
+LOSSES = {"bce": 0, "mse": 1}
+
+
+class Model:
+    """Base class: the attributes and checks every model shares."""
+
+    name = "model"
+    d: int
+    K: int
+    P: int
+    tensors: dict
+    shape: np.ndarray
+    work_size: int
+    kernel = None
+
+    def check(self, theta, X, Y=None):
+        """Validate and coerce ``θ (P,)``, ``X (B, d)``, ``Y (B, K)`` (or ``(B,)`` when K = 1)."""
+        theta = _checks.as_float_array("theta", theta, 1)
+        if theta.shape[0] != self.P:
+            raise ValueError(f"theta has {theta.shape[0]} entries but {self.name} has P = {self.P}")
+        X = _checks.as_float_array("X", X, (1, 2))
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.shape[1] != self.d:
+            raise ValueError(f"X has {X.shape[1]} features but {self.name} takes d = {self.d}")
+        if Y is None:
+            return theta, X
+        Y = _checks.as_float_array("Y", Y, (1, 2))
+        if Y.ndim == 1:
+            Y = Y[:, None] if self.K == 1 and Y.shape[0] == X.shape[0] else Y[None, :]
+        if Y.shape != (X.shape[0], self.K):
+            raise ValueError(f"Y has shape {Y.shape}; expected ({X.shape[0]}, {self.K}) "
+                             f"(one row of K = {self.K} targets per example)")
+        return theta, X, Y
+
+    def unflatten(self, theta) -> dict:
+        """The named tensors of θ, as views with their shapes."""
+        return {k: theta[..., sl].reshape(theta.shape[:-1] + shape)
+                for k, (sl, shape) in self.tensors.items()}
+
+    def __repr__(self):
+        return f"{self.name}(P={self.P})"
+
+
+class MLP(Model):
+    """Fully connected network ``sizes = [d, H1, ..., K]`` with linear logits.
+
+    Layer l computes ``z_l = W_l a_{l-1} + b_l``; hidden layers apply the
+    activation (tanh or relu), the last is the logits. Layout of θ, row-major:
+    ``[W1 (H1×d), b1, W2 (H2×H1), b2, ..., WL (K×H), bL]`` (no b's when
+    ``bias=False``). Per-example loss:
+
+    * ``"bce"``: K independent sigmoids, mean over labels of the binary cross
+      entropy ``max(z, 0) − z y + log(1 + exp(−|z|))`` (stable for any z);
+    * ``"mse"``: ``mean_k ½ (z_k − y_k)²``.
+
+    Parameters
+    ----------
+    sizes : list of int, at least two entries >= 1
+    activation : {"tanh", "relu"}
+    loss : {"bce", "mse"}
+    bias : bool
+    """
+
+    name = "MLP"
+
+    def __init__(self, sizes, activation: str = "tanh", loss: str = "bce", bias: bool = True):
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
+            raise ValueError(f"sizes must list at least the input and output sizes, got {sizes!r}")
+        self.sizes = [_checks.as_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
+        self.activation = _checks.as_choice("activation", activation, tuple(ACTIVATIONS))
+        self.loss_name = _checks.as_choice("loss", loss, tuple(LOSSES))
+        self.bias = bool(bias)
+        self.d, self.K = self.sizes[0], self.sizes[-1]
+        L = len(self.sizes) - 1
+        self.tensors = {}
+        pw, pb, p = [], [], 0
+        for l in range(L):
+            nin, nout = self.sizes[l], self.sizes[l + 1]
+            pw.append(p)
+            self.tensors[f"W{l + 1}"] = (slice(p, p + nout * nin), (nout, nin))
+            p += nout * nin
+            pb.append(p)
+            if self.bias:
+                self.tensors[f"b{l + 1}"] = (slice(p, p + nout), (nout,))
+                p += nout
+        self.P = p
+        ao = np.concatenate([[0], np.cumsum(self.sizes[1:])])[:-1]
+        # shape: [L, activation, loss, bias, sizes (L+1), W offsets (L), b offsets (L), act offsets (L)]
+        self.shape = np.array([L, ACTIVATIONS[self.activation], LOSSES[self.loss_name],
+                               int(self.bias), *self.sizes, *pw, *pb, *ao], dtype=np.int64)
+        self.work_size = int(sum(self.sizes[1:]) + 2 * max(self.sizes))
+        self.kernel = mlp_grad
+
+    def __repr__(self):
+        return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss_name!r}, "
+                f"P={self.P})")
+
+    # -- NumPy implementation (reference backend, oracles, analyses) --------------------------
+    def init(self, seed: int = 0) -> np.ndarray:
+        """Glorot-normal weights (variance 2/(fan_in + fan_out)), zero biases."""
+        rs = np.random.default_rng(_checks.as_seed("seed", seed))
+        theta = np.zeros(self.P)
+        for name, (sl, shape) in self.tensors.items():
+            if name.startswith("W"):
+                nout, nin = shape
+                theta[sl] = rs.standard_normal(nout * nin) * math.sqrt(2.0 / (nin + nout))
+        return theta
+
+    def _act(self, z):
+        if self.activation == "tanh":
+            return np.tanh(z)
+        return np.where(z.real > 0, z, 0)
+
+    def _dact(self, a):
+        if self.activation == "tanh":
+            return 1 - a * a
+        return (a.real > 0).astype(np.float64)
+
+    def _forward(self, theta, X):
+        """Activations a_0 = X, ..., a_L = logits; θ (..., P) broadcasts to (..., B, ·)."""
+        T = self.unflatten(np.asarray(theta))
+        acts = [X]
+        L = len(self.sizes) - 1
+        for l in range(L):
+            z = np.einsum("...oi,...bi->...bo", T[f"W{l + 1}"], acts[-1])
+            if self.bias:
+                z = z + T[f"b{l + 1}"][..., None, :]
+            acts.append(self._act(z) if l < L - 1 else z)
+        return T, acts
+
+    def logits(self, theta, X):
+        """Logits (B, K) (or (..., B, K) for a stack of θ)."""
+        return self._forward(theta, X)[1][-1]
+
+    def loss(self, theta, X, Y):
+        """Per-example loss (B,)."""
+        z = self.logits(theta, X)
+        if self.loss_name == "bce":
+            per = np.maximum(z, 0) - z * Y + np.log1p(np.exp(-np.abs(z)))
+        else:
+            per = 0.5 * (z - Y) ** 2
+        return per.mean(axis=-1)
+
+    def grad(self, theta, X, Y):
+        """Per-example gradients (B, P) by backpropagation (θ may be (S, P): → (S, B, P))."""
+        theta = np.asarray(theta)
+        T, acts = self._forward(theta, X)
+        z = acts[-1]
+        if self.loss_name == "bce":
+            with np.errstate(over="ignore"):
+                sig = np.where(z.real >= 0, 1 / (1 + np.exp(-z)), np.exp(z) / (1 + np.exp(z)))
+            delta = (sig - Y) / self.K
+        else:
+            delta = (z - Y) / self.K
+        lead = np.broadcast_shapes(theta.shape[:-1] + (1,), z.shape[:-1])
+        out = np.zeros(lead + (self.P,), dtype=np.result_type(theta, X, z))
+        for l in range(len(self.sizes) - 2, -1, -1):
+            sl, shape = self.tensors[f"W{l + 1}"]
+            out[..., sl] = (delta[..., :, None] * acts[l][..., None, :]).reshape(lead + (-1,))
+            if self.bias:
+                out[..., self.tensors[f"b{l + 1}"][0]] = delta
+            if l > 0:
+                delta = np.einsum("...bo,...oi->...bi", delta, T[f"W{l + 1}"]) * self._dact(acts[l])
+        return out
+
+
+class LinearRegression(MLP):
+    """``L = ½ (wᵀx + b − y)²``: layout ``[w (1×d), b]`` (tensors ``W1``, ``b1``); Y may be (B,)."""
+
+    name = "LinearRegression"
+
+    def __init__(self, d: int, bias: bool = True):
+        super().__init__([d, 1], activation="tanh", loss="mse", bias=bias)
+
+    def __repr__(self):
+        return f"LinearRegression(d={self.d}, bias={self.bias}, P={self.P})"
+
+
+class MultiLabelLogistic(MLP):
+    """``z = Wx + b``, K independent sigmoids, loss = mean binary cross-entropy over the K labels."""
+
+    name = "MultiLabelLogistic"
+
+    def __init__(self, d: int, K: int):
+        super().__init__([d, K], activation="tanh", loss="bce", bias=True)
+
+    def __repr__(self):
+        return f"MultiLabelLogistic(d={self.d}, K={self.K}, P={self.P})"
+
+
+class CustomModel(Model):
+    """A user's model: a compiled per-example gradient and, optionally, NumPy functions.
+
+    Parameters
+    ----------
+    kernel : numba.njit function ``grad(theta, x, y, shape, work, out, alpha, beta)``
+        ``out ← alpha · gradient + beta · out`` (see the module docstring).
+    P, d, K : int
+        Parameters, input features, targets per example.
+    work_size : int
+        Scratch entries the kernel needs.
+    shape : sequence of int, optional
+        Passed to the kernel unchanged.
+    tensors : dict, optional
+        name → (slice, shape); default one tensor ``"theta"``.
+    numpy_grad, loss, logits : callables, optional
+        ``(θ, X, Y) → (B, P)``, ``(θ, X, Y) → (B,)``, ``(θ, X) → (B, K)``.
+    init : callable, optional
+        ``seed → θ``.
+    """
+
+    name = "CustomModel"
+
+    def __init__(self, kernel, *, P, d, K, work_size=0, shape=(), tensors=None,
+                 numpy_grad=None, loss=None, logits=None, init=None):
+        if not hasattr(kernel, "py_func"):
+            raise TypeError("kernel must be a numba.njit function "
+                            "grad(theta, x, y, shape, work, out, alpha, beta)")
+        self.kernel = kernel
+        self.P = _checks.as_int("P", P, minimum=1)
+        self.d = _checks.as_int("d", d, minimum=1)
+        self.K = _checks.as_int("K", K, minimum=1)
+        self.work_size = _checks.as_int("work_size", work_size, minimum=0)
+        self.shape = np.asarray(shape, dtype=np.int64).reshape(-1)
+        self.tensors = tensors or {"theta": (slice(0, self.P), (self.P,))}
+        self._grad, self._loss, self._logits, self._init = numpy_grad, loss, logits, init
+
+    def _need(self, fn, what):
+        if fn is None:
+            raise NotImplementedError(f"this CustomModel was given no {what}")
+        return fn
+
+    def grad(self, theta, X, Y):
+        return self._need(self._grad, "numpy_grad")(theta, X, Y)
+
+    def loss(self, theta, X, Y):
+        return self._need(self._loss, "loss")(theta, X, Y)
+
+    def logits(self, theta, X):
+        return self._need(self._logits, "logits")(theta, X)
+
+    def init(self, seed=0):
+        return self._need(self._init, "init")(seed)
+
+
+@njit(inline="always", **JIT)
+def _affine(W, theta, boff, bias, src, dst, hidden, act):
+    """``dst = act(W src + b)`` (the activation only on hidden layers)."""
+    for o in range(W.shape[0]):
+        s = theta[boff + o] if bias else 0.0
+        row = W[o]
+        for i in range(W.shape[1]):
+            s += row[i] * src[i]
+        if hidden:
+            s = math.tanh(s) if act == 0 else max(s, 0.0)
+        dst[o] = s
+
+
+@njit(inline="always", **JIT)
+def _outer(delta, src, G, gb, bias, beta):
+    """``G ← delta ⊗ src + beta G``, ``gb ← delta + beta gb`` (reads G only when beta ≠ 0)."""
+    for o in range(G.shape[0]):
+        dl = delta[o]
+        row = G[o]
+        if beta == 0.0:
+            for i in range(G.shape[1]):
+                row[i] = dl * src[i]
+            if bias:
+                gb[o] = dl
+        else:
+            for i in range(G.shape[1]):
+                row[i] = dl * src[i] + beta * row[i]
+            if bias:
+                gb[o] = dl + beta * gb[o]
+
+
+@njit(**JIT)
+def mlp_grad(theta, x, y, shape, work, out, alpha, beta):
+    """``out ← alpha · g + beta · out``, g the per-example gradient of :class:`MLP`.
+
+    ``shape = [L, activation, loss, bias, sizes (L+1), W offsets (L), b offsets (L),
+    activation offsets (L)]``; ``work`` holds the activations of layers 1..L
+    followed by two delta buffers of ``max(sizes)`` entries. Each layer works on
+    2-D views of θ and out (3× faster than flat index arithmetic, measured).
+    """
+    L = shape[0]
+    act = shape[1]
+    loss = shape[2]
+    bias = shape[3] != 0
+    sz = 4
+    pw = sz + L + 1
+    pb = pw + L
+    ao = pb + L
+    nact = 0
+    maxs = 0
+    for l in range(L + 1):
+        maxs = max(maxs, shape[sz + l])
+        if l > 0:
+            nact += shape[sz + l]
+    dA = work[nact:nact + maxs]
+    dB = work[nact + maxs:nact + 2 * maxs]
+    # forward
+    for l in range(L):
+        nin = shape[sz + l]
+        nout = shape[sz + l + 1]
+        W = theta[shape[pw + l]:shape[pw + l] + nout * nin].reshape((nout, nin))
+        dst = work[shape[ao + l]:shape[ao + l] + nout]
+        if l == 0:
+            _affine(W, theta, shape[pb + l], bias, x, dst, L > 1, act)
+        else:
+            src = work[shape[ao + l - 1]:shape[ao + l - 1] + nin]
+            _affine(W, theta, shape[pb + l], bias, src, dst, l < L - 1, act)
+    # output delta: alpha · dL/dz
+    K = shape[sz + L]
+    z = work[shape[ao + L - 1]:shape[ao + L - 1] + K]
+    for o in range(K):
+        if loss == 0:
+            if z[o] >= 0:
+                sig = 1.0 / (1.0 + math.exp(-z[o]))
+            else:
+                ez = math.exp(z[o])
+                sig = ez / (1.0 + ez)
+            dA[o] = alpha * (sig - y[o]) / K
+        else:
+            dA[o] = alpha * (z[o] - y[o]) / K
+    cur = dA
+    nxt = dB
+    # backward
+    for l in range(L - 1, -1, -1):
+        nin = shape[sz + l]
+        nout = shape[sz + l + 1]
+        G = out[shape[pw + l]:shape[pw + l] + nout * nin].reshape((nout, nin))
+        gb = out[shape[pb + l]:shape[pb + l] + nout]
+        if l == 0:
+            _outer(cur, x, G, gb, bias, beta)
+        else:
+            src = work[shape[ao + l - 1]:shape[ao + l - 1] + nin]
+            _outer(cur, src, G, gb, bias, beta)
+            W = theta[shape[pw + l]:shape[pw + l] + nout * nin].reshape((nout, nin))
+            for i in range(nin):
+                nxt[i] = 0.0
+            for o in range(nout):
+                dl = cur[o]
+                row = W[o]
+                for i in range(nin):
+                    nxt[i] += dl * row[i]
+            for i in range(nin):
+                a = src[i]
+                nxt[i] *= (1.0 - a * a) if act == 0 else (1.0 if a > 0.0 else 0.0)
+            cur, nxt = nxt, cur
