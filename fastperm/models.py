@@ -38,7 +38,9 @@ finite-difference stencils in one pass over memory.) ::
 
 ``fastperm.lie.brackets(model, ...)`` then runs the fused bracket kernel on it.
 The NumPy callables are optional: ``numpy_grad`` (θ, X, Y) → (B, P) enables the
-reference backend, ``logits`` enables :func:`fastperm.lie.logit_perturbation`.
+reference backend (it must broadcast over a stack of parameter points: θ of
+shape (..., P) → (..., B, P)), ``logits`` enables
+:func:`fastperm.lie.logit_perturbation`.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class Model:
             raise ValueError(f"X has {X.shape[1]} features but {self.name} takes d = {self.d}")
         if Y is None:
             return theta, X
-        Y = _checks.as_float_array("Y", Y, (1, 2))
+        Y = _checks.as_float_array("Y", np.atleast_1d(np.asarray(Y)) if Y is not None else Y,
+                                   (1, 2))
         if Y.ndim == 1:
             Y = Y[:, None] if self.K == 1 and Y.shape[0] == X.shape[0] else Y[None, :]
         if Y.shape != (X.shape[0], self.K):

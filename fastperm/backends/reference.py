@@ -148,3 +148,4 @@ def brackets_all(model, theta, X, Y, G, h, c, w, out):
 def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
     D = _hessian_products(model, theta, X, Y, G, h, c, w)
     out[:] = D[pairs[:, 0], pairs[:, 1]] - D[pairs[:, 1], pairs[:, 0]]
+    out[pairs[:, 0] == pairs[:, 1]] = 0.0

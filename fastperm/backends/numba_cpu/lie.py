@@ -104,6 +104,9 @@ def _pairs(grad, shape, work_size, theta, X, Y, G, h, c, w, pairs, out):
     for q in prange(pairs.shape[0]):
         a = pairs[q, 0]
         b = pairs[q, 1]
+        if a == b:  # [v_a, v_a] = 0 exactly
+            out[q, :] = 0.0
+            continue
         pts = np.empty((c.shape[0], P))
         work = np.empty(max(work_size, 1))
         _stencil_points(theta, G[a], h[a], c, pts)

@@ -1,0 +1,348 @@
+"""Lie brackets: closed forms, exact oracles, identities, convergence orders, backends, errors."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from fastperm import lie, models
+from oracles import exact_brackets, linear_brackets
+
+MODELS = [
+    models.MLP([6, 5, 4, 3], activation="tanh", loss="bce"),
+    models.MLP([6, 5, 3], activation="relu", loss="mse"),
+    models.MLP([6, 4, 3], activation="tanh", loss="mse", bias=False),
+    models.LinearRegression(6),
+    models.LinearRegression(6, bias=False),
+    models.MultiLabelLogistic(6, 3),
+]
+
+
+def _data(model, B, seed=0):
+    rs = np.random.default_rng(seed)
+    theta = model.init(seed) + 0.3 * rs.standard_normal(model.P)
+    X = rs.random((B, model.d))
+    Y = (rs.random((B, model.K)) > 0.5).astype(float)
+    return theta, X, Y
+
+
+def _rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def _pairwise_rel(b, ex):
+    iu = np.triu_indices(b.shape[0], 1)
+    return np.linalg.norm(b[iu] - ex[iu], axis=1) / np.linalg.norm(ex[iu], axis=1)
+
+
+# -- models -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", MODELS, ids=repr)
+def test_gradient_vs_finite_differences_of_loss(model):
+    theta, X, Y = _data(model, 3)
+    G = model.grad(theta, X, Y)
+    e = 1e-6
+    fd = np.array([(model.loss(theta + e * u, X, Y) - model.loss(theta - e * u, X, Y)) / (2 * e)
+                   for u in np.eye(model.P)]).T
+    assert np.abs(G - fd).max() < 1e-8 * max(1.0, np.abs(G).max())
+
+
+@pytest.mark.parametrize("model", MODELS, ids=repr)
+def test_compiled_gradient_matches_numpy_and_accumulates(model):
+    theta, X, Y = _data(model, 3, seed=1)
+    G = model.grad(theta, X, Y)
+    work = np.empty(model.work_size)
+    for b in range(3):
+        out = np.full(model.P, np.nan)  # beta = 0 must not read out
+        model.kernel(theta, X[b], Y[b], model.shape, work, out, 1.0, 0.0)
+        np.testing.assert_allclose(out, G[b], rtol=1e-13, atol=1e-15)
+        acc = np.arange(model.P, dtype=float)
+        model.kernel(theta, X[b], Y[b], model.shape, work, acc, -2.0, 0.5)
+        np.testing.assert_allclose(acc, -2.0 * G[b] + 0.5 * np.arange(model.P), rtol=1e-13,
+                                   atol=1e-14)
+
+
+def test_tensor_layout():
+    m = models.MLP([64, 32, 10])
+    assert m.P == 64 * 32 + 32 + 32 * 10 + 10
+    assert list(m.tensors) == ["W1", "b1", "W2", "b2"]
+    assert m.tensors["W2"] == (slice(2080, 2400), (10, 32))
+    theta = np.arange(m.P, dtype=float)
+    T = m.unflatten(theta)
+    assert T["W1"][1, 0] == 64 and T["b2"][0] == 2400
+
+
+def test_bce_loss_is_stable():
+    m = models.MultiLabelLogistic(1, 1)
+    loss = m.loss(np.array([1.0, 0.0]), np.array([[1000.0], [-1000.0]]), np.array([[0.0], [1.0]]))
+    np.testing.assert_allclose(loss, [1000.0, 1000.0])
+
+
+# -- closed forms and exact oracles -----------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_regression_closed_form(backend, bias):
+    rs = np.random.default_rng(2)
+    m = models.LinearRegression(5, bias=bias)
+    theta, X, y = rs.standard_normal(m.P), rs.standard_normal((6, 5)), rs.standard_normal(6)
+    b = lie.brackets(m, theta, X, y, backend=backend)
+    assert _rel(b, linear_brackets(theta, X, y, bias)) < 1e-9
+
+
+def test_swap_identity_exact_for_least_squares():
+    rs = np.random.default_rng(3)
+    m = models.LinearRegression(5)
+    theta, X, y = rs.standard_normal(6), rs.standard_normal((2, 5)), rs.standard_normal(2)
+    exact = linear_brackets(theta, X, y)[0, 1]
+    for lr in (1e-3, 0.1, 0.7):
+        swap = lie.swap_difference(m, theta, (X[0], y[0]), (X[1], y[1]), lr)
+        np.testing.assert_allclose(swap / lr ** 2, exact, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", MODELS[:3], ids=repr)
+def test_default_h_within_1e8_of_exact(model, backend):
+    theta, X, Y = _data(model, 7, seed=4)
+    ex = exact_brackets(model, theta, X, Y)
+    b = lie.brackets(model, theta, X, Y, backend=backend)
+    assert _pairwise_rel(b, ex).max() < 1e-8
+    if model.activation == "tanh":  # order 4 is for smooth models (it warns for ReLU)
+        b4 = lie.brackets(model, theta, X, Y, order=4, backend=backend)
+        assert _pairwise_rel(b4, ex).max() < 1e-8
+
+
+def test_digit_sized_mlp_within_1e8_of_exact():
+    """MLP 64-32-10 on [0, 1] inputs with one-hot targets (the digits setting), at init and moved."""
+    m = models.MLP([64, 32, 10])
+    rs = np.random.default_rng(5)
+    X = rs.random((10, 64))
+    Y = np.eye(10)[rs.integers(0, 10, 10)]
+    for theta in (m.init(0), m.init(1) * 3.0):
+        assert _pairwise_rel(lie.brackets(m, theta, X, Y), exact_brackets(m, theta, X, Y)).max() < 1e-8
+
+
+def test_complex_step_oracle_can_fail():
+    """A wrong sign convention is far from the oracle: the comparisons above are meaningful."""
+    m = MODELS[0]
+    theta, X, Y = _data(m, 4)
+    ex = exact_brackets(m, theta, X, Y)
+    assert _rel(-lie.brackets(m, theta, X, Y), ex) > 1.0
+
+
+# -- structure and identities ----------------------------------------------------------------
+
+def test_antisymmetric_zero_diagonal(backend):
+    m = MODELS[0]
+    theta, X, Y = _data(m, 6)
+    b = lie.brackets(m, theta, X, Y, backend=backend)
+    assert b.shape == (6, 6, m.P)
+    np.testing.assert_array_equal(b, -b.transpose(1, 0, 2))
+    np.testing.assert_array_equal(b[np.arange(6), np.arange(6)], 0.0)
+    assert np.abs(b).max() > 0
+
+
+def test_pairs_match_all_pairs(backend):
+    m = MODELS[1]
+    theta, X, Y = _data(m, 5)
+    full = lie.brackets(m, theta, X, Y, backend=backend)
+    pairs = [(0, 4), (3, 1), (2, 2), (4, 0)]
+    b = lie.brackets(m, theta, X, Y, pairs=pairs, backend=backend)
+    assert b.shape == (4, m.P)
+    # the same terms added in another order: FD divides rounding (1e-16) by h ~ 6e-6
+    for q, (a, c) in enumerate(pairs):
+        np.testing.assert_allclose(b[q], full[a, c], rtol=1e-9, atol=1e-9 * np.abs(full).max())
+    np.testing.assert_array_equal(b[2], 0.0)
+
+
+def _field_bracket(model, theta, X, Y, a, b, c, t):
+    """[[v_a, v_b], v_c] = −H_c V + DV·g_c with V = [v_a, v_b] (FD brackets, order 4)."""
+    gc = model.grad(theta, X[c:c + 1], Y[c:c + 1])[0]
+
+    def V(th):
+        return lie.brackets(model, th, X, Y, pairs=[(a, b)], order=4)[0]
+
+    v = V(theta)
+    s = 1e-30
+    Hc_v = model.grad(theta + 1j * s * v, X[c:c + 1], Y[c:c + 1])[0].imag / s
+    DV_gc = (V(theta + t * gc) - V(theta - t * gc)) / (2 * t)
+    return -Hc_v + DV_gc
+
+
+def test_jacobi_identity():
+    m = models.MLP([4, 3, 2])
+    theta, X, Y = _data(m, 3, seed=6)
+    t = 1e-4 * np.sqrt(np.mean(theta ** 2)) / np.sqrt(np.mean(m.grad(theta, X, Y) ** 2))
+    terms = [_field_bracket(m, theta, X, Y, 0, 1, 2, t), _field_bracket(m, theta, X, Y, 1, 2, 0, t),
+             _field_bracket(m, theta, X, Y, 2, 0, 1, t)]
+    scale = max(np.linalg.norm(T) for T in terms)
+    assert np.linalg.norm(sum(terms)) < 1e-5 * scale
+    assert np.linalg.norm(terms[0] + terms[1] - terms[2]) > 1e-2 * scale  # can fail
+
+
+# -- convergence orders ------------------------------------------------------------------------
+
+def _slope(x, y):
+    return np.polyfit(np.log(x), np.log(y), 1)[0]
+
+
+@pytest.mark.parametrize("order, factors, want", [(2, [30, 100, 300, 1000], 2.0),
+                                                  (4, [4, 8, 16, 32], 4.0)])
+def test_fd_error_falls_with_the_order(order, factors, want):
+    m = MODELS[0]
+    theta, X, Y = _data(m, 3, seed=7)
+    ex = exact_brackets(m, theta, X, Y)[0, 1]
+    h0 = lie.default_step(theta, m.grad(theta, X, Y), order)
+    errs = [np.linalg.norm(lie.brackets(m, theta, X, Y, pairs=[(0, 1)], h=f * h0,
+                                        order=order)[0] - ex) for f in factors]
+    assert abs(_slope(factors, errs) - want) < 0.3, errs
+
+
+def test_error_estimate_tracks_the_error():
+    m = MODELS[0]
+    theta, X, Y = _data(m, 4, seed=8)
+    ex = exact_brackets(m, theta, X, Y)
+    h = 300 * lie.default_step(theta, m.grad(theta, X, Y), 2)  # truncation-dominated
+    b, err = lie.brackets(m, theta, X, Y, h=h, return_error=True)
+    true = np.linalg.norm(b - ex, axis=-1)
+    iu = np.triu_indices(4, 1)
+    ratio = err[iu] / true[iu]
+    assert err.shape == (4, 4) and np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+
+
+def test_swap_identity_converges_at_rate_eps():
+    m = MODELS[0]
+    theta, X, Y = _data(m, 2, seed=9)
+    exact = exact_brackets(m, theta, X, Y)[0, 1]
+    eps = np.array([1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
+    errs = [np.linalg.norm(lie.swap_difference(m, theta, (X[0], Y[0]), (X[1], Y[1]), e) / e ** 2
+                           - exact) for e in eps]
+    assert abs(_slope(eps, errs) - 1.0) < 0.15, errs
+
+
+# -- backends ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order", [2, 4])
+@pytest.mark.parametrize("model", MODELS, ids=repr)
+def test_compiled_matches_reference(compiled, model, order):
+    theta, X, Y = _data(model, 6, seed=10)
+    if order == 4 and getattr(model, "activation", None) == "relu":
+        with pytest.warns(RuntimeWarning, match="smooth model"):
+            ref = lie.brackets(model, theta, X, Y, order=order, backend="numpy")
+        with pytest.warns(RuntimeWarning, match="smooth model"):
+            got = lie.brackets(model, theta, X, Y, order=order, backend=compiled)
+    else:
+        ref = lie.brackets(model, theta, X, Y, order=order, backend="numpy")
+        got = lie.brackets(model, theta, X, Y, order=order, backend=compiled)
+    assert _rel(got, ref) < 1e-10
+
+
+def test_deterministic_and_out_buffer(compiled):
+    m = MODELS[0]
+    theta, X, Y = _data(m, 9)
+    a = lie.brackets(m, theta, X, Y, backend=compiled)
+    buf = np.full_like(a, np.nan)
+    b = lie.brackets(m, theta, X, Y, backend=compiled, out=buf)
+    assert b is buf
+    np.testing.assert_array_equal(a, b)
+
+
+@njit
+def _ls_grad(theta, x, y, shape, work, out, alpha, beta):
+    r = 0.0
+    for p in range(theta.shape[0]):
+        r += theta[p] * x[p]
+    r -= y[0]
+    for p in range(theta.shape[0]):
+        g = alpha * r * x[p]
+        out[p] = g if beta == 0.0 else g + beta * out[p]
+
+
+def test_custom_model():
+    def numpy_grad(th, X, Y):  # broadcasts over stacked θ (..., P) → (..., B, P)
+        r = np.einsum("...p,bp->...b", th, X) - Y[:, 0]
+        return r[..., None] * X
+
+    m = models.CustomModel(_ls_grad, P=4, d=4, K=1, numpy_grad=numpy_grad)
+    rs = np.random.default_rng(11)
+    theta, X, y = rs.standard_normal(4), rs.standard_normal((5, 4)), rs.standard_normal(5)
+    want = linear_brackets(theta, X, y, bias=False)
+    assert _rel(lie.brackets(m, theta, X, y), want) < 1e-9
+    assert _rel(lie.brackets(m, theta, X, y, backend="numpy"), want) < 1e-9
+    with pytest.raises(NotImplementedError, match="no logits"):
+        m.logits(theta, X)
+    with pytest.raises(TypeError, match="numba.njit function"):
+        models.CustomModel(lambda *a: None, P=1, d=1, K=1)
+
+
+# -- analyses ------------------------------------------------------------------------------------
+
+def test_logit_perturbation_is_the_directional_derivative():
+    m = MODELS[0]
+    theta, X, Y = _data(m, 4)
+    b = lie.brackets(m, theta, X, Y, pairs=[(0, 1), (2, 3)])
+    J = lie.logit_perturbation(m, theta, b, X)
+    assert J.shape == (2, 4, m.K)
+    t = 1e-6
+    fd = (m.logits(theta + t * b[1], X) - m.logits(theta - t * b[1], X)) / (2 * t)
+    np.testing.assert_allclose(J[1], fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
+    np.testing.assert_array_equal(lie.logit_perturbation(m, theta, b[0], X), J[0])
+
+
+def test_tensor_rms():
+    m = models.MLP([6, 5, 3])
+    rs = np.random.default_rng(12)
+    X, Y = rs.random((4, 6)), np.eye(3)[rs.integers(0, 3, 4)]
+    cps = [m.init(0), m.init(0) * 2, m.init(0) * 4]
+    r = lie.tensor_rms(m, cps, X, Y)
+    assert r.pairs.shape == (6, 2)
+    assert set(r.slope) == {"W1", "b1", "W2", "b2"}
+    assert r.rms_bracket["W1"].shape == (3, 6)
+    b = lie.brackets(m, cps[1], X, Y)
+    sl = m.tensors["W2"][0]
+    assert r.rms_bracket["W2"][1, 0] == pytest.approx(np.sqrt(np.mean(b[0, 1, sl] ** 2)), rel=1e-9)
+    G = m.grad(cps[2], X, Y)
+    want = np.sqrt(0.5 * (np.mean(G[0, sl] ** 2) + np.mean(G[1, sl] ** 2)))
+    assert r.rms_grad["W2"][2, 0] == pytest.approx(want, rel=1e-12)
+    assert all(np.isfinite(v) for v in r.slope.values())
+    assert "slope" in r.summary()
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(theta=np.zeros(3)), ValueError, "theta has 3 entries"),
+    (dict(X=np.zeros((4, 5))), ValueError, "X has 5 features"),
+    (dict(Y=np.zeros((4, 2))), ValueError, "Y has shape"),
+    (dict(X=np.full((4, 6), np.nan)), ValueError, "X has 24 non-finite"),
+    (dict(X=np.zeros((1, 6)), Y=np.zeros((1, 3))), ValueError, "at least 2 examples"),
+    (dict(pairs=[(0, 4)]), ValueError, "out of range"),
+    (dict(pairs=[(0, -1)]), ValueError, "out of range"),
+    (dict(pairs=[0, 1]), ValueError, "pairs must be"),
+    (dict(pairs=[(0.0, 1.0)]), TypeError, "integer"),
+    (dict(h=0.0), ValueError, "h must be finite and > 0"),
+    (dict(h=-1e-3), ValueError, "h must be finite and > 0"),
+    (dict(h=[1e-3, 1e-3]), ValueError, "h has 2 entries"),
+    (dict(order=3), ValueError, "order must be 2 or 4"),
+    (dict(backend="gpu"), ValueError, "backend must be one of"),
+    (dict(out=np.empty((4, 4, 3))), ValueError, "out must be"),
+])
+def test_bad_input(kwargs, exc, match):
+    m = MODELS[0]
+    theta, X, Y = _data(m, 4)
+    args = dict(model=m, theta=theta, X=X, Y=Y)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        lie.brackets(**args)
+
+
+def test_bad_model_and_swap_arguments():
+    with pytest.raises(TypeError, match="model must be"):
+        lie.brackets("mlp", np.zeros(3), np.zeros((2, 1)), np.zeros(2))
+    m = MODELS[3]
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        lie.swap_difference(m, np.zeros(7), (np.zeros(6), 0.0), (np.zeros(6), 1.0), 0.0)
+    for bad in ([5], [], "abc", 7):
+        with pytest.raises(ValueError, match="sizes must list"):
+            models.MLP(bad)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        models.MLP([2, 2], activation="gelu")
+    with pytest.raises(ValueError, match="sizes\\[1\\] must be >= 1"):
+        models.MLP([2, 0, 1])
