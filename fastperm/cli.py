@@ -2,6 +2,8 @@
 
 ``fastperm figure1 --out figure1.png --seeds 5``
     Reproduce Figure 1 of the post (k-fold augmentation vs expected gradient).
+``fastperm lie-digits --out DIR``
+    The Lie-bracket study on scikit-learn's digits (needs the ``study`` extra).
 ``fastperm bench``
     A quick table (under a minute): ns/step per method and backend, and the cost ratios.
 ``fastperm info``
@@ -113,6 +115,17 @@ def bench(args) -> int:
     return 0
 
 
+def lie_digits(args) -> int:
+    from . import digits
+
+    res = digits.run(args.out, steps=args.steps, hidden=args.hidden, seed=args.seed,
+                     progress=not args.quiet)
+    print(res["summary"])
+    print(f"\nwrote {args.out}/rms_loglog.png, {args.out}/logit_perturbation.png, "
+          f"{args.out}/summary.txt")
+    return 0
+
+
 def info(args) -> int:
     import numpy
 
@@ -185,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="numba threads")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=bench)
+
+    g = sub.add_parser("lie-digits", help="Lie brackets of examples on scikit-learn's digits",
+                       description="Train MLP([64, H, 10]) with 10 independent sigmoids on the "
+                                   "digits, bracket the first 6 test examples at checkpoints, "
+                                   "and plot/print what the brackets show.")
+    g.add_argument("--out", required=True, help="folder for the figures and summary")
+    g.add_argument("--steps", type=int, default=1500, help="Adam steps (default 1500)")
+    g.add_argument("--hidden", type=int, default=32)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=lie_digits)
 
     i = sub.add_parser("info", help="backends, versions and threads")
     i.set_defaults(func=info)

@@ -1,4 +1,7 @@
-"""Turn pytest-benchmark JSON into a markdown table of ns/step and ratios to fastperm-numba.
+"""Turn pytest-benchmark JSON into markdown tables: ns per unit of work and ratios to fastperm-numba.
+
+One table per unit (training steps, brackets); each benchmark's ``extra_info``
+gives the ``count`` of units one call does and the ``unit``.
 
     python bench/compare/ratio_table.py bench/compare/results.json [> table.md]
 
@@ -13,16 +16,22 @@ def table(data) -> str:
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {}).get("brand_raw") or machine.get("processor") or "?"
     when = data.get("datetime", "?")[:10]
-    groups = {}
+    units = {}
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
-        groups.setdefault(b["group"], {})[info.get("contender", b["name"])] = (
-            b["stats"]["min"] * 1e9 / info.get("steps", 1))
+        unit = info.get("unit", "step")
+        count = info.get("count", info.get("steps", 1))
+        units.setdefault(unit, {}).setdefault(b["group"], {})[info.get("contender", b["name"])] = (
+            b["stats"]["min"] * 1e9 / count)
+    head = (f"{when}, {cpu}, {machine.get('cpu', {}).get('count', '?')} CPUs, "
+            f"Python {machine.get('python_version', '?')}")
+    return "\n\n".join(_unit_table(unit, groups, head) for unit, groups in units.items())
+
+
+def _unit_table(unit, groups, head) -> str:
     contenders = sorted({c for g in groups.values() for c in g},
                         key=lambda c: (not c.startswith("fastperm"), c))
-    lines = [f"ns/step (min over rounds) and ratio to fastperm-numba; {when}, {cpu}, "
-             f"{machine.get('cpu', {}).get('count', '?')} CPUs, "
-             f"Python {machine.get('python_version', '?')}", "",
+    lines = [f"ns per {unit} (min over rounds) and ratio to fastperm-numba; {head}", "",
              "| workload | " + " | ".join(contenders) + " |",
              "|---|" + "---:|" * len(contenders)]
     for group, row in groups.items():

@@ -14,6 +14,7 @@ as a warm-up round.
 
 import math
 
+import numpy as np
 import pytest
 
 import fastperm
@@ -39,5 +40,63 @@ def test_train(benchmark, contender, method):
         pytest.skip(str(exc))
     run()  # compile / warm caches outside the timing
     benchmark.group = f"{method}, d={D}, n={N}, T={T}"
-    benchmark.extra_info.update(contender=contender, method=method, steps=T, d=D, n=N)
+    benchmark.extra_info.update(contender=contender, method=method, count=T, unit="step", d=D,
+                                n=N)
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+
+
+# -- Lie brackets -----------------------------------------------------------------------------
+
+BRACKET_CONTENDERS = ["fastperm-numba", "fastperm-numpy", "torch.func", "jax"]
+
+
+def _digits():
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        pytest.skip("the bracket comparison uses scikit-learn's digits")
+    data = load_digits()
+    return data.data[:32] / 16.0, np.eye(10)[data.target[:32]]
+
+
+@pytest.mark.parametrize("sizes", ["64-32-10", "64-256-10"])
+@pytest.mark.parametrize("contender", BRACKET_CONTENDERS)
+def test_brackets(benchmark, contender, sizes):
+    """All 496 brackets among 32 digits (float64); fastperm's are checked to 1e-8 per pair."""
+    from fastperm import lie, models
+
+    import bracket_peers
+
+    X, Y = _digits()
+    model = models.MLP([int(s) for s in sizes.split("-")])
+    theta = model.init(0)
+    if contender.startswith("fastperm-"):
+        backend = contender.split("-", 1)[1]
+        if backend not in fastperm.backends.available():
+            pytest.skip(f"backend {backend} not available")
+        out = np.empty((32, 32, model.P))
+
+        def run():
+            return lie.brackets(model, theta, X, Y, backend=backend, out=out)
+    else:
+        make = {"torch.func": bracket_peers.torch_func_runner, "jax": bracket_peers.jax_runner}
+        try:
+            run = make[contender](model, theta, X, Y)
+        except ImportError as exc:
+            pytest.skip(str(exc))
+    got = np.asarray(run())
+    exact = _exact(model, theta, X, Y)
+    iu = np.triu_indices(32, 1)
+    rel = np.linalg.norm(got[iu] - exact[iu], axis=1) / np.linalg.norm(exact[iu], axis=1)
+    assert rel.max() < 1e-8
+    benchmark.group = f"brackets, MLP {sizes}, B=32 (496 pairs)"
+    benchmark.extra_info.update(contender=contender, count=496, unit="bracket",
+                                max_rel_error=float(rel.max()))
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+
+
+def _exact(model, theta, X, Y):
+    G = model.grad(theta, X, Y)
+    t = 1e-30
+    D = model.grad(theta + 1j * t * G, X, Y).imag / t
+    return D - D.transpose(1, 0, 2)

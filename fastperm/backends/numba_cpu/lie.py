@@ -17,11 +17,13 @@ tiles ``out[I, J]`` and ``out[J, I]``, then combines them in place, so every
 output element is owned by one task (no races, deterministic), nothing of size
 (B, B, P) is allocated besides the output, and the tiles are still in cache
 when combined. Gradient evaluations: S·B(B − 1) for S stencil points, the fewest
-the method allows. Scratch per task: S·P + work floats.
+the method allows. Tasks are dealt round-robin to one chunk per thread, each
+with its scratch (S·P + work floats) allocated once.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -32,19 +34,23 @@ TILE_BYTES = 768 * 1024
 
 
 @njit(**JIT)
-def _stencil_points(theta, u, h, c, pts):
-    """``pts[j] = θ + c_j h u``."""
+def _stencil_points(theta, u, h, c, pts, start):
+    """``pts[j, start:] = θ + c_j h u`` (the model's stencil kernel reads no entry before start)."""
     for j in range(c.shape[0]):
         s = c[j] * h
-        for p in range(theta.shape[0]):
+        for p in range(start, theta.shape[0]):
             pts[j, p] = theta[p] + s * u[p]
 
 
 @njit(**JIT)
-def _directional(grad, shape, pts, w, invh, xe, ye, work, dst):
-    """``dst = Σ_j w_j g_e(pts[j]) / h``: the Hessian of example e applied to the stencil direction."""
+def _directional(grad, shape, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
+    """``dst = Σ_j w_j g_e(pts[j]) / h``: the Hessian of example e applied to the stencil direction.
+
+    The generic stencil, for any model's ``grad``; a model may provide a faster
+    one with the same signature (:func:`fastperm.models.mlp_directional`).
+    """
     for j in range(pts.shape[0]):
-        grad(pts[j], xe, ye, shape, work, dst, w[j] * invh, 0.0 if j == 0 else 1.0)
+        grad(pts[j], X[yi], Y[yi], shape, work, dst, w[j] / hx, 0.0 if j == 0 else 1.0)
 
 
 @njit(**JIT)
@@ -66,55 +72,70 @@ def _example_grads(grad, shape, work_size, theta, X, Y, out):
 
 
 @njit(**PARALLEL)
-def _all_pairs(grad, shape, work_size, theta, X, Y, G, h, c, w, out, block):
+def _all_pairs(grad, directional, shape, work_size, start, aux, theta, X, Y, G, h, c, w, out,
+               block, nchunks):
+    """Tasks (block pairs) ``t = k, k + nchunks, ...`` go to chunk k, which allocates its scratch
+    once: per-task allocation of the (S, P) stencil points cost page faults that
+    serialised the threads (measured: 2 threads slower than 1)."""
     B, P = G.shape
     nb = (B + block - 1) // block
     ntasks = nb * (nb + 1) // 2
-    for task in prange(ntasks):
-        I, J = _block_pair(task, nb)
+    for k in prange(nchunks):
         pts = np.empty((c.shape[0], P))
         work = np.empty(max(work_size, 1))
-        x0, x1 = I * block, min(B, (I + 1) * block)
-        y0, y1 = J * block, min(B, (J + 1) * block)
-        for x in range(x0, x1):  # D[x→y] into out[x, y]
-            _stencil_points(theta, G[x], h[x], c, pts)
-            for y in range(y0, y1):
-                if y != x:
-                    _directional(grad, shape, pts, w, 1.0 / h[x], X[y], Y[y], work, out[x, y])
-        if I != J:  # D[y→x] into out[y, x]
-            for y in range(y0, y1):
-                _stencil_points(theta, G[y], h[y], c, pts)
-                for x in range(x0, x1):
-                    _directional(grad, shape, pts, w, 1.0 / h[y], X[x], Y[x], work, out[y, x])
-        for x in range(x0, x1):  # [v_x, v_y] = D[x→y] − D[y→x]
-            for y in range(max(y0, x + 1), y1):
-                bxy = out[x, y]
-                byx = out[y, x]
-                for p in range(P):
-                    b = bxy[p] - byx[p]
-                    bxy[p] = b
-                    byx[p] = -b
-            if I == J:
-                out[x, x, :] = 0.0
+        for task in range(k, ntasks, nchunks):
+            I, J = _block_pair(task, nb)
+            x0, x1 = I * block, min(B, (I + 1) * block)
+            y0, y1 = J * block, min(B, (J + 1) * block)
+            for x in range(x0, x1):  # D[x→y] into out[x, y]
+                _stencil_points(theta, G[x], h[x], c, pts, start)
+                for y in range(y0, y1):
+                    if y != x:
+                        directional(grad, shape, pts, w, c, h[x], x, y, aux, X, Y, work,
+                                    out[x, y])
+            if I != J:  # D[y→x] into out[y, x]
+                for y in range(y0, y1):
+                    _stencil_points(theta, G[y], h[y], c, pts, start)
+                    for x in range(x0, x1):
+                        directional(grad, shape, pts, w, c, h[y], y, x, aux, X, Y, work,
+                                    out[y, x])
+            for x in range(x0, x1):  # [v_x, v_y] = D[x→y] − D[y→x]
+                for y in range(max(y0, x + 1), y1):
+                    bxy = out[x, y]
+                    byx = out[y, x]
+                    for p in range(P):
+                        b = bxy[p] - byx[p]
+                        bxy[p] = b
+                        byx[p] = -b
+                if I == J:
+                    out[x, x, :] = 0.0
 
 
 @njit(**PARALLEL)
-def _pairs(grad, shape, work_size, theta, X, Y, G, h, c, w, pairs, out):
+def _pairs(grad, directional, shape, work_size, start, aux, theta, X, Y, G, h, c, w, pairs,
+           out, nchunks):
     P = G.shape[1]
-    for q in prange(pairs.shape[0]):
-        a = pairs[q, 0]
-        b = pairs[q, 1]
-        if a == b:  # [v_a, v_a] = 0 exactly
-            out[q, :] = 0.0
-            continue
+    npairs = pairs.shape[0]
+    for k in prange(nchunks):
         pts = np.empty((c.shape[0], P))
         work = np.empty(max(work_size, 1))
-        _stencil_points(theta, G[a], h[a], c, pts)
-        _directional(grad, shape, pts, w, 1.0 / h[a], X[b], Y[b], work, out[q])
-        _stencil_points(theta, G[b], h[b], c, pts)
-        # out[q] −= D[b→a]: accumulate the negated stencil
-        for j in range(c.shape[0]):
-            grad(pts[j], X[a], Y[a], shape, work, out[q], -w[j] / h[b], 1.0)
+        tmp = np.empty(P)
+        for q in range(k, npairs, nchunks):
+            a = pairs[q, 0]
+            b = pairs[q, 1]
+            if a == b:  # [v_a, v_a] = 0 exactly
+                out[q, :] = 0.0
+                continue
+            _stencil_points(theta, G[a], h[a], c, pts, start)
+            directional(grad, shape, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])
+            _stencil_points(theta, G[b], h[b], c, pts, start)
+            directional(grad, shape, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)
+            for p in range(P):
+                out[q, p] -= tmp[p]
+
+
+def _nchunks(ntasks):
+    return max(1, min(ntasks, numba.get_num_threads()))
 
 
 def tile_block(P, B):
@@ -123,14 +144,28 @@ def tile_block(P, B):
     return max(1, min(B, block))
 
 
+def _stencil_kernel(model, theta, X, Y, G):
+    """The model's own stencil kernel (work size, first parameter read, aux data), else
+    the generic one."""
+    if model.directional is not None:
+        return (model.directional, max(model.work_size, model.directional_work),
+                model.stencil_start, model.bracket_aux(theta, X, Y, G))
+    return _directional, model.work_size, 0, np.zeros((X.shape[0], 0))
+
+
 def example_grads(model, theta, X, Y, out):
     _example_grads(model.kernel, model.shape, model.work_size, theta, X, Y, out)
 
 
 def brackets_all(model, theta, X, Y, G, h, c, w, out):
-    _all_pairs(model.kernel, model.shape, model.work_size, theta, X, Y, G, h, c, w, out,
-               tile_block(G.shape[1], G.shape[0]))
+    directional, work, start, aux = _stencil_kernel(model, theta, X, Y, G)
+    block = tile_block(G.shape[1], G.shape[0])
+    nb = (G.shape[0] + block - 1) // block
+    _all_pairs(model.kernel, directional, model.shape, work, start, aux, theta, X, Y, G, h, c,
+               w, out, block, _nchunks(nb * (nb + 1) // 2))
 
 
 def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
-    _pairs(model.kernel, model.shape, model.work_size, theta, X, Y, G, h, c, w, pairs, out)
+    directional, work, start, aux = _stencil_kernel(model, theta, X, Y, G)
+    _pairs(model.kernel, directional, model.shape, work, start, aux, theta, X, Y, G, h, c, w,
+           pairs, out, _nchunks(pairs.shape[0]))
