@@ -149,6 +149,9 @@ def _summary(model, rms, cps, per_logit, pairs, lp, C, acc, steps):
                      + ("   <- the pair's own digits" if hit else ""))
     lines.append(f"  pairs whose two most perturbed logits are their own two digits: {hits} "
                  f"of {len(pairs)}")
+    firsts = np.bincount(per_logit.argmax(axis=1), minlength=10)
+    lines.append("  most perturbed logit, counted over pairs: "
+                 + ", ".join(f"{d} ({firsts[d]})" for d in np.argsort(firsts)[::-1] if firsts[d]))
     conf = _top_confusions(C)
     lines += ["", "(c) digits the model confuses most on the test set (both directions): "
               + ", ".join(f"{i}↔{j} ({n})" for i, j, n in conf)]
