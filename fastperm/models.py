@@ -328,6 +328,12 @@ class CustomModel(Model):
 
 
 @njit(inline="always", **JIT)
+def _activate(v, act):
+    """tanh (act = 0) or ReLU (act = 1)."""
+    return math.tanh(v) if act == 0 else max(v, 0.0)
+
+
+@njit(inline="always", **JIT)
 def _affine(W, theta, boff, bias, src, dst, hidden, act):
     """``dst = act(W src + b)`` (the activation only on hidden layers)."""
     for o in range(W.shape[0]):
@@ -335,9 +341,7 @@ def _affine(W, theta, boff, bias, src, dst, hidden, act):
         row = W[o]
         for i in range(W.shape[1]):
             s += row[i] * src[i]
-        if hidden:
-            s = math.tanh(s) if act == 0 else max(s, 0.0)
-        dst[o] = s
+        dst[o] = _activate(s, act) if hidden else s
 
 
 @njit(inline="always", **JIT)
@@ -404,10 +408,7 @@ def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
         if l == 0:
             if z1.shape[0] > 0:
                 for o in range(nout):
-                    v = z1[o]
-                    if L > 1:
-                        v = math.tanh(v) if act == 0 else max(v, 0.0)
-                    dst[o] = v
+                    dst[o] = _activate(z1[o], act) if L > 1 else z1[o]
             else:
                 _affine(W, theta, shape[pb + l], bias, x, dst, L > 1, act)
         else:
