@@ -1,0 +1,60 @@
+"""The backend registry and the kernel contract every backend honours."""
+
+import importlib
+import inspect
+
+import numpy as np
+import pytest
+
+import fastperm
+from fastperm import backends
+
+CONTRACT = ["sgd_runs", "expected_runs", "augmented_gradient", "example_grads", "brackets_all",
+            "brackets_pairs"]
+
+
+def _params(fn):
+    return list(inspect.signature(getattr(fn, "py_func", fn)).parameters)
+
+
+def test_available_and_auto():
+    names = backends.available()
+    assert "numpy" in names and names == [n for n in backends.KNOWN if n in names]
+    assert backends.get().name == names[0]
+    assert backends.get("auto").name == names[0]
+
+
+def test_same_kernels_same_signatures():
+    ref = importlib.import_module(backends.KNOWN["numpy"])
+    for name in backends.available():
+        mod = backends.get(name)
+        for fn in CONTRACT:
+            assert hasattr(mod, fn), f"backend {name} lacks {fn}"
+            assert _params(getattr(mod, fn)) == _params(getattr(ref, fn)), (name, fn)
+
+
+def test_env_var_forces_backend(monkeypatch):
+    monkeypatch.setenv(backends.ENV_VAR, "numpy")
+    assert backends.get().name == "numpy"
+    assert fastperm.train(fastperm.LinearProblem.sample(d=5, n=2), 1, steps=3).backend == "numpy"
+    monkeypatch.setenv(backends.ENV_VAR, "fortran")
+    with pytest.raises(ValueError, match=r"\$FASTPERM_BACKEND must be one of"):
+        backends.get()
+
+
+def test_unavailable_backend_says_why(monkeypatch):
+    monkeypatch.setattr(backends, "_errors", {})  # keep the registry's memo of failures clean
+    monkeypatch.setitem(backends.KNOWN, "ghost", "fastperm.backends._no_such_module")
+    assert "ghost" not in backends.available()
+    assert "ModuleNotFoundError" in backends.unavailable()["ghost"]
+    with pytest.raises(backends.BackendUnavailableError, match="not available here"):
+        backends.get("ghost")
+
+
+def test_progress_chunks_do_not_change_results(compiled):
+    p = fastperm.LinearProblem.sample(d=8, n=3, seed=1)
+    kw = dict(seeds=range(7), lr=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07], steps=20,
+              sampling="fresh", backend=compiled)
+    a = fastperm.train_many(p, 3, **kw)
+    b = fastperm.train_many(p, 3, progress=True, **kw)
+    np.testing.assert_array_equal(a.loss, b.loss)
