@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, backends
-from .models import Model
+from .models import MLP, Model
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -252,9 +252,10 @@ def logit_perturbation(model, theta, bracket, X_batch):
 
     The directional derivative of the logits, computed exactly by the complex
     step ``Im f(θ + i t b) / t`` (t = 1e-30) for the built-in models, whose NumPy
-    forward pass is complex-analytic; by central differences for a custom model
-    whose ``logits`` does not take complex θ. Multiplied by ε², it is the change
-    of each logit caused by swapping the order of the two examples.
+    forward pass is complex-analytic; by central differences (parameter step of
+    norm ε^{1/3}) for a :class:`~fastperm.models.CustomModel`, whose ``logits``
+    may not take complex θ. Multiplied by ε², it is the change of each logit
+    caused by swapping the order of the two examples.
 
     Parameters
     ----------
@@ -274,15 +275,15 @@ def logit_perturbation(model, theta, bracket, X_batch):
     V = v[None] if single else v
     if V.shape[1] != model.P:
         raise ValueError(f"bracket has {V.shape[1]} entries per pair but the model has P = {model.P}")
-    t = 1e-30
-    try:
+    if isinstance(model, MLP):  # complex-analytic forward pass: exact complex step
+        t = 1e-30
         out = model.logits(theta + 1j * t * V, X).imag / t
-    except (TypeError, ValueError, np.exceptions.ComplexWarning if hasattr(np, "exceptions")
-            else TypeError):
-        norm = np.sqrt(np.mean(V * V, axis=1, keepdims=True))
-        s = EPS ** (1 / 3) * max(float(np.sqrt(np.mean(theta ** 2))), 1.0) / np.where(
-            norm > 0, norm, 1.0)
-        out = (model.logits(theta + s * V, X) - model.logits(theta - s * V, X)) / (2 * s[..., None])
+    else:  # a custom model's logits may not take complex θ: central differences
+        norm = np.sqrt(np.sum(V * V, axis=1))
+        s = EPS ** (1 / 3) / np.where(norm > 0, norm, 1.0)
+        out = np.stack([(model.logits(theta + s[q] * V[q], X)
+                         - model.logits(theta - s[q] * V[q], X)) / (2 * s[q])
+                        for q in range(V.shape[0])])
     return out[0] if single else out
 
 

@@ -346,3 +346,16 @@ def test_bad_model_and_swap_arguments():
         models.MLP([2, 2], activation="gelu")
     with pytest.raises(ValueError, match="sizes\\[1\\] must be >= 1"):
         models.MLP([2, 0, 1])
+
+
+def test_logit_perturbation_custom_model_uses_finite_differences():
+    """A custom logits that casts θ to float would lose a complex step; FD is used instead."""
+    def logits(th, X):
+        th = np.asarray(th, dtype=float)
+        return np.tanh(X @ th)[:, None]
+
+    m = models.CustomModel(_ls_grad, P=3, d=3, K=1, logits=logits)
+    rs = np.random.default_rng(13)
+    theta, X, v = rs.standard_normal(3), rs.standard_normal((5, 3)), rs.standard_normal(3)
+    want = ((1 - np.tanh(X @ theta) ** 2) * (X @ v))[:, None]
+    np.testing.assert_allclose(lie.logit_perturbation(m, theta, v, X), want, rtol=1e-7)

@@ -202,7 +202,8 @@ def table(d=400, n=40, steps=20000, lr=1e-3, repeat=5):
         if math.isinf(k):
             sec, _ = _best(lambda: numpy_expected(p.X, p.y, p.w_star, lr, steps), 2)
         else:
-            sec, _ = _best(lambda: numpy_sgd(p.X, p.y, p.w_star, k, lr, steps, sampling), 2)
+            sec, _ = _best(lambda k=k, s=sampling: numpy_sgd(p.X, p.y, p.w_star, k, lr, steps, s),
+                           2)
         rows.append((label, fp, sec * 1e9 / steps))
     return rows
 
