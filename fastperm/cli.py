@@ -112,6 +112,11 @@ def bench(args) -> int:
     per = {b: timing.ratios({m: cell[b, m][1] for m in timing.METHODS}) for b in names}
     for r in timing.RATIOS:
         print(f"{r:<22}" + "".join(f"{per[b][r]:>12.4g}" for b in names))
+    if not args.no_brackets:
+        print(f"{'brackets/s (B=32)':<22}" + "".join(f"{b:>12}" for b in names))
+        for mlp in timing.BRACKET_MLPS:
+            print(f"{'MLP ' + mlp:<22}" + "".join(
+                f"{timing.brackets_per_second(mlp, backend=b):>12,.0f}" for b in names))
     return 0
 
 
@@ -197,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget of one run of a slow backend (default 0.5)")
     b.add_argument("--threads", type=int, default=None, help="numba threads")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--no-brackets", action="store_true", help="skip the bracket throughput rows")
     b.set_defaults(func=bench)
 
     g = sub.add_parser("lie-digits", help="Lie brackets of examples on scikit-learn's digits",

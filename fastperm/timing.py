@@ -111,3 +111,30 @@ def quick_table(backends=None, *, d: int = 400, n: int = 40, steps: int = 20000,
     if bar is not None:
         bar.close()
     return rows
+
+
+#: MLP sizes whose bracket throughput is tracked (the Lie-bracket issue's models)
+BRACKET_MLPS = ("64-32-10", "64-256-10")
+
+
+def brackets_per_second(sizes: str, *, backend=None, B: int = 32, repeat: int = 3,
+                        seed: int = 0) -> float:
+    """All B(B − 1)/2 brackets of an MLP ``"d-H-K"`` on inputs in [0, 1] with one-hot targets,
+    best of ``repeat`` calls with the output buffer reused; brackets per second."""
+    import numpy as np
+
+    from . import lie, models
+
+    model = models.MLP([int(v) for v in sizes.split("-")])
+    rs = np.random.default_rng(seed)
+    X = rs.random((B, model.d))
+    Y = np.eye(model.K)[rs.integers(0, model.K, B)]
+    theta = model.init(seed)
+    out = np.empty((B, B, model.P))
+    lie.brackets(model, theta, X, Y, backend=backend, out=out)
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        lie.brackets(model, theta, X, Y, backend=backend, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return B * (B - 1) / 2 / best

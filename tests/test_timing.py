@@ -30,10 +30,14 @@ def test_calibrated_steps_bounded():
 
 def test_bench_cli(capsys):
     code = cli.main(["bench", "--d", "20", "--n", "4", "--steps", "200", "--seconds", "0.02",
-                     "--quiet"])
+                     "--quiet", "--no-brackets"])
     assert code == 0
     out = capsys.readouterr().out
     for m in timing.METHODS:
         assert m in out
     for r in timing.RATIOS:
         assert r in out
+
+
+def test_brackets_per_second():
+    assert timing.brackets_per_second("6-4-3", B=5, repeat=1) > 0
