@@ -68,8 +68,8 @@ class Model:
     shape: np.ndarray
     work_size: int
     kernel = None
-    #: optional model-specific stencil kernel (see fastperm.backends.numba_cpu.lie)
-    directional = None
+    #: built-in models whose compiled kernels the cached bracket drivers call directly
+    builtin = False
     directional_work = 0
     stencil_start = 0
 
@@ -156,9 +156,9 @@ class MLP(Model):
                                int(self.bias), *self.sizes, *pw, *pb, *ao], dtype=np.int64)
         self.work_size = int(sum(self.sizes[1:]) + 2 * max(self.sizes))
         self.kernel = mlp_grad
-        #: stencil kernel for the bracket driver, its work size, and the first parameter
-        #: it reads from the stencil points (layers 2.. only)
-        self.directional = mlp_directional
+        #: the bracket drivers use mlp_directional: its work size, and the first
+        #: parameter it reads from the stencil points (layers 2.. only)
+        self.builtin = True
         self.directional_work = self.work_size + 2 * self.sizes[1]
         self.stencil_start = pw[1] if L > 1 else self.P
 
@@ -459,7 +459,7 @@ def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
 
 
 @njit(**JIT)
-def mlp_directional(grad, shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
+def mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     """``out = Σ_j w_j g_y(θ + c_j h_x g_x) / h_x`` for :class:`MLP`, exploiting the first layer.
 
     The first-layer block of g_x is ``δ₁ₓ ⊗ xₓ`` (and δ₁ₓ for its bias), so at the
@@ -469,8 +469,9 @@ def mlp_directional(grad, shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     Gram row xₓ·x_y + 1). The first layer's gradient, ``δ₁ ⊗ x_y``, has the
     same x_y at every stencil point, so its stencil sum is written once:
     ``(Σ_j w_j δ₁(θ_j)/h_x) ⊗ x_y``. Deeper layers are evaluated at ``pts[j]``,
-    which the driver fills from ``stencil_start`` on. ``grad`` is unused (the
-    signature is the generic stencil's). ``work``: ``directional_work`` entries.
+    which the driver fills from ``stencil_start`` on. ``work``: ``directional_work``
+    entries. No function is passed in, so this and its drivers can be cached
+    (Numba's cache index breaks on signatures holding other jitted functions).
     """
     L = shape[0]
     sz = 4

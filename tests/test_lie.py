@@ -359,3 +359,36 @@ def test_logit_perturbation_custom_model_uses_finite_differences():
     theta, X, v = rs.standard_normal(3), rs.standard_normal((5, 3)), rs.standard_normal(3)
     want = ((1 - np.tanh(X @ theta) ** 2) * (X @ v))[:, None]
     np.testing.assert_allclose(lie.logit_perturbation(m, theta, v, X), want, rtol=1e-7)
+
+
+def test_no_cached_kernel_takes_a_jitted_function():
+    """Numba's cache index breaks on signatures holding another jitted function (seen: a later
+    save failed with "underlying object has vanished" after models.py changed), so the cached
+    kernels never take one; only the per-process generic drivers for CustomModel do."""
+    from numba.core import types
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    import fastperm
+    from fastperm.backends.numba_cpu import lie as nlie
+    from fastperm.backends.numba_cpu import rng as nrng
+    from fastperm.backends.numba_cpu import sgd as nsgd
+
+    m = models.MLP([4, 3, 2])
+    theta, X, Y = _data(m, 3)
+    lie.brackets(m, theta, X, Y)
+    lie.brackets(m, theta, X, Y, pairs=[(0, 1)])
+    custom = models.CustomModel(_ls_grad, P=4, d=4, K=1)
+    rs = np.random.default_rng(0)
+    lie.brackets(custom, rs.standard_normal(4), rs.standard_normal((3, 4)), rs.standard_normal(3))
+    fastperm.train(fastperm.LinearProblem.sample(d=5, n=2), 2, steps=3)
+    checked = 0
+    for mod in (models, nlie, nrng, nsgd):
+        for name, obj in vars(mod).items():
+            if not isinstance(obj, CPUDispatcher):
+                continue
+            for sig in obj.signatures:
+                if any(isinstance(t, types.Dispatcher) for t in sig):
+                    assert isinstance(obj._cache, NullCache), f"{mod.__name__}.{name} is cached"
+                    checked += 1
+    assert checked >= 3  # the generic drivers were exercised

@@ -14,3 +14,7 @@ FASTMATH = frozenset({"reassoc", "contract", "arcp"})
 JIT = dict(cache=True, fastmath=set(FASTMATH), error_model="numpy", nogil=True)
 #: options for drivers that run a parallel loop over independent runs
 PARALLEL = dict(JIT, parallel=True)
+#: for functions that take another jitted function as an argument (a user's gradient):
+#: Numba's cache index cannot hold such signatures reliably, so they compile per process
+NOCACHE = dict(JIT, cache=False)
+PARALLEL_NOCACHE = dict(PARALLEL, cache=False)

@@ -27,7 +27,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .jit import JIT, PARALLEL
+from ... import models as _models  # a module reference: fastperm.models imports this package
+from .jit import JIT, NOCACHE, PARALLEL, PARALLEL_NOCACHE
 
 #: bytes of output tiles a task should keep in cache (about a core's L2)
 TILE_BYTES = 768 * 1024
@@ -42,13 +43,9 @@ def _stencil_points(theta, u, h, c, pts, start):
             pts[j, p] = theta[p] + s * u[p]
 
 
-@njit(**JIT)
-def _directional(grad, shape, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
-    """``dst = Σ_j w_j g_e(pts[j]) / h``: the Hessian of example e applied to the stencil direction.
-
-    The generic stencil, for any model's ``grad``; a model may provide a faster
-    one with the same signature (:func:`fastperm.models.mlp_directional`).
-    """
+@njit(**NOCACHE)
+def _directional(grad, shape, pts, w, hx, X, Y, yi, work, dst):
+    """``dst = Σ_j w_j g_y(pts[j]) / h``, the generic stencil for any model's compiled ``grad``."""
     for j in range(pts.shape[0]):
         grad(pts[j], X[yi], Y[yi], shape, work, dst, w[j] / hx, 0.0 if j == 0 else 1.0)
 
@@ -64,19 +61,46 @@ def _block_pair(task, nb):
     return I, I + rem
 
 
+@njit(**JIT)
+def _combine(out, x0, x1, y0, y1, diagonal):
+    """``[v_x, v_y] = D[x→y] − D[y→x]`` in place over a tile pair; zero diagonal."""
+    P = out.shape[2]
+    for x in range(x0, x1):
+        for y in range(max(y0, x + 1), y1):
+            bxy = out[x, y]
+            byx = out[y, x]
+            for p in range(P):
+                b = bxy[p] - byx[p]
+                bxy[p] = b
+                byx[p] = -b
+        if diagonal:
+            out[x, x, :] = 0.0
+
+
+# Two families of drivers with the same loops: for the built-in MLPs, calling
+# mlp_grad / mlp_directional directly (cached: no function in any signature), and for
+# a CustomModel, taking its ``grad`` as an argument (compiled once per process: Numba's
+# cache index cannot hold signatures that contain other jitted functions — a stale
+# entry made a later save fail with "underlying object has vanished").
+
 @njit(**PARALLEL)
-def _example_grads(grad, shape, work_size, theta, X, Y, out):
+def _example_grads_mlp(shape, work_size, theta, X, Y, out):
+    for b in prange(X.shape[0]):
+        work = np.empty(max(work_size, 1))
+        _models.mlp_grad(theta, X[b], Y[b], shape, work, out[b], 1.0, 0.0)
+
+
+@njit(**PARALLEL_NOCACHE)
+def _example_grads_generic(grad, shape, work_size, theta, X, Y, out):
     for b in prange(X.shape[0]):
         work = np.empty(max(work_size, 1))
         grad(theta, X[b], Y[b], shape, work, out[b], 1.0, 0.0)
 
 
 @njit(**PARALLEL)
-def _all_pairs(grad, directional, shape, work_size, start, aux, theta, X, Y, G, h, c, w, out,
-               block, nchunks):
-    """Tasks (block pairs) ``t = k, k + nchunks, ...`` go to chunk k, which allocates its scratch
-    once: per-task allocation of the (S, P) stencil points cost page faults that
-    serialised the threads (measured: 2 threads slower than 1)."""
+def _all_pairs_mlp(shape, work_size, start, aux, theta, X, Y, G, h, c, w, out, block, nchunks):
+    """Tasks (block pairs) ``t = k, k + nchunks, ...`` go to chunk k, which allocates its
+    scratch once."""
     B, P = G.shape
     nb = (B + block - 1) // block
     ntasks = nb * (nb + 1) // 2
@@ -91,29 +115,44 @@ def _all_pairs(grad, directional, shape, work_size, start, aux, theta, X, Y, G, 
                 _stencil_points(theta, G[x], h[x], c, pts, start)
                 for y in range(y0, y1):
                     if y != x:
-                        directional(grad, shape, pts, w, c, h[x], x, y, aux, X, Y, work,
-                                    out[x, y])
+                        _models.mlp_directional(shape, pts, w, c, h[x], x, y, aux, X, Y, work,
+                                                out[x, y])
             if I != J:  # D[y→x] into out[y, x]
                 for y in range(y0, y1):
                     _stencil_points(theta, G[y], h[y], c, pts, start)
                     for x in range(x0, x1):
-                        directional(grad, shape, pts, w, c, h[y], y, x, aux, X, Y, work,
-                                    out[y, x])
-            for x in range(x0, x1):  # [v_x, v_y] = D[x→y] − D[y→x]
-                for y in range(max(y0, x + 1), y1):
-                    bxy = out[x, y]
-                    byx = out[y, x]
-                    for p in range(P):
-                        b = bxy[p] - byx[p]
-                        bxy[p] = b
-                        byx[p] = -b
-                if I == J:
-                    out[x, x, :] = 0.0
+                        _models.mlp_directional(shape, pts, w, c, h[y], y, x, aux, X, Y, work,
+                                                out[y, x])
+            _combine(out, x0, x1, y0, y1, I == J)
+
+
+@njit(**PARALLEL_NOCACHE)
+def _all_pairs_generic(grad, shape, work_size, theta, X, Y, G, h, c, w, out, block, nchunks):
+    B, P = G.shape
+    nb = (B + block - 1) // block
+    ntasks = nb * (nb + 1) // 2
+    for k in prange(nchunks):
+        pts = np.empty((c.shape[0], P))
+        work = np.empty(max(work_size, 1))
+        for task in range(k, ntasks, nchunks):
+            I, J = _block_pair(task, nb)
+            x0, x1 = I * block, min(B, (I + 1) * block)
+            y0, y1 = J * block, min(B, (J + 1) * block)
+            for x in range(x0, x1):
+                _stencil_points(theta, G[x], h[x], c, pts, 0)
+                for y in range(y0, y1):
+                    if y != x:
+                        _directional(grad, shape, pts, w, h[x], X, Y, y, work, out[x, y])
+            if I != J:
+                for y in range(y0, y1):
+                    _stencil_points(theta, G[y], h[y], c, pts, 0)
+                    for x in range(x0, x1):
+                        _directional(grad, shape, pts, w, h[y], X, Y, x, work, out[y, x])
+            _combine(out, x0, x1, y0, y1, I == J)
 
 
 @njit(**PARALLEL)
-def _pairs(grad, directional, shape, work_size, start, aux, theta, X, Y, G, h, c, w, pairs,
-           out, nchunks):
+def _pairs_mlp(shape, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out, nchunks):
     P = G.shape[1]
     npairs = pairs.shape[0]
     for k in prange(nchunks):
@@ -127,9 +166,31 @@ def _pairs(grad, directional, shape, work_size, start, aux, theta, X, Y, G, h, c
                 out[q, :] = 0.0
                 continue
             _stencil_points(theta, G[a], h[a], c, pts, start)
-            directional(grad, shape, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])
+            _models.mlp_directional(shape, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])
             _stencil_points(theta, G[b], h[b], c, pts, start)
-            directional(grad, shape, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)
+            _models.mlp_directional(shape, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)
+            for p in range(P):
+                out[q, p] -= tmp[p]
+
+
+@njit(**PARALLEL_NOCACHE)
+def _pairs_generic(grad, shape, work_size, theta, X, Y, G, h, c, w, pairs, out, nchunks):
+    P = G.shape[1]
+    npairs = pairs.shape[0]
+    for k in prange(nchunks):
+        pts = np.empty((c.shape[0], P))
+        work = np.empty(max(work_size, 1))
+        tmp = np.empty(P)
+        for q in range(k, npairs, nchunks):
+            a = pairs[q, 0]
+            b = pairs[q, 1]
+            if a == b:
+                out[q, :] = 0.0
+                continue
+            _stencil_points(theta, G[a], h[a], c, pts, 0)
+            _directional(grad, shape, pts, w, h[a], X, Y, b, work, out[q])
+            _stencil_points(theta, G[b], h[b], c, pts, 0)
+            _directional(grad, shape, pts, w, h[b], X, Y, a, work, tmp)
             for p in range(P):
                 out[q, p] -= tmp[p]
 
@@ -144,28 +205,32 @@ def tile_block(P, B):
     return max(1, min(B, block))
 
 
-def _stencil_kernel(model, theta, X, Y, G):
-    """The model's own stencil kernel (work size, first parameter read, aux data), else
-    the generic one."""
-    if model.directional is not None:
-        return (model.directional, max(model.work_size, model.directional_work),
-                model.stencil_start, model.bracket_aux(theta, X, Y, G))
-    return _directional, model.work_size, 0, np.zeros((X.shape[0], 0))
-
-
 def example_grads(model, theta, X, Y, out):
-    _example_grads(model.kernel, model.shape, model.work_size, theta, X, Y, out)
+    if model.builtin:
+        _example_grads_mlp(model.shape, model.work_size, theta, X, Y, out)
+    else:
+        _example_grads_generic(model.kernel, model.shape, model.work_size, theta, X, Y, out)
 
 
 def brackets_all(model, theta, X, Y, G, h, c, w, out):
-    directional, work, start, aux = _stencil_kernel(model, theta, X, Y, G)
     block = tile_block(G.shape[1], G.shape[0])
     nb = (G.shape[0] + block - 1) // block
-    _all_pairs(model.kernel, directional, model.shape, work, start, aux, theta, X, Y, G, h, c,
-               w, out, block, _nchunks(nb * (nb + 1) // 2))
+    nchunks = _nchunks(nb * (nb + 1) // 2)
+    if model.builtin:
+        _all_pairs_mlp(model.shape, max(model.work_size, model.directional_work),
+                       model.stencil_start, model.bracket_aux(theta, X, Y, G), theta, X, Y, G, h,
+                       c, w, out, block, nchunks)
+    else:
+        _all_pairs_generic(model.kernel, model.shape, model.work_size, theta, X, Y, G, h, c, w,
+                           out, block, nchunks)
 
 
 def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
-    directional, work, start, aux = _stencil_kernel(model, theta, X, Y, G)
-    _pairs(model.kernel, directional, model.shape, work, start, aux, theta, X, Y, G, h, c, w,
-           pairs, out, _nchunks(pairs.shape[0]))
+    nchunks = _nchunks(pairs.shape[0])
+    if model.builtin:
+        _pairs_mlp(model.shape, max(model.work_size, model.directional_work),
+                   model.stencil_start, model.bracket_aux(theta, X, Y, G), theta, X, Y, G, h, c,
+                   w, pairs, out, nchunks)
+    else:
+        _pairs_generic(model.kernel, model.shape, model.work_size, theta, X, Y, G, h, c, w,
+                       pairs, out, nchunks)
