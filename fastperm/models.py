@@ -36,7 +36,10 @@ finite-difference stencils in one pass over memory.) ::
                                         tensors={"w": (slice(0, P), (P,))},
                                         loss=..., logits=..., numpy_grad=...)
 
-``fastperm.lie.brackets(model, ...)`` then runs the fused bracket kernel on it.
+``fastperm.lie.brackets(model, ...)`` then runs the fused bracket kernel on it. The
+drivers that take your function are compiled once per process (about 2 s here),
+not cached on disk: Numba's cache cannot hold signatures that contain another
+jitted function. The built-in models' kernels are cached.
 The NumPy callables are optional: ``numpy_grad`` (θ, X, Y) → (B, P) enables the
 reference backend (it must broadcast over a stack of parameter points: θ of
 shape (..., P) → (..., B, P)), ``logits`` enables
