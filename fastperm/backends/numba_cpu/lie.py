@@ -7,9 +7,11 @@ order 4: the five-point stencil, i.e. Richardson extrapolation of order 2).
 
 Layers: :func:`fastperm.lie.brackets` validates, chooses h and allocates;
 the drivers here run a parallel loop over independent tasks; the serial worker
-``_directional`` evaluates one stencil with the model's compiled per-example
-gradient ``grad(theta, x, y, shape, work, out, alpha, beta)`` (out ← α·g + β·out),
-which accumulates each stencil point straight into the output tile.
+evaluates one stencil: :func:`fastperm.models.mlp_directional` for the built-in
+MLPs (exact first-layer shortcut, cached drivers), or ``_directional`` with a
+CustomModel's compiled gradient ``grad(theta, x, y, shape, work, out, alpha, beta)``
+(out ← α·g + β·out, so each stencil point accumulates straight into the output
+tile; drivers compiled per process).
 
 All pairs (``brackets_all``): tasks are pairs of example blocks (I ≤ J). A
 task computes ``D[x→y] = H_y g_x`` for x ∈ I, y ∈ J and ``D[y→x]`` into its own
