@@ -12,7 +12,14 @@ backends
     ``backends.available()``, ``backends.get(name)``.
 rng
     The counter-based random-number specification shared by all backends.
+lie, models
+    Lie brackets of training examples, and models with per-example gradients
+    (imported on first access: ``fastperm.lie.brackets(...)``).
+timing, plot, digits
+    Measurement helpers, figures, the digits study (also on first access).
 """
+
+import importlib
 
 from . import backends, rng
 from .augment import augmented_gradient, expected_gradient
@@ -21,6 +28,15 @@ from .train import DivergenceWarning, TrainResult, train, train_many
 
 __version__ = "0.1.0"
 
+_LAZY = ("lie", "models", "timing", "plot", "digits")
+
+
+def __getattr__(name):
+    """Import the heavier submodules on first access (PEP 562), keeping ``import fastperm`` light."""
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "DivergenceWarning",
     "LinearProblem",
@@ -28,6 +44,8 @@ __all__ = [
     "augmented_gradient",
     "backends",
     "expected_gradient",
+    "lie",
+    "models",
     "rng",
     "train",
     "train_many",

@@ -58,3 +58,17 @@ def test_progress_chunks_do_not_change_results(compiled):
     a = fastperm.train_many(p, 3, **kw)
     b = fastperm.train_many(p, 3, progress=True, **kw)
     np.testing.assert_array_equal(a.loss, b.loss)
+
+
+def test_import_is_light_and_submodules_lazy():
+    """``import fastperm`` does not import numba; ``fastperm.lie`` etc. load on first access."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fastperm; assert 'numba' not in sys.modules, 'numba imported'; "
+            "assert fastperm.lie.brackets and fastperm.models.MLP and fastperm.timing.METHODS; "
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        fastperm.nope  # noqa: B018
