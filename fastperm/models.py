@@ -51,10 +51,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
 
 from . import _checks
-from .backends.numba_cpu.jit import JIT, PARALLEL
+from ._jit import JIT, PARALLEL, njit, prange
 
 ACTIVATIONS = {"tanh": 0, "relu": 1}
 LOSSES = {"bce": 0, "mse": 1}

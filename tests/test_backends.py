@@ -72,3 +72,30 @@ def test_import_is_light_and_submodules_lazy():
     assert out.stdout.strip() == "ok", out.stderr
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         fastperm.nope  # noqa: B018
+
+
+def test_works_without_numba():
+    """With ``import numba`` failing, fastperm imports, trains and brackets on the reference."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, math
+sys.modules['numba'] = None  # any `import numba` now raises ImportError
+import numpy as np
+import fastperm
+from fastperm import backends, lie, models
+assert backends.available() == ['numpy'], backends.available()
+assert 'numba' in backends.unavailable()
+p = fastperm.LinearProblem.sample(d=6, n=3)
+for k in (1, 2, math.inf):
+    r = fastperm.train(p, k, steps=5)
+    assert r.backend == 'numpy' and np.isfinite(r.loss).all()
+m = models.MLP([4, 3, 2])
+X = np.random.default_rng(0).random((3, 4)); Y = np.eye(2)[[0, 1, 0]]
+b = lie.brackets(m, m.init(0), X, Y)
+assert b.shape == (3, 3, m.P) and np.abs(b).max() > 0
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -29,8 +29,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ... import models as _models  # a module reference: fastperm.models imports this package
-from .jit import JIT, NOCACHE, PARALLEL, PARALLEL_NOCACHE
+from ... import models as _models
+from ..._jit import JIT, NOCACHE, PARALLEL, PARALLEL_NOCACHE
 
 #: bytes of output tiles a task should keep in cache (about a core's L2)
 TILE_BYTES = 768 * 1024

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from ... import rng as spec
-from .jit import JIT
+from ..._jit import JIT
 
 GOLDEN = np.uint64(spec.GOLDEN)
 MIX1 = np.uint64(spec.MIX1)

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from ... import rng as spec
-from .jit import JIT, PARALLEL
+from ..._jit import JIT, PARALLEL
 from .rng import augment_into, key
 
 
