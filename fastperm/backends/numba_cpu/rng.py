@@ -114,24 +114,27 @@ def augment_into(x, k, buf, resample, out):
         permute_into(x, k, buf, out)
 
 
+@njit(**JIT)
 def draw_buffer(d):
     """A buffer long enough for the draws of one copy of ``d`` items (even length)."""
     return np.empty(d + (d & 1) + 2, dtype=np.uint64)
 
 
 @njit(**JIT)
+def _spec_indices(seed, stream, index, copy, d, resample):
+    out = np.empty(d, dtype=np.float64)
+    augment_into(np.arange(d).astype(np.float64), key(seed, stream, index, copy), draw_buffer(d),
+                 resample, out)
+    return out.astype(np.int64)
+
+
+@njit(**JIT)
 def permutation(seed, stream, index, copy, d):
     """The permutation of ``range(d)`` of the specification (for tests)."""
-    buf = np.empty(d + (d & 1) + 2, dtype=np.uint64)
-    out = np.empty(d, dtype=np.float64)
-    permute_into(np.arange(d).astype(np.float64), key(seed, stream, index, copy), buf, out)
-    return out.astype(np.int64)
+    return _spec_indices(seed, stream, index, copy, d, False)
 
 
 @njit(**JIT)
 def resample_indices(seed, stream, index, copy, d):
     """The resampling indices of the specification (for tests)."""
-    buf = np.empty(d + (d & 1) + 2, dtype=np.uint64)
-    out = np.empty(d, dtype=np.float64)
-    resample_into(np.arange(d).astype(np.float64), key(seed, stream, index, copy), buf, out)
-    return out.astype(np.int64)
+    return _spec_indices(seed, stream, index, copy, d, True)

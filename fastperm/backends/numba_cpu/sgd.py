@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from ... import rng as spec
 from ..._jit import JIT, PARALLEL
-from .rng import augment_into, key
+from .rng import augment_into, draw_buffer, key
 
 
 @njit(inline="always", **JIT)
@@ -147,7 +147,7 @@ def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_s
     keep = cache and not fresh and k > 1
     for c in prange(nchunks):
         block = np.empty((n if keep else 1, k if k > 1 else 1, d if k > 1 else 1))
-        buf = np.empty(d + (d & 1) + 2, dtype=np.uint64)
+        buf = draw_buffer(d)
         res = np.empty(k)
         for r in range(c, R, nchunks):
             w = w_out[r]
@@ -270,7 +270,7 @@ def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out,
 def augmented_gradient(w, X, y, k, seed, resample, out):
     n, d = X.shape
     for i in prange(n):
-        buf = np.empty(d + (d & 1) + 2, dtype=np.uint64)
+        buf = draw_buffer(d)
         A = np.empty((k, d))
         _fill_copies(X[i], seed, spec.STREAM_FIXED, i, resample, buf, A)
         out[i, :] = 0.0
