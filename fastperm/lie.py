@@ -191,26 +191,37 @@ def brackets(model, theta, X, Y, pairs=None, h=None, order: int = 2, backend=Non
     """
     model = _as_model(model)
     theta, X, Y = model.check(theta, X, Y)
-    B = X.shape[0]
-    if pairs is None and B < 2:
-        raise ValueError(f"X must hold at least 2 examples to form pairs, got B = {B}")
-    pairs = None if pairs is None else _as_pairs(pairs, B)
+    pairs = _pairs_for(pairs, X.shape[0], all_pairs=None)
     order = _as_order(order)
     if order == 4 and getattr(model, "activation", None) == "relu":
         warnings.warn("order=4 assumes a smooth model; with ReLU the five-point stencil can "
                       "cross kinks and be inaccurate. Use order=2.", RuntimeWarning, stacklevel=2)
     kern = _kernels(model, backend)
-    G = np.empty((B, model.P))
-    kern.example_grads(model, theta, X, Y, G)
-    if not np.all(np.isfinite(G)):
-        raise FloatingPointError("the per-example gradients at theta are not finite")
-    h = _as_h(h, G, theta, order)
-    out = _run(kern, model, theta, X, Y, G, h, order, pairs, out)
+    out, G, h = _compute(kern, model, theta, X, Y, pairs, h, order, out)
     if not return_error:
         return out
     coarse = _run(kern, model, theta, X, Y, G, 2 * h, order, pairs)
     err = np.linalg.norm(out - coarse, axis=-1) / (2 ** order - 1)
     return out, err
+
+
+def _pairs_for(pairs, B, all_pairs):
+    """Validated pairs; when none are given, ``all_pairs`` (None: the full (B, B) form)."""
+    if pairs is None:
+        if B < 2:
+            raise ValueError(f"X must hold at least 2 examples to form pairs, got B = {B}")
+        return all_pairs
+    return _as_pairs(pairs, B)
+
+
+def _compute(kern, model, theta, X, Y, pairs, h, order, out=None):
+    """Brackets of validated inputs; returns (brackets, per-example gradients G, h)."""
+    G = np.empty((X.shape[0], model.P))
+    kern.example_grads(model, theta, X, Y, G)
+    if not np.all(np.isfinite(G)):
+        raise FloatingPointError("the per-example gradients at theta are not finite")
+    h = _as_h(h, G, theta, order)
+    return _run(kern, model, theta, X, Y, G, h, order, pairs, out), G, h
 
 
 def swap_difference(model, theta, a, b, lr):
@@ -335,21 +346,17 @@ def tensor_rms(model, checkpoints, X, Y, pairs=None, h=None, order: int = 2,
     TensorRMS
     """
     model = _as_model(model)
+    order = _as_order(order)
     thetas = np.atleast_2d(np.asarray(checkpoints, dtype=np.float64))
-    B = np.atleast_2d(np.asarray(X)).shape[0]
-    if pairs is None:
-        if B < 2:
-            raise ValueError(f"X must hold at least 2 examples to form pairs, got B = {B}")
-        pairs = np.array([(a, b) for a in range(B) for b in range(a + 1, B)], dtype=np.int64)
-    pairs = _as_pairs(pairs, B)
+    _, X, Y = model.check(thetas[0], X, Y)
+    B = X.shape[0]
+    pairs = _pairs_for(pairs, B, np.column_stack(np.triu_indices(B, 1)).astype(np.int64))
     rb = {k: np.empty((thetas.shape[0], pairs.shape[0])) for k in model.tensors}
     rg = {k: np.empty((thetas.shape[0], pairs.shape[0])) for k in model.tensors}
     kern = _kernels(model, backend)
     for c, theta in enumerate(thetas):
-        th, Xc, Yc = model.check(theta, X, Y)
-        b = brackets(model, th, Xc, Yc, pairs=pairs, h=h, order=order, backend=backend)
-        G = np.empty((Xc.shape[0], model.P))
-        kern.example_grads(model, th, Xc, Yc, G)
+        th, _ = model.check(theta, X)
+        b, G, _ = _compute(kern, model, th, X, Y, pairs, h, order)
         for k, (sl, _) in model.tensors.items():
             rb[k][c] = np.sqrt(np.mean(b[:, sl] ** 2, axis=1))
             ga, gb = G[pairs[:, 0], sl], G[pairs[:, 1], sl]
