@@ -336,6 +336,30 @@ def _activate(v, act):
 
 
 @njit(inline="always", **JIT)
+def _dactivate(a, act):
+    """The activation's derivative, from its output a: 1 − a² (tanh) or [a > 0] (ReLU)."""
+    return (1.0 - a * a) if act == 0 else (1.0 if a > 0.0 else 0.0)
+
+
+@njit(inline="always", **JIT)
+def _layer_matrix(v, shape, l):
+    """Layer l's (out × in) block of a parameter-shaped vector (θ or a gradient), as a view."""
+    L = shape[0]
+    nin = shape[4 + l]
+    nout = shape[5 + l]
+    off = shape[5 + L + l]
+    return v[off:off + nout * nin].reshape((nout, nin))
+
+
+@njit(inline="always", **JIT)
+def _layer_output(work, shape, l):
+    """Layer l's activations in the work buffer, as a view."""
+    L = shape[0]
+    off = shape[5 + 3 * L + l]
+    return work[off:off + shape[5 + l]]
+
+
+@njit(inline="always", **JIT)
 def _affine(W, theta, boff, bias, src, dst, hidden, act):
     """``dst = act(W src + b)`` (the activation only on hidden layers)."""
     for o in range(W.shape[0]):
@@ -392,7 +416,6 @@ def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
     sz = 4
     pw = sz + L + 1
     pb = pw + L
-    ao = pb + L
     nact = 0
     maxs = 0
     for l in range(L + 1):
@@ -403,22 +426,20 @@ def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
     dB = work[nact + maxs:nact + 2 * maxs]
     # forward
     for l in range(L):
-        nin = shape[sz + l]
-        nout = shape[sz + l + 1]
-        W = theta[shape[pw + l]:shape[pw + l] + nout * nin].reshape((nout, nin))
-        dst = work[shape[ao + l]:shape[ao + l] + nout]
+        W = _layer_matrix(theta, shape, l)
+        dst = _layer_output(work, shape, l)
         if l == 0:
             if z1.shape[0] > 0:
-                for o in range(nout):
+                for o in range(dst.shape[0]):
                     dst[o] = _activate(z1[o], act) if L > 1 else z1[o]
             else:
                 _affine(W, theta, shape[pb + l], bias, x, dst, L > 1, act)
         else:
-            src = work[shape[ao + l - 1]:shape[ao + l - 1] + nin]
-            _affine(W, theta, shape[pb + l], bias, src, dst, l < L - 1, act)
+            _affine(W, theta, shape[pb + l], bias, _layer_output(work, shape, l - 1), dst,
+                    l < L - 1, act)
     # output delta: alpha · dL/dz
     K = shape[sz + L]
-    z = work[shape[ao + L - 1]:shape[ao + L - 1] + K]
+    z = _layer_output(work, shape, L - 1)
     for o in range(K):
         if loss == 0:
             if z[o] >= 0:
@@ -433,30 +454,28 @@ def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
     nxt = dB
     # backward
     for l in range(L - 1, -1, -1):
-        nin = shape[sz + l]
-        nout = shape[sz + l + 1]
-        G = out[shape[pw + l]:shape[pw + l] + nout * nin].reshape((nout, nin))
-        gb = out[shape[pb + l]:shape[pb + l] + nout]
+        G = _layer_matrix(out, shape, l)
+        gb = out[shape[pb + l]:shape[pb + l] + G.shape[0]]
         if l == 0:
             if acc0.shape[0] > 0:
-                for o in range(nout):
+                for o in range(G.shape[0]):
                     acc0[o] += cur[o]
             else:
                 _outer(cur, x, G, gb, bias, beta)
         else:
-            src = work[shape[ao + l - 1]:shape[ao + l - 1] + nin]
+            src = _layer_output(work, shape, l - 1)
             _outer(cur, src, G, gb, bias, beta)
-            W = theta[shape[pw + l]:shape[pw + l] + nout * nin].reshape((nout, nin))
+            W = _layer_matrix(theta, shape, l)
+            nin = W.shape[1]
             for i in range(nin):
                 nxt[i] = 0.0
-            for o in range(nout):
+            for o in range(W.shape[0]):
                 dl = cur[o]
                 row = W[o]
                 for i in range(nin):
                     nxt[i] += dl * row[i]
             for i in range(nin):
-                a = src[i]
-                nxt[i] *= (1.0 - a * a) if act == 0 else (1.0 if a > 0.0 else 0.0)
+                nxt[i] *= _dactivate(src[i], act)
             cur, nxt = nxt, cur
 
 
@@ -476,12 +495,9 @@ def mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     (Numba's cache index breaks on signatures holding other jitted functions).
     """
     L = shape[0]
-    sz = 4
-    pw = sz + L + 1
-    pb = pw + L
+    b1 = shape[5 + 2 * L]  # offset of the first bias
     bias = shape[3] != 0
-    H1 = shape[sz + 1]
-    d = shape[sz]
+    H1 = shape[5]
     base = work.shape[0] - 2 * H1
     acc = work[base:base + H1]
     z1 = work[base + H1:base + 2 * H1]
@@ -496,9 +512,7 @@ def mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
             z1[o] = aux[yi, o] + s * aux[xi, H1 + o]
         _mlp_backprop(pts[j], X[yi], Y[yi], shape, inner, out, w[j] * invh,
                       0.0 if j == 0 else 1.0, acc, z1)
-    G = out[shape[pw]:shape[pw] + H1 * d].reshape((H1, d))
-    gb = out[shape[pb]:shape[pb] + H1]
-    _outer(acc, X[yi], G, gb, bias, 0.0)
+    _outer(acc, X[yi], _layer_matrix(out, shape, 0), out[b1:b1 + H1], bias, 0.0)
 
 
 @njit(**PARALLEL)
@@ -509,14 +523,12 @@ def mlp_aux(theta, X, G, shape, aux):
     ``G_W₁ x / (x·x)`` (G_W₁ = δ₁ ⊗ x; zero when x = 0, where it does not matter).
     """
     L = shape[0]
-    sz = 4
-    pw0 = shape[sz + L + 1]
-    pb0 = shape[sz + L + 1 + L]
+    pb0 = shape[5 + 2 * L]  # offset of the first bias
     bias = shape[3] != 0
-    d = shape[sz]
-    H1 = shape[sz + 1]
+    d = shape[4]
+    H1 = shape[5]
     B = X.shape[0]
-    W1 = theta[pw0:pw0 + H1 * d].reshape((H1, d))
+    W1 = _layer_matrix(theta, shape, 0)
     for b in prange(B):
         x = X[b]
         for o in range(H1):
@@ -532,9 +544,10 @@ def mlp_aux(theta, X, G, shape, aux):
             if bias:
                 aux[b, H1 + o] = G[b, pb0 + o]
             else:
+                Gb = _layer_matrix(G[b], shape, 0)[o]
                 s = 0.0
                 for i in range(d):
-                    s += G[b, pw0 + o * d + i] * x[i]
+                    s += Gb[i] * x[i]
                 aux[b, H1 + o] = s / xx if xx > 0.0 else 0.0
         for c in range(B):
             s = 1.0 if bias else 0.0
