@@ -17,8 +17,6 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 import fastperm
 from fastperm import backends
 
@@ -165,11 +163,12 @@ class Compile:
 
 
 class Brackets:
-    """All 496 brackets among B = 32 examples of 64 inputs in [0, 1] with one-hot targets
-    (the digits setting; random stand-ins keep scikit-learn out of the asv environment).
+    """All 496 brackets among B = 32 examples: ``fastperm.timing.bracket_workload`` (64 inputs
+    in [0, 1], one-hot targets — the digits setting without scikit-learn), the same workload
+    as ``fastperm bench``.
 
-    ``track_brackets_per_second`` is the best of 3 calls, output buffer reused;
-    ``time_brackets`` includes allocating the (B, B, P) output.
+    ``track_brackets_per_second`` is ``timing.brackets_per_second`` (best of 3 calls, output
+    buffer reused); ``time_brackets`` includes allocating the (B, B, P) output.
     """
 
     params = (["64-32-10", "64-256-10"], ["numba", "numpy"])
@@ -179,31 +178,17 @@ class Brackets:
     def setup(self, mlp, backend):
         _require(backend)
         try:
-            from fastperm import lie, models
+            from fastperm import lie, timing
         except ImportError:
             raise NotImplementedError("fastperm.lie is newer than this commit") from None
-        self.lie = lie
-        self.model = models.MLP([int(s) for s in mlp.split("-")])
-        rs = np.random.default_rng(0)
-        self.theta = self.model.init(0)
-        self.X = rs.random((32, 64))
-        self.Y = np.eye(10)[rs.integers(0, 10, 32)]
-        self.out = np.empty((32, 32, self.model.P))
-        self.backend = backend
+        self.lie, self.timing = lie, timing
+        self.model, self.theta, self.X, self.Y = timing.bracket_workload(mlp)
         lie.brackets(self.model, self.theta, self.X[:4], self.Y[:4], backend=backend)
 
     def time_brackets(self, mlp, backend):
-        self.lie.brackets(self.model, self.theta, self.X, self.Y, backend=self.backend)
+        self.lie.brackets(self.model, self.theta, self.X, self.Y, backend=backend)
 
     def track_brackets_per_second(self, mlp, backend):
-        import time
-
-        best = math.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            self.lie.brackets(self.model, self.theta, self.X, self.Y, backend=self.backend,
-                              out=self.out)
-            best = min(best, time.perf_counter() - t0)
-        return 32 * 31 / 2 / best
+        return self.timing.brackets_per_second(mlp, backend=backend)
 
     track_brackets_per_second.unit = "brackets/s"

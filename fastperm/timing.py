@@ -117,19 +117,29 @@ def quick_table(backends=None, *, d: int = 400, n: int = 40, steps: int = 20000,
 BRACKET_MLPS = ("64-32-10", "64-256-10")
 
 
-def brackets_per_second(sizes: str, *, backend=None, B: int = 32, repeat: int = 3,
-                        seed: int = 0) -> float:
-    """All B(B − 1)/2 brackets of an MLP ``"d-H-K"`` on inputs in [0, 1] with one-hot targets,
-    best of ``repeat`` calls with the output buffer reused; brackets per second."""
+def bracket_workload(sizes: str, *, B: int = 32, seed: int = 0):
+    """``(model, θ, X, Y)``: an MLP ``"d-H-K"`` at its initialisation and B inputs in [0, 1] with
+    one-hot targets (the digits setting, without needing scikit-learn)."""
     import numpy as np
 
-    from . import lie, models
+    from . import models
 
     model = models.MLP([int(v) for v in sizes.split("-")])
     rs = np.random.default_rng(seed)
     X = rs.random((B, model.d))
     Y = np.eye(model.K)[rs.integers(0, model.K, B)]
-    theta = model.init(seed)
+    return model, model.init(seed), X, Y
+
+
+def brackets_per_second(sizes: str, *, backend=None, B: int = 32, repeat: int = 3,
+                        seed: int = 0) -> float:
+    """All B(B − 1)/2 brackets of :func:`bracket_workload`, best of ``repeat`` calls with the
+    output buffer reused; brackets per second."""
+    import numpy as np
+
+    from . import lie
+
+    model, theta, X, Y = bracket_workload(sizes, B=B, seed=seed)
     out = np.empty((B, B, model.P))
     lie.brackets(model, theta, X, Y, backend=backend, out=out)
     best = math.inf

@@ -187,24 +187,21 @@ def _best(fn, repeat):
 
 
 def table(d=400, n=40, steps=20000, lr=1e-3, repeat=5):
-    """ns/step of fastperm (numba) and the NumPy loop for each method, measured side by side."""
+    """ns/step of fastperm (numba, ``fastperm.timing.measure``) and the NumPy loop for each
+    method, measured side by side."""
     import fastperm
+    from fastperm import timing
 
     p = fastperm.LinearProblem.sample(d=d, n=n, seed=0)
-    methods = [("k=1", 1, "fixed"), ("k=16 fixed", 16, "fixed"), ("k=16 fresh", 16, "fresh"),
-               ("k=inf", math.inf, "fixed")]
+    fp = timing.measure(p, list(timing.METHODS), steps=steps, repeat=repeat, lr=lr)
     rows = []
-    for label, k, sampling in methods:
-        fastperm.train(p, k, steps=10, sampling=sampling)  # compile / load the cache
-        runs = [fastperm.train(p, k, lr=lr, steps=steps, sampling=sampling)
-                for _ in range(repeat)]
-        fp = min(r.seconds for r in runs) * 1e9 / steps
+    for label, (k, sampling) in timing.METHODS.items():
         if math.isinf(k):
             sec, _ = _best(lambda: numpy_expected(p.X, p.y, p.w_star, lr, steps), 2)
         else:
             sec, _ = _best(lambda k=k, s=sampling: numpy_sgd(p.X, p.y, p.w_star, k, lr, steps, s),
                            2)
-        rows.append((label, fp, sec * 1e9 / steps))
+        rows.append((label, fp[label], sec * 1e9 / steps))
     return rows
 
 
