@@ -155,9 +155,10 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
     status = np.empty(R, dtype=np.int64)
     resample = augmentation == "resample"
     fresh = sampling == "fresh"
-    # keep the fixed copies only if some example is visited twice and they fit the budget
+    # keep the fixed copies only if some example is visited twice and they fit the budget:
+    # the compiled driver keeps one (n, k, d) block per chunk of runs, min(R, threads) chunks
     cache = (not fresh and k > 1 and not math.isinf(k) and steps > n
-             and _threads() * n * k * d * 8 <= cache_bytes)
+             and min(R, _threads()) * n * k * d * 8 <= cache_bytes)
     chunks = _chunks(R, progress)
     t0 = time.perf_counter()
     if hasattr(kern, "compile"):
@@ -249,7 +250,7 @@ def train(problem, k, *, lr=1e-3, steps=1000, sampling="fixed", augmentation="pe
     backend : str, optional
         ``"numba"`` (default), ``"numpy"`` (reference); see :func:`fastperm.backends.get`.
     cache_bytes : int
-        Memory the fixed copies may be kept in (n·k·d·8 bytes per thread);
+        Memory the fixed copies may be kept in (n·k·d·8 bytes per concurrent run);
         above it, or when no example is visited twice (steps <= n), they are
         drawn again each step. Never changes results.
 
