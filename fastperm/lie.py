@@ -224,6 +224,31 @@ def _compute(kern, model, theta, X, Y, pairs, h, order, out=None):
     return _run(kern, model, theta, X, Y, G, h, order, pairs, out), G, h
 
 
+def exact_brackets(model, theta, X, Y):
+    """All-pairs brackets with exact Hessian-vector products, by the complex step.
+
+    ``H_y g_x = Im g_y(θ + i t g_x) / t`` with t = 1e-30 has no truncation error and
+    no cancellation, so it is exact to rounding — for the built-in models, whose NumPy
+    backpropagation is complex-analytic. Slow (NumPy, materialises (B, B, P) complex
+    values); meant for checking the FD brackets' accuracy on your own data.
+
+    Returns
+    -------
+    (B, B, P) array
+    """
+    model = _as_model(model)
+    if not isinstance(model, MLP):
+        raise TypeError("exact_brackets needs a built-in model (MLP, LinearRegression, "
+                        "MultiLabelLogistic): a CustomModel's gradient may not take complex θ")
+    theta, X, Y = model.check(theta, X, Y)
+    if X.shape[0] < 2:
+        raise ValueError(f"X must hold at least 2 examples to form pairs, got B = {X.shape[0]}")
+    G = model.grad(theta, X, Y)
+    t = 1e-30
+    D = model.grad(theta + 1j * t * G, X, Y).imag / t  # D[x, y] = H_y g_x
+    return D - D.transpose(1, 0, 2)
+
+
 def swap_difference(model, theta, a, b, lr):
     """``θ_ab − θ_ba``: one SGD step on a then b, minus b then a (literal steps).
 

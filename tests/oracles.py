@@ -6,6 +6,9 @@ import numpy as np
 def exact_brackets(model, theta, X, Y):
     """All-pairs brackets with exact Hessian-vector products by the complex step.
 
+    Deliberately a copy of ``fastperm.lie.exact_brackets``: an oracle should not be
+    library code (test_lie checks the two agree).
+
     ``H_y g_x = Im g_y(θ + i t g_x) / t`` with t = 1e-30 is exact to rounding for
     a complex-analytic gradient (the built-in models' NumPy backprop is).
     """

@@ -392,3 +392,18 @@ def test_no_cached_kernel_takes_a_jitted_function():
                     assert isinstance(obj._cache, NullCache), f"{mod.__name__}.{name} is cached"
                     checked += 1
     assert checked >= 3  # the generic drivers were exercised
+
+
+def test_exact_brackets_public():
+    from oracles import exact_brackets as oracle
+
+    m = MODELS[0]
+    theta, X, Y = _data(m, 4)
+    np.testing.assert_array_equal(lie.exact_brackets(m, theta, X, Y), oracle(m, theta, X, Y))
+    lm = models.LinearRegression(3)
+    rs = np.random.default_rng(14)
+    th, Xl, yl = rs.standard_normal(4), rs.standard_normal((4, 3)), rs.standard_normal(4)
+    assert _rel(lie.exact_brackets(lm, th, Xl, yl), linear_brackets(th, Xl, yl)) < 1e-13
+    with pytest.raises(TypeError, match="needs a built-in model"):
+        lie.exact_brackets(models.CustomModel(_ls_grad, P=4, d=4, K=1), np.zeros(4),
+                           np.zeros((2, 4)), np.zeros(2))

@@ -12,18 +12,10 @@ import numpy as np
 from fastperm import lie, models
 
 
-def exact_brackets(model, theta, X, Y):
-    """``H_y g_x = Im g_y(θ + i t g_x) / t`` (t = 1e-30): exact to rounding."""
-    G = model.grad(theta, X, Y)
-    t = 1e-30
-    D = model.grad(theta + 1j * t * G, X, Y).imag / t
-    return D - D.transpose(1, 0, 2)
-
-
 def worst(model, theta, X, Y, order, factor):
     G = model.grad(theta, X, Y)
     b = lie.brackets(model, theta, X, Y, h=factor * lie.default_step(theta, G, order), order=order)
-    ex = exact_brackets(model, theta, X, Y)
+    ex = lie.exact_brackets(model, theta, X, Y)
     iu = np.triu_indices(X.shape[0], 1)
     num = np.linalg.norm(b[iu] - ex[iu], axis=1)
     den = np.linalg.norm(ex[iu], axis=1)

@@ -85,7 +85,7 @@ def test_brackets(benchmark, contender, sizes):
         except ImportError as exc:
             pytest.skip(str(exc))
     got = np.asarray(run())
-    exact = _exact(model, theta, X, Y)
+    exact = lie.exact_brackets(model, theta, X, Y)
     iu = np.triu_indices(32, 1)
     rel = np.linalg.norm(got[iu] - exact[iu], axis=1) / np.linalg.norm(exact[iu], axis=1)
     assert rel.max() < 1e-8
@@ -93,10 +93,3 @@ def test_brackets(benchmark, contender, sizes):
     benchmark.extra_info.update(contender=contender, count=496, unit="bracket",
                                 max_rel_error=float(rel.max()))
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
-
-
-def _exact(model, theta, X, Y):
-    G = model.grad(theta, X, Y)
-    t = 1e-30
-    D = model.grad(theta + 1j * t * G, X, Y).imag / t
-    return D - D.transpose(1, 0, 2)
