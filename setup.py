@@ -1,48 +1,94 @@
-"""Build script: the pure-Python package, plus the Cython fallback kernels when present.
+"""Build script: the pure-Python package, plus the Cython fallback kernels.
 
-Metadata lives in pyproject.toml. The Cython backend (``fastperm/backends/_cython/*.pyx``)
-is compiled when its sources exist and Cython is importable; when they do not, or
-when compilation fails (no C compiler), the install still succeeds and fastperm
-runs on its other backends.
+Metadata lives in pyproject.toml. The Cython backend
+(``fastperm/backends/_cython/*.pyx``) is compiled when Cython is importable (it is
+a build requirement, so ``pip install .`` has it). Each extension is tried with
+OpenMP first, then without; when it cannot be compiled at all (no C compiler)
+the install still succeeds and fastperm runs on its other backends
+(``fastperm info`` lists what is there).
+
+Compiler flags — the C side of fastperm's one fastmath policy (``fastperm/_jit.py``):
+``-O3 -fno-math-errno -fassociative-math -fno-signed-zeros -fno-trapping-math
+-ffp-contract=fast -freciprocal-math``, i.e. reassociation (so reductions
+vectorise), contraction into FMAs and reciprocals; and ``-funroll-loops
+-fvariable-expansion-in-unroller`` so that a reduction keeps several partial sums,
+as LLVM does for Numba (k = 16 fixed copies: 1,250 → 1,095 ns/step here, measured). GCC's reassociation needs
+no-signed-zeros and no-trapping-math to take effect; finite-math-only is never
+set, so the kernels' ``isfinite`` checks stay (the divergence tests run on this
+backend too). ``-march=native`` is added by default, as Numba compiles for the
+host CPU; set ``FASTPERM_PORTABLE=1`` to leave it out (for wheels built on one
+machine and installed on another).
 """
 
 import glob
 import os
+import sys
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
+FASTMATH = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
+            "-fno-trapping-math", "-ffp-contract=fast", "-freciprocal-math",
+            "-funroll-loops", "-fvariable-expansion-in-unroller"]
+OPENMP = ["-fopenmp"]
+
 
 class OptionalBuildExt(build_ext):
-    """Build extensions, but never fail the install because one could not be compiled."""
+    """Build each extension with OpenMP, else without; never fail the install over one."""
+
+    def build_extensions(self):
+        self.unix = self.compiler.compiler_type == "unix"
+        super().build_extensions()
 
     def run(self):
         try:
             super().run()
         except Exception as exc:  # compiler missing or broken
-            print(f"fastperm: compiled fallback not built ({exc}); other backends still work")
+            print(f"fastperm: compiled fallback not built ({exc}); other backends still work",
+                  file=sys.stderr)
 
     def build_extension(self, ext):
-        try:
-            super().build_extension(ext)
-        except Exception as exc:
-            print(f"fastperm: extension {ext.name} not built ({exc})")
+        base_compile = list(ext.extra_compile_args)
+        base_link = list(ext.extra_link_args)
+        attempts = []
+        if self.unix:
+            native = [] if os.environ.get("FASTPERM_PORTABLE") else ["-march=native"]
+            attempts = [(FASTMATH + native + OPENMP, OPENMP), (FASTMATH + native, []),
+                        (FASTMATH, [])]
+        attempts.append(([], []))
+        for cflags, lflags in attempts:
+            ext.extra_compile_args = base_compile + cflags
+            ext.extra_link_args = base_link + lflags
+            try:
+                super().build_extension(ext)
+                print(f"fastperm: built {ext.name} with {' '.join(cflags) or 'default flags'}",
+                      file=sys.stderr)
+                return
+            except Exception as exc:
+                print(f"fastperm: {ext.name} with {' '.join(cflags) or 'default flags'} "
+                      f"failed ({exc})", file=sys.stderr)
+        print(f"fastperm: extension {ext.name} not built; other backends still work",
+              file=sys.stderr)
 
 
 def cython_extensions():
-    sources = sorted(glob.glob(os.path.join("fastperm", "backends", "_cython", "*.pyx")))
+    here = os.path.join("fastperm", "backends", "_cython")
+    sources = sorted(glob.glob(os.path.join(here, "*.pyx")))
     if not sources:
         return []
     try:
-        import numpy
         from Cython.Build import cythonize
         from setuptools import Extension
     except ImportError as exc:
-        print(f"fastperm: Cython fallback not built ({exc})")
+        print(f"fastperm: Cython fallback not built ({exc})", file=sys.stderr)
         return []
-    exts = [Extension(src[:-4].replace(os.sep, "."), [src], include_dirs=[numpy.get_include()])
+    exts = [Extension(src[:-4].replace(os.sep, "."), [src], include_dirs=[here])
             for src in sources]
-    return cythonize(exts, language_level=3)
+    try:
+        return cythonize(exts, language_level=3, quiet=True)
+    except Exception as exc:  # a Cython error must not break the pure-Python install
+        print(f"fastperm: Cython fallback not generated ({exc})", file=sys.stderr)
+        return []
 
 
 setup(ext_modules=cython_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -94,9 +94,10 @@ def bench(args) -> int:
     from . import timing
 
     if args.threads is not None:
-        import numba
+        from . import backends
 
-        numba.set_num_threads(args.threads)
+        for name in backends.available():
+            backends.get(name).set_threads(args.threads)
     rows = timing.quick_table(args.backend, d=args.d, n=args.n, steps=args.steps,
                               seconds_per_run=args.seconds, progress=not args.quiet)
     names = list(dict.fromkeys(b for b, _, _, _ in rows))
@@ -147,6 +148,13 @@ def info(args) -> int:
               f"({numba.threading_layer() if _threads_started() else 'layer chosen at first use'})")
     except ImportError:
         print("numba    not installed")
+    if "cython" in backends.available():
+        cy = backends.get("cython")
+        how = (f"OpenMP, {cy.threads()} threads" if cy.have_openmp()
+               else "without OpenMP (one thread)")
+        print(f"cython   kernels built ({how})")
+    else:
+        print("cython   kernels not built (no C compiler at install time?)")
     print(f"backends available: {', '.join(backends.available())}")
     for name, why in backends.unavailable().items():
         print(f"  {name}: unavailable ({why})")
@@ -184,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--n", type=int, default=40)
     f.add_argument("--lr", type=float, default=1e-3)
     f.add_argument("--steps", type=int, default=1000)
-    f.add_argument("--backend", default=None, help="numba (default) or numpy")
+    f.add_argument("--backend", default=None, help="numba (default), cython or numpy")
     f.add_argument("--dpi", type=int, default=150)
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=figure1)
@@ -200,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=20000)
     b.add_argument("--seconds", type=float, default=0.5,
                    help="time budget of one run of a slow backend (default 0.5)")
-    b.add_argument("--threads", type=int, default=None, help="numba threads")
+    b.add_argument("--threads", type=int, default=None, help="threads of the parallel kernels (every backend)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument("--no-brackets", action="store_true", help="skip the bracket throughput rows")
     b.set_defaults(func=bench)

@@ -158,8 +158,8 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
     # keep the fixed copies only if some example is visited twice and they fit the budget:
     # the compiled driver keeps one (n, k, d) block per chunk of runs, min(R, threads) chunks
     cache = (not fresh and k > 1 and not math.isinf(k) and steps > n
-             and min(R, _threads()) * n * k * d * 8 <= cache_bytes)
-    chunks = _chunks(R, progress)
+             and min(R, kern.threads()) * n * k * d * 8 <= cache_bytes)
+    chunks = _chunks(R, progress, kern.threads())
     t0 = time.perf_counter()
     if hasattr(kern, "compile"):
         kern.compile()  # JIT compilation (or a cache load) stays out of the timing
@@ -185,19 +185,10 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
     return rec[:-1], loss, w, status, seconds, kern.name, meta
 
 
-def _threads() -> int:
-    try:
-        import numba
-
-        return numba.get_num_threads()
-    except ImportError:
-        return 1
-
-
-def _chunks(R, progress):
+def _chunks(R, progress, threads):
     if not progress or R <= 1:
         return [(0, R)]
-    size = max(1, -(-R // 50), _threads())
+    size = max(1, -(-R // 50), threads)
     return [(lo, min(lo + size, R)) for lo in range(0, R, size)]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastperm
+from fastperm import backends
 from fastperm import rng as spec
 from fastperm.backends import reference
 
@@ -162,17 +163,19 @@ def test_train_many_equals_train(compiled, small):
             np.testing.assert_array_equal(many.w[r], one.w)
 
 
-def test_train_many_independent_of_threads(compiled, small):
-    numba = pytest.importorskip("numba")
-    if compiled != "numba":
-        pytest.skip("thread control is numba's")
-    kw = dict(seeds=range(9), lr=0.02, steps=50, backend=compiled)
-    before = numba.get_num_threads()
+@pytest.mark.parametrize("sampling", ["fixed", "fresh"])
+def test_train_many_independent_of_threads(compiled, small, sampling):
+    kern = backends.get(compiled)
+    if kern.threads() < 2:
+        pytest.skip(f"{compiled} runs one thread here")
+    kw = dict(seeds=range(9), lr=0.02, steps=50, backend=compiled, sampling=sampling)
+    before = kern.threads()
     try:
-        numba.set_num_threads(1)
+        kern.set_threads(1)
+        assert kern.threads() == 1
         one = fastperm.train_many(small, 4, **kw)
     finally:
-        numba.set_num_threads(before)
+        kern.set_threads(before)
     many = fastperm.train_many(small, 4, **kw)
     np.testing.assert_array_equal(one.loss, many.loss)
 

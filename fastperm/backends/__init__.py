@@ -4,8 +4,15 @@ Backends, in the order ``"auto"`` tries them:
 
 ========== ==========================================================
 ``numba``  Numba CPU, compiled and parallel over runs (default)
+``cython`` Cython, compiled at install time, OpenMP-parallel: the fallback
+           when Numba is not installed
 ``numpy``  NumPy reference: readable, slow, always available; the test oracle
 ========== ==========================================================
+
+Every backend module offers the kernels of the contract
+(:mod:`fastperm.backends.reference`) with the same signatures, plus ``name``,
+``compile()`` (compile or load ahead of timing; a no-op where nothing is
+compiled at run time) and ``threads()`` (the threads its parallel kernels use).
 
 The environment variable ``FASTPERM_BACKEND`` forces the backend that
 ``backend=None`` / ``"auto"`` selects. Asking for a backend that cannot be
@@ -20,6 +27,7 @@ import os
 #: every backend fastperm knows, in automatic order, and the module that implements it
 KNOWN = {
     "numba": "fastperm.backends.numba_cpu",
+    "cython": "fastperm.backends._cython",
     "numpy": "fastperm.backends.reference",
 }
 ENV_VAR = "FASTPERM_BACKEND"
@@ -64,7 +72,7 @@ def get(backend=None):
     ----------
     backend : str or None
         ``None`` or ``"auto"``: the value of ``$FASTPERM_BACKEND`` if set, else
-        the first available of ``numba``, ``numpy``. A name from
+        the first available of ``numba``, ``cython``, ``numpy``. A name from
         :data:`KNOWN` selects that backend.
 
     Raises

@@ -37,6 +37,15 @@ from ..augment import coefficients
 name = "numpy"
 
 
+def threads():
+    """The reference runs in one thread."""
+    return 1
+
+
+def set_threads(n):
+    """No effect: the reference runs in one thread."""
+
+
 def _augmented_block(x, k, seed, stream, index, resample):
     """(k, d) array: x and its k − 1 augmented copies keyed by (seed, stream, index, j)."""
     aug = "resample" if resample else "permutation"

@@ -31,9 +31,7 @@ from numba import njit, prange
 
 from ... import models as _models
 from ..._jit import JIT, NOCACHE, PARALLEL, PARALLEL_NOCACHE
-
-#: bytes of output tiles a task should keep in cache (about a core's L2)
-TILE_BYTES = 768 * 1024
+from ..tiling import block_pair_count, tile_block
 
 
 @njit(**JIT)
@@ -201,12 +199,6 @@ def _nchunks(ntasks):
     return max(1, min(ntasks, numba.get_num_threads()))
 
 
-def tile_block(P, B):
-    """Examples per block: two (block × block × P) float64 tiles fit in ``TILE_BYTES``."""
-    block = int((TILE_BYTES / (16.0 * P)) ** 0.5)
-    return max(1, min(B, block))
-
-
 def example_grads(model, theta, X, Y, out):
     if model.builtin:
         _example_grads_mlp(model.shape, model.work_size, theta, X, Y, out)
@@ -217,7 +209,7 @@ def example_grads(model, theta, X, Y, out):
 def brackets_all(model, theta, X, Y, G, h, c, w, out):
     block = tile_block(G.shape[1], G.shape[0])
     nb = (G.shape[0] + block - 1) // block
-    nchunks = _nchunks(nb * (nb + 1) // 2)
+    nchunks = _nchunks(block_pair_count(nb))
     if model.builtin:
         _all_pairs_mlp(model.shape, max(model.work_size, model.directional_work),
                        model.stencil_start, model.bracket_aux(theta, X, Y, G), theta, X, Y, G, h,

@@ -1,0 +1,18 @@
+"""Cython backend: the fallback when Numba is not installed.
+
+Ahead-of-time compiled twins of the Numba CPU kernels, with the same signatures
+(kernel contract: :mod:`fastperm.backends.reference`) and the same random
+numbers; parallel over runs and example pairs with OpenMP when the extension was
+built with it. Built by ``setup.py`` at install time; when no C compiler was
+there, this import fails and fastperm runs on its other backends
+(``fastperm info`` says which).
+"""
+
+from .lie import brackets_all, brackets_pairs, example_grads
+from .sgd import (augmented_gradient, compile, expected_runs, have_openmp, set_threads,
+                  sgd_runs, threads)
+
+name = "cython"
+
+__all__ = ["augmented_gradient", "brackets_all", "brackets_pairs", "compile", "example_grads",
+           "expected_runs", "have_openmp", "name", "set_threads", "sgd_runs", "threads"]

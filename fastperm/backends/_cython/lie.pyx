@@ -1,0 +1,420 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Batched finite-difference Lie brackets for the built-in MLPs, in Cython.
+
+The twin of ``numba_cpu/lie.py`` and of the compiled MLP kernels in
+:mod:`fastperm.models` (``mlp_grad``, ``mlp_directional``, ``mlp_aux``): the
+same backpropagation, the same exact first-layer shortcut for the stencil
+points, the same block-pair tasks (each task owns its output tiles, so there
+are no races and the result does not depend on the thread count), written
+with raw pointers over C-contiguous buffers. See those for the formulas.
+
+Only the built-in models (:class:`~fastperm.models.MLP` and its one-layer
+cases) have Cython kernels; a :class:`~fastperm.models.CustomModel` brings a
+Numba gradient, which C code cannot call: use ``backend="numba"`` (or
+``"numpy"`` with the model's NumPy gradient) for those.
+"""
+
+from libc.math cimport exp, tanh
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+from cython.parallel cimport prange
+
+import numpy as np
+
+from ..tiling import block_pair_count, tile_block
+
+cdef extern from "omp_threads.h":
+    int fastperm_max_threads() noexcept nogil
+
+
+# -- the MLP's per-example gradient (shape layout: fastperm.models.MLP) -------------------------
+
+cdef inline double _activate(double v, int64_t act) noexcept nogil:
+    """tanh (act = 0) or ReLU (act = 1)."""
+    if act == 0:
+        return tanh(v)
+    return 0.0 if v < 0.0 else v
+
+
+cdef inline double _dactivate(double a, int64_t act) noexcept nogil:
+    """The activation's derivative from its output: 1 − a² (tanh) or [a > 0] (ReLU)."""
+    if act == 0:
+        return 1.0 - a * a
+    return 1.0 if a > 0.0 else 0.0
+
+
+cdef inline void _affine(const double* W, int64_t nout, int64_t nin, const double* b, bint bias,
+                         const double* src, double* dst, bint hidden,
+                         int64_t act) noexcept nogil:
+    """``dst = act(W src + b)`` (the activation only on hidden layers)."""
+    cdef int64_t o, i
+    cdef double s
+    cdef const double* row
+    for o in range(nout):
+        s = b[o] if bias else 0.0
+        row = W + o * nin
+        for i in range(nin):
+            s += row[i] * src[i]
+        dst[o] = _activate(s, act) if hidden else s
+
+
+cdef inline void _outer(const double* delta, const double* src, int64_t nout, int64_t nin,
+                        double* G, double* gb, bint bias, double beta) noexcept nogil:
+    """``G ← delta ⊗ src + beta G``, ``gb ← delta + beta gb`` (G read only when beta ≠ 0)."""
+    cdef int64_t o, i
+    cdef double dl
+    cdef double* row
+    for o in range(nout):
+        dl = delta[o]
+        row = G + o * nin
+        if beta == 0.0:
+            for i in range(nin):
+                row[i] = dl * src[i]
+            if bias:
+                gb[o] = dl
+        else:
+            for i in range(nin):
+                row[i] = dl * src[i] + beta * row[i]
+            if bias:
+                gb[o] = dl + beta * gb[o]
+
+
+cdef void _backprop(const double* theta, const double* x, const double* y, const int64_t* shape,
+                    double* work, double* out, double alpha, double beta, double* acc0,
+                    const double* z1) noexcept nogil:
+    """``out ← alpha · g + beta · out`` for one example.
+
+    ``acc0`` not NULL: the first layer's delta goes to ``acc0 += delta`` instead of out;
+    ``z1`` not NULL: it is the first layer's pre-activation (θ's first layer is not read).
+    ``work``: the activations of layers 1..L, then two delta buffers of max(sizes).
+    """
+    cdef int64_t L = shape[0], act = shape[1], loss = shape[2]
+    cdef bint bias = shape[3] != 0
+    cdef const int64_t* sizes = shape + 4
+    cdef const int64_t* pw = shape + 5 + L
+    cdef const int64_t* pb = shape + 5 + 2 * L
+    cdef const int64_t* pa = shape + 5 + 3 * L
+    cdef int64_t nact = 0, maxs = 0, l, o, i, nin, nout, K
+    cdef double* cur
+    cdef double* nxt
+    cdef double* tmp
+    cdef double* dst
+    cdef const double* src
+    cdef const double* z
+    cdef const double* W
+    cdef const double* row
+    cdef double sig, ez, dl
+    for l in range(L + 1):
+        if sizes[l] > maxs:
+            maxs = sizes[l]
+        if l > 0:
+            nact += sizes[l]
+    cur = work + nact
+    nxt = work + nact + maxs
+    # forward
+    for l in range(L):
+        nin = sizes[l]
+        nout = sizes[l + 1]
+        dst = work + pa[l]
+        if l == 0 and z1 != NULL:
+            for o in range(nout):
+                dst[o] = _activate(z1[o], act) if L > 1 else z1[o]
+        else:
+            src = x if l == 0 else work + pa[l - 1]
+            _affine(theta + pw[l], nout, nin, theta + pb[l], bias, src, dst, l < L - 1, act)
+    # output delta: alpha · dL/dz
+    K = sizes[L]
+    z = work + pa[L - 1]
+    for o in range(K):
+        if loss == 0:
+            if z[o] >= 0:
+                sig = 1.0 / (1.0 + exp(-z[o]))
+            else:
+                ez = exp(z[o])
+                sig = ez / (1.0 + ez)
+            cur[o] = alpha * (sig - y[o]) / K
+        else:
+            cur[o] = alpha * (z[o] - y[o]) / K
+    # backward
+    for l in range(L - 1, -1, -1):
+        nin = sizes[l]
+        nout = sizes[l + 1]
+        if l == 0:
+            if acc0 != NULL:
+                for o in range(nout):
+                    acc0[o] += cur[o]
+            else:
+                _outer(cur, x, nout, nin, out + pw[0], out + pb[0], bias, beta)
+        else:
+            src = work + pa[l - 1]
+            _outer(cur, src, nout, nin, out + pw[l], out + pb[l], bias, beta)
+            W = theta + pw[l]
+            for i in range(nin):
+                nxt[i] = 0.0
+            for o in range(nout):
+                dl = cur[o]
+                row = W + o * nin
+                for i in range(nin):
+                    nxt[i] += dl * row[i]
+            for i in range(nin):
+                nxt[i] *= _dactivate(src[i], act)
+            tmp = cur
+            cur = nxt
+            nxt = tmp
+
+
+cdef void _directional(const int64_t* shape, int64_t P, const double* pts, int64_t S,
+                       const double* w, const double* c, double hx, int64_t xi, int64_t yi,
+                       const double* aux, int64_t naux, const double* X, const double* Y,
+                       int64_t d, int64_t K, double* work, int64_t work_size,
+                       double* out) noexcept nogil:
+    """``out = Σ_j w_j g_y(θ + c_j h_x g_x) / h_x`` with the exact first-layer shortcut.
+
+    ``work`` holds ``work_size`` entries for the backpropagation, then 2·H₁ more.
+    """
+    cdef int64_t L = shape[0], H1 = shape[5], j, o
+    cdef bint bias = shape[3] != 0
+    cdef double* acc = work + work_size
+    cdef double* z1 = work + work_size + H1
+    cdef const double* ax = aux + xi * naux
+    cdef const double* ay = aux + yi * naux
+    cdef double kb = ax[2 * H1 + yi], invh = 1.0 / hx, s
+    for o in range(H1):
+        acc[o] = 0.0
+    for j in range(S):
+        s = c[j] * hx * kb
+        for o in range(H1):
+            z1[o] = ay[o] + s * ax[H1 + o]
+        _backprop(pts + j * P, X + yi * d, Y + yi * K, shape, work, out, w[j] * invh,
+                  0.0 if j == 0 else 1.0, acc, z1)
+    _outer(acc, X + yi * d, H1, d, out + shape[5 + L], out + shape[5 + 2 * L], bias, 0.0)
+
+
+cdef void _aux_row(const double* theta, const double* X, const double* G, int64_t B,
+                   int64_t d, int64_t P, const int64_t* shape, int64_t b,
+                   double* aux) noexcept nogil:
+    """``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]`` (as ``models.mlp_aux``)."""
+    cdef int64_t L = shape[0], H1 = shape[5], o, i, cc
+    cdef int64_t pb0 = shape[5 + 2 * L], pw0 = shape[5 + L]
+    cdef bint bias = shape[3] != 0
+    cdef int64_t naux = 2 * H1 + B
+    cdef const double* x = X + b * d
+    cdef const double* row
+    cdef double* a = aux + b * naux
+    cdef double s, xx = 0.0
+    for o in range(H1):
+        s = theta[pb0 + o] if bias else 0.0
+        row = theta + pw0 + o * d
+        for i in range(d):
+            s += row[i] * x[i]
+        a[o] = s
+    for i in range(d):
+        xx += x[i] * x[i]
+    for o in range(H1):
+        if bias:
+            a[H1 + o] = G[b * P + pb0 + o]
+        else:
+            row = G + b * P + pw0 + o * d
+            s = 0.0
+            for i in range(d):
+                s += row[i] * x[i]
+            a[H1 + o] = s / xx if xx > 0.0 else 0.0
+    for cc in range(B):
+        s = 1.0 if bias else 0.0
+        for i in range(d):
+            s += x[i] * X[cc * d + i]
+        a[2 * H1 + cc] = s
+
+
+# -- drivers -----------------------------------------------------------------------------------
+
+cdef inline void _stencil_points(const double* theta, const double* u, double h, const double* c,
+                                 int64_t S, int64_t P, double* pts,
+                                 int64_t start) noexcept nogil:
+    """``pts[j, start:] = θ + c_j h u`` (the stencil kernel reads no entry before start)."""
+    cdef int64_t j, p
+    cdef double s
+    for j in range(S):
+        s = c[j] * h
+        for p in range(start, P):
+            pts[j * P + p] = theta[p] + s * u[p]
+
+
+cdef inline void _block_pair(int64_t task, int64_t nb, int64_t* I, int64_t* J) noexcept nogil:
+    """The ``task``-th block pair (I, J), I <= J, in row-major order of the upper triangle."""
+    cdef int64_t i = 0, rem = task
+    while rem >= nb - i:
+        rem -= nb - i
+        i += 1
+    I[0] = i
+    J[0] = i + rem
+
+
+cdef void _combine(double* out, int64_t B, int64_t P, int64_t x0, int64_t x1, int64_t y0,
+                   int64_t y1, bint diagonal) noexcept nogil:
+    """``[v_x, v_y] = D[x→y] − D[y→x]`` in place over a tile pair; zero diagonal."""
+    cdef int64_t x, y, p
+    cdef double* bxy
+    cdef double* byx
+    cdef double b
+    for x in range(x0, x1):
+        for y in range(max(y0, x + 1), y1):
+            bxy = out + (x * B + y) * P
+            byx = out + (y * B + x) * P
+            for p in range(P):
+                b = bxy[p] - byx[p]
+                bxy[p] = b
+                byx[p] = -b
+        if diagonal:
+            bxy = out + (x * B + x) * P
+            for p in range(P):
+                bxy[p] = 0.0
+
+
+def _builtin(model, what):
+    if not getattr(model, "builtin", False):
+        raise TypeError(
+            f"the cython backend computes {what} for the built-in models only (MLP, "
+            f"LinearRegression, MultiLabelLogistic), not {model.name}: a CustomModel's gradient "
+            f"is a Numba function; use backend='numba', or backend='numpy' with its numpy_grad")
+    return np.ascontiguousarray(model.shape, dtype=np.int64)
+
+
+def _nchunks(int64_t ntasks):
+    return max(1, min(ntasks, fastperm_max_threads()))
+
+
+def example_grads(model, const double[::1] theta, const double[:, ::1] X,
+                  const double[:, ::1] Y, double[:, ::1] out):
+    """``out[b] = g_b(θ)`` for every example (parallel over examples)."""
+    cdef const int64_t[::1] shape = _builtin(model, "gradients")
+    cdef int64_t B = X.shape[0], b, failed = 0, wsize = max(int(model.work_size), 1)
+    cdef double* work
+    with nogil:
+        for b in prange(B, schedule="static"):
+            work = <double*>malloc(wsize * sizeof(double))
+            if work == NULL:
+                failed += 1
+            else:
+                _backprop(&theta[0], &X[b, 0], &Y[b, 0], &shape[0], work, &out[b, 0], 1.0, 0.0,
+                          NULL, NULL)
+            free(work)
+    if failed:
+        raise MemoryError("could not allocate the gradient scratch")
+
+
+def _aux(model, const double[::1] theta, const double[:, ::1] X, const double[:, ::1] G):
+    """The per-example data of the first-layer shortcut, (B, 2·H₁ + B) (parallel over b)."""
+    cdef const int64_t[::1] shape = np.ascontiguousarray(model.shape, dtype=np.int64)
+    cdef int64_t B = X.shape[0], d = X.shape[1], P = G.shape[1], b
+    aux = np.empty((B, 2 * int(model.sizes[1]) + B))
+    cdef double[:, ::1] av = aux
+    with nogil:
+        for b in prange(B, schedule="static"):
+            _aux_row(&theta[0], &X[0, 0], &G[0, 0], B, d, P, &shape[0], b, &av[0, 0])
+    return aux
+
+
+def brackets_all(model, const double[::1] theta, const double[:, ::1] X, const double[:, ::1] Y,
+                 const double[:, ::1] G, const double[::1] h, const double[::1] c,
+                 const double[::1] w, double[:, :, ::1] out):
+    """All pairs, (B, B, P): block-pair tasks dealt round-robin to one chunk per thread."""
+    cdef const int64_t[::1] shape = _builtin(model, "brackets")
+    cdef int64_t B = G.shape[0], P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
+    cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
+    cdef int64_t H1 = int(model.sizes[1])
+    cdef int64_t block = tile_block(P, B)
+    cdef int64_t nb = (B + block - 1) // block
+    cdef int64_t ntasks = block_pair_count(nb)
+    cdef int nchunks = _nchunks(ntasks)
+    cdef const double[:, ::1] aux = _aux(model, theta, X, G)
+    cdef int64_t naux = aux.shape[1]
+    cdef int64_t ch, task, I, J, x0, x1, y0, y1, x, y, failed = 0
+    cdef double* pts
+    cdef double* work
+    with nogil:
+        for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
+            pts = <double*>malloc(S * P * sizeof(double))
+            work = <double*>malloc((wsize + 2 * H1) * sizeof(double))
+            if pts == NULL or work == NULL:
+                failed += 1
+            else:
+                task = ch
+                while task < ntasks:
+                    _block_pair(task, nb, &I, &J)
+                    x0 = I * block
+                    x1 = min(B, (I + 1) * block)
+                    y0 = J * block
+                    y1 = min(B, (J + 1) * block)
+                    for x in range(x0, x1):  # D[x→y] into out[x, y]
+                        _stencil_points(&theta[0], &G[x, 0], h[x], &c[0], S, P, pts, start)
+                        for y in range(y0, y1):
+                            if y != x:
+                                _directional(&shape[0], P, pts, S, &w[0], &c[0], h[x], x, y,
+                                             &aux[0, 0], naux, &X[0, 0], &Y[0, 0], d, K, work,
+                                             wsize, &out[x, y, 0])
+                    if I != J:  # D[y→x] into out[y, x]
+                        for y in range(y0, y1):
+                            _stencil_points(&theta[0], &G[y, 0], h[y], &c[0], S, P, pts, start)
+                            for x in range(x0, x1):
+                                _directional(&shape[0], P, pts, S, &w[0], &c[0], h[y], y, x,
+                                             &aux[0, 0], naux, &X[0, 0], &Y[0, 0], d, K, work,
+                                             wsize, &out[y, x, 0])
+                    _combine(&out[0, 0, 0], B, P, x0, x1, y0, y1, I == J)
+                    task = task + nchunks
+            free(pts)
+            free(work)
+    if failed:
+        raise MemoryError("could not allocate the bracket scratch")
+
+
+def brackets_pairs(model, const double[::1] theta, const double[:, ::1] X,
+                   const double[:, ::1] Y, const double[:, ::1] G, const double[::1] h,
+                   const double[::1] c, const double[::1] w, const int64_t[:, ::1] pairs,
+                   double[:, ::1] out):
+    """Listed pairs, (npairs, P): pairs dealt round-robin to one chunk per thread."""
+    cdef const int64_t[::1] shape = _builtin(model, "brackets")
+    cdef int64_t B = G.shape[0], P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
+    cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
+    cdef int64_t H1 = int(model.sizes[1]), npairs = pairs.shape[0]
+    cdef int nchunks = _nchunks(npairs)
+    cdef const double[:, ::1] aux = _aux(model, theta, X, G)
+    cdef int64_t naux = aux.shape[1]
+    cdef int64_t ch, q, a, b, p, failed = 0
+    cdef double* pts
+    cdef double* work
+    cdef double* tmp
+    if npairs == 0:
+        return
+    with nogil:
+        for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
+            pts = <double*>malloc(S * P * sizeof(double))
+            work = <double*>malloc((wsize + 2 * H1) * sizeof(double))
+            tmp = <double*>malloc(P * sizeof(double))
+            if pts == NULL or work == NULL or tmp == NULL:
+                failed += 1
+            else:
+                q = ch
+                while q < npairs:
+                    a = pairs[q, 0]
+                    b = pairs[q, 1]
+                    if a == b:  # [v_a, v_a] = 0 exactly
+                        for p in range(P):
+                            out[q, p] = 0.0
+                    else:
+                        _stencil_points(&theta[0], &G[a, 0], h[a], &c[0], S, P, pts, start)
+                        _directional(&shape[0], P, pts, S, &w[0], &c[0], h[a], a, b, &aux[0, 0],
+                                     naux, &X[0, 0], &Y[0, 0], d, K, work, wsize, &out[q, 0])
+                        _stencil_points(&theta[0], &G[b, 0], h[b], &c[0], S, P, pts, start)
+                        _directional(&shape[0], P, pts, S, &w[0], &c[0], h[b], b, a, &aux[0, 0],
+                                     naux, &X[0, 0], &Y[0, 0], d, K, work, wsize, tmp)
+                        for p in range(P):
+                            out[q, p] -= tmp[p]
+                    q = q + nchunks
+            free(pts)
+            free(work)
+            free(tmp)
+    if failed:
+        raise MemoryError("could not allocate the bracket scratch")
