@@ -119,15 +119,16 @@ def _as_w0(w0, d: int, runs: int | None):
     return W0
 
 
-def _as_array_param(name, v, check):
-    """A scalar or 1-D sequence of parameters, each checked by ``check``."""
+def _as_array_param(name, v, check, dtype):
+    """A scalar or 1-D sequence of parameters, each checked by ``check``, as ``dtype``."""
     arr = np.asarray(v, dtype=object)
     if arr.ndim == 0:
-        return np.array([check(name, arr.item())])
+        return np.array([check(name, arr.item())], dtype=dtype)
     if arr.ndim != 1 or arr.shape[0] == 0:
         raise ValueError(f"{name} must be a scalar or a non-empty 1-D sequence, "
                          f"got shape {arr.shape}")
-    return np.array([check(f"{name}[{i}]", x) for i, x in enumerate(arr)])
+    # the dtype is explicit: NumPy would store [0, 2**64 - 1] as float64, changing the seed
+    return np.array([check(f"{name}[{i}]", x) for i, x in enumerate(arr)], dtype=dtype)
 
 
 def _warn_divergence(status, lr, seeds, steps_rec, loss):
@@ -300,8 +301,8 @@ def train_many(problem, k, *, seeds=(0,), lr=1e-3, steps=1000, sampling="fixed",
     """
     problem, k, steps, sampling, augmentation, record_every, cache_bytes = _common(
         problem, k, steps, sampling, augmentation, record_every, cache_bytes)
-    seeds = _as_array_param("seeds", seeds, _checks.as_seed)
-    lr = _as_array_param("lr", lr, _checks.as_positive_real).astype(np.float64)
+    seeds = _as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
+    lr = _as_array_param("lr", lr, _checks.as_positive_real, np.float64)
     try:
         seeds, lr = np.broadcast_arrays(seeds, lr)
     except ValueError:

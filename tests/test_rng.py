@@ -1,4 +1,6 @@
-"""The counter-based generator: spec vs compiled twin, reproducibility, uniformity."""
+"""The counter-based generator: spec vs compiled twins, reproducibility, uniformity."""
+
+import importlib
 
 import numpy as np
 import pytest
@@ -6,7 +8,22 @@ from scipy import stats
 
 from fastperm import rng as spec
 
-nb_rng = pytest.importorskip("fastperm.backends.numba_cpu.rng")
+
+def _twins():
+    """The compiled generators importable here (Numba's and Cython's)."""
+    found = []
+    for name in ("fastperm.backends.numba_cpu.rng", "fastperm.backends._cython.rng"):
+        try:
+            found.append(pytest.param(importlib.import_module(name), id=name.split(".")[2]))
+        except ImportError:
+            pass
+    return found or [pytest.param(None, marks=pytest.mark.skip("no compiled generator"))]
+
+
+@pytest.fixture(params=_twins())
+def twin(request):
+    """A compiled generator with ``permutation``, ``resample_indices``, ``bounded_draws``."""
+    return request.param
 
 
 def test_mix64_known_values():
@@ -18,41 +35,29 @@ def test_mix64_known_values():
 
 @pytest.mark.parametrize("d", [1, 2, 3, 7, 64, 401])
 @pytest.mark.parametrize("stream", [spec.STREAM_FIXED, spec.STREAM_FRESH])
-def test_compiled_permutation_matches_spec(d, stream):
+def test_compiled_permutation_matches_spec(twin, d, stream):
     for seed, index, copy in [(0, 0, 1), (1, 5, 3), (2**64 - 1, 2**32 - 1, 2**32 - 1), (7, 123, 9)]:
         want = spec.permutation(seed, stream, spec.counter(index, copy), d)
-        got = nb_rng.permutation(np.uint64(seed), stream, index, copy, d)
+        got = twin.permutation(np.uint64(seed), stream, index, copy, d)
         np.testing.assert_array_equal(got, want)
         assert sorted(want) == list(range(d))
 
 
 @pytest.mark.parametrize("d", [1, 2, 5, 33])
-def test_compiled_resample_matches_spec(d):
+def test_compiled_resample_matches_spec(twin, d):
     for seed, index, copy in [(0, 0, 1), (3, 2, 7), (99, 40, 15)]:
         want = spec.resample_indices(seed, spec.STREAM_FIXED, spec.counter(index, copy), d)
-        got = nb_rng.resample_indices(np.uint64(seed), spec.STREAM_FIXED, index, copy, d)
+        got = twin.resample_indices(np.uint64(seed), spec.STREAM_FIXED, index, copy, d)
         np.testing.assert_array_equal(got, want)
 
 
-def test_bounded_rejection_path_matches_spec():
+def test_bounded_rejection_path_matches_spec(twin):
     """r = 3·2^30 rejects 25% of draws: the compiled loop must consume draws like the spec."""
-    from numba import njit
-
-    @njit
-    def draws(k, r, count):
-        buf = np.empty(4, dtype=np.uint64)  # short buffer: most draws come from the fallback
-        nb_rng.fill_draws(k, buf)
-        out = np.empty(count, dtype=np.int64)
-        c = 0
-        for q in range(count):
-            out[q], c = nb_rng.bounded(k, buf, c, r)
-        return out, c
-
     for r in (3 * 2**30, 2**31 + 1, 5, 1):
         key = spec.key(11, 0, 42)
         want = spec.Draws(key)
         expect = [want.bounded(r) for _ in range(200)]
-        got, used = draws(np.uint64(key), r, 200)
+        got, used = twin.bounded_draws(np.uint64(key), r, 200)
         np.testing.assert_array_equal(got, expect)
         assert used == want.c
         assert all(0 <= v < r for v in expect)
@@ -78,21 +83,12 @@ def test_counter_halves_validated():
 
 
 @pytest.mark.parametrize("d", [2, 5, 8])
-def test_positions_uniform_chi_square(d):
+def test_positions_uniform_chi_square(twin, d):
     """Each element lands in each position with probability 1/d (Pearson chi-square)."""
-    from numba import njit
-
-    @njit
-    def counts(d, N):
-        table = np.zeros((d, d), dtype=np.int64)
-        for t in range(N):
-            p = nb_rng.permutation(np.uint64(2024), 1, t, 1, d)
-            for pos in range(d):
-                table[p[pos], pos] += 1
-        return table
-
     N = 40000
-    table = counts(d, N)
+    table = np.zeros((d, d), dtype=np.int64)
+    for t in range(N):
+        table[twin.permutation(np.uint64(2024), 1, t, 1, d), np.arange(d)] += 1
     expected = N / d
     chi2 = ((table - expected) ** 2 / expected).sum()
     dof = (d - 1) * (d - 1)
@@ -100,7 +96,7 @@ def test_positions_uniform_chi_square(d):
     # all d! orderings appear with equal frequency at d = 3 is checked by the pair test below
 
 
-def test_pairs_of_positions_uniform_d3():
+def test_pairs_of_positions_uniform_d3(twin):
     """At d = 3 all 6 permutations are equally likely (chi-square over permutations)."""
     from itertools import permutations
 
@@ -108,17 +104,17 @@ def test_pairs_of_positions_uniform_d3():
     N = 30000
     hist = np.zeros(6)
     for t in range(N):
-        p = nb_rng.permutation(np.uint64(1), 1, t, 2, 3)
+        p = twin.permutation(np.uint64(1), 1, t, 2, 3)
         hist[index[tuple(p)]] += 1
     chi2 = ((hist - N / 6) ** 2 / (N / 6)).sum()
     assert stats.chi2.sf(chi2, 5) > 1e-4, hist
 
 
-def test_resample_uniform_chi_square():
+def test_resample_uniform_chi_square(twin):
     d, N = 7, 6000
     counts = np.zeros(d)
     for t in range(N):
-        idx = nb_rng.resample_indices(np.uint64(3), 1, t, 1, d)
+        idx = twin.resample_indices(np.uint64(3), 1, t, 1, d)
         counts += np.bincount(idx, minlength=d)
     expected = N * d / d
     chi2 = ((counts - expected) ** 2 / expected).sum()

@@ -320,3 +320,11 @@ def test_dtypes_and_layout_are_converted(backend):
     r = fastperm.train(base, 1, lr=0.01, steps=3, w0=np.zeros(10, dtype=np.float32)[::1],
                        backend=backend)
     assert r.w.dtype == np.float64
+
+
+def test_large_seeds_kept_exactly(small):
+    """A seed list mixing small and ≥ 2**63 seeds is not rounded through float64."""
+    many = fastperm.train_many(small, 3, seeds=[0, 2**64 - 1], lr=0.01, steps=20)
+    np.testing.assert_array_equal(many.seed, np.array([0, 2**64 - 1], dtype=np.uint64))
+    one = fastperm.train(small, 3, seed=2**64 - 1, lr=0.01, steps=20)
+    np.testing.assert_array_equal(many.loss[1], one.loss)

@@ -340,21 +340,5 @@ def augmented_gradient(const double[::1] w, const double[:, ::1] X, const double
         raise MemoryError(f"could not allocate {k}×{d} copies for augmented_gradient")
 
 
-def spec_indices(uint64_t seed, uint64_t stream, int64_t index, int64_t copy, int64_t d,
-                 bint resample):
-    """The permutation / resampling indices of ``(seed, stream, counter(index, copy))`` (tests)."""
-    x = np.arange(d, dtype=np.float64)
-    out = np.empty(d, dtype=np.float64)
-    cdef double[::1] xv = x, ov = out
-    cdef uint64_t* buf = <uint64_t*>malloc(buffer_size(d) * sizeof(uint64_t))
-    if buf == NULL:
-        raise MemoryError("draw buffer")
-    if d > 0:
-        augment_into(&xv[0], d, key(seed, stream, <uint64_t>index, <uint64_t>copy), buf,
-                     resample, &ov[0])
-    free(buf)
-    return out.astype(np.int64)
-
-
 def compile():
     """Nothing to do: the kernels were compiled ahead of time (same API as the Numba backend)."""

@@ -138,3 +138,19 @@ def permutation(seed, stream, index, copy, d):
 def resample_indices(seed, stream, index, copy, d):
     """The resampling indices of the specification (for tests)."""
     return _spec_indices(seed, stream, index, copy, d, True)
+
+
+@njit(**JIT)
+def bounded_draws(k, r, count):
+    """``count`` bounded integers in ``[0, r)`` from key ``k`` and the draws they used (tests).
+
+    Uses a buffer of only 4 draws, so most draws take the path that computes a draw
+    from its counter (as a rejected draw past the buffer does in the kernels).
+    """
+    buf = np.empty(4, dtype=np.uint64)
+    fill_draws(k, buf)
+    out = np.empty(count, dtype=np.int64)
+    c = 0
+    for q in range(count):
+        out[q], c = bounded(k, buf, c, r)
+    return out, c
