@@ -104,7 +104,8 @@ def test_brackets_match_numba(model):
     assert not pb[1].any()
 
 
-@pytest.mark.skipif("cython" not in backends.available(), reason="cython backend not built")
+@pytest.mark.skipif("cython" not in backends.available() or "numba" not in backends.available(),
+                    reason="needs the cython backend and numba (for the custom model)")
 def test_custom_model_needs_another_backend():
     m = models.CustomModel(models.mlp_grad, P=3, d=2, K=1)
     with pytest.raises(TypeError, match="cython backend computes .* for the built-in models only"):

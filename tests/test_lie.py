@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from numba import njit
 
 from fastperm import lie, models
+from fastperm._jit import HAVE_NUMBA, njit
 from oracles import exact_brackets, linear_brackets
 
 MODELS = [
@@ -255,6 +255,7 @@ def _ls_grad(theta, x, y, shape, work, out, alpha, beta):
         out[p] = g if beta == 0.0 else g + beta * out[p]
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="a CustomModel's gradient is a Numba function")
 def test_custom_model():
     def numpy_grad(th, X, Y):  # broadcasts over stacked θ (..., P) → (..., B, P)
         r = np.einsum("...p,bp->...b", th, X) - Y[:, 0]
@@ -348,6 +349,7 @@ def test_bad_model_and_swap_arguments():
         models.MLP([2, 0, 1])
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="a CustomModel's gradient is a Numba function")
 def test_logit_perturbation_custom_model_uses_finite_differences():
     """A custom logits that casts θ to float would lose a complex step; FD is used instead."""
     def logits(th, X):
@@ -365,6 +367,7 @@ def test_no_cached_kernel_takes_a_jitted_function():
     """Numba's cache index breaks on signatures holding another jitted function (seen: a later
     save failed with "underlying object has vanished" after models.py changed), so the cached
     kernels never take one; only the per-process generic drivers for CustomModel do."""
+    pytest.importorskip("numba")
     from numba.core import types
     from numba.core.caching import NullCache
     from numba.core.registry import CPUDispatcher
@@ -404,6 +407,8 @@ def test_exact_brackets_public():
     rs = np.random.default_rng(14)
     th, Xl, yl = rs.standard_normal(4), rs.standard_normal((4, 3)), rs.standard_normal(4)
     assert _rel(lie.exact_brackets(lm, th, Xl, yl), linear_brackets(th, Xl, yl)) < 1e-13
+    if not HAVE_NUMBA:
+        return  # a CustomModel needs a Numba gradient
     with pytest.raises(TypeError, match="needs a built-in model"):
         lie.exact_brackets(models.CustomModel(_ls_grad, P=4, d=4, K=1), np.zeros(4),
                            np.zeros((2, 4)), np.zeros(2))
