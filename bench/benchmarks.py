@@ -36,7 +36,7 @@ def _require(backend):
 class TrainRun:
     """One training run (n = 40, lr = 0.4/d) per method, backend and d."""
 
-    params = (["numba", "numpy"], list(METHODS), [400, 10_000, 100_000])
+    params = (["numba", "cython", "numpy"], list(METHODS), [400, 10_000, 100_000])
     param_names = ["backend", "method", "d"]
     timeout = 300
 
@@ -61,6 +61,17 @@ class TrainRun:
                        sampling=self.sampling, backend=backend)
 
 
+def _cost_per_step(backend):
+    """ns/step of every method at d = 400, n = 40, T = 20000 (interleaved, best of 3)."""
+    _require(backend)
+    try:
+        from fastperm import timing
+    except ImportError:
+        raise NotImplementedError("fastperm.timing is newer than this commit") from None
+    problem = fastperm.LinearProblem.sample(d=400, n=40, seed=0)
+    return timing.measure(problem, list(timing.METHODS), steps=20000, backend=backend, repeat=3)
+
+
 class CostPerStep:
     """ns/step and cost ratios at d = 400, n = 40, T = 20000, one run (one core), numba.
 
@@ -71,14 +82,7 @@ class CostPerStep:
     timeout = 300
 
     def setup_cache(self):
-        _require("numba")
-        try:
-            from fastperm import timing
-        except ImportError:
-            raise NotImplementedError("fastperm.timing is newer than this commit") from None
-        problem = fastperm.LinearProblem.sample(d=400, n=40, seed=0)
-        return timing.measure(problem, list(timing.METHODS), steps=20000, backend="numba",
-                              repeat=3)
+        return _cost_per_step("numba")
 
     def track_ratio_k16_fixed_over_inf(self, ns):
         return ns["k=16 fixed"] / ns["k=inf"]
@@ -101,6 +105,36 @@ class CostPerStep:
     track_ns_per_step.params = list(METHODS)
     track_ns_per_step.param_names = ["method"]
     track_ns_per_step.unit = "ns/step"
+
+
+class CostPerStepCython(CostPerStep):
+    """The same ns/step and ratios on the Cython backend."""
+
+    def setup_cache(self):  # its own: asv keys the cache by the function's source line
+        return _cost_per_step("cython")
+
+
+class CythonOverNumba:
+    """Cython's time over Numba's per method (d = 400, T = 20000, one run), measured in one
+    ``setup_cache`` one backend after the other; the target is ≤ 1.5."""
+
+    timeout = 300
+
+    def setup_cache(self):
+        _require("numba")
+        _require("cython")
+        from fastperm import timing
+
+        problem = fastperm.LinearProblem.sample(d=400, n=40, seed=0)
+        return {b: timing.measure(problem, list(timing.METHODS), steps=20000, backend=b,
+                                  repeat=3) for b in ("numba", "cython")}
+
+    def track_ratio(self, ns, method):
+        return ns["cython"][method] / ns["numba"][method]
+
+    track_ratio.params = list(METHODS)
+    track_ratio.param_names = ["method"]
+    track_ratio.unit = "ratio"
 
 
 class Memory:
@@ -171,7 +205,7 @@ class Brackets:
     buffer reused); ``time_brackets`` includes allocating the (B, B, P) output.
     """
 
-    params = (["64-32-10", "64-256-10"], ["numba", "numpy"])
+    params = (["64-32-10", "64-256-10"], ["numba", "cython", "numpy"])
     param_names = ["mlp", "backend"]
     timeout = 300
 

@@ -89,15 +89,18 @@ cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, 
     cdef const double* xn
     loss_row[0] = _mse(w, w_star, d)
     dot = _dot(w, X, d)
+    i = n - 1
     for t in range(steps):
-        i = t % n
+        i += 1  # i = t mod n, without a 64-bit division per step
+        if i == n:
+            i = 0
         res = dot - y[i]
         if not isfinite(res):
             _nan_from(loss_row, q, nq)
             return t
         c = lr * res
         x = X + i * d
-        xn = X + ((t + 1) % n) * d
+        xn = X + (i + 1 if i + 1 < n else 0) * d
         dot = 0.0
         if record_steps[q] == t + 1:
             s = 0.0
@@ -274,8 +277,11 @@ cdef int64_t _expected_run(const double* a, const double* A, const double* e, in
     alpha = 1.0 if c00 > 0.0 else 0.0
     delta = m0 - ms
     loss_row[0] = delta * delta + c00 - 2.0 * c0s + css
+    i = n - 1
     for t in range(steps):
-        i = t % n
+        i += 1  # i = t mod n, without a 64-bit division per step
+        if i == n:
+            i = 0
         alpha -= lr * a[i] * alpha
         delta -= lr * (A[i] * (delta + ms) - e[i])
         if not (isfinite(alpha) and isfinite(delta)):
