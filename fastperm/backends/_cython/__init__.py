@@ -9,8 +9,8 @@ there, this import fails and fastperm runs on its other backends
 """
 
 from .lie import brackets_all, brackets_pairs, example_grads
-from .sgd import (augmented_gradient, compile, expected_runs, have_openmp, set_threads,
-                  sgd_runs, threads)
+from .parallel import have_openmp, set_threads, threads
+from .sgd import augmented_gradient, compile, expected_runs, sgd_runs
 
 name = "cython"
 

@@ -24,9 +24,7 @@ from cython.parallel cimport prange
 import numpy as np
 
 from ..tiling import block_pair_count, tile_block
-
-cdef extern from "omp_threads.h":
-    int fastperm_max_threads() noexcept nogil
+from .parallel import threads
 
 
 # -- the MLP's per-example gradient (shape layout: fastperm.models.MLP) -------------------------
@@ -283,7 +281,7 @@ def _builtin(model, what):
 
 
 def _nchunks(int64_t ntasks):
-    return max(1, min(ntasks, fastperm_max_threads()))
+    return max(1, min(ntasks, threads()))
 
 
 def example_grads(model, const double[::1] theta, const double[:, ::1] X,
@@ -292,8 +290,9 @@ def example_grads(model, const double[::1] theta, const double[:, ::1] X,
     cdef const int64_t[::1] shape = _builtin(model, "gradients")
     cdef int64_t B = X.shape[0], b, failed = 0, wsize = max(int(model.work_size), 1)
     cdef double* work
+    cdef int nthreads = _nchunks(B)
     with nogil:
-        for b in prange(B, schedule="static"):
+        for b in prange(B, schedule="static", num_threads=nthreads):
             work = <double*>malloc(wsize * sizeof(double))
             if work == NULL:
                 failed += 1
@@ -311,8 +310,9 @@ def _aux(model, const double[::1] theta, const double[:, ::1] X, const double[:,
     cdef int64_t B = X.shape[0], d = X.shape[1], P = G.shape[1], b
     aux = np.empty((B, 2 * int(model.sizes[1]) + B))
     cdef double[:, ::1] av = aux
+    cdef int nthreads = _nchunks(B)
     with nogil:
-        for b in prange(B, schedule="static"):
+        for b in prange(B, schedule="static", num_threads=nthreads):
             _aux_row(&theta[0], &X[0, 0], &G[0, 0], B, d, P, &shape[0], b, &av[0, 0])
     return aux
 

@@ -1,0 +1,36 @@
+# cython: language_level=3
+"""Thread count of the Cython kernels: fastperm's own setting, passed to every ``prange``.
+
+It starts at OpenMP's maximum when the module is imported (so ``OMP_NUM_THREADS``
+applies) and changes only through :func:`set_threads`. The kernels pass it as
+``num_threads`` explicitly instead of reading OpenMP's global setting, which other
+libraries change: ``torch.set_num_threads(1)`` sets it for the whole process (seen in
+the pytest-benchmark run, where it made the Cython brackets single-threaded).
+"""
+
+cdef extern from "omp_threads.h":
+    int fastperm_max_threads() noexcept nogil
+    int fastperm_num_procs() noexcept nogil
+    int fastperm_have_openmp() noexcept nogil
+
+cdef int _threads = max(1, fastperm_max_threads())
+
+
+def threads():
+    """Threads the parallel kernels use (1 without OpenMP)."""
+    return _threads
+
+
+def set_threads(n):
+    """Use ``n`` threads in the parallel kernels (1 ≤ n ≤ the number of processors)."""
+    global _threads
+    limit = max(fastperm_num_procs(), _threads)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
+        raise ValueError(f"threads must be an integer in [1, {limit}], got {n!r}")
+    if fastperm_have_openmp():
+        _threads = n
+
+
+def have_openmp():
+    """Whether the extension was compiled with OpenMP."""
+    return bool(fastperm_have_openmp())
