@@ -152,7 +152,7 @@ def info(args) -> int:
         cy = backends.get("cython")
         how = (f"OpenMP, {cy.threads()} threads" if cy.have_openmp()
                else "without OpenMP (one thread)")
-        print(f"cython   kernels built ({how})")
+        print(f"cython   kernels built with Cython {cy.CYTHON_VERSION} ({how})")
     else:
         print("cython   kernels not built (no C compiler at install time?)")
     print(f"backends available: {', '.join(backends.available())}")

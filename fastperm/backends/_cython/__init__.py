@@ -9,10 +9,10 @@ there, this import fails and fastperm runs on its other backends
 """
 
 from .lie import brackets_all, brackets_pairs, example_grads
-from .parallel import have_openmp, set_threads, threads
+from .parallel import CYTHON_VERSION, have_openmp, set_threads, threads
 from .sgd import augmented_gradient, compile, expected_runs, sgd_runs
 
 name = "cython"
 
-__all__ = ["augmented_gradient", "brackets_all", "brackets_pairs", "compile", "example_grads",
+__all__ = ["CYTHON_VERSION", "augmented_gradient", "brackets_all", "brackets_pairs", "compile", "example_grads",
            "expected_runs", "have_openmp", "name", "set_threads", "sgd_runs", "threads"]

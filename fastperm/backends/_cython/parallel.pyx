@@ -13,7 +13,13 @@ cdef extern from "omp_threads.h":
     int fastperm_num_procs() noexcept nogil
     int fastperm_have_openmp() noexcept nogil
 
+cdef extern from *:
+    const char* PYX_ABI_VERSION "__PYX_ABI_VERSION"
+
 cdef int _threads = max(1, fastperm_max_threads())
+
+#: the Cython version that generated these kernels
+CYTHON_VERSION = (<bytes>PYX_ABI_VERSION).decode().replace("_", ".")
 
 
 def threads():
