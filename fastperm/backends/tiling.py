@@ -10,12 +10,12 @@ task combines them.
 TILE_BYTES = 768 * 1024
 
 
-def tile_block(P, B):
-    """Examples per block: two (block × block × P) float64 tiles fit in ``TILE_BYTES``."""
-    block = int((TILE_BYTES / (16.0 * P)) ** 0.5)
-    return max(1, min(B, block))
+def block_pairs(P, B):
+    """``(block, nb, ntasks)`` for B examples of P parameters.
 
-
-def block_pair_count(nb):
-    """Number of block pairs (I ≤ J) of ``nb`` blocks: the tasks of an all-pairs batch."""
-    return nb * (nb + 1) // 2
+    ``block`` examples per block, so that two (block × block × P) float64 tiles fit in
+    ``TILE_BYTES``; ``nb`` blocks; ``ntasks = nb (nb + 1) / 2`` block pairs (I ≤ J).
+    """
+    block = max(1, min(B, int((TILE_BYTES / (16.0 * P)) ** 0.5)))
+    nb = (B + block - 1) // block
+    return block, nb, nb * (nb + 1) // 2

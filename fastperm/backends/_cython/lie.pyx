@@ -23,8 +23,8 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from ..tiling import block_pair_count, tile_block
-from .parallel import threads
+from ..tiling import block_pairs
+from .parallel import chunks
 
 
 # -- the MLP's per-example gradient (shape layout: fastperm.models.MLP) -------------------------
@@ -280,17 +280,13 @@ def _builtin(model, what):
     return np.ascontiguousarray(model.shape, dtype=np.int64)
 
 
-def _nchunks(int64_t ntasks):
-    return max(1, min(ntasks, threads()))
-
-
 def example_grads(model, const double[::1] theta, const double[:, ::1] X,
                   const double[:, ::1] Y, double[:, ::1] out):
     """``out[b] = g_b(θ)`` for every example (parallel over examples)."""
     cdef const int64_t[::1] shape = _builtin(model, "gradients")
     cdef int64_t B = X.shape[0], b, failed = 0, wsize = max(int(model.work_size), 1)
     cdef double* work
-    cdef int nthreads = _nchunks(B)
+    cdef int nthreads = chunks(B)
     with nogil:
         for b in prange(B, schedule="static", num_threads=nthreads):
             work = <double*>malloc(wsize * sizeof(double))
@@ -304,13 +300,13 @@ def example_grads(model, const double[::1] theta, const double[:, ::1] X,
         raise MemoryError("could not allocate the gradient scratch")
 
 
-def _aux(model, const double[::1] theta, const double[:, ::1] X, const double[:, ::1] G):
+def _aux(const int64_t[::1] shape, const double[::1] theta, const double[:, ::1] X,
+         const double[:, ::1] G):
     """The per-example data of the first-layer shortcut, (B, 2·H₁ + B) (parallel over b)."""
-    cdef const int64_t[::1] shape = np.ascontiguousarray(model.shape, dtype=np.int64)
     cdef int64_t B = X.shape[0], d = X.shape[1], P = G.shape[1], b
-    aux = np.empty((B, 2 * int(model.sizes[1]) + B))
+    aux = np.empty((B, 2 * shape[5] + B))
     cdef double[:, ::1] av = aux
-    cdef int nthreads = _nchunks(B)
+    cdef int nthreads = chunks(B)
     with nogil:
         for b in prange(B, schedule="static", num_threads=nthreads):
             _aux_row(&theta[0], &X[0, 0], &G[0, 0], B, d, P, &shape[0], b, &av[0, 0])
@@ -325,11 +321,10 @@ def brackets_all(model, const double[::1] theta, const double[:, ::1] X, const d
     cdef int64_t B = G.shape[0], P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
     cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
     cdef int64_t H1 = int(model.sizes[1])
-    cdef int64_t block = tile_block(P, B)
-    cdef int64_t nb = (B + block - 1) // block
-    cdef int64_t ntasks = block_pair_count(nb)
-    cdef int nchunks = _nchunks(ntasks)
-    cdef const double[:, ::1] aux = _aux(model, theta, X, G)
+    cdef int64_t block, nb, ntasks
+    block, nb, ntasks = block_pairs(P, B)
+    cdef int nchunks = chunks(ntasks)
+    cdef const double[:, ::1] aux = _aux(shape, theta, X, G)
     cdef int64_t naux = aux.shape[1]
     cdef int64_t ch, task, I, J, x0, x1, y0, y1, x, y, failed = 0
     cdef double* pts
@@ -379,8 +374,8 @@ def brackets_pairs(model, const double[::1] theta, const double[:, ::1] X,
     cdef int64_t B = G.shape[0], P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
     cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
     cdef int64_t H1 = int(model.sizes[1]), npairs = pairs.shape[0]
-    cdef int nchunks = _nchunks(npairs)
-    cdef const double[:, ::1] aux = _aux(model, theta, X, G)
+    cdef int nchunks = chunks(npairs)
+    cdef const double[:, ::1] aux = _aux(shape, theta, X, G)
     cdef int64_t naux = aux.shape[1]
     cdef int64_t ch, q, a, b, p, failed = 0
     cdef double* pts

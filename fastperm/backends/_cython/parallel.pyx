@@ -37,6 +37,11 @@ def set_threads(n):
         _threads = n
 
 
+def chunks(ntasks):
+    """One chunk per thread, never more chunks than tasks (at least one)."""
+    return max(1, min(ntasks, _threads))
+
+
 def have_openmp():
     """Whether the extension was compiled with OpenMP."""
     return bool(fastperm_have_openmp())

@@ -25,13 +25,13 @@ with its scratch (S·P + work floats) allocated once.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from ... import models as _models
 from ..._jit import JIT, NOCACHE, PARALLEL, PARALLEL_NOCACHE
-from ..tiling import block_pair_count, tile_block
+from ..tiling import block_pairs
+from .parallel import chunks
 
 
 @njit(**JIT)
@@ -195,10 +195,6 @@ def _pairs_generic(grad, shape, work_size, theta, X, Y, G, h, c, w, pairs, out, 
                 out[q, p] -= tmp[p]
 
 
-def _nchunks(ntasks):
-    return max(1, min(ntasks, numba.get_num_threads()))
-
-
 def example_grads(model, theta, X, Y, out):
     if model.builtin:
         _example_grads_mlp(model.shape, model.work_size, theta, X, Y, out)
@@ -207,9 +203,8 @@ def example_grads(model, theta, X, Y, out):
 
 
 def brackets_all(model, theta, X, Y, G, h, c, w, out):
-    block = tile_block(G.shape[1], G.shape[0])
-    nb = (G.shape[0] + block - 1) // block
-    nchunks = _nchunks(block_pair_count(nb))
+    block, _, ntasks = block_pairs(G.shape[1], G.shape[0])
+    nchunks = chunks(ntasks)
     if model.builtin:
         _all_pairs_mlp(model.shape, max(model.work_size, model.directional_work),
                        model.stencil_start, model.bracket_aux(theta, X, Y, G), theta, X, Y, G, h,
@@ -220,7 +215,7 @@ def brackets_all(model, theta, X, Y, G, h, c, w, out):
 
 
 def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
-    nchunks = _nchunks(pairs.shape[0])
+    nchunks = chunks(pairs.shape[0])
     if model.builtin:
         _pairs_mlp(model.shape, max(model.work_size, model.directional_work),
                    model.stencil_start, model.bracket_aux(theta, X, Y, G), theta, X, Y, G, h, c,

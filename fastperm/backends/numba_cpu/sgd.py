@@ -21,12 +21,12 @@ Work per step, d features, k copies:
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from ... import rng as spec
 from ..._jit import JIT, PARALLEL
+from .parallel import chunks
 from .rng import augment_into, draw_buffer, key
 
 
@@ -163,7 +163,7 @@ def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_s
 def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
              loss_out, w_out, status_out):
     """Driver wrapper: one chunk of runs per thread (contract in the reference backend)."""
-    nchunks = max(1, min(lr.shape[0], numba.get_num_threads()))
+    nchunks = chunks(lr.shape[0])
     _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
                 loss_out, w_out, status_out, nchunks)
 
