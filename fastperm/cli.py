@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=20000)
     b.add_argument("--seconds", type=float, default=0.5,
                    help="time budget of one run of a slow backend (default 0.5)")
-    b.add_argument("--threads", type=int, default=None, help="threads of the parallel kernels (every backend)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="threads of the parallel kernels (every backend)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument("--no-brackets", action="store_true", help="skip the bracket throughput rows")
     b.set_defaults(func=bench)

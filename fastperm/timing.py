@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
+
 from .problems import LinearProblem
 from .train import train
 
@@ -120,8 +122,6 @@ BRACKET_MLPS = ("64-32-10", "64-256-10")
 def bracket_workload(sizes: str, *, B: int = 32, seed: int = 0):
     """``(model, θ, X, Y)``: an MLP ``"d-H-K"`` at its initialisation and B inputs in [0, 1] with
     one-hot targets (the digits setting, without needing scikit-learn)."""
-    import numpy as np
-
     from . import models
 
     model = models.MLP([int(v) for v in sizes.split("-")])
@@ -135,8 +135,6 @@ def brackets_per_second(sizes: str, *, backend=None, B: int = 32, repeat: int = 
                         seed: int = 0) -> float:
     """All B(B − 1)/2 brackets of :func:`bracket_workload`, best of ``repeat`` calls with the
     output buffer reused; brackets per second."""
-    import numpy as np
-
     from . import lie
 
     model, theta, X, Y = bracket_workload(sizes, B=B, seed=seed)

@@ -1,4 +1,4 @@
-"""Bracket peers: exact Hessian-vector products in PyTorch (torch.func) and JAX, and NumPy FD.
+"""Bracket peers: exact Hessian-vector products in PyTorch (torch.func) and JAX.
 
 Each returns a zero-argument callable computing all (B, B, P) brackets
 ``[v_x, v_y] = H_y g_x − H_x g_y`` of an MLP with tanh hidden layers and mean
@@ -84,10 +84,3 @@ def jax_runner(model, theta, X, Y):
         return flat - jnp.swapaxes(flat, 0, 1)
 
     return lambda: jax.block_until_ready(run())
-
-
-def numpy_fd_runner(model, theta, X, Y):
-    """Plain NumPy central differences, batched over examples (the fastperm reference)."""
-    from fastperm import lie
-
-    return lambda: lie.brackets(model, theta, X, Y, backend="numpy")

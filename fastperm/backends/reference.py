@@ -46,6 +46,10 @@ def set_threads(n):
     """No effect: the reference runs in one thread."""
 
 
+def compile():
+    """Nothing to compile."""
+
+
 def _augmented_block(x, k, seed, stream, index, resample):
     """(k, d) array: x and its k − 1 augmented copies keyed by (seed, stream, index, j)."""
     aug = "resample" if resample else "permutation"
