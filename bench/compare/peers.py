@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from fastperm.augment import coefficients
+
 
 def numpy_sgd(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
     """k = 1 or k-fold permutation augmentation, NumPy per step."""
@@ -50,9 +52,7 @@ def numpy_sgd(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
 def numpy_expected(X, y, w_star, lr, steps):
     """k = ∞ with the closed-form expected gradient, NumPy per step (O(T·d))."""
     n, d = X.shape
-    s1, s2 = X.sum(1), (X * X).sum(1)
-    c = (s1 * s1 - s2) / (d * (d - 1))
-    a, e = s2 / d - c, y * s1 / d
+    a, c, e = coefficients(X, y, "permutation")  # the per-step loop is what is timed
     w = np.zeros(d)
     loss = np.empty(steps + 1)
     loss[0] = np.mean((w - w_star) ** 2)
@@ -79,9 +79,7 @@ def jax_runner(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
         return jnp.concatenate([x[None, :], x[perms]], axis=0)
 
     if math.isinf(k):
-        s1, s2 = Xj.sum(1), (Xj * Xj).sum(1)
-        c = (s1 * s1 - s2) / (d * (d - 1))
-        a, e = s2 / d - c, yj * s1 / d
+        a, c, e = (jnp.asarray(v) for v in coefficients(X, y, "permutation"))
 
         def update(w, t):
             i = t % n
@@ -126,9 +124,7 @@ def torch_runner(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
         return torch.cat([Xt[i][None, :], Xt[i][perms]])
 
     if math.isinf(k):
-        s1, s2 = Xt.sum(1), (Xt * Xt).sum(1)
-        c = (s1 * s1 - s2) / (d * (d - 1))
-        a, e = s2 / d - c, yt * s1 / d
+        a, c, e = (torch.as_tensor(v) for v in coefficients(X, y, "permutation"))
     elif k > 1 and sampling == "fixed":
         blocks = [block(i) for i in range(n)]
 
