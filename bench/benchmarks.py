@@ -121,7 +121,9 @@ class CythonOverNumba:
     timeout = 300
 
     def setup_cache(self):
-        return {b: _cost_per_step(b) for b in ("numba", "cython")}  # each checks its backend
+        for b in ("numba", "cython"):
+            _require(b)  # both, before measuring either
+        return {b: _cost_per_step(b) for b in ("numba", "cython")}
 
     def track_ratio(self, ns, method):
         return ns["cython"][method] / ns["numba"][method]
