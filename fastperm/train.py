@@ -157,9 +157,11 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
     resample = augmentation == "resample"
     fresh = sampling == "fresh"
     # keep the fixed copies only if some example is visited twice and they fit the budget:
-    # the compiled driver keeps one (n, k, d) block per chunk of runs, min(R, threads) chunks
+    # a CPU driver keeps one (n, k, d) block per chunk of runs, min(R, threads) chunks; the
+    # GPU one per run (all runs are resident at once)
+    holders = R if getattr(kern, "CACHE_PER_RUN", False) else min(R, kern.threads())
     cache = (not fresh and k > 1 and not math.isinf(k) and steps > n
-             and min(R, kern.threads()) * n * k * d * 8 <= cache_bytes)
+             and holders * n * k * d * 8 <= cache_bytes)
     chunks = _chunks(R, progress, kern.threads())
     t0 = time.perf_counter()
     kern.compile()  # JIT compilation (or a cache load) stays out of the timing

@@ -1,10 +1,15 @@
 """Shared fixtures: every backend-facing test runs once per available backend.
 
 ``FASTPERM_TEST_BACKENDS`` (comma-separated) restricts the backends tested;
-by default all that import here are tested.
+by default all CPU backends that import here are tested. The cuda backend has
+its own suite (``tests/test_cuda.py``, tiny sizes): it runs on Numba's CUDA
+simulator unless ``NUMBA_ENABLE_CUDASIM=0`` is set (on a machine with a GPU).
 """
 
 import os
+
+# before anything imports numba: the CUDA kernels run on the simulator unless told otherwise
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import numpy as np
 import pytest
@@ -14,7 +19,7 @@ from fastperm import backends
 
 
 def _backends_under_test():
-    names = backends.available()
+    names = [b for b in backends.available() if b in backends.AUTO]
     chosen = os.environ.get("FASTPERM_TEST_BACKENDS")
     if chosen:
         names = [b for b in chosen.split(",") if b]

@@ -7,6 +7,8 @@ Backends, in the order ``"auto"`` tries them:
 ``cython`` Cython, compiled at install time, OpenMP-parallel: the fallback
            when Numba is not installed
 ``numpy``  NumPy reference: readable, slow, always available; the test oracle
+``cuda``   numba.cuda on an NVIDIA GPU: batched runs and bracket batches. Never
+           chosen automatically; ``backend="cuda"`` asks for it
 ========== ==========================================================
 
 Every backend module offers the kernels of the contract
@@ -29,7 +31,10 @@ KNOWN = {
     "numba": "fastperm.backends.numba_cpu",
     "cython": "fastperm.backends._cython",
     "numpy": "fastperm.backends.reference",
+    "cuda": "fastperm.backends.numba_cuda",
 }
+#: the CPU backends ``"auto"`` chooses from, in order
+AUTO = ("numba", "cython", "numpy")
 ENV_VAR = "FASTPERM_BACKEND"
 
 _loaded: dict = {}
@@ -72,7 +77,7 @@ def get(backend=None):
     ----------
     backend : str or None
         ``None`` or ``"auto"``: the value of ``$FASTPERM_BACKEND`` if set, else
-        the first available of ``numba``, ``cython``, ``numpy``. A name from
+        the first available of ``numba``, ``cython``, ``numpy`` (never ``cuda``). A name from
         :data:`KNOWN` selects that backend.
 
     Raises
@@ -86,7 +91,7 @@ def get(backend=None):
         forced = os.environ.get(ENV_VAR, "").strip()
         if forced and forced != "auto":
             return _get_named(forced, source=f"${ENV_VAR}")
-        for name in KNOWN:
+        for name in AUTO:
             mod = _load(name)
             if mod is not None:
                 return mod

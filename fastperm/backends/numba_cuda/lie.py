@@ -1,0 +1,246 @@
+"""Batched finite-difference Lie brackets of the built-in MLPs as CUDA kernels.
+
+``[v_x, v_y] = H_y g_x − H_x g_y`` with ``H_y g_x ≈ Σ_j w_j g_y(θ + c_j h_x g_x) / h_x``
+(the stencils of :mod:`fastperm.lie`). Mapping: **one block per ordered pair
+(x, y)**; its threads evaluate example y's gradient at the stencil points
+along g_x layer by layer — a layer's outputs (forward), its gradient entries
+and its input deltas (backward) are spread over the threads, with a barrier
+between layers — and accumulate the stencil sum straight into ``out[x, y]``
+(each output entry always belongs to the same thread, so the sum needs no
+atomics). The stencil point ``θ + c_j h_x g_x`` is never stored: parameters are
+read as ``θ_p + s·G[x, p]``. The layer activations and the two delta buffers
+live in the block's dynamic shared memory (``model.work_size`` floats, the
+CPU work layout). A second kernel combines ``out[x, y] − out[y, x]`` in place,
+one thread per entry of the upper triangle. Gradient evaluations: S·B(B − 1),
+as on the CPU.
+
+Built-in models only (MLP, LinearRegression, MultiLabelLogistic): a
+CustomModel's gradient is a CPU function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from . import device
+
+#: dynamic shared memory a block may ask for without opting in (bytes)
+SHARED_BYTES = 48 * 1024
+
+
+@cuda.jit(device=True)
+def _act(v, act):
+    return math.tanh(v) if act == 0 else max(v, 0.0)
+
+
+@cuda.jit(device=True)
+def _dact(a, act):
+    return (1.0 - a * a) if act == 0 else (1.0 if a > 0.0 else 0.0)
+
+
+@cuda.jit(device=True)
+def _stencil_grad(shape, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
+    """``out = Σ_j wts_j g(θ + c_j hx Gx; x, yv) / hx``, computed by the block's threads.
+
+    ``shape`` and the shared buffer ``sh`` follow :func:`fastperm.models._mlp_backprop`.
+    """
+    L = shape[0]
+    act = shape[1]
+    loss = shape[2]
+    bias = shape[3] != 0
+    nact = 0
+    maxs = 0
+    for l in range(L + 1):
+        maxs = max(maxs, shape[4 + l])
+        if l > 0:
+            nact += shape[4 + l]
+    K = shape[4 + L]
+    invh = 1.0 / hx
+    for jpt in range(c.shape[0]):
+        s = c[jpt] * hx
+        alpha = wts[jpt] * invh
+        first = jpt == 0
+        # forward
+        for l in range(L):
+            nin = shape[4 + l]
+            nout = shape[5 + l]
+            woff = shape[5 + L + l]
+            boff = shape[5 + 2 * L + l]
+            dst = shape[5 + 3 * L + l]
+            src = shape[5 + 3 * L + l - 1] if l > 0 else 0
+            for o in range(tid, nout, nt):
+                z = (theta[boff + o] + s * Gx[boff + o]) if bias else 0.0
+                base = woff + o * nin
+                for i in range(nin):
+                    xi = x[i] if l == 0 else sh[src + i]
+                    z += (theta[base + i] + s * Gx[base + i]) * xi
+                sh[dst + o] = _act(z, act) if l < L - 1 else z
+            cuda.syncthreads()
+        # output delta: alpha · dL/dz
+        zoff = shape[5 + 3 * L + L - 1]
+        cur = nact
+        nxt = nact + maxs
+        for o in range(tid, K, nt):
+            z = sh[zoff + o]
+            if loss == 0:
+                if z >= 0:
+                    sig = 1.0 / (1.0 + math.exp(-z))
+                else:
+                    ez = math.exp(z)
+                    sig = ez / (1.0 + ez)
+                sh[cur + o] = alpha * (sig - yv[o]) / K
+            else:
+                sh[cur + o] = alpha * (z - yv[o]) / K
+        cuda.syncthreads()
+        # backward
+        for l in range(L - 1, -1, -1):
+            nin = shape[4 + l]
+            nout = shape[5 + l]
+            woff = shape[5 + L + l]
+            boff = shape[5 + 2 * L + l]
+            src = shape[5 + 3 * L + l - 1] if l > 0 else 0
+            for f in range(tid, nout * nin, nt):
+                o = f // nin
+                i = f - o * nin
+                xi = x[i] if l == 0 else sh[src + i]
+                g = sh[cur + o] * xi
+                out[woff + f] = g if first else out[woff + f] + g
+            if bias:
+                for o in range(tid, nout, nt):
+                    g = sh[cur + o]
+                    out[boff + o] = g if first else out[boff + o] + g
+            if l > 0:
+                for i in range(tid, nin, nt):
+                    v = 0.0
+                    for o in range(nout):
+                        p = woff + o * nin + i
+                        v += sh[cur + o] * (theta[p] + s * Gx[p])
+                    sh[nxt + i] = v * _dact(sh[src + i], act)
+                cuda.syncthreads()
+                cur, nxt = nxt, cur
+        cuda.syncthreads()  # the next stencil point overwrites the activations
+
+
+@cuda.jit
+def _example_grads_kernel(shape, theta, X, Y, c, wts, out):
+    """Block b: ``out[b] = g_b(θ)`` (the one-point stencil c = 0, w = 1)."""
+    sh = cuda.shared.array(0, float64)
+    b = cuda.blockIdx.x
+    _stencil_grad(shape, theta, theta, c, wts, 1.0, X[b], Y[b], sh, out[b],
+                  cuda.threadIdx.x, cuda.blockDim.x)
+
+
+@cuda.jit
+def _directional_kernel(shape, theta, X, Y, G, h, c, wts, pairs, out):
+    """Block q: ``out[q] = H_b g_a`` for the ordered pair ``(a, b) = pairs[q]`` (zero if a = b)."""
+    sh = cuda.shared.array(0, float64)
+    q = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    a = pairs[q, 0]
+    b = pairs[q, 1]
+    dst = out[q]
+    if a == b:
+        for p in range(tid, dst.shape[0], nt):
+            dst[p] = 0.0
+        return
+    _stencil_grad(shape, theta, G[a], c, wts, h[a], X[b], Y[b], sh, dst, tid, nt)
+
+
+@cuda.jit
+def _combine_all(D, out):
+    """``out[x, y] = D[x, y] − D[y, x]`` (D is (B·B, P) with row x·B + y = H_y g_x)."""
+    idx = cuda.grid(1)
+    B = out.shape[0]
+    P = out.shape[2]
+    if idx >= B * B * P:
+        return
+    x = idx // (B * P)
+    y = (idx // P) % B
+    p = idx % P
+    out[x, y, p] = D[x * B + y, p] - D[y * B + x, p]
+
+
+@cuda.jit
+def _combine_pairs(D, out):
+    """``out[q] = D[2q] − D[2q + 1]``."""
+    idx = cuda.grid(1)
+    Q, P = out.shape
+    if idx >= Q * P:
+        return
+    q = idx // P
+    p = idx % P
+    out[q, p] = D[2 * q, p] - D[2 * q + 1, p]
+
+
+def _check(model, what):
+    if not getattr(model, "builtin", False):
+        raise TypeError(
+            f"the cuda backend computes {what} for the built-in models only (MLP, "
+            f"LinearRegression, MultiLabelLogistic), not {model.name}: a CustomModel's gradient "
+            f"is a CPU (Numba) function; use backend='numba'")
+    need = model.work_size * 8
+    if need > SHARED_BYTES:
+        raise ValueError(
+            f"the model's layers are too wide for the cuda backend: a block keeps the "
+            f"activations in {need} bytes of shared memory, more than {SHARED_BYTES}; use "
+            f"backend='numba'")
+    return need
+
+
+def _launch(kernel, blocks, nt, shared, *args):
+    with device.quiet_simulator():
+        kernel[blocks, nt, 0, shared](*args)
+
+
+def _flat_launch(count):
+    nt = device.block(1024)
+    return (count + nt - 1) // nt, nt
+
+
+def example_grads(model, theta, X, Y, out):
+    shared = _check(model, "gradients")
+    res = device.Outputs(out)
+    nt = device.block(max(model.sizes))
+    zero, one = np.zeros(1), np.ones(1)
+    _launch(_example_grads_kernel, X.shape[0], nt, shared, device.to_device(model.shape),
+            device.to_device(theta), device.to_device(X), device.to_device(Y),
+            device.to_device(zero), device.to_device(one), *res.dev)
+    res.finish()
+
+
+def _directional(model, theta, X, Y, G, h, c, w, pairs):
+    """Device (Q, P) array of ``H_b g_a`` for the ordered pairs."""
+    shared = _check(model, "brackets")
+    Q = pairs.shape[0]
+    D = cuda.device_array((Q, model.P))
+    nt = device.block(max(model.sizes))
+    _launch(_directional_kernel, Q, nt, shared, device.to_device(model.shape),
+            device.to_device(theta), device.to_device(X), device.to_device(Y),
+            device.to_device(G), device.to_device(h), device.to_device(c),
+            device.to_device(w), device.to_device(pairs), D)
+    return D
+
+
+def brackets_all(model, theta, X, Y, G, h, c, w, out):
+    B = G.shape[0]
+    xs, ys = np.divmod(np.arange(B * B, dtype=np.int64), B)
+    D = _directional(model, theta, X, Y, G, h, c, w, np.stack([xs, ys], axis=1))
+    res = device.Outputs(out)
+    with device.quiet_simulator():
+        _combine_all[_flat_launch(B * B * model.P)](D, *res.dev)
+    res.finish()
+
+
+def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
+    both = np.empty((2 * pairs.shape[0], 2), dtype=np.int64)
+    both[0::2] = pairs
+    both[1::2] = pairs[:, ::-1]
+    D = _directional(model, theta, X, Y, G, h, c, w, both)
+    res = device.Outputs(out)
+    with device.quiet_simulator():
+        _combine_pairs[_flat_launch(out.shape[0] * model.P)](D, *res.dev)
+    res.finish()
