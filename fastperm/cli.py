@@ -7,7 +7,7 @@
 ``fastperm bench``
     A quick table (under a minute): ns/step per method and backend, and the cost ratios.
 ``fastperm info``
-    Backends available here, versions and threads.
+    Backends available here, versions, threads, and the GPU (if any).
 """
 
 from __future__ import annotations
@@ -155,6 +155,10 @@ def info(args) -> int:
         print(f"cython   kernels built with Cython {cy.CYTHON_VERSION} ({how})")
     else:
         print("cython   kernels not built (no C compiler at install time?)")
+    if "cuda" in backends.available():
+        print(f"cuda:    {backends.get('cuda').describe()}")
+    else:
+        print("cuda:    unavailable (reason below)")
     print(f"backends available: {', '.join(backends.available())}")
     for name, why in backends.unavailable().items():
         print(f"  {name}: unavailable ({why})")
@@ -225,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=lie_digits)
 
-    i = sub.add_parser("info", help="backends, versions and threads")
+    i = sub.add_parser("info", help="backends, versions, threads and the GPU")
     i.set_defaults(func=info)
     return parser
 

@@ -116,3 +116,13 @@ def bounded_draws(k, r, count):
     with quiet_simulator():
         _bounded_kernel[1, 1](np.uint64(k), r, out, used)
     return out.copy_to_host(), int(used.copy_to_host()[0])
+
+
+def permutation(seed, stream, index, copy, d):
+    """The permutation of ``range(d)`` of the specification, drawn on the device (tests)."""
+    return augmented_indices(seed, stream, index, copy, d, False)
+
+
+def resample_indices(seed, stream, index, copy, d):
+    """The resampling indices of the specification, drawn on the device (tests)."""
+    return augmented_indices(seed, stream, index, copy, d, True)

@@ -1,0 +1,245 @@
+"""The cuda backend against Numba CPU: same curves, same permutations, same brackets.
+
+Runs on Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set in conftest before
+numba is imported) at tiny sizes with 4-thread blocks, so that every block-level
+reduction and barrier is exercised; on a GPU machine run it for real with
+``NUMBA_ENABLE_CUDASIM=0 pytest tests/test_cuda.py``.
+"""
+
+import math
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import fastperm
+from fastperm import backends, lie, models
+from fastperm import rng as spec
+from fastperm.train import record_steps
+
+pytestmark = pytest.mark.skipif(
+    not {"cuda", "numba"} <= set(backends.available()),
+    reason="needs the cuda backend (pip install numba-cuda; a GPU or NUMBA_ENABLE_CUDASIM=1) "
+           "and numba: " + backends.unavailable().get("cuda", ""))
+
+
+@pytest.fixture(autouse=True)
+def small_blocks():
+    """Blocks of 4 threads: several elements per thread and a 2-level reduction at d = 7."""
+    cu = backends.get("cuda")
+    cu.set_block(4)
+    yield
+    cu.set_block(0)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return fastperm.LinearProblem.sample(d=7, n=3, seed=7)
+
+
+def _rel(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+KW = dict(steps=14, lr=[0.05, 0.08], seeds=[3, 2**64 - 1], record_every=4)
+
+
+@pytest.mark.parametrize("augmentation", ["permutation", "resample"])
+@pytest.mark.parametrize("k", [1, math.inf])
+def test_deterministic_runs_match_numba(problem, k, augmentation):
+    w0 = np.linspace(-1, 2, problem.d)  # non-constant: the k = ∞ centred part matters
+    a = fastperm.train_many(problem, k, augmentation=augmentation, w0=w0, backend="numba", **KW)
+    b = fastperm.train_many(problem, k, augmentation=augmentation, w0=w0, backend="cuda", **KW)
+    assert b.backend == "cuda" and b.loss.shape == a.loss.shape
+    assert _rel(b.loss, a.loss) < 1e-10
+    assert _rel(b.w, a.w) < 1e-10
+
+
+@pytest.mark.parametrize("sampling,augmentation,cache_bytes", [
+    ("fixed", "permutation", 2**20), ("fixed", "permutation", 0), ("fixed", "resample", 2**20),
+    ("fresh", "permutation", 2**20), ("fresh", "resample", 0)])
+def test_kfold_same_permutations_same_curve(problem, sampling, augmentation, cache_bytes):
+    kw = dict(KW, sampling=sampling, augmentation=augmentation, cache_bytes=cache_bytes)
+    a = fastperm.train_many(problem, 3, backend="numba", **kw)
+    b = fastperm.train_many(problem, 3, backend="cuda", **kw)
+    assert a.meta["cache"] == b.meta["cache"] == (cache_bytes > 0 and sampling == "fixed")
+    assert _rel(b.loss, a.loss) < 1e-10
+    assert _rel(b.w, a.w) < 1e-10
+    other = fastperm.train_many(problem, 3, backend="cuda", **dict(kw, seeds=[4, 5]))
+    assert _rel(other.loss, a.loss) > 1e-6  # the seed matters: the check above can fail
+
+
+def test_block_size_does_not_change_results(problem):
+    cu = backends.get("cuda")
+    runs = {}
+    for nt in (1, 2, 8):
+        cu.set_block(nt)
+        runs[nt] = fastperm.train_many(problem, 2, backend="cuda", **KW)
+    assert _rel(runs[1].loss, runs[8].loss) < 1e-12 and _rel(runs[2].w, runs[8].w) < 1e-12
+
+
+@pytest.mark.parametrize("augmentation", ["permutation", "resample"])
+def test_augmented_gradient_matches_numba(problem, augmentation):
+    w = np.linspace(-1, 1, problem.d)
+    a = fastperm.augmented_gradient(w, problem.X, problem.y, 4, seed=9,
+                                    augmentation=augmentation, backend="numba")
+    b = fastperm.augmented_gradient(w, problem.X, problem.y, 4, seed=9,
+                                    augmentation=augmentation, backend="cuda")
+    assert _rel(b, a) < 1e-12
+
+
+def test_divergence_same_step_as_numba():
+    small = fastperm.LinearProblem.sample(d=6, n=3, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastperm.DivergenceWarning)
+        for k in (1, 2, math.inf):
+            kw = dict(lr=[0.01, 50.0], steps=210 if math.isinf(k) else 110, record_every=50)
+            a = fastperm.train_many(small, k, backend="numba", **kw)
+            b = fastperm.train_many(small, k, backend="cuda", **kw)
+            assert a.diverged_step[1] > 0 and b.diverged_step.tolist() == a.diverged_step.tolist()
+            np.testing.assert_array_equal(np.isnan(b.loss), np.isnan(a.loss))
+
+
+@pytest.mark.parametrize("d", [1, 2, 7, 64])
+def test_device_generator_matches_spec(d):
+    from fastperm.backends.numba_cuda import rng as dev
+
+    for seed, stream, index, copy in [(0, 0, 0, 1), (2**64 - 1, 1, 2**32 - 1, 2**32 - 1),
+                                      (7, 0, 123, 9)]:
+        want = spec.permutation(seed, stream, spec.counter(index, copy), d)
+        np.testing.assert_array_equal(dev.permutation(seed, stream, index, copy, d), want)
+        want = spec.resample_indices(seed, stream, spec.counter(index, copy), d)
+        np.testing.assert_array_equal(dev.resample_indices(seed, stream, index, copy, d), want)
+
+
+def test_device_bounded_rejection_path_matches_spec():
+    from fastperm.backends.numba_cuda import rng as dev
+
+    for r in (3 * 2**30, 5):  # 3·2^30 rejects 25% of draws
+        want = spec.Draws(spec.key(11, 0, 42))
+        expect = [want.bounded(r) for _ in range(100)]
+        got, used = dev.bounded_draws(spec.key(11, 0, 42), r, 100)
+        np.testing.assert_array_equal(got, expect)
+        assert used == want.c
+    assert used == 100
+
+
+def test_device_arrays_in_and_out(problem):
+    """The kernels take device arrays and leave device outputs on the device."""
+    from numba import cuda
+
+    cu = backends.get("cuda")
+    rec = record_steps(10, 5)
+    R = 2
+    loss, w, status = np.empty((R, rec.shape[0] - 1)), np.empty((R, problem.d)), np.empty(R, np.int64)
+    args = (problem.X, problem.y, problem.w_star, np.zeros((1, problem.d)), np.array([0.05, 0.1]),
+            np.array([1, 2], dtype=np.uint64))
+    cu.sgd_runs(*args, 3, 10, False, False, rec, True, loss, w, status)
+    dargs = [cuda.to_device(a) for a in args]
+    douts = [cuda.device_array_like(a) for a in (loss, w, status)]
+    cu.sgd_runs(*dargs, 3, 10, False, False, cuda.to_device(rec), True, *douts)
+    np.testing.assert_array_equal(douts[0].copy_to_host(), loss)
+    np.testing.assert_array_equal(douts[1].copy_to_host(), w)
+    assert (douts[2].copy_to_host() == -1).all()
+
+
+BRACKET_MODELS = [
+    models.MLP([5, 4, 3, 2], activation="tanh", loss="bce"),
+    models.MLP([5, 4, 2], activation="relu", loss="mse"),
+    models.MLP([5, 3, 2], activation="tanh", loss="mse", bias=False),
+    models.LinearRegression(5),
+    models.MultiLabelLogistic(5, 3),
+]
+
+
+@pytest.mark.parametrize("model", BRACKET_MODELS, ids=repr)
+def test_brackets_match_numba(model):
+    rs = np.random.default_rng(5)
+    theta = model.init(2) + 0.3 * rs.standard_normal(model.P)
+    X = rs.random((5, model.d))
+    Y = (rs.random((5, model.K)) > 0.5).astype(float)
+    G = model.grad(theta, X, Y)
+    cu = backends.get("cuda")
+    got = np.empty_like(G)
+    cu.example_grads(model, theta, X, Y, got)
+    assert _rel(got, G) < 1e-12
+    h = lie.default_step(theta, G)  # one h for both: compare kernels
+    a = lie.brackets(model, theta, X, Y, h=h, backend="numba")
+    b = lie.brackets(model, theta, X, Y, h=h, backend="cuda")
+    # finite-difference estimates with their own rounding agree to eps·|g|/h (test_cython)
+    tol = 64 * np.finfo(float).eps * np.abs(G).max() / h.min()
+    assert np.abs(b - a).max() < tol * max(1.0, np.abs(a).max())
+    a = lie.brackets(model, theta, X, Y, h=100 * h, backend="numba")
+    b = lie.brackets(model, theta, X, Y, h=100 * h, backend="cuda")
+    assert np.abs(b - a).max() < 1e-12 * max(1.0, np.abs(a).max())
+    assert not np.diagonal(b, axis1=0, axis2=1).any()
+    pairs = [(0, 1), (3, 3), (4, 2)]
+    pa = lie.brackets(model, theta, X, Y, pairs=pairs, h=h, backend="numba")
+    pb = lie.brackets(model, theta, X, Y, pairs=pairs, h=h, backend="cuda")
+    assert np.abs(pb - pa).max() < tol * max(1.0, np.abs(pa).max())
+    assert not pb[1].any()
+
+
+def test_brackets_fourth_order_and_exact_oracle():
+    """Against the analytic brackets of least squares (H = x xᵀ), order 4."""
+    model = models.LinearRegression(4)
+    rs = np.random.default_rng(1)
+    theta = rs.standard_normal(model.P)
+    X, Y = rs.standard_normal((4, 4)), rs.standard_normal(4)
+    exact = lie.exact_brackets(model, theta, X, Y)
+    got = lie.brackets(model, theta, X, Y, order=4, backend="cuda")
+    assert np.abs(got - exact).max() < 1e-8 * np.abs(exact).max()
+
+
+def test_custom_model_and_wide_layers_refused():
+    m = models.CustomModel(models.mlp_grad, P=3, d=2, K=1)
+    with pytest.raises(TypeError, match="cuda backend computes .* for the built-in models only"):
+        lie.brackets(m, np.zeros(3), np.ones((2, 2)), np.ones(2), backend="cuda")
+    wide = models.MLP([2, 4000, 1])
+    with pytest.raises(ValueError, match="too wide for the cuda backend"):
+        lie.brackets(wide, np.zeros(wide.P), np.ones((2, 2)), np.ones(2), backend="cuda")
+
+
+def test_block_setting_validated():
+    cu = backends.get("cuda")
+    for bad in (3, -1, 512):
+        with pytest.raises(ValueError, match="block must be 0 .automatic. or a power of two"):
+            cu.set_block(bad)
+    with pytest.raises(TypeError, match="block must be an int"):
+        cu.set_block(2.0)
+
+
+def test_auto_never_picks_cuda():
+    assert backends.get().name != "cuda"
+    assert "cuda" in backends.available()
+
+
+def test_info_reports_device():
+    out = subprocess.run([sys.executable, "-m", "fastperm.cli", "info"], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert "cuda:" in out.stdout
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        assert "simulator" in out.stdout
+
+
+def test_without_gpu_the_error_says_what_is_missing():
+    """No simulator and no driver: asking for the backend names the missing piece."""
+    code = ("import fastperm\n"
+            "try:\n"
+            "    fastperm.train(fastperm.LinearProblem.sample(d=3, n=2), 1, backend='cuda')\n"
+            "except fastperm.backends.BackendUnavailableError as e:\n"
+            "    print('ERROR', e)\n"
+            "else:\n"
+            "    print('RAN')\n")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    if out.stdout.startswith("RAN"):
+        pytest.skip("a GPU is present here")
+    assert "backend 'cuda' is not available here" in out.stdout
+    assert "no usable GPU" in out.stdout and "NUMBA_ENABLE_CUDASIM=1" in out.stdout
