@@ -31,6 +31,8 @@ STEPS = {400: 2000, 10_000: 200, 100_000: 20}
 def _require(backend):
     if backend not in backends.available():
         raise NotImplementedError(f"backend {backend!r} is not available here")
+    if backend == "cuda" and getattr(backends.get("cuda"), "SIMULATOR", False):
+        raise NotImplementedError("the cuda backend runs on the simulator here: not timed")
 
 
 class TrainRun:
@@ -201,7 +203,7 @@ class Brackets:
     buffer reused); ``time_brackets`` includes allocating the (B, B, P) output.
     """
 
-    params = (["64-32-10", "64-256-10"], ["numba", "cython", "numpy"])
+    params = (["64-32-10", "64-256-10"], ["numba", "cython", "numpy", "cuda"])
     param_names = ["mlp", "backend"]
     timeout = 300
 
@@ -222,3 +224,39 @@ class Brackets:
         return self.timing.brackets_per_second(mlp, backend=backend)
 
     track_brackets_per_second.unit = "brackets/s"
+
+
+#: runs per call in ``BatchedRuns``
+RUNS = [1, 10, 100, 1000, 10_000]
+#: the most runs timed on a CPU backend per method (beyond it one call takes minutes here)
+CPU_RUNS = {"k=1": 10_000, "k=16 fixed": 1000, "k=16 fresh": 1000, "k=inf": 10_000}
+
+
+class BatchedRuns:
+    """R independent runs (d = 400, n = 40, 1000 steps, loss every 100 steps) in one
+    ``train_many`` call: runs per second, the GPU against Numba on all CPU cores
+    (``fastperm.timing.runs_per_second``; GPU times include the copies to and from the
+    device, which synchronise). The GPU is skipped where there is none (or only the simulator).
+    """
+
+    params = (["cuda", "numba"], list(METHODS), RUNS)
+    param_names = ["backend", "method", "runs"]
+    timeout = 600
+
+    def setup(self, backend, method, runs):
+        _require(backend)
+        try:
+            from fastperm import timing
+        except ImportError:
+            raise NotImplementedError("fastperm.timing is newer than this commit") from None
+        if not hasattr(timing, "runs_per_second"):
+            raise NotImplementedError("timing.runs_per_second is newer than this commit")
+        if backend != "cuda" and runs > CPU_RUNS[method]:
+            raise NotImplementedError(f"{runs} runs of {method} take minutes on this CPU")
+        self.timing = timing
+        timing.runs_per_second(method, 2, backend=backend, steps=2)  # compile
+
+    def track_runs_per_second(self, backend, method, runs):
+        return self.timing.runs_per_second(method, runs, backend=backend)
+
+    track_runs_per_second.unit = "runs/s"

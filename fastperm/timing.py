@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .problems import LinearProblem
-from .train import train
+from .train import train, train_many
 
 #: label → (k, sampling) of the methods whose cost is tracked
 METHODS = {
@@ -117,6 +117,26 @@ def quick_table(backends=None, *, d: int = 400, n: int = 40, steps: int = 20000,
 
 #: MLP sizes whose bracket throughput is tracked (the Lie-bracket issue's models)
 BRACKET_MLPS = ("64-32-10", "64-256-10")
+
+
+def runs_per_second(method: str, runs: int, *, backend=None, d: int = 400, n: int = 40,
+                    steps: int = 1000, record_every: int = 100, repeat: int = 1,
+                    seed: int = 0) -> float:
+    """Independent training runs per second: ``runs`` runs of ``steps`` steps in one
+    :func:`fastperm.train_many` call (seeds 0 … runs − 1), best of ``repeat`` calls.
+
+    The time is ``TrainResult.seconds``: the compiled call(s) including, on the GPU,
+    the copies to and from the device (which synchronise), compilation excluded.
+    """
+    k, sampling = METHODS[method]
+    problem = LinearProblem.sample(d=d, n=n, seed=seed)
+    kw = dict(seeds=np.arange(runs, dtype=np.uint64), lr=stable_lr(d), steps=steps,
+              sampling=sampling, record_every=record_every, backend=backend)
+    train_many(problem, k, **dict(kw, seeds=np.arange(min(runs, 2), dtype=np.uint64), steps=2))
+    best = math.inf
+    for _ in range(repeat):
+        best = min(best, train_many(problem, k, **kw).seconds)
+    return runs / best
 
 
 def bracket_workload(sizes: str, *, B: int = 32, seed: int = 0):

@@ -147,6 +147,16 @@ def torch_runner(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
     return run
 
 
+def _require_timed(backend):
+    """ImportError (a skip) for a fastperm backend that is missing or only simulated here."""
+    import fastperm
+
+    if backend not in fastperm.backends.available():
+        raise ImportError(f"fastperm backend {backend!r} is not available")
+    if backend == "cuda" and fastperm.backends.get("cuda").SIMULATOR:
+        raise ImportError("the cuda backend runs on the simulator here: not timed")
+
+
 def runner(contender, problem, k, lr, steps, sampling="fixed", seed=0):
     """A zero-argument callable doing one training run with ``contender``.
 
@@ -158,8 +168,7 @@ def runner(contender, problem, k, lr, steps, sampling="fixed", seed=0):
         import fastperm
 
         backend = contender.split("-", 1)[1]
-        if backend not in fastperm.backends.available():
-            raise ImportError(f"fastperm backend {backend!r} is not available")
+        _require_timed(backend)
         return lambda: fastperm.train(problem, k, lr=lr, steps=steps, sampling=sampling,
                                       seed=seed, backend=backend)
     if contender == "numpy":

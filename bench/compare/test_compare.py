@@ -72,8 +72,10 @@ def test_brackets(benchmark, contender, sizes):
     theta = model.init(0)
     if contender.startswith("fastperm-"):
         backend = contender.split("-", 1)[1]
-        if backend not in fastperm.backends.available():
-            pytest.skip(f"backend {backend} not available")
+        try:
+            peers._require_timed(backend)
+        except ImportError as exc:
+            pytest.skip(str(exc))
         out = np.empty((32, 32, model.P))
 
         def run():
@@ -94,3 +96,32 @@ def test_brackets(benchmark, contender, sizes):
     rel = np.linalg.norm(got[iu] - exact[iu], axis=1) / np.linalg.norm(exact[iu], axis=1)
     benchmark.extra_info.update(max_rel_error=float(rel.max()))
     assert rel.max() < 1e-8
+
+
+# -- many independent runs in one call ----------------------------------------------------------
+
+RUNS = 1000
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("backend", ["numba", "cython", "cuda"])
+def test_batched_runs(benchmark, backend, method):
+    """R = 1000 runs of 1000 steps (d = 400, loss every 100 steps) in one train_many call;
+    CPU backends on all cores. The GPU's time includes the copies back (they synchronise)."""
+    try:
+        peers._require_timed(backend)
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    k, sampling = METHODS[method]
+    kw = dict(seeds=np.arange(RUNS, dtype=np.uint64), lr=LR, steps=1000, sampling=sampling,
+              record_every=100, backend=backend)
+    fastperm.train_many(PROBLEM, k, **dict(kw, steps=2))  # compile outside the timing
+
+    def run():
+        return fastperm.train_many(PROBLEM, k, **kw)
+
+    benchmark.group = f"{RUNS} runs, {method}, d={D}, n={N}, 1000 steps"
+    benchmark.extra_info.update(contender=f"fastperm-{backend}", method=method, count=RUNS,
+                                unit="run", d=D, n=N)
+    result = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    assert result.loss.shape == (RUNS, 11) and (result.diverged_step == -1).all()

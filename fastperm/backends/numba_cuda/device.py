@@ -95,7 +95,8 @@ class Outputs:
 
     def __init__(self, *arrays):
         self.host = arrays
-        self.dev = [to_device(a) for a in arrays]
+        # host outputs get fresh device arrays (the kernels write every entry: nothing to copy in)
+        self.dev = [a if is_device(a) else cuda.device_array(a.shape, a.dtype) for a in arrays]
 
     def finish(self):
         for h, d in zip(self.host, self.dev):
