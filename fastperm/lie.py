@@ -168,8 +168,9 @@ def brackets(model, theta, X, Y, pairs=None, h=None, order: int = 2, backend=Non
         smooth model: with ReLU its wider stencil crosses kinks and can be far
         off (a warning says so); order 2 is the default for that reason too.
     backend : str, optional
-        ``"numba"`` (default), ``"cython"`` (built-in models only) or ``"numpy"``
-        (reference; needs the model's NumPy gradient); see :func:`fastperm.backends.get`.
+        ``"numba"`` (default), ``"cython"`` or ``"cuda"`` (built-in models only; the GPU),
+        or ``"numpy"`` (reference; needs the model's NumPy gradient); see
+        :func:`fastperm.backends.get`.
     return_error : bool
         Also return an estimate of each bracket's FD error, ``‖b_h − b_{2h}‖ / (2^order − 1)``
         (the leading truncation term; doubles the work).

@@ -241,7 +241,7 @@ def train(problem, k, *, lr=1e-3, steps=1000, sampling="fixed", augmentation="pe
     record_every : int >= 1
         Record the loss every this many steps (and at the last step).
     backend : str, optional
-        ``"numba"`` (default), ``"cython"``, ``"numpy"`` (reference); see
+        ``"numba"`` (default), ``"cython"``, ``"numpy"`` (reference), ``"cuda"`` (GPU); see
         :func:`fastperm.backends.get`.
     cache_bytes : int
         Memory the fixed copies may be kept in (n·k·d·8 bytes per concurrent run);
