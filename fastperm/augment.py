@@ -29,6 +29,22 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks
+from .distributions import (Augmentation, BlockPermutation, CyclicShift, Gaussian, Mask,
+                            Moments, Permutation, Resample)
+
+__all__ = ["Augmentation", "BlockPermutation", "CyclicShift", "Gaussian", "Mask", "Moments",
+           "Permutation", "Resample", "as_augmentation", "augmented_gradient", "coefficients",
+           "expected_gradient"]
+
+_BY_NAME = {"permutation": Permutation, "resample": Resample}
+
+
+def as_augmentation(augmentation):
+    """The distribution for a name of the core engine or an :class:`Augmentation` object."""
+    if isinstance(augmentation, Augmentation):
+        return augmentation
+    name = _checks.as_choice("augmentation", augmentation, _checks.AUGMENTATIONS)
+    return _BY_NAME[name]()
 
 
 def coefficients(X: np.ndarray, y: np.ndarray, augmentation: str = "permutation"):
@@ -94,13 +110,20 @@ def expected_gradient(w, x, y, augmentation: str = "permutation") -> np.ndarray:
         One example, or one example per row.
     y : float or (n,) array
         Labels (kept unchanged by the augmentation).
-    augmentation : {"permutation", "resample"}
+    augmentation : {"permutation", "resample"} or Augmentation
+        A name of the core engine, or a distribution object (``Gaussian(sigma)``,
+        ``Mask(p)``, ``CyclicShift()``, ``BlockPermutation(groups)``, ``Moments(...)``),
+        whose closed form is used: ``E[x'x'ᵀ] w − y E[x']`` (:mod:`fastperm.distributions`).
 
     Returns
     -------
     (d,) array for 1-D ``x``, else (n, d): one expected gradient per row.
     """
-    augmentation = _checks.as_choice("augmentation", augmentation, _checks.AUGMENTATIONS)
+    if isinstance(augmentation, Augmentation) and augmentation.engine_name is None:
+        w, X, y, single = _example_args(w, x, y)
+        g = augmentation.expected_gradient(w, X, y)
+        return g[0] if single else g
+    augmentation = as_augmentation(augmentation).engine_name
     w, X, y, single = _example_args(w, x, y)
     a, c, e = coefficients(X, y, augmentation)
     g = a[:, None] * w[None, :] + (c * w.sum() - e)[:, None]

@@ -1,0 +1,340 @@
+"""Augmentation distributions of a linear model's input, with their closed-form moments.
+
+For the squared loss of a linear model the gradient at an augmented input
+``x' ~ A(x)`` (label kept) is ``(wᵀx' − y) x'``, so its expectation needs only
+the first two moments of x':
+
+    E[g] = E[x' x'ᵀ] w − y E[x'].                                  (1)
+
+Each distribution below gives ``mean(x) = E[x']``, ``second_moment(x) = E[x' x'ᵀ]``
+(dense, for checks at small d), ``expected_gradient(w, X, y)`` — (1) computed
+through the moment's structure, never forming the d × d matrix — and
+``sample(x, rng)`` for Monte Carlo. The moments (derived here; checked in
+``tests/test_distributions.py`` against exhaustive enumeration or Monte Carlo):
+
+* ``Gaussian(sigma)``: ``x' = x + σε``, ε ~ N(0, I). ``E[x'] = x``,
+  ``E[x'x'ᵀ] = xxᵀ + σ²I``: (1) is ``(wᵀx − y)x + σ²w``, the gradient of ridge
+  regression with penalty ``σ²|w|²/2`` (Bishop, "Training with noise is
+  equivalent to Tikhonov regularization", Neural Computation 1995).
+* ``Mask(p, rescale)``: ``x'_m = s·b_m x_m``, b_m ~ Bernoulli(p) independent,
+  ``s = 1/p`` if rescale else 1. ``E[x'] = s p x``,
+  ``E[x'x'ᵀ] = s²(p² xxᵀ + p(1 − p) diag(x²))`` (dropout on the input).
+* ``CyclicShift()``: ``x' = roll(x, s)``, s uniform on {0, …, d − 1}.
+  ``E[x'] = mean(x)·1``; ``E[x'_i x'_j] = R(j − i)`` with the circular
+  autocorrelation ``R(k) = (1/d) Σ_m x_m x_{m+k}``: a symmetric circulant matrix,
+  diagonal in the Fourier basis with eigenvalues ``|x̂_f|²/d`` (x̂ = DFT of x).
+  So ``E[x'x'ᵀ] w = IDFT(|x̂|²/d · ŵ)``: O(d log d) by FFT — and O(d) per step
+  for a whole training run kept in the Fourier domain (:mod:`fastperm.train`).
+* ``BlockPermutation(groups)``: x's entries permuted uniformly *within* each
+  group G (size d_G, sums s1_G, s2_G), independently across groups.
+  ``E[x'_i] = m_G = s1_G/d_G`` for i ∈ G; ``E[x'_i x'_j] = s2_G/d_G`` (i = j),
+  ``c_G = (s1_G² − s2_G)/(d_G(d_G − 1))`` (i ≠ j, same group), ``m_G m_H``
+  (different groups). One group is ``"permutation"``.
+* ``Permutation()`` / ``Resample()``: the core engine's ``"permutation"`` and
+  ``"resample"`` (:mod:`fastperm.augment`).
+* ``Moments(mean, second_moment)``: any distribution given by its moment
+  functions (dense: O(d²) per gradient).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _checks
+
+
+def _rng(rng):
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _rows(x):
+    x = _checks.as_float_array("x", x, (1, 2))
+    return (x[None, :], True) if x.ndim == 1 else (x, False)
+
+
+class Augmentation:
+    """Base class: a distribution of augmented copies x' of an input x."""
+
+    #: the core engine's name for it, when it has one ("permutation", "resample")
+    engine_name = None
+
+    def mean(self, x) -> np.ndarray:
+        """``E[x']`` for one input x (d,)."""
+        X, _ = _rows(x)
+        return self._mean(X)[0]
+
+    def second_moment(self, x) -> np.ndarray:
+        """``E[x' x'ᵀ]`` (d, d) for one input x (dense: for checks at small d)."""
+        X, _ = _rows(x)
+        d = X.shape[1]
+        return np.stack([self._second_moment_times(X, np.eye(d)[j])[0] for j in range(d)], axis=1)
+
+    def expected_gradient(self, w, X, y) -> np.ndarray:
+        """``E[x'x'ᵀ] w − y E[x']`` per row of X (n, d), or for one input x (d,)."""
+        X, single = _rows(X)
+        w = _checks.as_float_array("w", w, 1)
+        if w.shape[0] != X.shape[1]:
+            raise ValueError(f"w has {w.shape[0]} entries but x has d = {X.shape[1]} features")
+        y = _checks.as_float_array("y", np.atleast_1d(np.asarray(y, dtype=float)), 1)
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} entries but x has {X.shape[0]} example(s)")
+        self._check_d(X.shape[1])
+        g = self._second_moment_times(X, w) - y[:, None] * self._mean(X)
+        return g[0] if single else g
+
+    def sample(self, x, rng=None, size=None) -> np.ndarray:
+        """Augmented copies of one input x: (d,) when ``size`` is None, else (size, d)."""
+        x = _checks.as_float_array("x", x, 1)
+        self._check_d(x.shape[0])
+        rng = _rng(rng)
+        n = 1 if size is None else _checks.as_int("size", size, minimum=1)
+        out = self._sample(x, rng, n)
+        return out[0] if size is None else out
+
+    def _check_d(self, d):
+        pass
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Permutation(Augmentation):
+    """Uniformly random permutation of x's entries (``augmentation="permutation"``)."""
+
+    engine_name = "permutation"
+
+    def _mean(self, X):
+        return np.repeat(X.mean(axis=1, keepdims=True), X.shape[1], axis=1)
+
+    def _second_moment_times(self, X, w):
+        from .augment import coefficients
+
+        a, c, _ = coefficients(X, np.zeros(X.shape[0]), "permutation")
+        return a[:, None] * w[None, :] + (c * w.sum())[:, None]
+
+    def _sample(self, x, rng, n):
+        return np.stack([x[rng.permutation(x.shape[0])] for _ in range(n)])
+
+
+class Resample(Permutation):
+    """x's entries drawn uniformly with replacement (``augmentation="resample"``)."""
+
+    engine_name = "resample"
+
+    def _second_moment_times(self, X, w):
+        from .augment import coefficients
+
+        a, c, _ = coefficients(X, np.zeros(X.shape[0]), "resample")
+        return a[:, None] * w[None, :] + (c * w.sum())[:, None]
+
+    def _sample(self, x, rng, n):
+        return x[rng.integers(0, x.shape[0], size=(n, x.shape[0]))]
+
+
+class Gaussian(Augmentation):
+    """Additive Gaussian noise ``x' = x + σε``; its expected gradient is ridge regression's.
+
+    Parameters
+    ----------
+    sigma : float >= 0
+        Noise standard deviation.
+    """
+
+    def __init__(self, sigma):
+        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not (
+                np.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"sigma must be a finite real >= 0, got {sigma!r}")
+        self.sigma = float(sigma)
+
+    def _mean(self, X):
+        return X.copy()
+
+    def _second_moment_times(self, X, w):
+        return (X @ w)[:, None] * X + self.sigma ** 2 * w[None, :]
+
+    def _sample(self, x, rng, n):
+        return x[None, :] + self.sigma * rng.standard_normal((n, x.shape[0]))
+
+    def __repr__(self):
+        return f"Gaussian(sigma={self.sigma:g})"
+
+
+class Mask(Augmentation):
+    """Random masking: each entry kept with probability p (and divided by p if ``rescale``).
+
+    Parameters
+    ----------
+    p : float in (0, 1]
+        Keep probability.
+    rescale : bool
+        Divide kept entries by p (inverted dropout: then ``E[x'] = x``).
+    """
+
+    def __init__(self, p, rescale: bool = False):
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 < p <= 1):
+            raise ValueError(f"p must be a keep probability in (0, 1], got {p!r}")
+        self.p = float(p)
+        self.rescale = bool(rescale)
+        self.scale = 1.0 / self.p if self.rescale else 1.0
+
+    def _mean(self, X):
+        return self.scale * self.p * X
+
+    def _second_moment_times(self, X, w):
+        s2, p = self.scale ** 2, self.p
+        return s2 * (p * p * (X @ w)[:, None] * X + p * (1 - p) * X * X * w[None, :])
+
+    def _sample(self, x, rng, n):
+        return self.scale * x[None, :] * (rng.random((n, x.shape[0])) < self.p)
+
+    def __repr__(self):
+        return f"Mask(p={self.p:g}, rescale={self.rescale})"
+
+
+class CyclicShift(Augmentation):
+    """A uniformly random cyclic shift of x's entries, ``x' = roll(x, s)``.
+
+    The second moment is circulant; products with it cost O(d log d) (FFT).
+    """
+
+    def _mean(self, X):
+        return self._mean_rows(X)
+
+    @staticmethod
+    def _mean_rows(X):
+        return np.repeat(X.mean(axis=1, keepdims=True), X.shape[1], axis=1)
+
+    @staticmethod
+    def spectrum(X):
+        """Eigenvalues ``|x̂_f|²/d`` of each row's second moment, rfft order: (n, d//2 + 1)."""
+        d = X.shape[1]
+        F = np.fft.rfft(X, axis=1)
+        return (F.real ** 2 + F.imag ** 2) / d
+
+    def _second_moment_times(self, X, w):
+        d = X.shape[1]
+        return np.fft.irfft(self.spectrum(X) * np.fft.rfft(w)[None, :], n=d, axis=1)
+
+    def _sample(self, x, rng, n):
+        return np.stack([np.roll(x, int(s)) for s in rng.integers(0, x.shape[0], size=n)])
+
+
+class BlockPermutation(Augmentation):
+    """x's entries permuted uniformly within each group, independently across groups.
+
+    Parameters
+    ----------
+    groups : sequence of sequences of int
+        A partition of ``range(d)`` (checked against x's d when used).
+    """
+
+    def __init__(self, groups):
+        if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__") or len(groups) == 0:
+            raise ValueError(f"groups must be a non-empty sequence of index sequences, got {groups!r}")
+        gs = []
+        for q, g in enumerate(groups):
+            arr = np.asarray(g)
+            if arr.ndim != 1 or arr.shape[0] == 0 or not np.issubdtype(arr.dtype, np.integer):
+                raise ValueError(f"groups[{q}] must be a non-empty sequence of ints, got {g!r}")
+            gs.append(arr.astype(np.int64))
+        self.groups = gs
+        self.d = int(sum(g.shape[0] for g in gs))
+        allidx = np.sort(np.concatenate(gs))
+        if not np.array_equal(allidx, np.arange(self.d)):
+            raise ValueError(f"groups must partition range({self.d}): every index exactly once")
+        self.labels = np.empty(self.d, dtype=np.int64)
+        for q, g in enumerate(gs):
+            self.labels[g] = q
+
+    def _check_d(self, d):
+        if d != self.d:
+            raise ValueError(f"BlockPermutation groups cover d = {self.d} entries but x has {d}")
+
+    def block_moments(self, X):
+        """Per row and group: sizes d_G (G,), m_G, s2_G/d_G, c_G as (n, G) arrays."""
+        self._check_d(X.shape[1])
+        G = len(self.groups)
+        size = np.array([g.shape[0] for g in self.groups], dtype=float)
+        s1 = np.stack([X[:, g].sum(axis=1) for g in self.groups], axis=1)
+        s2 = np.stack([(X[:, g] ** 2).sum(axis=1) for g in self.groups], axis=1)
+        m = s1 / size
+        diag = s2 / size
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
+        assert c.shape == (X.shape[0], G)
+        return size, m, diag, c
+
+    def _mean(self, X):
+        _, m, _, _ = self.block_moments(X)
+        return m[:, self.labels]
+
+    def _second_moment_times(self, X, w):
+        size, m, diag, c = self.block_moments(X)
+        S = np.array([w[g].sum() for g in self.groups])  # block sums of w
+        lab = self.labels
+        cross = (m * S[None, :]).sum(axis=1, keepdims=True) - m * S[None, :]  # Σ_{H≠G} m_H S_H
+        return ((diag - c)[:, lab] * w[None, :] + (c * S[None, :])[:, lab]
+                + (m * cross)[:, lab])
+
+    def _sample(self, x, rng, n):
+        out = np.repeat(x[None, :], n, axis=0)
+        for r in range(n):
+            for g in self.groups:
+                out[r, g] = x[g[rng.permutation(g.shape[0])]]
+        return out
+
+    def __repr__(self):
+        return f"BlockPermutation(groups of sizes {[g.shape[0] for g in self.groups]})"
+
+
+class Moments(Augmentation):
+    """A distribution given by its moment functions (dense, O(d²) per gradient).
+
+    Parameters
+    ----------
+    mean : callable x -> (d,) array
+        ``E[x']``.
+    second_moment : callable x -> (d, d) array
+        ``E[x' x'ᵀ]`` (symmetric positive semi-definite).
+    sample : callable (x, rng) -> (d,) array, optional
+        One draw, for Monte Carlo.
+    name : str
+    """
+
+    def __init__(self, mean, second_moment, sample=None, name: str = "Moments"):
+        if not callable(mean) or not callable(second_moment):
+            raise TypeError("mean and second_moment must be callables of x")
+        if sample is not None and not callable(sample):
+            raise TypeError("sample must be a callable (x, rng) -> array, or None")
+        self._mean_fn, self._m2_fn, self._sample_fn, self.name = mean, second_moment, sample, name
+
+    def _call(self, fn, x, shape, what):
+        v = np.asarray(fn(x), dtype=float)
+        if v.shape != shape:
+            raise ValueError(f"{self.name}.{what} returned shape {v.shape}, expected {shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{self.name}.{what} returned non-finite values")
+        return v
+
+    def _mean(self, X):
+        d = X.shape[1]
+        return np.stack([self._call(self._mean_fn, x, (d,), "mean") for x in X])
+
+    def matrices(self, X):
+        """The second moments of every row: (n, d, d)."""
+        d = X.shape[1]
+        return np.stack([self._call(self._m2_fn, x, (d, d), "second_moment") for x in X])
+
+    def _second_moment_times(self, X, w):
+        return self.matrices(X) @ w
+
+    def _sample(self, x, rng, n):
+        if self._sample_fn is None:
+            raise NotImplementedError(f"{self.name} was given no sample function")
+        return np.stack([self._call(lambda v: self._sample_fn(v, rng), x, x.shape, "sample")
+                         for _ in range(n)])
+
+    def __repr__(self):
+        return f"Moments({self.name})"
