@@ -147,7 +147,9 @@ def augmented_gradient(w, x, y, k, seed: int = 0, augmentation: str = "permutati
     y : float or (n,) array
     k : int >= 1
     seed : int >= 0
-    augmentation : {"permutation", "resample"}
+    augmentation : {"permutation", "resample"} or Augmentation
+        Distribution objects other than ``Moments`` (which has no compiled sampler) run
+        on the numba and numpy backends.
     backend : str, optional
         See :func:`fastperm.backends.get`.
 
@@ -157,11 +159,20 @@ def augmented_gradient(w, x, y, k, seed: int = 0, augmentation: str = "permutati
     """
     from . import backends
 
-    augmentation = _checks.as_choice("augmentation", augmentation, _checks.AUGMENTATIONS)
+    aug = as_augmentation(augmentation)
+    kind = aug.kernel_kind()
     k = _checks.as_int("k", k, minimum=1, maximum=2**32 - 1)
     seed = _checks.as_seed("seed", seed)
     w, X, y, single = _example_args(w, x, y)
+    aug._check_d(X.shape[1])
     kern = backends.get(backend)
     out = np.empty_like(X)
-    kern.augmented_gradient(w, X, y, k, np.uint64(seed), augmentation == "resample", out)
+    if aug.engine_name is not None:
+        kern.augmented_gradient(w, X, y, k, np.uint64(seed), aug.engine_name == "resample", out)
+    else:
+        fn = getattr(kern, "dist_augmented_gradient", None)
+        if fn is None:
+            raise ValueError(f"augmented_gradient with {aug!r} is implemented by the numba and "
+                             f"numpy backends, not by backend {kern.name!r}")
+        fn(w, X, y, k, np.uint64(seed), *kind, out)
     return out[0] if single else out

@@ -54,11 +54,34 @@ def _rows(x):
     return (x[None, :], True) if x.ndim == 1 else (x, False)
 
 
+KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)
+_NO_I = np.zeros(1, dtype=np.int64)
+
+
+def _kernel(kern, name, what):
+    fn = getattr(kern, name, None)
+    if fn is None:
+        raise ValueError(f"{what} is implemented by the numba and numpy backends, not by "
+                         f"backend {kern.name!r}; pass backend='numba'")
+    return fn
+
+
 class Augmentation:
     """Base class: a distribution of augmented copies x' of an input x."""
 
     #: the core engine's name for it, when it has one ("permutation", "resample")
     engine_name = None
+
+    def kernel_kind(self):
+        """``(kind, fparams, gidx, gptr)``: how the compiled kernels draw copies
+        (specification in :mod:`fastperm.rng`)."""
+        raise ValueError(f"{self!r} has no sampler in the compiled kernels: k-fold training "
+                         "and augmented_gradient need one (use k = inf, or .sample())")
+
+    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                      status_out):
+        """k = ∞ runs with this distribution's closed form on backend module ``kern``."""
+        raise NotImplementedError
 
     def mean(self, x) -> np.ndarray:
         """``E[x']`` for one input x (d,)."""
@@ -105,6 +128,15 @@ class Permutation(Augmentation):
 
     engine_name = "permutation"
 
+    def kernel_kind(self):
+        return (KIND_RESAMPLE if self.engine_name == "resample" else KIND_PERMUTATION,
+                np.zeros(2), _NO_I, _NO_I)
+
+    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                      status_out):
+        kern.expected_runs(X, y, w_star, W0, lr, steps, self.engine_name == "resample",
+                           record_steps, loss_out, w_out, status_out)
+
     def _mean(self, X):
         return np.repeat(X.mean(axis=1, keepdims=True), X.shape[1], axis=1)
 
@@ -148,6 +180,15 @@ class Gaussian(Augmentation):
             raise ValueError(f"sigma must be a finite real >= 0, got {sigma!r}")
         self.sigma = float(sigma)
 
+    def kernel_kind(self):
+        return KIND_GAUSSIAN, np.array([self.sigma, 0.0]), _NO_I, _NO_I
+
+    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                      status_out):
+        D = np.full((1, X.shape[1]), self.sigma ** 2)
+        _kernel(kern, "diag_rank1_runs", f"k = inf training with {self!r}")(
+            X, y, w_star, W0, lr, 1.0, 1.0, D, steps, record_steps, loss_out, w_out, status_out)
+
     def _mean(self, X):
         return X.copy()
 
@@ -179,6 +220,17 @@ class Mask(Augmentation):
         self.rescale = bool(rescale)
         self.scale = 1.0 / self.p if self.rescale else 1.0
 
+    def kernel_kind(self):
+        return KIND_MASK, np.array([self.p, self.scale]), _NO_I, _NO_I
+
+    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                      status_out):
+        s2, p = self.scale ** 2, self.p
+        D = np.ascontiguousarray(s2 * p * (1 - p) * X * X)
+        _kernel(kern, "diag_rank1_runs", f"k = inf training with {self!r}")(
+            X, y, w_star, W0, lr, s2 * p * p, self.scale * p, D, steps, record_steps, loss_out,
+            w_out, status_out)
+
     def _mean(self, X):
         return self.scale * self.p * X
 
@@ -198,6 +250,14 @@ class CyclicShift(Augmentation):
 
     The second moment is circulant; products with it cost O(d log d) (FFT).
     """
+
+    def kernel_kind(self):
+        return KIND_CYCLIC, np.zeros(2), _NO_I, _NO_I
+
+    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                      status_out):
+        _kernel(kern, "circulant_runs", f"k = inf training with {self!r}")(
+            X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out)
 
     def _mean(self, X):
         return self._mean_rows(X)
@@ -251,6 +311,21 @@ class BlockPermutation(Augmentation):
     def _check_d(self, d):
         if d != self.d:
             raise ValueError(f"BlockPermutation groups cover d = {self.d} entries but x has {d}")
+
+    def _index_arrays(self):
+        gidx = np.concatenate(self.groups).astype(np.int64)
+        gptr = np.concatenate([[0], np.cumsum([g.shape[0] for g in self.groups])]).astype(np.int64)
+        return gidx, gptr
+
+    def kernel_kind(self):
+        return (KIND_BLOCK, np.zeros(2), *self._index_arrays())
+
+    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                      status_out):
+        self._check_d(X.shape[1])
+        _kernel(kern, "block_runs", f"k = inf training with {self!r}")(
+            X, y, w_star, W0, lr, *self._index_arrays(), steps, record_steps, loss_out, w_out,
+            status_out)
 
     def block_moments(self, X):
         """Per row and group: sizes d_G (G,), m_G, s2_G/d_G, c_G as (n, G) arrays."""
@@ -321,6 +396,12 @@ class Moments(Augmentation):
     def _mean(self, X):
         d = X.shape[1]
         return np.stack([self._call(self._mean_fn, x, (d,), "mean") for x in X])
+
+    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                      status_out):
+        _kernel(kern, "dense_runs", f"k = inf training with {self!r}")(
+            np.ascontiguousarray(self.matrices(X)), np.ascontiguousarray(self._mean(X)), y,
+            w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out)
 
     def matrices(self, X):
         """The second moments of every row: (n, d, d)."""

@@ -44,6 +44,17 @@ With ``G = 0x9E3779B97F4A7C15`` (the golden-ratio increment), all sums mod 2**64
 * resampling with replacement of ``d`` items: ``idx[m] = bounded(d)`` for
   ``m = 0 .. d-1``; the augmented copy is ``x[idx]``.
 
+Other augmentations (:mod:`fastperm.distributions`), same keys:
+
+* Gaussian noise: entry m of ε is ``sqrt(−2 ln u1) cos(2π u2)`` (Box–Muller) with
+  ``u1 = ((word(key, 2m) >> 11) + 1) · 2**-53`` in (0, 1] and
+  ``u2 = (word(key, 2m + 1) >> 11) · 2**-53``; the copy is ``x + σε``.
+* mask: entry m is kept iff ``draw m < p · 2**32``; the copy is ``s · x · keep``.
+* cyclic shift: ``s = bounded(d)`` (the first draw); the copy is ``x[(m − s) mod d]``.
+* block permutation: starting from the identity, Fisher–Yates within each group in
+  the order given (``for i = |G|-1 down to 1: j = bounded(i + 1); swap(p[G[i]], p[G[j]])``),
+  draws consumed in order across groups; the copy is ``x[p]``.
+
 Streams and counters
 --------------------
 ``STREAM_FIXED`` keys copy ``j`` (1 <= j < k) of example ``i`` with
@@ -142,3 +153,43 @@ def augmented_indices(augmentation: str, seed: int, stream: int, count: int, d: 
     if augmentation == "resample":
         return resample_indices(seed, stream, count, d)
     raise ValueError(f"augmentation must be 'permutation' or 'resample', got {augmentation!r}")
+
+
+def word(k: int, q: int) -> int:
+    """The 64-bit word q of key k: ``mix64(key + (q + 1) G)``."""
+    return mix64((k + (q + 1) * GOLDEN) & MASK64)
+
+
+def gaussian_noise(seed: int, stream: int, count: int, d: int) -> np.ndarray:
+    """The d standard normal draws of ``(seed, stream, counter)`` (Box–Muller on 53-bit uniforms)."""
+    k = key(seed, stream, count)
+    out = np.empty(d)
+    for m in range(d):
+        u1 = ((word(k, 2 * m) >> 11) + 1) * 2.0 ** -53
+        u2 = (word(k, 2 * m + 1) >> 11) * 2.0 ** -53
+        out[m] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return out
+
+
+def mask_keep(seed: int, stream: int, count: int, d: int, p: float) -> np.ndarray:
+    """Which of the d entries a mask with keep probability p keeps (bool array)."""
+    draws = Draws(key(seed, stream, count))
+    return np.array([draws.next32() < p * 2.0 ** 32 for _ in range(d)])
+
+
+def cyclic_shift(seed: int, stream: int, count: int, d: int) -> int:
+    """The shift s in [0, d) of ``(seed, stream, counter)``."""
+    return Draws(key(seed, stream, count)).bounded(d)
+
+
+def block_permutation(seed: int, stream: int, count: int, groups) -> np.ndarray:
+    """Indices p (``x[p]`` is the copy) permuting uniformly within each group."""
+    draws = Draws(key(seed, stream, count))
+    d = sum(len(g) for g in groups)
+    p = list(range(d))
+    for g in groups:
+        g = [int(v) for v in g]
+        for i in range(len(g) - 1, 0, -1):
+            j = draws.bounded(i + 1)
+            p[g[i]], p[g[j]] = p[g[j]], p[g[i]]
+    return np.array(p, dtype=np.int64)

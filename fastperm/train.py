@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks, backends
+from . import _checks, augment, backends
 from .problems import LinearProblem
 
 #: default bound on the memory the fixed-copy cache may use (bytes)
@@ -154,7 +154,11 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
     loss = np.empty((R, rec.shape[0] - 1))
     w = np.empty((R, d))
     status = np.empty(R, dtype=np.int64)
-    resample = augmentation == "resample"
+    aug = augment.as_augmentation(augmentation)
+    kind = None if math.isinf(k) or k == 1 else aug.kernel_kind()  # before any work
+    if kind is not None and aug.engine_name is None:
+        sgd = _dist_kernel(kern, "dist_sgd_runs", aug)
+    resample = aug.engine_name == "resample"
     fresh = sampling == "fresh"
     # keep the fixed copies only if some example is visited twice and they fit the budget:
     # a CPU driver keeps one (n, k, d) block per chunk of runs, min(R, threads) chunks; the
@@ -172,8 +176,11 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
         sl = slice(lo, hi)
         W0c = W0 if W0.shape[0] == 1 else W0[sl]
         if math.isinf(k):
-            kern.expected_runs(problem.X, problem.y, problem.w_star, W0c, lr[sl], steps,
-                               resample, rec, loss[sl], w[sl], status[sl])
+            aug.expected_runs(kern, problem.X, problem.y, problem.w_star, W0c, lr[sl], steps,
+                              rec, loss[sl], w[sl], status[sl])
+        elif kind is not None and aug.engine_name is None:
+            sgd(problem.X, problem.y, problem.w_star, W0c, lr[sl], seeds[sl], int(k), steps,
+                fresh, *kind, rec, cache, loss[sl], w[sl], status[sl])
         else:
             kern.sgd_runs(problem.X, problem.y, problem.w_star, W0c, lr[sl], seeds[sl], int(k),
                           steps, fresh, resample, rec, cache, loss[sl], w[sl], status[sl])
@@ -185,6 +192,14 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
     _warn_divergence(status, lr, seeds, rec[:-1], loss)
     meta = {"cache": cache, "compile_seconds": compile_seconds}
     return rec[:-1], loss, w, status, seconds, kern.name, meta
+
+
+def _dist_kernel(kern, name, aug):
+    fn = getattr(kern, name, None)
+    if fn is None:
+        raise ValueError(f"k-fold training with {aug!r} is implemented by the numba and numpy "
+                         f"backends, not by backend {kern.name!r}; pass backend='numba'")
+    return fn
 
 
 def _chunks(R, progress, threads):
@@ -202,12 +217,19 @@ def _progress_bar(progress, total):
     return tqdm(total=total, unit="run", desc=progress if isinstance(progress, str) else "runs")
 
 
+def _as_augmentation_arg(augmentation):
+    """A name of the core engine stays a name; a distribution object stays itself."""
+    if isinstance(augmentation, augment.Augmentation):
+        return augmentation.engine_name or augmentation
+    return _checks.as_choice("augmentation", augmentation, _checks.AUGMENTATIONS)
+
+
 def _common(problem, k, steps, sampling, augmentation, record_every, cache_bytes):
     problem = _as_problem(problem)
     k = _checks.as_k(k)
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
     sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
-    augmentation = _checks.as_choice("augmentation", augmentation, _checks.AUGMENTATIONS)
+    augmentation = _as_augmentation_arg(augmentation)
     record_every = _checks.as_int("record_every", record_every, minimum=1)
     cache_bytes = _checks.as_int("cache_bytes", cache_bytes, minimum=0)
     return problem, k, steps, sampling, augmentation, record_every, cache_bytes
@@ -231,8 +253,12 @@ def train(problem, k, *, lr=1e-3, steps=1000, sampling="fixed", augmentation="pe
     sampling : {"fixed", "fresh"}
         ``"fixed"``: each example's copies are drawn once (keyed by the
         example) and reused every epoch; ``"fresh"``: drawn anew at every step.
-    augmentation : {"permutation", "resample"}
-        Random permutation of x's entries, or entries resampled with replacement.
+    augmentation : {"permutation", "resample"} or fastperm.augment.Augmentation
+        Random permutation of x's entries, or entries resampled with replacement; or a
+        distribution object (``augment.Gaussian(sigma)``, ``Mask(p)``, ``CyclicShift()``,
+        ``BlockPermutation(groups)``, ``Moments(...)``): k = ∞ uses its closed form
+        (:mod:`fastperm.distributions`), k-fold draws its copies by :mod:`fastperm.rng`
+        (numba and numpy backends).
     w0 : (d,) array, optional
         Start; zeros by default.
     seed : int >= 0

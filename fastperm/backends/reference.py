@@ -50,13 +50,35 @@ def compile():
     """Nothing to compile."""
 
 
-def _augmented_block(x, k, seed, stream, index, resample):
+KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)
+_NO_F = np.zeros(2)
+_NO_I = np.zeros(1, dtype=np.int64)
+
+
+def _spec_copy(x, kind, fparams, gidx, gptr, seed, stream, count):
+    """The augmented copy of x keyed by (seed, stream, count), by the specification."""
+    d = x.shape[0]
+    if kind == KIND_PERMUTATION:
+        return x[rng.permutation(seed, stream, count, d)]
+    if kind == KIND_RESAMPLE:
+        return x[rng.resample_indices(seed, stream, count, d)]
+    if kind == KIND_GAUSSIAN:
+        return x + fparams[0] * rng.gaussian_noise(seed, stream, count, d)
+    if kind == KIND_MASK:
+        return fparams[1] * x * rng.mask_keep(seed, stream, count, d, fparams[0])
+    if kind == KIND_CYCLIC:
+        s = rng.cyclic_shift(seed, stream, count, d)
+        return x[(np.arange(d) - s) % d]
+    groups = [gidx[gptr[g]:gptr[g + 1]] for g in range(gptr.shape[0] - 1)]
+    return x[rng.block_permutation(seed, stream, count, groups)]
+
+
+def _augmented_block(x, k, seed, stream, index, kind, fparams=_NO_F, gidx=_NO_I, gptr=_NO_I):
     """(k, d) array: x and its k − 1 augmented copies keyed by (seed, stream, index, j)."""
-    aug = "resample" if resample else "permutation"
     rows = [x]
     for j in range(1, k):
-        p = rng.augmented_indices(aug, int(seed), stream, rng.counter(index, j), x.shape[0])
-        rows.append(x[p])
+        rows.append(_spec_copy(x, kind, fparams, gidx, gptr, int(seed), stream,
+                               rng.counter(index, j)))
     return np.stack(rows)
 
 
@@ -72,7 +94,15 @@ def _finish(loss_row, q, status_row_value):
 
 def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
              loss_out, w_out, status_out):
+    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh,
+                  KIND_RESAMPLE if resample else KIND_PERMUTATION, _NO_F, _NO_I, _NO_I,
+                  record_steps, cache, loss_out, w_out, status_out)
+
+
+def dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+                  record_steps, cache, loss_out, w_out, status_out):
     n = X.shape[0]
+    aug = (kind, fparams, gidx, gptr)
     for r in range(lr.shape[0]):
         w = W0[r % W0.shape[0]].copy()
         status_out[r] = -1
@@ -84,9 +114,9 @@ def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_step
             if k == 1:
                 A = X[i:i + 1]
             elif fresh:
-                A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FRESH, t, resample)
+                A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FRESH, t, *aug)
             else:
-                A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FIXED, i, resample)
+                A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FIXED, i, *aug)
             with np.errstate(all="ignore"):
                 res = A @ w - y[i]
                 if not np.all(np.isfinite(res)):
@@ -129,8 +159,13 @@ def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out,
 
 
 def augmented_gradient(w, X, y, k, seed, resample, out):
+    dist_augmented_gradient(w, X, y, k, seed, KIND_RESAMPLE if resample else KIND_PERMUTATION,
+                            _NO_F, _NO_I, _NO_I, out)
+
+
+def dist_augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     for i in range(X.shape[0]):
-        A = _augmented_block(X[i], k, seed, rng.STREAM_FIXED, i, resample)
+        A = _augmented_block(X[i], k, seed, rng.STREAM_FIXED, i, kind, fparams, gidx, gptr)
         out[i] = A.T @ (A @ w - y[i]) / k
 
 
@@ -162,3 +197,85 @@ def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
     D = _hessian_products(model, theta, X, Y, G, h, c, w)
     out[:] = D[pairs[:, 0], pairs[:, 1]] - D[pairs[:, 1], pairs[:, 0]]
     out[pairs[:, 0] == pairs[:, 1]] = 0.0
+
+
+# -- k = ∞ for the augmentations of fastperm.distributions (contract:
+# fastperm.backends.numba_cpu.closed_forms). Each step is done the explicit way:
+# w ← w − lr (M_i w − y_i μ_i), with M_i w computed in the original coordinates.
+
+def _explicit_runs(grad, n, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+    """``grad(i, w)`` is the expected gradient of example i; returns None when its scalar
+    residual is already non-finite (the step counts as the divergence step)."""
+    for r in range(lr.shape[0]):
+        w = W0[r % W0.shape[0]].copy()
+        status_out[r] = -1
+        loss_out[r, 0] = _mse(w, w_star)
+        q = 1
+        for t in range(steps):
+            with np.errstate(all="ignore"):
+                g = grad(t % n, w)
+                if g is None:
+                    status_out[r] = _finish(loss_out[r], q, t)
+                    break
+                w = w - lr[r] * g
+            if not np.all(np.isfinite(w)) or not np.isfinite(_mse(w, w_star)):
+                status_out[r] = _finish(loss_out[r], q, t + 1)
+                break
+            if t + 1 == record_steps[q]:
+                loss_out[r, q] = _mse(w, w_star)
+                q += 1
+        w_out[r] = w
+
+
+def diag_rank1_runs(X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out,
+                    status_out):
+    def grad(i, w):
+        c = beta * (X[i] @ w) - gamma * y[i]
+        return None if not np.isfinite(c) else c * X[i] + D[i % D.shape[0]] * w
+
+    _explicit_runs(grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                   status_out)
+
+
+def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+    d = X.shape[1]
+    lam = np.abs(np.fft.rfft(X, axis=1)) ** 2 / d
+    mean = X.mean(axis=1)
+
+    def grad(i, w):  # E[x'x'ᵀ] w by FFT, minus y E[x']
+        return np.fft.irfft(lam[i] * np.fft.rfft(w), n=d) - y[i] * mean[i]
+
+    _explicit_runs(grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                   status_out)
+
+
+def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
+               status_out):
+    groups = [gidx[gptr[g]:gptr[g + 1]] for g in range(gptr.shape[0] - 1)]
+
+    def moments(x):
+        out = []
+        for g in groups:
+            s1, s2, dg = x[g].sum(), (x[g] ** 2).sum(), len(g)
+            c = (s1 * s1 - s2) / (dg * (dg - 1)) if dg > 1 else 0.0
+            out.append((s2 / dg, c, s1 / dg))
+        return out
+
+    mom = [moments(x) for x in X]
+
+    def grad(i, w):  # E[x'_j x'_l] = s2/d_G (j = l), c_G (same group), m_G m_H (otherwise)
+        g_out = np.empty_like(w)
+        sums = [w[g].sum() for g in groups]
+        for G, g in enumerate(groups):
+            diag, c, m = mom[i][G]
+            other = sum(mom[i][H][2] * sums[H] for H in range(len(groups)) if H != G)
+            g_out[g] = (diag - c) * w[g] + c * sums[G] + m * other - y[i] * m
+        return g_out
+
+    _explicit_runs(grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out,
+                   status_out)
+
+
+def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+    _explicit_runs(lambda i, w: M[i] @ w - y[i] * mu[i], mu.shape[0], w_star, W0, lr, steps,
+                   record_steps, loss_out, w_out, status_out)

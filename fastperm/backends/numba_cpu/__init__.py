@@ -12,3 +12,9 @@ name = "numba"
 
 __all__ = ["augmented_gradient", "brackets_all", "brackets_pairs", "compile", "example_grads",
            "expected_runs", "name", "set_threads", "sgd_runs", "threads"]
+
+from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs  # noqa: E402
+from .sgd import dist_augmented_gradient, dist_sgd_runs  # noqa: E402
+
+__all__ += ["block_runs", "circulant_runs", "dense_runs", "diag_rank1_runs",
+            "dist_augmented_gradient", "dist_sgd_runs"]

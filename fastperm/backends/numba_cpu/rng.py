@@ -154,3 +154,59 @@ def bounded_draws(k, r, count):
     for q in range(count):
         out[q], c = bounded(k, buf, c, r)
     return out, c
+
+
+# -- the other augmentations of the specification (kinds of fastperm.distributions) ----------
+
+KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)
+S11 = np.uint64(11)
+TWO_M53 = 2.0 ** -53
+
+
+@njit(inline="always", **JIT)
+def word(k, q):
+    return mix64(k + np.uint64(q + 1) * GOLDEN)
+
+
+@njit(**JIT)
+def augment_kind_into(x, k, buf, kind, fparams, gidx, gptr, out):
+    """Copy of x for key k and augmentation ``kind`` (spec: :mod:`fastperm.rng`).
+
+    ``fparams``: σ (Gaussian) or (p, scale) (mask); ``gidx[gptr[g]:gptr[g + 1]]``: the
+    indices of group g (block permutation).
+    """
+    d = x.shape[0]
+    if kind == KIND_PERMUTATION:
+        permute_into(x, k, buf, out)
+    elif kind == KIND_RESAMPLE:
+        resample_into(x, k, buf, out)
+    elif kind == KIND_GAUSSIAN:
+        sigma = fparams[0]
+        for m in range(d):
+            u1 = np.float64((word(k, 2 * m) >> S11) + np.uint64(1)) * TWO_M53
+            u2 = np.float64(word(k, 2 * m + 1) >> S11) * TWO_M53
+            out[m] = x[m] + sigma * (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
+    elif kind == KIND_MASK:
+        thr = fparams[0] * 4294967296.0
+        scale = fparams[1]
+        fill_draws(k, buf)
+        for m in range(d):
+            out[m] = scale * x[m] if np.float64(_draw_at(k, buf, m)) < thr else 0.0
+    elif kind == KIND_CYCLIC:
+        fill_draws(k, buf)
+        s, _ = bounded(k, buf, 0, d)
+        for m in range(d):
+            out[m] = x[(m - s) % d]
+    else:  # KIND_BLOCK
+        out[:] = x
+        fill_draws(k, buf)
+        c = 0
+        for g in range(gptr.shape[0] - 1):
+            lo = gptr[g]
+            for i in range(gptr[g + 1] - lo - 1, 0, -1):
+                j, c = bounded(k, buf, c, i + 1)
+                a = gidx[lo + i]
+                b = gidx[lo + j]
+                tmp = out[a]
+                out[a] = out[b]
+                out[b] = tmp

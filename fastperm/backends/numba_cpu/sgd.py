@@ -27,7 +27,7 @@ from numba import njit, prange
 from ... import rng as spec
 from ..._jit import JIT, PARALLEL
 from .parallel import chunks
-from .rng import augment_into, draw_buffer, key
+from .rng import KIND_PERMUTATION, KIND_RESAMPLE, augment_kind_into, draw_buffer, key
 
 
 @njit(inline="always", **JIT)
@@ -86,16 +86,17 @@ def _plain_run(X, y, w_star, w, lr, steps, record_steps, loss_row):
 
 
 @njit(**JIT)
-def _fill_copies(x, seed, stream, index, resample, buf, block):
+def _fill_copies(x, seed, stream, index, kind, fparams, gidx, gptr, buf, block):
     """``block[0] = x``, ``block[j]`` = copy j keyed by ``(seed, stream, index, j)``."""
     block[0, :] = x
     for j in range(1, block.shape[0]):
-        augment_into(x, key(seed, stream, index, j), buf, resample, block[j])
+        augment_kind_into(x, key(seed, stream, index, j), buf, kind, fparams, gidx, gptr,
+                          block[j])
 
 
 @njit(**JIT)
-def _kfold_run(X, y, w_star, w, lr, seed, steps, fresh, resample, record_steps, loss_row,
-               cache, buf, res):
+def _kfold_run(X, y, w_star, w, lr, seed, steps, fresh, kind, fparams, gidx, gptr, record_steps,
+               loss_row, cache, buf, res):
     """k-fold augmented SGD. ``cache`` is (n, k, d) when fixed copies are kept, else (1, k, d).
 
     Step t, example i = t mod n, copies A_j (A_0 = x_i):
@@ -113,10 +114,10 @@ def _kfold_run(X, y, w_star, w, lr, seed, steps, fresh, resample, record_steps, 
         if keep:
             A = cache[i]
             if t < n:
-                _fill_copies(X[i], seed, stream, i, resample, buf, A)
+                _fill_copies(X[i], seed, stream, i, kind, fparams, gidx, gptr, buf, A)
         else:
             A = cache[0]
-            _fill_copies(X[i], seed, stream, t if fresh else i, resample, buf, A)
+            _fill_copies(X[i], seed, stream, t if fresh else i, kind, fparams, gidx, gptr, buf, A)
         ok = True
         for j in range(k):
             res[j] = _dot(A[j], w) - y[i]
@@ -139,8 +140,8 @@ def _kfold_run(X, y, w_star, w, lr, seed, steps, fresh, resample, record_steps, 
 
 
 @njit(**PARALLEL)
-def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
-                loss_out, w_out, status_out, nchunks):
+def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+                record_steps, cache, loss_out, w_out, status_out, nchunks):
     """Runs ``r = c, c + nchunks, ...`` go to chunk c; each chunk owns its scratch."""
     n, d = X.shape
     R = lr.shape[0]
@@ -156,16 +157,29 @@ def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_s
                 status_out[r] = _plain_run(X, y, w_star, w, lr[r], steps, record_steps,
                                            loss_out[r])
             else:
-                status_out[r] = _kfold_run(X, y, w_star, w, lr[r], seeds[r], steps, fresh,
-                                           resample, record_steps, loss_out[r], block, buf, res)
+                status_out[r] = _kfold_run(X, y, w_star, w, lr[r], seeds[r], steps, fresh, kind,
+                                           fparams, gidx, gptr, record_steps, loss_out[r], block,
+                                           buf, res)
 
 
 def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
              loss_out, w_out, status_out):
     """Driver wrapper: one chunk of runs per thread (contract in the reference backend)."""
+    kind = KIND_RESAMPLE if resample else KIND_PERMUTATION
+    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, _NO_F, _NO_I, _NO_I,
+                  record_steps, cache, loss_out, w_out, status_out)
+
+
+_NO_F = np.zeros(2)
+_NO_I = np.zeros(1, dtype=np.int64)
+
+
+def dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+                  record_steps, cache, loss_out, w_out, status_out):
+    """``sgd_runs`` for any augmentation kind of :mod:`fastperm.distributions`."""
     nchunks = chunks(lr.shape[0])
-    _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
-                loss_out, w_out, status_out, nchunks)
+    _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+                record_steps, cache, loss_out, w_out, status_out, nchunks)
 
 
 @njit(**JIT)
@@ -266,13 +280,18 @@ def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out,
                                       loss_out[r])
 
 
-@njit(**PARALLEL)
 def augmented_gradient(w, X, y, k, seed, resample, out):
+    kind = KIND_RESAMPLE if resample else KIND_PERMUTATION
+    dist_augmented_gradient(w, X, y, k, seed, kind, _NO_F, _NO_I, _NO_I, out)
+
+
+@njit(**PARALLEL)
+def dist_augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     n, d = X.shape
     for i in prange(n):
         buf = draw_buffer(d)
         A = np.empty((k, d))
-        _fill_copies(X[i], seed, spec.STREAM_FIXED, i, resample, buf, A)
+        _fill_copies(X[i], seed, spec.STREAM_FIXED, i, kind, fparams, gidx, gptr, buf, A)
         out[i, :] = 0.0
         for j in range(k):
             cj = (_dot(A[j], w) - y[i]) / k

@@ -1,0 +1,274 @@
+"""k = ∞ training runs for the augmentations of :mod:`fastperm.distributions`, with Numba.
+
+Each step is ``w ← w − lr (M_i w − y_i μ_i)`` with the example's second moment
+``M_i = E[x'x'ᵀ]`` and mean ``μ_i = E[x']``; the kernels use the structure of M_i:
+
+* ``diag_rank1_runs`` (Gaussian noise, masking): ``M_i = β x xᵀ + diag(D_i)``,
+  ``μ_i = γ x``. One fused O(d) pass per step (update, loss, next ``x·w``), as for
+  k = 1.
+* ``circulant_runs`` (cyclic shifts): M_i is circulant, diagonal in the Fourier
+  basis with real eigenvalues ``λ_i = |x̂_i|²/d``, and ``μ̂_i = s1_i e_0``. The run is
+  kept in the Fourier domain: ``ŵ_f ← (1 − lr λ_if) ŵ_f`` (+ ``lr y_i s1_i`` at
+  f = 0), O(d) per step with no FFT after the set-up; the loss is exact by
+  Parseval, ``mean((w − w*)²) = Σ_f ω_f |ŵ_f − ŵ*_f|² / d²`` (ω_f = 1 or 2 for the
+  half spectrum).
+* ``block_runs`` (block permutations, G groups): within group G the centred part
+  of w only scales and the block mean moves with the other block means:
+  ``w_j = α_G u_j + δ_G + μ*_G`` (u = w0 minus its block means, μ*_G = block mean of
+  w*), ``α_G ← (1 − lr a_G) α_G``,
+  ``δ_G ← δ_G − lr (a_G M_G + c_G d_G M_G + m_G (Σ_H m_H d_H M_H − m_G d_G M_G) − y m_G)``
+  with ``M_G = δ_G + μ*_G``: **O(G) per step, O(T·G + n·d) per run**, and the loss
+  ``Σ_G (α_G² U_G − 2α_G V_G + W_G + d_G δ_G²) / d`` is exact in O(G).
+  (One group is the permutation case's O(T + d).)
+* ``dense_runs`` (user moments): O(d²) per step.
+
+Contract (same in :mod:`fastperm.backends.reference`, which does each step the
+explicit way): the arguments of ``expected_runs`` plus the distribution's arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..._jit import JIT, PARALLEL
+
+
+@njit(**JIT)
+def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, loss_row):
+    n, d = X.shape
+    s = 0.0
+    for m in range(d):
+        e = w[m] - w_star[m]
+        s += e * e
+    loss_row[0] = s / d
+    q = 1
+    dot = 0.0
+    for m in range(d):
+        dot += w[m] * X[0, m]
+    for t in range(steps):
+        i = t % n
+        c = lr * (beta * dot - gamma * y[i])
+        if not np.isfinite(c):
+            loss_row[q:] = np.nan
+            return t
+        x = X[i]
+        Di = D[i % D.shape[0]]
+        xn = X[(t + 1) % n]
+        dot = 0.0
+        s = 0.0
+        for m in range(d):
+            wm = w[m] - c * x[m] - lr * Di[m] * w[m]
+            w[m] = wm
+            dot += wm * xn[m]
+            e = wm - w_star[m]
+            s += e * e
+        if record_steps[q] == t + 1:
+            loss_row[q] = s / d
+            if not np.isfinite(loss_row[q]):
+                loss_row[q:] = np.nan
+                return t + 1
+            q += 1
+    return -1
+
+
+@njit(**PARALLEL)
+def diag_rank1_runs(X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out,
+                    status_out):
+    """``D`` is (n, d), or (1, d) when the same for every example (Gaussian noise: σ²)."""
+    for r in prange(lr.shape[0]):
+        w = w_out[r]
+        w[:] = W0[np.int64(r) % W0.shape[0]]
+        status_out[r] = _diag_rank1_run(X, y, w_star, w, lr[r], beta, gamma, D, steps,
+                                        record_steps, loss_out[r])
+
+
+@njit(**JIT)
+def _fourier_run(lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, loss_row):
+    """One run in the Fourier domain: ``(re, im)`` is ŵ (half spectrum), updated in place."""
+    n, F = lam.shape
+    scale = 1.0 / (d * d)
+    s = 0.0
+    for f in range(F):
+        a = re[f] - sre[f]
+        b = im[f] - sim[f]
+        s += wt[f] * (a * a + b * b)
+    loss_row[0] = s * scale
+    q = 1
+    for t in range(steps):
+        i = t % n
+        li = lam[i]
+        s = 0.0
+        for f in range(F):
+            g = 1.0 - lr * li[f]
+            a = re[f] * g
+            b = im[f] * g
+            if f == 0:
+                a += lr * y[i] * s1[i]
+            re[f] = a
+            im[f] = b
+            a -= sre[f]
+            b -= sim[f]
+            s += wt[f] * (a * a + b * b)
+        val = s * scale
+        if not np.isfinite(val):
+            loss_row[q:] = np.nan
+            return t + 1
+        if record_steps[q] == t + 1:
+            loss_row[q] = val
+            q += 1
+    return -1
+
+
+@njit(**PARALLEL)
+def _fourier_runs(lam, s1, y, RE, IM, sre, sim, wt, d, lr, steps, record_steps, loss_out,
+                  status_out):
+    for r in prange(lr.shape[0]):
+        status_out[r] = _fourier_run(lam, s1, y, RE[r], IM[r], sre, sim, wt, d, lr[r], steps,
+                                     record_steps, loss_out[r])
+
+
+def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+    """Cyclic shifts: FFTs at set-up and at the end only (NumPy); the steps in Fourier space."""
+    n, d = X.shape
+    R = lr.shape[0]
+    Xf = np.fft.rfft(X, axis=1)
+    lam = np.ascontiguousarray((Xf.real ** 2 + Xf.imag ** 2) / d)
+    s1 = X.sum(axis=1)
+    Wf = np.fft.rfft(np.broadcast_to(W0, (R, d)), axis=1)
+    RE, IM = np.ascontiguousarray(Wf.real), np.ascontiguousarray(Wf.imag)
+    sf = np.fft.rfft(w_star)
+    F = lam.shape[1]
+    wt = np.full(F, 2.0)
+    wt[0] = 1.0
+    if d % 2 == 0:
+        wt[-1] = 1.0
+    _fourier_runs(lam, s1, y, RE, IM, np.ascontiguousarray(sf.real),
+                  np.ascontiguousarray(sf.imag), wt, d, lr, steps, record_steps, loss_out,
+                  status_out)
+    w_out[:] = np.fft.irfft(RE + 1j * IM, n=d, axis=1)
+
+
+@njit(**JIT)
+def _block_run(a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, record_steps,
+               loss_row):
+    """One block-permutation run: ``alpha``, ``delta`` (G,) updated in place."""
+    n, G = a.shape
+    s = 0.0
+    for g in range(G):
+        s += alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g] + size[g] * delta[g] ** 2
+    loss_row[0] = s / d
+    q = 1
+    for t in range(steps):
+        i = t % n
+        T = 0.0
+        for g in range(G):
+            T += mg[i, g] * size[g] * (delta[g] + ustar[g])
+        s = 0.0
+        ok = True
+        for g in range(G):
+            M = delta[g] + ustar[g]
+            alpha[g] -= lr * a[i, g] * alpha[g]
+            delta[g] -= lr * (a[i, g] * M + c[i, g] * size[g] * M
+                              + mg[i, g] * (T - mg[i, g] * size[g] * M) - y[i] * mg[i, g])
+            ok = ok and np.isfinite(alpha[g]) and np.isfinite(delta[g])
+            s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
+                  + size[g] * delta[g] * delta[g])
+        if not ok:
+            loss_row[q:] = np.nan
+            return t + 1
+        if record_steps[q] == t + 1:
+            loss_row[q] = s / d
+            if not np.isfinite(loss_row[q]):
+                loss_row[q:] = np.nan
+                return t + 1
+            q += 1
+    return -1
+
+
+@njit(**PARALLEL)
+def _block_runs(a, c, mg, size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps, record_steps,
+                loss_out, status_out):
+    for r in prange(lr.shape[0]):
+        status_out[r] = _block_run(a, c, mg, size, ustar, U[r], V[r], Wss, d, y, ALPHA[r],
+                                   DELTA[r], lr[r], steps, record_steps, loss_out[r])
+
+
+def block_moments(X, gidx, gptr):
+    """Per example and group: a = s2/d_G − c, c, m = s1/d_G; and the sizes d_G."""
+    G = gptr.shape[0] - 1
+    size = np.diff(gptr).astype(np.float64)
+    labels = np.empty(X.shape[1], dtype=np.int64)
+    for g in range(G):
+        labels[gidx[gptr[g]:gptr[g + 1]]] = g
+    s1 = np.zeros((X.shape[0], G))
+    s2 = np.zeros((X.shape[0], G))
+    np.add.at(s1.T, labels, X.T)
+    np.add.at(s2.T, labels, (X * X).T)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
+    return s2 / size - c, c, s1 / size, size, labels
+
+
+def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
+               status_out):
+    """Block permutations in O(T·G + n·d): set-up of the block moments in NumPy."""
+    n, d = X.shape
+    R = lr.shape[0]
+    a, c, mg, size, labels = block_moments(X, gidx, gptr)
+    G = size.shape[0]
+    W0r = np.broadcast_to(W0, (R, d))
+    mean0 = np.stack([np.bincount(labels, weights=w0, minlength=G) for w0 in W0r]) / size
+    ustar = np.bincount(labels, weights=w_star, minlength=G) / size
+    u = W0r - mean0[:, labels]
+    v = w_star - ustar[labels]
+    U = np.stack([np.bincount(labels, weights=ur * ur, minlength=G) for ur in u])
+    V = np.stack([np.bincount(labels, weights=ur * v, minlength=G) for ur in u])
+    Wss = np.bincount(labels, weights=v * v, minlength=G)
+    # with a constant block in w0 its centred part stays zero: α plays no role there
+    ALPHA = np.where(U > 0.0, 1.0, 0.0)
+    DELTA = np.ascontiguousarray(mean0 - ustar)
+    _block_runs(np.ascontiguousarray(a), np.ascontiguousarray(c), np.ascontiguousarray(mg),
+                size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps, record_steps, loss_out,
+                status_out)
+    w_out[:] = ALPHA[:, labels] * u + (DELTA + ustar)[:, labels]
+
+
+@njit(**JIT)
+def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, g):
+    n, d = mu.shape
+    s = 0.0
+    for m in range(d):
+        e = w[m] - w_star[m]
+        s += e * e
+    loss_row[0] = s / d
+    q = 1
+    for t in range(steps):
+        i = t % n
+        for m in range(d):
+            acc = -y[i] * mu[i, m]
+            Mi = M[i, m]
+            for l in range(d):
+                acc += Mi[l] * w[l]
+            g[m] = acc
+        s = 0.0
+        for m in range(d):
+            w[m] -= lr * g[m]
+            e = w[m] - w_star[m]
+            s += e * e
+        if not np.isfinite(s):
+            loss_row[q:] = np.nan
+            return t + 1
+        if record_steps[q] == t + 1:
+            loss_row[q] = s / d
+            q += 1
+    return -1
+
+
+@njit(**PARALLEL)
+def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+    for r in prange(lr.shape[0]):
+        w = w_out[r]
+        w[:] = W0[np.int64(r) % W0.shape[0]]
+        status_out[r] = _dense_run(M, mu, y, w_star, w, lr[r], steps, record_steps, loss_out[r],
+                                   np.empty(mu.shape[1]))
