@@ -18,3 +18,6 @@ from .sgd import dist_augmented_gradient, dist_sgd_runs  # noqa: E402
 
 __all__ += ["block_runs", "circulant_runs", "dense_runs", "diag_rank1_runs",
             "dist_augmented_gradient", "dist_sgd_runs"]
+from .deep_linear import deep_linear_runs  # noqa: E402
+
+__all__ += ["deep_linear_runs"]

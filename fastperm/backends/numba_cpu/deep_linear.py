@@ -1,0 +1,157 @@
+"""Noise-augmented training of deep linear networks, compiled with Numba (k-fold and k = ∞).
+
+Derivation and the step: :mod:`fastperm.deep_linear`. Per step, with θ = [W_1 … W_L, u]:
+the backward vectors ``a_l`` (a_0 = v, the end-to-end vector), then the vectors
+``m_l`` — ``r h_l + σ² B_{l+1} v`` for k = ∞ (a forward pass of x and one of v), or
+the mean of ``r_j h_l(j)`` over k noisy copies (k forward passes) — then the rank-one
+updates ``W_l ← W_l − lr a_l m_{l−1}ᵀ``, ``u ← u − lr m_L``. Runs are independent:
+``prange`` over runs, scratch per run. In fixed mode the n·k noisy copies are drawn in
+the first epoch and kept when ``cache`` allows (they never change results).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ... import rng as spec
+from ..._jit import JIT, PARALLEL
+from .rng import S11, TWO_M53, key, word
+
+
+@njit(inline="always", **JIT)
+def _noisy_copy(x, sigma, kk, out):
+    """``out = x + σ ε`` with the ``Gaussian`` specification of :mod:`fastperm.rng`."""
+    for m in range(x.shape[0]):
+        u1 = np.float64((word(kk, 2 * m) >> S11) + np.uint64(1)) * TWO_M53
+        u2 = np.float64(word(kk, 2 * m + 1) >> S11) * TWO_M53
+        out[m] = x[m] + sigma * (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
+
+
+@njit(inline="always", **JIT)
+def _forward(theta, sizes, offs, x, H):
+    """``H[0] = x``, ``H[l] = W_l H[l−1]``."""
+    L = sizes.shape[0] - 1
+    for m in range(sizes[0]):
+        H[0, m] = x[m]
+    for l in range(1, L + 1):
+        nin = sizes[l - 1]
+        base = offs[l - 1]
+        for o in range(sizes[l]):
+            s = 0.0
+            row = base + o * nin
+            for i in range(nin):
+                s += theta[row + i] * H[l - 1, i]
+            H[l, o] = s
+
+
+@njit(**JIT)
+def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps, fresh,
+                     record_steps, loss_row, H, HV, A, M, xbuf, cache):
+    n, d = X.shape
+    L = sizes.shape[0] - 1
+    hL = sizes[L]
+    ub = offs[L]
+    keep = cache.shape[0] == n and not fresh and k > 0
+    stream = spec.STREAM_FRESH if fresh else spec.STREAM_FIXED
+    q = 0
+    for t in range(steps + 1):
+        # backward vectors at θ_t: A[L] = u, A[l−1] = W_lᵀ A[l]; A[0] = v
+        for o in range(hL):
+            A[L, o] = theta[ub + o]
+        for l in range(L, 0, -1):
+            nin = sizes[l - 1]
+            base = offs[l - 1]
+            for i in range(nin):
+                A[l - 1, i] = 0.0
+            for o in range(sizes[l]):
+                ao = A[l, o]
+                row = base + o * nin
+                for i in range(nin):
+                    A[l - 1, i] += ao * theta[row + i]
+        if record_steps[q] == t:
+            s = 0.0
+            for m in range(d):
+                e = A[0, m] - w_star[m]
+                s += e * e
+            loss_row[q] = s / d
+            if not np.isfinite(loss_row[q]):
+                loss_row[q:] = np.nan
+                return t
+            q += 1
+        if t == steps:
+            break
+        i = t % n
+        for l in range(L + 1):
+            for o in range(sizes[l]):
+                M[l, o] = 0.0
+        if k == 0:  # exact: m_l = r h_l + σ² B_{l+1} v
+            _forward(theta, sizes, offs, X[i], H)
+            _forward(theta, sizes, offs, A[0], HV)
+            r = -y[i]
+            for o in range(hL):
+                r += theta[ub + o] * H[L, o]
+            s2 = sigma * sigma
+            for l in range(L + 1):
+                for o in range(sizes[l]):
+                    M[l, o] = r * H[l, o] + s2 * HV[l, o]
+        else:
+            for j in range(k):
+                if keep:
+                    xc = cache[i, j]
+                    if t < n:
+                        _noisy_copy(X[i], sigma, key(seed, stream, i, j), xc)
+                else:
+                    xc = xbuf
+                    _noisy_copy(X[i], sigma, key(seed, stream, t if fresh else i, j), xc)
+                _forward(theta, sizes, offs, xc, H)
+                r = -y[i]
+                for o in range(hL):
+                    r += theta[ub + o] * H[L, o]
+                rk = r / k
+                for l in range(L + 1):
+                    for o in range(sizes[l]):
+                        M[l, o] += rk * H[l, o]
+        ok = True
+        for o in range(hL):
+            ok = ok and np.isfinite(M[L, o])
+        for m in range(d):
+            ok = ok and np.isfinite(M[0, m])
+        if not ok:
+            loss_row[q:] = np.nan
+            return t
+        for l in range(1, L + 1):
+            nin = sizes[l - 1]
+            base = offs[l - 1]
+            for o in range(sizes[l]):
+                c = lr * A[l, o]
+                row = base + o * nin
+                for ii in range(nin):
+                    theta[row + ii] -= c * M[l - 1, ii]
+        for o in range(hL):
+            theta[ub + o] -= lr * M[L, o]
+    return -1
+
+
+@njit(**PARALLEL)
+def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
+                     record_steps, loss_out, theta_out, status_out):
+    """R runs (contract: :func:`fastperm.backends.reference.deep_linear_runs`); k = 0 is k = ∞."""
+    n, d = X.shape
+    L = sizes.shape[0] - 1
+    width = 0
+    for l in range(L + 1):
+        width = max(width, sizes[l])
+    # keep the fixed noisy copies when some example is visited twice and they are small
+    keep = k > 0 and not fresh and steps > n and n * k * d * 8 <= 64 * 2**20
+    for r in prange(lr.shape[0]):
+        theta = theta_out[r]
+        theta[:] = Theta0[np.int64(r) % Theta0.shape[0]]
+        H = np.empty((L + 1, width))
+        HV = np.empty((L + 1, width))
+        A = np.empty((L + 1, width))
+        M = np.empty((L + 1, width))
+        cache = np.empty((n if keep else 1, k if keep else 1, d if keep else 1))
+        status_out[r] = _deep_linear_run(X, y, w_star, theta, sizes, offs, lr[r], seeds[r], k,
+                                         sigma, steps, fresh, record_steps, loss_out[r], H, HV,
+                                         A, M, np.empty(d), cache)
