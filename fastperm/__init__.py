@@ -12,6 +12,12 @@ backends
     ``backends.available()``, ``backends.get(name)``.
 rng
     The counter-based random-number specification shared by all backends.
+augment
+    Augmentation distributions with closed forms: ``augment.Gaussian(sigma)``,
+    ``Mask(p)``, ``CyclicShift()``, ``BlockPermutation(groups)``, ``Moments(...)``.
+deep_linear, schemes
+    Deep linear networks with input noise (exact expected gradient), and the
+    vanilla / DA / FA / EA schemes (on first access).
 lie, models
     Lie brackets of training examples, and models with per-example gradients
     (imported on first access: ``fastperm.lie.brackets(...)``).
@@ -21,14 +27,14 @@ timing, plot, digits
 
 import importlib
 
-from . import backends, rng
+from . import augment, backends, rng
 from .augment import augmented_gradient, expected_gradient
 from .problems import LinearProblem
 from .train import DivergenceWarning, TrainResult, train, train_many
 
 __version__ = "0.1.0"
 
-_LAZY = ("lie", "models", "timing", "plot", "digits")
+_LAZY = ("lie", "models", "timing", "plot", "digits", "deep_linear", "schemes")
 
 
 def __getattr__(name):
@@ -41,8 +47,10 @@ __all__ = [
     "DivergenceWarning",
     "LinearProblem",
     "TrainResult",
+    "augment",
     "augmented_gradient",
     "backends",
+    "deep_linear",
     "expected_gradient",
     "lie",
     "models",
