@@ -21,3 +21,6 @@ __all__ += ["block_runs", "circulant_runs", "dense_runs", "diag_rank1_runs",
 from .deep_linear import deep_linear_runs  # noqa: E402
 
 __all__ += ["deep_linear_runs"]
+from .schemes import scheme_runs  # noqa: E402
+
+__all__ += ["scheme_runs"]

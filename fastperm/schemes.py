@@ -1,0 +1,144 @@
+"""Symmetry-leveraging schemes on the linear permutation problem: vanilla, DA, FA, EA.
+
+The problem's target ``w* = c·1`` is invariant under the group S_d of coordinate
+permutations; the invariant linear models are ``span(1)``. Four ways to train,
+after "Symmetries in Overparametrized Neural Networks: A Mean-Field View"
+(NeurIPS 2024), which compares data augmentation, feature averaging and
+equivariant architectures; the linear permutation problem is their simplest
+instance:
+
+* ``"vanilla"``: SGD on ``½(wᵀx − y)²``.
+* ``"da"``: data augmentation — the mean gradient over x and k − 1 random
+  permutations of it (k-fold, ``sampling`` fixed or fresh), or the exact expected
+  gradient for ``k = math.inf`` (:mod:`fastperm.augment`).
+* ``"fa"``: feature averaging — the model averaged over the group,
+  ``f(x) = (1/d!) Σ_σ wᵀx_σ = mean(x) Σw``, trained directly: its gradient
+  ``(f − y) mean(x) 1`` lies in span(1), so the part of w outside span(1) never
+  moves (it does not matter for f either).
+* ``"ea"``: equivariant (here invariant) architecture — w restricted to span(1),
+  ``w = α 1``, ``f = α Σx``, SGD on α: ``α ← α − lr (α Σx − y) Σx``. A start outside
+  span(1) is projected onto it.
+
+Recorded along the run: the loss ``mean((w − w*)²)`` and the distance of w to the
+invariant subspace, ``sqrt(mean((w − mean(w))²))`` (RMS of the non-invariant part;
+computed about w_0 so that a w with equal entries has distance exactly 0).
+Facts the tests check: EA stays in span(1) exactly; DA with k = ∞ from an invariant
+start stays in it (its step maps span(1) to itself); FA keeps the distance of its
+start; vanilla and k-fold DA leave span(1) (their steps follow single examples).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _checks, backends
+from .problems import LinearProblem
+
+SCHEMES = ("vanilla", "da", "fa", "ea")
+
+
+@dataclass
+class SchemeResult:
+    """Loss and distance to span(1) per recorded step; ``(runs, records)`` arrays."""
+
+    scheme: str
+    k: float
+    steps: np.ndarray
+    loss: np.ndarray
+    distance: np.ndarray
+    w: np.ndarray
+    diverged_step: np.ndarray
+    backend: str
+
+    @property
+    def label(self):
+        if self.scheme != "da":
+            return self.scheme.upper() if self.scheme != "vanilla" else "vanilla"
+        return "DA k=∞" if math.isinf(self.k) else f"DA k={int(self.k)}"
+
+
+def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None, seeds=(0,),
+        record_every=1, backend=None):
+    """Train with one scheme; R runs (one per seed) in one call.
+
+    Parameters
+    ----------
+    problem : LinearProblem
+    scheme : {"vanilla", "da", "fa", "ea"}
+    k : int >= 1 or math.inf
+        Copies for ``"da"`` (ignored otherwise).
+    sampling : {"fixed", "fresh"}
+        DA copies drawn once per example or at every step.
+    w0 : (d,) array, optional
+        Start (zeros: inside span(1)); EA projects it onto span(1).
+    backend : {"numba", "numpy"} or None
+
+    Returns
+    -------
+    SchemeResult
+    """
+    from .train import _as_array_param, record_steps
+
+    if not isinstance(problem, LinearProblem):
+        raise TypeError(f"problem must be a fastperm.LinearProblem, got {type(problem).__name__}")
+    scheme = _checks.as_choice("scheme", scheme, SCHEMES)
+    k = _checks.as_k(k)
+    sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
+    steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
+    record_every = _checks.as_int("record_every", record_every, minimum=1)
+    lr = _checks.as_positive_real("lr", lr)
+    seeds = _as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
+    d = problem.d
+    W0 = np.zeros((1, d)) if w0 is None else _checks.as_float_array("w0", w0, 1)[None, :].copy()
+    if W0.shape[1] != d:
+        raise ValueError(f"w0 has {W0.shape[1]} entries but the problem has d = {d}")
+    if scheme == "ea":
+        W0[:] = W0.mean()
+    code = {"vanilla": 0, "fa": 3, "ea": 4}.get(scheme)
+    if code is None:
+        code = 2 if math.isinf(k) else 1
+    kern = backends.get(backend)
+    fn = getattr(kern, "scheme_runs", None)
+    if fn is None:
+        raise ValueError(f"the schemes are implemented by the numba and numpy backends, not by "
+                         f"backend {kern.name!r}")
+    rec = record_steps(steps, record_every)
+    R = seeds.shape[0]
+    loss = np.empty((R, rec.shape[0] - 1))
+    dist = np.empty_like(loss)
+    w = np.empty((R, d))
+    status = np.empty(R, dtype=np.int64)
+    kk = 0 if math.isinf(k) else int(k)
+    fn(problem.X, problem.y, problem.w_star, W0, np.full(R, lr), seeds, code, kk,
+       sampling == "fresh", steps, rec, loss, dist, w, status)
+    if (status >= 0).any():
+        import warnings
+
+        from .train import DivergenceWarning
+
+        r = int(np.flatnonzero(status >= 0)[0])
+        warnings.warn(f"scheme {scheme!r} diverged: run {r} non-finite at step {int(status[r])}; "
+                      "try a smaller lr", DivergenceWarning, stacklevel=2)
+    return SchemeResult(scheme, k, rec[:-1], loss, dist, w, status, kern.name)
+
+
+def compare(problem=None, *, k=16, lr=1e-3, steps=1000, seeds=range(5), outside_scale=0.5,
+            record_every=5, backend=None):
+    """Every scheme (vanilla, DA k-fold, DA k = ∞, FA, EA) from two starts: inside span(1)
+    (w0 = 0) and outside (w0 ~ N(0, outside_scale²) per coordinate, seed 0).
+
+    Returns ``{("inside" | "outside", label): SchemeResult}``.
+    """
+    problem = problem or LinearProblem.sample(d=400, n=40, seed=0)
+    starts = {"inside": np.zeros(problem.d),
+              "outside": outside_scale * np.random.default_rng(0).standard_normal(problem.d)}
+    out = {}
+    for where, w0 in starts.items():
+        for scheme, kk in (("vanilla", 1), ("da", k), ("da", math.inf), ("fa", 1), ("ea", 1)):
+            res = run(problem, scheme, k=kk, lr=lr, steps=steps, w0=w0, seeds=list(seeds),
+                      record_every=record_every, backend=backend)
+            out[(where, res.label)] = res
+    return out
