@@ -6,6 +6,8 @@
     The Lie-bracket study on scikit-learn's digits (needs the ``study`` extra).
 ``fastperm bench``
     A quick table (under a minute): ns/step per method and backend, and the cost ratios.
+``fastperm figure-schemes --out schemes.png``
+    Vanilla / DA / FA / EA: loss and distance to the invariant subspace.
 ``fastperm info``
     Backends available here, versions, threads, and the GPU (if any).
 """
@@ -132,6 +134,30 @@ def lie_digits(args) -> int:
     return 0
 
 
+def figure_schemes(args) -> int:
+    import fastperm
+    from fastperm import plot, schemes
+
+    problem = fastperm.LinearProblem.sample(d=args.d, n=args.n, seed=0)
+    results = schemes.compare(problem, k=args.k, lr=args.lr, steps=args.steps,
+                              seeds=range(args.seeds), record_every=max(1, args.steps // 200),
+                              backend=args.backend)
+    print(f"step {args.steps}: loss / distance to span(1), mean over {args.seeds} runs "
+          f"(d={args.d}, n={args.n}, lr={args.lr:g})")
+    print(f"{'scheme':>10} {'inside: loss':>14} {'distance':>10} {'outside: loss':>15} "
+          f"{'distance':>10}")
+    labels = list(dict.fromkeys(label for _, label in results))
+    for label in labels:
+        a, b = results[("inside", label)], results[("outside", label)]
+        print(f"{label:>10} {a.loss[:, -1].mean():14.4f} {a.distance[:, -1].mean():10.3g} "
+              f"{b.loss[:, -1].mean():15.4f} {b.distance[:, -1].mean():10.3g}")
+    if args.out:
+        fig = plot.schemes_figure(results, d=args.d, n=args.n, lr=args.lr)
+        fig.savefig(args.out, dpi=args.dpi)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def info(args) -> int:
     import numpy
 
@@ -228,6 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=lie_digits)
+
+    s = sub.add_parser("figure-schemes", help="vanilla / DA / FA / EA on the linear problem",
+                       description="Loss and distance to the invariant subspace span(1) for "
+                                   "vanilla SGD, data augmentation (k-fold and k = ∞), feature "
+                                   "averaging and an equivariant architecture, from a start "
+                                   "inside span(1) (w0 = 0) and outside it.")
+    s.add_argument("--out", default="schemes.png", help="PNG/PDF/SVG to write ('' for none)")
+    s.add_argument("--seeds", type=int, default=5, help="runs per scheme (default 5)")
+    s.add_argument("--k", type=int, default=16, help="copies for k-fold DA (default 16)")
+    s.add_argument("--d", type=int, default=400)
+    s.add_argument("--n", type=int, default=40)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--backend", default=None, help="numba (default) or numpy")
+    s.add_argument("--dpi", type=int, default=150)
+    s.set_defaults(func=figure_schemes)
 
     i = sub.add_parser("info", help="backends, versions, threads and the GPU")
     i.set_defaults(func=info)

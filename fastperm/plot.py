@@ -68,3 +68,55 @@ def figure1(curves: dict, *, d: int, n: int, lr: float, sampling: str,
         ax.text(0.99, 0.01, "dotted: plateau 1 − min(nk, d)/d", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=8, color="0.4")
     return fig
+
+
+SCHEME_STYLES = {"vanilla": ("0.45", "-"), "DA k=∞": ("C3", "--"), "FA": ("C2", "-"),
+                 "EA": ("C0", "-.")}
+
+
+def schemes_figure(results: dict, *, d: int, n: int, lr: float):
+    """Loss (top) and distance to span(1) (bottom) per scheme, for a start inside span(1)
+    (left) and outside it (right); mean over runs. From inside, DA k = ∞ and FA take the
+    same steps (dashed over solid).
+
+    Parameters
+    ----------
+    results : dict
+        ``(start, label) → SchemeResult`` from :func:`fastperm.schemes.compare`.
+    d, n, lr : the settings, for the title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    starts = list(dict.fromkeys(s for s, _ in results))
+    fig, axes = plt.subplots(2, len(starts), figsize=(11, 6.5), sharex=True,
+                             constrained_layout=True, squeeze=False)
+    for col, start in enumerate(starts):
+        for (s, label), res in results.items():
+            if s != start:
+                continue
+            colour, ls = SCHEME_STYLES.get(label, ("C1", "-"))
+            z = 3 if ls != "-" else 2  # dashed lines on top: they may coincide with FA
+            axes[0, col].plot(res.steps, res.loss.mean(axis=0), color=colour, ls=ls, label=label,
+                              zorder=z)
+            axes[1, col].plot(res.steps, res.distance.mean(axis=0), color=colour, ls=ls,
+                              label=label, zorder=z)
+        axes[0, col].set_title(f"start {start} span(1)" + (" (w0 = 0)" if start == "inside"
+                                                            else " (w0 ~ N(0, 0.25 I))"),
+                               fontsize=10)
+        axes[0, col].set_ylabel("mean((w − w*)²)")
+        axes[0, col].set_ylim(bottom=0)
+        axes[1, col].set_ylim(bottom=0)
+        axes[1, col].set_ylabel("distance to span(1), RMS")
+        axes[1, col].set_xlabel("step")
+    axes[0, 0].legend(frameon=False, fontsize=9, loc="upper right")
+    runs = next(iter(results.values())).loss.shape[0]
+    fig.suptitle(f"Symmetry schemes on the linear permutation problem: d = {d}, n = {n}, "
+                 f"lr = {lr:g}, mean over {runs} runs", fontsize=11)
+    return fig
