@@ -260,3 +260,54 @@ class BatchedRuns:
         return self.timing.runs_per_second(method, runs, backend=backend)
 
     track_runs_per_second.unit = "runs/s"
+
+
+def _closed_form_cases():
+    from fastperm import augment
+
+    return {
+        "permutation": "permutation",
+        "gaussian": augment.Gaussian(0.5),
+        "mask": augment.Mask(0.5),
+        "cyclic": augment.CyclicShift(),
+        "block-4": augment.BlockPermutation([range(q * 100, (q + 1) * 100) for q in range(4)]),
+        "deep-linear-2": ("deep", [400, 50], 0.5),
+    }
+
+
+class ClosedForms:
+    """Per closed form: ns/step of a k = ∞ run vs a k = 16 run (fixed copies) on the reference
+    problem (d = 400, n = 40, T = 2000, Numba, one run), and their ratio — where the exact
+    expected gradient is cheaper than sampling, and by how much
+    (``fastperm.timing.closed_form_costs``, the two interleaved, best of 3)."""
+
+    params = ["permutation", "gaussian", "mask", "cyclic", "block-4", "deep-linear-2"]
+    param_names = ["augmentation"]
+    timeout = 300
+
+    def setup_cache(self):
+        _require("numba")
+        try:
+            from fastperm import augment  # noqa: F401
+            from fastperm import timing
+        except ImportError:
+            raise NotImplementedError("fastperm.augment distributions are newer") from None
+        if not hasattr(timing, "closed_form_costs"):
+            raise NotImplementedError("timing.closed_form_costs is newer than this commit")
+        return {name: timing.closed_form_costs(case, backend="numba")
+                for name, case in _closed_form_cases().items()}
+
+    def track_ns_per_step_inf(self, costs, augmentation):
+        return costs[augmentation]["k=inf"]
+
+    track_ns_per_step_inf.unit = "ns/step"
+
+    def track_ns_per_step_k16(self, costs, augmentation):
+        return costs[augmentation]["k=16"]
+
+    track_ns_per_step_k16.unit = "ns/step"
+
+    def track_ratio_k16_over_inf(self, costs, augmentation):
+        return costs[augmentation]["k=16"] / costs[augmentation]["k=inf"]
+
+    track_ratio_k16_over_inf.unit = "ratio"

@@ -166,3 +166,35 @@ def brackets_per_second(sizes: str, *, backend=None, B: int = 32, repeat: int = 
         lie.brackets(model, theta, X, Y, backend=backend, out=out)
         best = min(best, time.perf_counter() - t0)
     return B * (B - 1) / 2 / best
+
+
+def closed_form_costs(augmentation, *, d: int = 400, n: int = 40, steps: int = 2000,
+                      k: int = 16, repeat: int = 3, backend=None) -> dict:
+    """ns/step of a k = ∞ run (the closed form) and of a k-fold run (fixed copies) with the
+    same augmentation on the reference problem, interleaved, best of ``repeat``.
+
+    ``augmentation`` is a name, an :mod:`fastperm.augment` object, or ``("deep", sizes,
+    sigma)`` for a deep linear network with input noise (:mod:`fastperm.deep_linear`).
+    """
+    problem = LinearProblem.sample(d=d, n=n, seed=0)
+    lr = stable_lr(d)
+    if isinstance(augmentation, tuple) and augmentation[0] == "deep":
+        from . import deep_linear
+
+        net = deep_linear.DeepLinear(augmentation[1])
+        sigma = augmentation[2]
+
+        def run(kk):
+            r = deep_linear.train(problem, net, kk, sigma=sigma, lr=lr / 4, steps=steps,
+                                  record_every=steps, backend=backend)
+            return r.seconds
+    else:
+        def run(kk):
+            return train(problem, kk, lr=lr, steps=steps, augmentation=augmentation,
+                         record_every=steps, backend=backend).seconds
+    best = {"k=inf": math.inf, f"k={k}": math.inf}
+    run(math.inf), run(k)  # compile
+    for _ in range(repeat):
+        best["k=inf"] = min(best["k=inf"], run(math.inf))
+        best[f"k={k}"] = min(best[f"k={k}"], run(k))
+    return {m: sec * 1e9 / steps for m, sec in best.items()}

@@ -201,10 +201,10 @@ def block_moments(X, gidx, gptr):
     labels = np.empty(X.shape[1], dtype=np.int64)
     for g in range(G):
         labels[gidx[gptr[g]:gptr[g + 1]]] = g
-    s1 = np.zeros((X.shape[0], G))
-    s2 = np.zeros((X.shape[0], G))
-    np.add.at(s1.T, labels, X.T)
-    np.add.at(s2.T, labels, (X * X).T)
+    onehot = np.zeros((X.shape[1], G))
+    onehot[np.arange(X.shape[1]), labels] = 1.0
+    s1 = X @ onehot
+    s2 = (X * X) @ onehot
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
     return s2 / size - c, c, s1 / size, size, labels
