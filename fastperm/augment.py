@@ -165,14 +165,11 @@ def augmented_gradient(w, x, y, k, seed: int = 0, augmentation: str = "permutati
     seed = _checks.as_seed("seed", seed)
     w, X, y, single = _example_args(w, x, y)
     aug._check_d(X.shape[1])
-    kern = backends.get(backend)
     out = np.empty_like(X)
     if aug.engine_name is not None:
+        kern = backends.get(backend)
         kern.augmented_gradient(w, X, y, k, np.uint64(seed), aug.engine_name == "resample", out)
     else:
-        fn = getattr(kern, "dist_augmented_gradient", None)
-        if fn is None:
-            raise ValueError(f"augmented_gradient with {aug!r} is implemented by the numba and "
-                             f"numpy backends, not by backend {kern.name!r}")
-        fn(w, X, y, k, np.uint64(seed), *kind, out)
+        kern = backends.get(backend, needs="dist_augmented_gradient")
+        kern.dist_augmented_gradient(w, X, y, k, np.uint64(seed), *kind, out)
     return out[0] if single else out

@@ -167,6 +167,7 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
     theta0 : (P,) or (runs, P) array, optional
         Start; ``net.init(0)`` by default.
     backend : {"numba", "numpy"} or None
+        By default the first available that implements it.
 
     Returns
     -------
@@ -202,11 +203,8 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
             raise ValueError(f"theta0 must be (P,) or (runs, P) with P = {net.P}, runs = {R}; "
                              f"got {T0.shape}")
         T0 = np.ascontiguousarray(T0)
-    kern = backends.get(backend)
-    fn = getattr(kern, "deep_linear_runs", None)
-    if fn is None:
-        raise ValueError(f"deep linear training is implemented by the numba and numpy backends, "
-                         f"not by backend {kern.name!r}")
+    kern = backends.get(backend, needs="deep_linear_runs")
+    fn = kern.deep_linear_runs
     rec = record_steps(steps, record_every)
     loss = np.empty((R, rec.shape[0] - 1))
     theta = np.empty((R, net.P))

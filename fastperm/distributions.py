@@ -58,19 +58,13 @@ KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLO
 _NO_I = np.zeros(1, dtype=np.int64)
 
 
-def _kernel(kern, name, what):
-    fn = getattr(kern, name, None)
-    if fn is None:
-        raise ValueError(f"{what} is implemented by the numba and numpy backends, not by "
-                         f"backend {kern.name!r}; pass backend='numba'")
-    return fn
-
-
 class Augmentation:
     """Base class: a distribution of augmented copies x' of an input x."""
 
     #: the core engine's name for it, when it has one ("permutation", "resample")
     engine_name = None
+    #: the backend kernel that runs k = ∞ with its closed form
+    expected_kernel = "expected_runs"
 
     def kernel_kind(self):
         """``(kind, fparams, gidx, gptr)``: how the compiled kernels draw copies
@@ -180,13 +174,15 @@ class Gaussian(Augmentation):
             raise ValueError(f"sigma must be a finite real >= 0, got {sigma!r}")
         self.sigma = float(sigma)
 
+    expected_kernel = "diag_rank1_runs"
+
     def kernel_kind(self):
         return KIND_GAUSSIAN, np.array([self.sigma, 0.0]), _NO_I, _NO_I
 
     def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
                       status_out):
         D = np.full((1, X.shape[1]), self.sigma ** 2)
-        _kernel(kern, "diag_rank1_runs", f"k = inf training with {self!r}")(
+        kern.diag_rank1_runs(
             X, y, w_star, W0, lr, 1.0, 1.0, D, steps, record_steps, loss_out, w_out, status_out)
 
     def _mean(self, X):
@@ -220,6 +216,8 @@ class Mask(Augmentation):
         self.rescale = bool(rescale)
         self.scale = 1.0 / self.p if self.rescale else 1.0
 
+    expected_kernel = "diag_rank1_runs"
+
     def kernel_kind(self):
         return KIND_MASK, np.array([self.p, self.scale]), _NO_I, _NO_I
 
@@ -227,7 +225,7 @@ class Mask(Augmentation):
                       status_out):
         s2, p = self.scale ** 2, self.p
         D = np.ascontiguousarray(s2 * p * (1 - p) * X * X)
-        _kernel(kern, "diag_rank1_runs", f"k = inf training with {self!r}")(
+        kern.diag_rank1_runs(
             X, y, w_star, W0, lr, s2 * p * p, self.scale * p, D, steps, record_steps, loss_out,
             w_out, status_out)
 
@@ -251,12 +249,14 @@ class CyclicShift(Augmentation):
     The second moment is circulant; products with it cost O(d log d) (FFT).
     """
 
+    expected_kernel = "circulant_runs"
+
     def kernel_kind(self):
         return KIND_CYCLIC, np.zeros(2), _NO_I, _NO_I
 
     def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
                       status_out):
-        _kernel(kern, "circulant_runs", f"k = inf training with {self!r}")(
+        kern.circulant_runs(
             X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out)
 
     def _mean(self, X):
@@ -317,13 +317,15 @@ class BlockPermutation(Augmentation):
         gptr = np.concatenate([[0], np.cumsum([g.shape[0] for g in self.groups])]).astype(np.int64)
         return gidx, gptr
 
+    expected_kernel = "block_runs"
+
     def kernel_kind(self):
         return (KIND_BLOCK, np.zeros(2), *self._index_arrays())
 
     def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
                       status_out):
         self._check_d(X.shape[1])
-        _kernel(kern, "block_runs", f"k = inf training with {self!r}")(
+        kern.block_runs(
             X, y, w_star, W0, lr, *self._index_arrays(), steps, record_steps, loss_out, w_out,
             status_out)
 
@@ -397,9 +399,11 @@ class Moments(Augmentation):
         d = X.shape[1]
         return np.stack([self._call(self._mean_fn, x, (d,), "mean") for x in X])
 
+    expected_kernel = "dense_runs"
+
     def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
                       status_out):
-        _kernel(kern, "dense_runs", f"k = inf training with {self!r}")(
+        kern.dense_runs(
             np.ascontiguousarray(self.matrices(X)), np.ascontiguousarray(self._mean(X)), y,
             w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out)
 

@@ -102,11 +102,8 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
     code = {"vanilla": 0, "fa": 3, "ea": 4}.get(scheme)
     if code is None:
         code = 2 if math.isinf(k) else 1
-    kern = backends.get(backend)
-    fn = getattr(kern, "scheme_runs", None)
-    if fn is None:
-        raise ValueError(f"the schemes are implemented by the numba and numpy backends, not by "
-                         f"backend {kern.name!r}")
+    kern = backends.get(backend, needs="scheme_runs")
+    fn = kern.scheme_runs
     rec = record_steps(steps, record_every)
     R = seeds.shape[0]
     loss = np.empty((R, rec.shape[0] - 1))

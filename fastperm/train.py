@@ -147,17 +147,18 @@ def _warn_divergence(status, lr, seeds, steps_rec, loss):
 
 def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every, backend,
          cache_bytes, progress):
-    kern = backends.get(backend)
+    aug = augment.as_augmentation(augmentation)
+    kind = None if math.isinf(k) or k == 1 else aug.kernel_kind()  # before any work
+    needs = None
+    if aug.engine_name is None:
+        needs = aug.expected_kernel if math.isinf(k) else "dist_sgd_runs"
+    kern = backends.get(backend, needs=needs)
     rec = record_steps(steps, record_every)
     R = lr.shape[0]
     n, d = problem.X.shape
     loss = np.empty((R, rec.shape[0] - 1))
     w = np.empty((R, d))
     status = np.empty(R, dtype=np.int64)
-    aug = augment.as_augmentation(augmentation)
-    kind = None if math.isinf(k) or k == 1 else aug.kernel_kind()  # before any work
-    if kind is not None and aug.engine_name is None:
-        sgd = _dist_kernel(kern, "dist_sgd_runs", aug)
     resample = aug.engine_name == "resample"
     fresh = sampling == "fresh"
     # keep the fixed copies only if some example is visited twice and they fit the budget:
@@ -179,7 +180,7 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
             aug.expected_runs(kern, problem.X, problem.y, problem.w_star, W0c, lr[sl], steps,
                               rec, loss[sl], w[sl], status[sl])
         elif kind is not None and aug.engine_name is None:
-            sgd(problem.X, problem.y, problem.w_star, W0c, lr[sl], seeds[sl], int(k), steps,
+            kern.dist_sgd_runs(problem.X, problem.y, problem.w_star, W0c, lr[sl], seeds[sl], int(k), steps,
                 fresh, *kind, rec, cache, loss[sl], w[sl], status[sl])
         else:
             kern.sgd_runs(problem.X, problem.y, problem.w_star, W0c, lr[sl], seeds[sl], int(k),
@@ -192,14 +193,6 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
     _warn_divergence(status, lr, seeds, rec[:-1], loss)
     meta = {"cache": cache, "compile_seconds": compile_seconds}
     return rec[:-1], loss, w, status, seconds, kern.name, meta
-
-
-def _dist_kernel(kern, name, aug):
-    fn = getattr(kern, name, None)
-    if fn is None:
-        raise ValueError(f"k-fold training with {aug!r} is implemented by the numba and numpy "
-                         f"backends, not by backend {kern.name!r}; pass backend='numba'")
-    return fn
 
 
 def _chunks(R, progress, threads):

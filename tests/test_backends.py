@@ -101,3 +101,16 @@ print('ok')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_auto_skips_backends_without_a_needed_kernel(monkeypatch):
+    """Kernels only some backends have: auto picks the first that has it; a named backend
+    without it says which backends do."""
+    if "cython" not in backends.available():
+        pytest.skip("needs a backend without the kernel (cython)")
+    monkeypatch.setattr(backends, "AUTO", ("cython", "numpy"))
+    assert backends.get(needs="scheme_runs").name == "numpy"
+    assert backends.get().name == "cython"
+    with pytest.raises(ValueError, match="backend 'cython' does not implement deep_linear_runs; "
+                                         "backends that do: .*numpy"):
+        backends.get("cython", needs="deep_linear_runs")

@@ -70,7 +70,7 @@ def unavailable() -> dict[str, str]:
     return dict(_errors)
 
 
-def get(backend=None):
+def get(backend=None, needs=None):
     """The kernel module for ``backend``.
 
     Parameters
@@ -79,6 +79,10 @@ def get(backend=None):
         ``None`` or ``"auto"``: the value of ``$FASTPERM_BACKEND`` if set, else
         the first available of ``numba``, ``cython``, ``numpy`` (never ``cuda``). A name from
         :data:`KNOWN` selects that backend.
+    needs : str, optional
+        A kernel the caller will use (``"deep_linear_runs"``, …) that not every backend
+        implements: the automatic choice skips backends without it; a named (or
+        ``$FASTPERM_BACKEND``-forced) backend without it raises ValueError.
 
     Raises
     ------
@@ -90,13 +94,21 @@ def get(backend=None):
     if backend is None or backend == "auto":
         forced = os.environ.get(ENV_VAR, "").strip()
         if forced and forced != "auto":
-            return _get_named(forced, source=f"${ENV_VAR}")
+            return _check_needs(_get_named(forced, source=f"${ENV_VAR}"), needs)
         for name in AUTO:
             mod = _load(name)
-            if mod is not None:
+            if mod is not None and (needs is None or hasattr(mod, needs)):
                 return mod
         raise BackendUnavailableError(f"no backend could be imported: {_errors}")
-    return _get_named(backend, source="backend")
+    return _check_needs(_get_named(backend, source="backend"), needs)
+
+
+def _check_needs(mod, needs):
+    if needs is None or hasattr(mod, needs):
+        return mod
+    have = [n for n in available() if hasattr(_loaded[n], needs)]
+    raise ValueError(f"backend {mod.name!r} does not implement {needs}; backends that do: "
+                     f"{', '.join(have) or 'none here'}")
 
 
 def _get_named(name, source):
