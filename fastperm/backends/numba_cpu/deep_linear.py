@@ -29,19 +29,25 @@ def _noisy_copy(x, sigma, kk, out):
 
 
 @njit(inline="always", **JIT)
+def _layer(theta, sizes, offs, l):
+    """W_l as a 2-D view of θ (row-major, h_l × h_{l−1}); loops over views vectorise."""
+    return theta[offs[l - 1]:offs[l]].reshape((sizes[l], sizes[l - 1]))
+
+
+@njit(inline="always", **JIT)
 def _forward(theta, sizes, offs, x, H):
     """``H[0] = x``, ``H[l] = W_l H[l−1]``."""
     L = sizes.shape[0] - 1
     for m in range(sizes[0]):
         H[0, m] = x[m]
     for l in range(1, L + 1):
-        nin = sizes[l - 1]
-        base = offs[l - 1]
-        for o in range(sizes[l]):
+        W = _layer(theta, sizes, offs, l)
+        src = H[l - 1]
+        for o in range(W.shape[0]):
+            row = W[o]
             s = 0.0
-            row = base + o * nin
-            for i in range(nin):
-                s += theta[row + i] * H[l - 1, i]
+            for i in range(W.shape[1]):
+                s += row[i] * src[i]
             H[l, o] = s
 
 
@@ -60,15 +66,15 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
         for o in range(hL):
             A[L, o] = theta[ub + o]
         for l in range(L, 0, -1):
-            nin = sizes[l - 1]
-            base = offs[l - 1]
-            for i in range(nin):
-                A[l - 1, i] = 0.0
-            for o in range(sizes[l]):
+            W = _layer(theta, sizes, offs, l)
+            dst = A[l - 1]
+            for i in range(W.shape[1]):
+                dst[i] = 0.0
+            for o in range(W.shape[0]):
                 ao = A[l, o]
-                row = base + o * nin
-                for i in range(nin):
-                    A[l - 1, i] += ao * theta[row + i]
+                row = W[o]
+                for i in range(W.shape[1]):
+                    dst[i] += ao * row[i]
         if record_steps[q] == t:
             s = 0.0
             for m in range(d):
@@ -121,13 +127,13 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
             loss_row[q:] = np.nan
             return t
         for l in range(1, L + 1):
-            nin = sizes[l - 1]
-            base = offs[l - 1]
-            for o in range(sizes[l]):
+            W = _layer(theta, sizes, offs, l)
+            src = M[l - 1]
+            for o in range(W.shape[0]):
                 c = lr * A[l, o]
-                row = base + o * nin
-                for ii in range(nin):
-                    theta[row + ii] -= c * M[l - 1, ii]
+                row = W[o]
+                for ii in range(W.shape[1]):
+                    row[ii] -= c * src[ii]
         for o in range(hL):
             theta[ub + o] -= lr * M[L, o]
     return -1
