@@ -113,3 +113,69 @@ cdef inline void augment_into(const double* x, int64_t d, uint64_t k, uint64_t* 
         resample_into(x, d, k, buf, out)
     else:
         permute_into(x, d, k, buf, out)
+
+
+# -- the other augmentations of the specification (kinds of fastperm.distributions) ----------
+
+from libc.math cimport cos, log, sqrt
+
+cdef enum:
+    KIND_PERMUTATION = 0
+    KIND_RESAMPLE = 1
+    KIND_GAUSSIAN = 2
+    KIND_MASK = 3
+    KIND_CYCLIC = 4
+    KIND_BLOCK = 5
+
+
+cdef inline uint64_t word(uint64_t k, int64_t q) noexcept nogil:
+    """The 64-bit word q of key k."""
+    return mix64(k + <uint64_t>(q + 1) * GOLDEN)
+
+
+cdef inline double normal(uint64_t k, int64_t m) noexcept nogil:
+    """Entry m of the Gaussian noise of key k (Box–Muller on 53-bit uniforms)."""
+    cdef double u1 = <double>((word(k, 2 * m) >> 11) + 1) * 1.1102230246251565e-16
+    cdef double u2 = <double>(word(k, 2 * m + 1) >> 11) * 1.1102230246251565e-16
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2)
+
+
+cdef inline void augment_kind_into(const double* x, int64_t d, uint64_t k, uint64_t* buf,
+                                   int kind, const double* fparams, const int64_t* gidx,
+                                   const int64_t* gptr, int64_t ngroups,
+                                   double* out) noexcept nogil:
+    """Copy of x for key k and augmentation ``kind`` (``fparams``: σ, or (p, scale); groups
+    ``gidx[gptr[g]:gptr[g + 1]]``)."""
+    cdef int64_t size = buffer_size(d)
+    cdef int64_t m, g, i, j, lo, a, b, c = 0, s
+    cdef double thr, tmp
+    if kind == KIND_PERMUTATION:
+        permute_into(x, d, k, buf, out)
+    elif kind == KIND_RESAMPLE:
+        resample_into(x, d, k, buf, out)
+    elif kind == KIND_GAUSSIAN:
+        for m in range(d):
+            out[m] = x[m] + fparams[0] * normal(k, m)
+    elif kind == KIND_MASK:
+        thr = fparams[0] * 4294967296.0
+        fill_draws(k, buf, size)
+        for m in range(d):
+            out[m] = fparams[1] * x[m] if <double>draw_at(k, buf, size, m) < thr else 0.0
+    elif kind == KIND_CYCLIC:
+        fill_draws(k, buf, size)
+        s = bounded(k, buf, size, &c, <uint64_t>d)
+        for m in range(d):
+            out[m] = x[(m - s + d) % d]
+    else:  # KIND_BLOCK
+        for m in range(d):
+            out[m] = x[m]
+        fill_draws(k, buf, size)
+        for g in range(ngroups):
+            lo = gptr[g]
+            for i in range(gptr[g + 1] - lo - 1, 0, -1):
+                j = bounded(k, buf, size, &c, <uint64_t>(i + 1))
+                a = gidx[lo + i]
+                b = gidx[lo + j]
+                tmp = out[a]
+                out[a] = out[b]
+                out[b] = tmp

@@ -24,7 +24,8 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from .rng cimport augment_into, buffer_size, key
+from .rng cimport (KIND_PERMUTATION, KIND_RESAMPLE, augment_kind_into, buffer_size,
+                  key)
 
 # the streams of fastperm.rng (the spec module is the single source)
 from ... import rng as _spec
@@ -102,20 +103,28 @@ cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, 
     return -1
 
 
+cdef struct Aug:
+    # how copies are drawn: a kind of fastperm.distributions and its parameters
+    int kind
+    const double* fparams
+    const int64_t* gidx
+    const int64_t* gptr
+    int64_t ngroups
+
+
 cdef void _fill_copies(const double* x, int64_t d, int64_t k, uint64_t seed, uint64_t stream,
-                       int64_t index, bint resample, uint64_t* buf,
-                       double* block) noexcept nogil:
+                       int64_t index, Aug aug, uint64_t* buf, double* block) noexcept nogil:
     """``block[0] = x``, ``block[j]`` = copy j keyed by ``(seed, stream, index, j)``."""
     cdef int64_t j
     memcpy(block, x, d * sizeof(double))
     for j in range(1, k):
-        augment_into(x, d, key(seed, stream, <uint64_t>index, <uint64_t>j), buf, resample,
-                     block + j * d)
+        augment_kind_into(x, d, key(seed, stream, <uint64_t>index, <uint64_t>j), buf, aug.kind,
+                          aug.fparams, aug.gidx, aug.gptr, aug.ngroups, block + j * d)
 
 
 cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, double* w,
                         int64_t n, int64_t d, int64_t k, double lr, uint64_t seed,
-                        int64_t steps, bint fresh, bint resample, const int64_t* record_steps,
+                        int64_t steps, bint fresh, Aug aug, const int64_t* record_steps,
                         double* loss_row, int64_t nq, bint keep, double* cache, uint64_t* buf,
                         double* res) noexcept nogil:
     """k-fold augmented SGD. ``cache`` holds n·k·d when fixed copies are kept, else k·d.
@@ -135,10 +144,10 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
         if keep:
             A = cache + i * k * d
             if t < n:
-                _fill_copies(X + i * d, d, k, seed, stream, i, resample, buf, A)
+                _fill_copies(X + i * d, d, k, seed, stream, i, aug, buf, A)
         else:
             A = cache
-            _fill_copies(X + i * d, d, k, seed, stream, t if fresh else i, resample, buf, A)
+            _fill_copies(X + i * d, d, k, seed, stream, t if fresh else i, aug, buf, A)
         ok = True
         for j in range(k):
             res[j] = _dot(A + j * d, w, d) - y[i]
@@ -160,12 +169,26 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
     return -1
 
 
-def sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
-             const double[:, ::1] W0, const double[::1] lr, const uint64_t[::1] seeds,
-             int64_t k, int64_t steps, bint fresh, bint resample,
-             const int64_t[::1] record_steps, bint cache, double[:, ::1] loss_out,
-             double[:, ::1] w_out, int64_t[::1] status_out):
+_NO_F = np.zeros(2)
+_NO_I = np.zeros(1, dtype=np.int64)
+
+
+def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
+             loss_out, w_out, status_out):
+    """Permutation or resampling copies: :func:`dist_sgd_runs` with that kind."""
+    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh,
+                  KIND_RESAMPLE if resample else KIND_PERMUTATION, _NO_F, _NO_I, _NO_I,
+                  record_steps, cache, loss_out, w_out, status_out)
+
+
+def dist_sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
+                  const double[:, ::1] W0, const double[::1] lr, const uint64_t[::1] seeds,
+                  int64_t k, int64_t steps, bint fresh, int kind, const double[::1] fparams,
+                  const int64_t[::1] gidx, const int64_t[::1] gptr,
+                  const int64_t[::1] record_steps, bint cache, double[:, ::1] loss_out,
+                  double[:, ::1] w_out, int64_t[::1] status_out):
     """Driver: runs ``r = c, c + nchunks, ...`` go to chunk c, which owns its scratch."""
+    cdef Aug aug = Aug(kind, &fparams[0], &gidx[0], &gptr[0], gptr.shape[0] - 1)
     cdef int64_t n = X.shape[0], d = X.shape[1], R = lr.shape[0], nq = loss_out.shape[1]
     cdef int64_t nrows = W0.shape[0]
     cdef bint keep = cache and not fresh and k > 1
@@ -195,7 +218,7 @@ def sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_st
                     else:
                         status_out[r] = _kfold_run(&X[0, 0], &y[0], &w_star[0], &w_out[r, 0],
                                                    n, d, k, lr[r], seeds[r], steps, fresh,
-                                                   resample, &record_steps[0], &loss_out[r, 0],
+                                                   aug, &record_steps[0], &loss_out[r, 0],
                                                    nq, keep, block, buf, res)
                     r = r + nchunks
             free(block)
@@ -301,9 +324,18 @@ def expected_runs(const double[:, ::1] X, const double[::1] y, const double[::1]
                                           lr[r], steps, &record_steps[0], &loss_out[r, 0], nq)
 
 
-def augmented_gradient(const double[::1] w, const double[:, ::1] X, const double[::1] y,
-                       int64_t k, uint64_t seed, bint resample, double[:, ::1] out):
+def augmented_gradient(w, X, y, k, seed, resample, out):
     """``out[i]`` = mean gradient over the k fixed copies of row i (parallel over rows)."""
+    dist_augmented_gradient(w, X, y, k, seed, KIND_RESAMPLE if resample else KIND_PERMUTATION,
+                            _NO_F, _NO_I, _NO_I, out)
+
+
+def dist_augmented_gradient(const double[::1] w, const double[:, ::1] X, const double[::1] y,
+                            int64_t k, uint64_t seed, int kind, const double[::1] fparams,
+                            const int64_t[::1] gidx, const int64_t[::1] gptr,
+                            double[:, ::1] out):
+    """:func:`augmented_gradient` for any kind of :mod:`fastperm.distributions`."""
+    cdef Aug aug = Aug(kind, &fparams[0], &gidx[0], &gptr[0], gptr.shape[0] - 1)
     cdef int64_t n = X.shape[0], d = X.shape[1], i, j, m, failed = 0
     cdef double* A
     cdef uint64_t* buf
@@ -316,7 +348,7 @@ def augmented_gradient(const double[::1] w, const double[:, ::1] X, const double
             if A == NULL or buf == NULL:
                 failed += 1
             else:
-                _fill_copies(&X[i, 0], d, k, seed, STREAM_FIXED, i, resample, buf, A)
+                _fill_copies(&X[i, 0], d, k, seed, STREAM_FIXED, i, aug, buf, A)
                 for m in range(d):
                     out[i, m] = 0.0
                 for j in range(k):

@@ -98,13 +98,19 @@ def _fourier_run(lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, l
     for t in range(steps):
         i = t % n
         li = lam[i]
-        s = 0.0
-        for f in range(F):
+        # f = 0 carries the mean term; the loop over the rest has no branch
+        g = 1.0 - lr * li[0]
+        a = re[0] * g + lr * y[i] * s1[i]
+        b = im[0] * g
+        re[0] = a
+        im[0] = b
+        a -= sre[0]
+        b -= sim[0]
+        s = wt[0] * (a * a + b * b)
+        for f in range(1, F):
             g = 1.0 - lr * li[f]
             a = re[f] * g
             b = im[f] * g
-            if f == 0:
-                a += lr * y[i] * s1[i]
             re[f] = a
             im[f] = b
             a -= sre[f]

@@ -1,0 +1,311 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""k = ∞ runs for the augmentations of :mod:`fastperm.distributions`, in Cython: the twin of
+``numba_cpu/closed_forms.py`` (derivations there). Set-up (FFTs, block moments) in NumPy,
+the runs in ``nogil`` workers, ``prange`` over runs.
+"""
+
+from libc.math cimport NAN, isfinite
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from cython.parallel cimport prange
+
+import numpy as np
+
+from .parallel import chunks
+
+
+cdef inline void _nan_from(double* row, int64_t q, int64_t nq) noexcept nogil:
+    cdef int64_t j
+    for j in range(q, nq):
+        row[j] = NAN
+
+
+cdef int64_t _diag_rank1_run(const double* X, const double* y, const double* w_star, double* w,
+                             int64_t n, int64_t d, double lr, double beta, double gamma,
+                             const double* D, int64_t nD, int64_t steps,
+                             const int64_t* record_steps, double* loss_row,
+                             int64_t nq) noexcept nogil:
+    cdef int64_t t, i, m, q = 1
+    cdef double s = 0.0, dot = 0.0, c, e, wm
+    cdef const double* x
+    cdef const double* xn
+    cdef const double* Di
+    for m in range(d):
+        e = w[m] - w_star[m]
+        s += e * e
+        dot += w[m] * X[m]
+    loss_row[0] = s / d
+    for t in range(steps):
+        i = t % n
+        c = lr * (beta * dot - gamma * y[i])
+        if not isfinite(c):
+            _nan_from(loss_row, q, nq)
+            return t
+        x = X + i * d
+        Di = D + (i % nD) * d
+        xn = X + ((t + 1) % n) * d
+        dot = 0.0
+        s = 0.0
+        for m in range(d):
+            wm = w[m] - c * x[m] - lr * Di[m] * w[m]
+            w[m] = wm
+            dot += wm * xn[m]
+            e = wm - w_star[m]
+            s += e * e
+        if record_steps[q] == t + 1:
+            loss_row[q] = s / d
+            if not isfinite(loss_row[q]):
+                _nan_from(loss_row, q, nq)
+                return t + 1
+            q += 1
+    return -1
+
+
+def diag_rank1_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
+                    const double[:, ::1] W0, const double[::1] lr, double beta, double gamma,
+                    const double[:, ::1] D, int64_t steps, const int64_t[::1] record_steps,
+                    double[:, ::1] loss_out, double[:, ::1] w_out, int64_t[::1] status_out):
+    cdef int64_t n = X.shape[0], d = X.shape[1], R = lr.shape[0], nq = loss_out.shape[1], r
+    cdef int64_t nrows = W0.shape[0], nD = D.shape[0]
+    cdef int nthreads = chunks(R)
+    if R == 0:
+        return
+    with nogil:
+        for r in prange(R, schedule="static", num_threads=nthreads):
+            memcpy(&w_out[r, 0], &W0[r % nrows, 0], d * sizeof(double))
+            status_out[r] = _diag_rank1_run(&X[0, 0], &y[0], &w_star[0], &w_out[r, 0], n, d,
+                                            lr[r], beta, gamma, &D[0, 0], nD, steps,
+                                            &record_steps[0], &loss_out[r, 0], nq)
+
+
+cdef int64_t _fourier_run(const double* lam, const double* s1, const double* y, double* re,
+                          double* im, const double* sre, const double* sim, const double* wt,
+                          int64_t n, int64_t F, int64_t d, double lr, int64_t steps,
+                          const int64_t* record_steps, double* loss_row,
+                          int64_t nq) noexcept nogil:
+    cdef double scale = 1.0 / (<double>d * d), s = 0.0, a, b, g, val
+    cdef int64_t t, i, f, q = 1
+    cdef const double* li
+    for f in range(F):
+        a = re[f] - sre[f]
+        b = im[f] - sim[f]
+        s += wt[f] * (a * a + b * b)
+    loss_row[0] = s * scale
+    for t in range(steps):
+        i = t % n
+        li = lam + i * F
+        # f = 0 carries the mean term; the loop over the rest has no branch (it vectorises)
+        g = 1.0 - lr * li[0]
+        a = re[0] * g + lr * y[i] * s1[i]
+        b = im[0] * g
+        re[0] = a
+        im[0] = b
+        a -= sre[0]
+        b -= sim[0]
+        s = wt[0] * (a * a + b * b)
+        for f in range(1, F):
+            g = 1.0 - lr * li[f]
+            a = re[f] * g
+            b = im[f] * g
+            re[f] = a
+            im[f] = b
+            a -= sre[f]
+            b -= sim[f]
+            s += wt[f] * (a * a + b * b)
+        val = s * scale
+        if not isfinite(val):
+            _nan_from(loss_row, q, nq)
+            return t + 1
+        if record_steps[q] == t + 1:
+            loss_row[q] = val
+            q += 1
+    return -1
+
+
+def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+    """Cyclic shifts: FFTs at set-up and at the end (NumPy), the steps in Fourier space."""
+    n, d = X.shape
+    R = lr.shape[0]
+    if R == 0:
+        return
+    Xf = np.fft.rfft(X, axis=1)
+    lam = np.ascontiguousarray((Xf.real ** 2 + Xf.imag ** 2) / d)
+    Wf = np.fft.rfft(np.broadcast_to(W0, (R, d)), axis=1)
+    RE, IM = np.ascontiguousarray(Wf.real), np.ascontiguousarray(Wf.imag)
+    sf = np.fft.rfft(w_star)
+    F = lam.shape[1]
+    wt = np.full(F, 2.0)
+    wt[0] = 1.0
+    if d % 2 == 0:
+        wt[F - 1] = 1.0
+    _fourier_runs(lam, np.ascontiguousarray(X.sum(axis=1)), y, RE, IM,
+                  np.ascontiguousarray(sf.real), np.ascontiguousarray(sf.imag), wt, d, lr, steps,
+                  record_steps, loss_out, status_out)
+    w_out[:] = np.fft.irfft(RE + 1j * IM, n=d, axis=1)
+
+
+def _fourier_runs(const double[:, ::1] lam, const double[::1] s1, const double[::1] y,
+                  double[:, ::1] RE, double[:, ::1] IM, const double[::1] sre,
+                  const double[::1] sim, const double[::1] wt, int64_t d, const double[::1] lr,
+                  int64_t steps, const int64_t[::1] record_steps, double[:, ::1] loss_out,
+                  int64_t[::1] status_out):
+    cdef int64_t n = lam.shape[0], F = lam.shape[1], R = lr.shape[0], nq = loss_out.shape[1], r
+    cdef int nthreads = chunks(R)
+    with nogil:
+        for r in prange(R, schedule="static", num_threads=nthreads):
+            status_out[r] = _fourier_run(&lam[0, 0], &s1[0], &y[0], &RE[r, 0], &IM[r, 0],
+                                         &sre[0], &sim[0], &wt[0], n, F, d, lr[r], steps,
+                                         &record_steps[0], &loss_out[r, 0], nq)
+
+
+cdef int64_t _block_run(const double* a, const double* c, const double* mg, const double* size,
+                        const double* ustar, const double* U, const double* V,
+                        const double* Wss, int64_t n, int64_t G, int64_t d, const double* y,
+                        double* alpha, double* delta, double lr, int64_t steps,
+                        const int64_t* record_steps, double* loss_row,
+                        int64_t nq) noexcept nogil:
+    cdef int64_t t, i, g, q = 1
+    cdef double s = 0.0, T, M
+    cdef bint ok
+    for g in range(G):
+        s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
+              + size[g] * delta[g] * delta[g])
+    loss_row[0] = s / d
+    for t in range(steps):
+        i = t % n
+        T = 0.0
+        for g in range(G):
+            T += mg[i * G + g] * size[g] * (delta[g] + ustar[g])
+        s = 0.0
+        ok = True
+        for g in range(G):
+            M = delta[g] + ustar[g]
+            alpha[g] -= lr * a[i * G + g] * alpha[g]
+            delta[g] -= lr * (a[i * G + g] * M + c[i * G + g] * size[g] * M
+                              + mg[i * G + g] * (T - mg[i * G + g] * size[g] * M)
+                              - y[i] * mg[i * G + g])
+            ok = ok and isfinite(alpha[g]) and isfinite(delta[g])
+            s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
+                  + size[g] * delta[g] * delta[g])
+        if not ok:
+            _nan_from(loss_row, q, nq)
+            return t + 1
+        if record_steps[q] == t + 1:
+            loss_row[q] = s / d
+            if not isfinite(loss_row[q]):
+                _nan_from(loss_row, q, nq)
+                return t + 1
+            q += 1
+    return -1
+
+
+def _block_runs(const double[:, ::1] a, const double[:, ::1] c, const double[:, ::1] mg,
+                const double[::1] size, const double[::1] ustar, const double[:, ::1] U,
+                const double[:, ::1] V, const double[::1] Wss, int64_t d, const double[::1] y,
+                double[:, ::1] ALPHA, double[:, ::1] DELTA, const double[::1] lr,
+                int64_t steps, const int64_t[::1] record_steps, double[:, ::1] loss_out,
+                int64_t[::1] status_out):
+    cdef int64_t n = a.shape[0], G = a.shape[1], R = lr.shape[0], nq = loss_out.shape[1], r
+    cdef int nthreads = chunks(R)
+    with nogil:
+        for r in prange(R, schedule="static", num_threads=nthreads):
+            status_out[r] = _block_run(&a[0, 0], &c[0, 0], &mg[0, 0], &size[0], &ustar[0],
+                                       &U[r, 0], &V[r, 0], &Wss[0], n, G, d, &y[0],
+                                       &ALPHA[r, 0], &DELTA[r, 0], lr[r], steps,
+                                       &record_steps[0], &loss_out[r, 0], nq)
+
+
+def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
+               status_out):
+    """Block permutations in O(T·G + n·d) (set-up in NumPy, as in the Numba twin)."""
+    n, d = X.shape
+    R = lr.shape[0]
+    if R == 0:
+        return
+    G = gptr.shape[0] - 1
+    size = np.diff(gptr).astype(np.float64)
+    labels = np.empty(d, dtype=np.int64)
+    for g in range(G):
+        labels[gidx[gptr[g]:gptr[g + 1]]] = g
+    onehot = np.zeros((d, G))
+    onehot[np.arange(d), labels] = 1.0
+    s1 = X @ onehot
+    s2 = (X * X) @ onehot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
+    a = s2 / size - c
+    W0r = np.broadcast_to(W0, (R, d))
+    mean0 = (W0r @ onehot) / size
+    ustar = (w_star @ onehot) / size
+    u = W0r - mean0[:, labels]
+    v = w_star - ustar[labels]
+    U = np.ascontiguousarray((u * u) @ onehot)
+    V = np.ascontiguousarray((u * v) @ onehot)
+    Wss = (v * v) @ onehot
+    ALPHA = np.where(U > 0.0, 1.0, 0.0)
+    DELTA = np.ascontiguousarray(mean0 - ustar)
+    _block_runs(np.ascontiguousarray(a), np.ascontiguousarray(c), np.ascontiguousarray(s1 / size),
+                size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps, record_steps, loss_out,
+                status_out)
+    w_out[:] = ALPHA[:, labels] * u + (DELTA + ustar)[:, labels]
+
+
+cdef int64_t _dense_run(const double* M, const double* mu, const double* y,
+                        const double* w_star, double* w, double* g, int64_t n, int64_t d,
+                        double lr, int64_t steps, const int64_t* record_steps,
+                        double* loss_row, int64_t nq) noexcept nogil:
+    cdef int64_t t, i, m, l, q = 1
+    cdef double s = 0.0, acc, e
+    cdef const double* Mi
+    for m in range(d):
+        e = w[m] - w_star[m]
+        s += e * e
+    loss_row[0] = s / d
+    for t in range(steps):
+        i = t % n
+        for m in range(d):
+            acc = -y[i] * mu[i * d + m]
+            Mi = M + (i * d + m) * d
+            for l in range(d):
+                acc += Mi[l] * w[l]
+            g[m] = acc
+        s = 0.0
+        for m in range(d):
+            w[m] -= lr * g[m]
+            e = w[m] - w_star[m]
+            s += e * e
+        if not isfinite(s):
+            _nan_from(loss_row, q, nq)
+            return t + 1
+        if record_steps[q] == t + 1:
+            loss_row[q] = s / d
+            q += 1
+    return -1
+
+
+def dense_runs(const double[:, :, ::1] M, const double[:, ::1] mu, const double[::1] y,
+               const double[::1] w_star, const double[:, ::1] W0, const double[::1] lr,
+               int64_t steps, const int64_t[::1] record_steps, double[:, ::1] loss_out,
+               double[:, ::1] w_out, int64_t[::1] status_out):
+    cdef int64_t n = mu.shape[0], d = mu.shape[1], R = lr.shape[0], nq = loss_out.shape[1], r
+    cdef int64_t nrows = W0.shape[0], failed = 0
+    cdef double* g
+    cdef int nthreads = chunks(R)
+    if R == 0:
+        return
+    with nogil:
+        for r in prange(R, schedule="static", num_threads=nthreads):
+            g = <double*>malloc(d * sizeof(double))
+            if g == NULL:
+                failed += 1
+            else:
+                memcpy(&w_out[r, 0], &W0[r % nrows, 0], d * sizeof(double))
+                status_out[r] = _dense_run(&M[0, 0, 0], &mu[0, 0], &y[0], &w_star[0],
+                                           &w_out[r, 0], g, n, d, lr[r], steps,
+                                           &record_steps[0], &loss_out[r, 0], nq)
+            free(g)
+    if failed:
+        raise MemoryError("could not allocate the gradient scratch of dense_runs")
