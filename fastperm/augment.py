@@ -149,7 +149,7 @@ def augmented_gradient(w, x, y, k, seed: int = 0, augmentation: str = "permutati
     seed : int >= 0
     augmentation : {"permutation", "resample"} or Augmentation
         Distribution objects other than ``Moments`` (which has no compiled sampler) run
-        on the numba and numpy backends.
+        on the numba, cython and numpy backends.
     backend : str, optional
         See :func:`fastperm.backends.get`.
 

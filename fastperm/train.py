@@ -251,7 +251,7 @@ def train(problem, k, *, lr=1e-3, steps=1000, sampling="fixed", augmentation="pe
         distribution object (``augment.Gaussian(sigma)``, ``Mask(p)``, ``CyclicShift()``,
         ``BlockPermutation(groups)``, ``Moments(...)``): k = ∞ uses its closed form
         (:mod:`fastperm.distributions`), k-fold draws its copies by :mod:`fastperm.rng`
-        (numba and numpy backends).
+        (numba, cython and numpy backends).
     w0 : (d,) array, optional
         Start; zeros by default.
     seed : int >= 0
