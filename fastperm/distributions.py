@@ -49,6 +49,20 @@ def _rng(rng):
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
+def block_moments(X, labels, G):
+    """Group sizes d_G (G,) and, per row of X and group, ``m_G = s1_G/d_G``, ``s2_G/d_G`` and
+    ``c_G = (s1_G² − s2_G)/(d_G(d_G − 1))`` (0 for a singleton), as (n, G) arrays;
+    ``labels[j]`` is the group of entry j."""
+    onehot = np.zeros((X.shape[1], G))
+    onehot[np.arange(X.shape[1]), labels] = 1.0
+    size = onehot.sum(axis=0)
+    s1 = X @ onehot
+    s2 = (X * X) @ onehot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
+    return size, s1 / size, s2 / size, c
+
+
 def _rows(x):
     x = _checks.as_float_array("x", x, (1, 2))
     return (x[None, :], True) if x.ndim == 1 else (x, False)
@@ -332,16 +346,7 @@ class BlockPermutation(Augmentation):
     def block_moments(self, X):
         """Per row and group: sizes d_G (G,), m_G, s2_G/d_G, c_G as (n, G) arrays."""
         self._check_d(X.shape[1])
-        G = len(self.groups)
-        size = np.array([g.shape[0] for g in self.groups], dtype=float)
-        s1 = np.stack([X[:, g].sum(axis=1) for g in self.groups], axis=1)
-        s2 = np.stack([(X[:, g] ** 2).sum(axis=1) for g in self.groups], axis=1)
-        m = s1 / size
-        diag = s2 / size
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
-        assert c.shape == (X.shape[0], G)
-        return size, m, diag, c
+        return block_moments(X, self.labels, len(self.groups))
 
     def _mean(self, X):
         _, m, _, _ = self.block_moments(X)

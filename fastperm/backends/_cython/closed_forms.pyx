@@ -12,8 +12,8 @@ from libc.string cimport memcpy
 
 from cython.parallel cimport prange
 
-import numpy as np
 
+from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
 from .parallel import chunks
 
 
@@ -127,24 +127,12 @@ cdef int64_t _fourier_run(const double* lam, const double* s1, const double* y, 
 
 def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
     """Cyclic shifts: FFTs at set-up and at the end (NumPy), the steps in Fourier space."""
-    n, d = X.shape
-    R = lr.shape[0]
-    if R == 0:
+    if lr.shape[0] == 0:
         return
-    Xf = np.fft.rfft(X, axis=1)
-    lam = np.ascontiguousarray((Xf.real ** 2 + Xf.imag ** 2) / d)
-    Wf = np.fft.rfft(np.broadcast_to(W0, (R, d)), axis=1)
-    RE, IM = np.ascontiguousarray(Wf.real), np.ascontiguousarray(Wf.imag)
-    sf = np.fft.rfft(w_star)
-    F = lam.shape[1]
-    wt = np.full(F, 2.0)
-    wt[0] = 1.0
-    if d % 2 == 0:
-        wt[F - 1] = 1.0
-    _fourier_runs(lam, np.ascontiguousarray(X.sum(axis=1)), y, RE, IM,
-                  np.ascontiguousarray(sf.real), np.ascontiguousarray(sf.imag), wt, d, lr, steps,
-                  record_steps, loss_out, status_out)
-    w_out[:] = np.fft.irfft(RE + 1j * IM, n=d, axis=1)
+    lam, s1, RE, IM, sre, sim, wt = fourier_setup(X, w_star, W0, lr.shape[0])
+    _fourier_runs(lam, s1, y, RE, IM, sre, sim, wt, X.shape[1], lr, steps, record_steps,
+                  loss_out, status_out)
+    fourier_finish(RE, IM, w_out)
 
 
 def _fourier_runs(const double[:, ::1] lam, const double[::1] s1, const double[::1] y,
@@ -220,37 +208,13 @@ def _block_runs(const double[:, ::1] a, const double[:, ::1] c, const double[:, 
 
 def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
                status_out):
-    """Block permutations in O(T·G + n·d) (set-up in NumPy, as in the Numba twin)."""
-    n, d = X.shape
-    R = lr.shape[0]
-    if R == 0:
+    """Block permutations in O(T·G + n·d) (set-up in NumPy, shared with the Numba twin)."""
+    if lr.shape[0] == 0:
         return
-    G = gptr.shape[0] - 1
-    size = np.diff(gptr).astype(np.float64)
-    labels = np.empty(d, dtype=np.int64)
-    for g in range(G):
-        labels[gidx[gptr[g]:gptr[g + 1]]] = g
-    onehot = np.zeros((d, G))
-    onehot[np.arange(d), labels] = 1.0
-    s1 = X @ onehot
-    s2 = (X * X) @ onehot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
-    a = s2 / size - c
-    W0r = np.broadcast_to(W0, (R, d))
-    mean0 = (W0r @ onehot) / size
-    ustar = (w_star @ onehot) / size
-    u = W0r - mean0[:, labels]
-    v = w_star - ustar[labels]
-    U = np.ascontiguousarray((u * u) @ onehot)
-    V = np.ascontiguousarray((u * v) @ onehot)
-    Wss = (v * v) @ onehot
-    ALPHA = np.where(U > 0.0, 1.0, 0.0)
-    DELTA = np.ascontiguousarray(mean0 - ustar)
-    _block_runs(np.ascontiguousarray(a), np.ascontiguousarray(c), np.ascontiguousarray(s1 / size),
-                size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps, record_steps, loss_out,
-                status_out)
-    w_out[:] = ALPHA[:, labels] * u + (DELTA + ustar)[:, labels]
+    b = BlockState(X, w_star, W0, lr.shape[0], gidx, gptr)
+    _block_runs(b.a, b.c, b.mg, b.size, b.ustar, b.U, b.V, b.Wss, X.shape[1], y, b.ALPHA,
+                b.DELTA, lr, steps, record_steps, loss_out, status_out)
+    b.finish(w_out)
 
 
 cdef int64_t _dense_run(const double* M, const double* mu, const double* y,

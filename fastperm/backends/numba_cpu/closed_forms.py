@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..._jit import JIT, PARALLEL
+from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
 
 
 @njit(**JIT)
@@ -136,23 +137,10 @@ def _fourier_runs(lam, s1, y, RE, IM, sre, sim, wt, d, lr, steps, record_steps, 
 
 def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
     """Cyclic shifts: FFTs at set-up and at the end only (NumPy); the steps in Fourier space."""
-    n, d = X.shape
-    R = lr.shape[0]
-    Xf = np.fft.rfft(X, axis=1)
-    lam = np.ascontiguousarray((Xf.real ** 2 + Xf.imag ** 2) / d)
-    s1 = X.sum(axis=1)
-    Wf = np.fft.rfft(np.broadcast_to(W0, (R, d)), axis=1)
-    RE, IM = np.ascontiguousarray(Wf.real), np.ascontiguousarray(Wf.imag)
-    sf = np.fft.rfft(w_star)
-    F = lam.shape[1]
-    wt = np.full(F, 2.0)
-    wt[0] = 1.0
-    if d % 2 == 0:
-        wt[-1] = 1.0
-    _fourier_runs(lam, s1, y, RE, IM, np.ascontiguousarray(sf.real),
-                  np.ascontiguousarray(sf.imag), wt, d, lr, steps, record_steps, loss_out,
-                  status_out)
-    w_out[:] = np.fft.irfft(RE + 1j * IM, n=d, axis=1)
+    lam, s1, RE, IM, sre, sim, wt = fourier_setup(X, w_star, W0, lr.shape[0])
+    _fourier_runs(lam, s1, y, RE, IM, sre, sim, wt, X.shape[1], lr, steps, record_steps,
+                  loss_out, status_out)
+    fourier_finish(RE, IM, w_out)
 
 
 @njit(**JIT)
@@ -200,44 +188,13 @@ def _block_runs(a, c, mg, size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps,
                                    DELTA[r], lr[r], steps, record_steps, loss_out[r])
 
 
-def block_moments(X, gidx, gptr):
-    """Per example and group: a = s2/d_G − c, c, m = s1/d_G; and the sizes d_G."""
-    G = gptr.shape[0] - 1
-    size = np.diff(gptr).astype(np.float64)
-    labels = np.empty(X.shape[1], dtype=np.int64)
-    for g in range(G):
-        labels[gidx[gptr[g]:gptr[g + 1]]] = g
-    onehot = np.zeros((X.shape[1], G))
-    onehot[np.arange(X.shape[1]), labels] = 1.0
-    s1 = X @ onehot
-    s2 = (X * X) @ onehot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
-    return s2 / size - c, c, s1 / size, size, labels
-
-
 def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
                status_out):
     """Block permutations in O(T·G + n·d): set-up of the block moments in NumPy."""
-    n, d = X.shape
-    R = lr.shape[0]
-    a, c, mg, size, labels = block_moments(X, gidx, gptr)
-    G = size.shape[0]
-    W0r = np.broadcast_to(W0, (R, d))
-    mean0 = np.stack([np.bincount(labels, weights=w0, minlength=G) for w0 in W0r]) / size
-    ustar = np.bincount(labels, weights=w_star, minlength=G) / size
-    u = W0r - mean0[:, labels]
-    v = w_star - ustar[labels]
-    U = np.stack([np.bincount(labels, weights=ur * ur, minlength=G) for ur in u])
-    V = np.stack([np.bincount(labels, weights=ur * v, minlength=G) for ur in u])
-    Wss = np.bincount(labels, weights=v * v, minlength=G)
-    # with a constant block in w0 its centred part stays zero: α plays no role there
-    ALPHA = np.where(U > 0.0, 1.0, 0.0)
-    DELTA = np.ascontiguousarray(mean0 - ustar)
-    _block_runs(np.ascontiguousarray(a), np.ascontiguousarray(c), np.ascontiguousarray(mg),
-                size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps, record_steps, loss_out,
-                status_out)
-    w_out[:] = ALPHA[:, labels] * u + (DELTA + ustar)[:, labels]
+    b = BlockState(X, w_star, W0, lr.shape[0], gidx, gptr)
+    _block_runs(b.a, b.c, b.mg, b.size, b.ustar, b.U, b.V, b.Wss, X.shape[1], y, b.ALPHA,
+                b.DELTA, lr, steps, record_steps, loss_out, status_out)
+    b.finish(w_out)
 
 
 @njit(**JIT)
