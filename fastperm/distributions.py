@@ -43,6 +43,8 @@ import numbers
 import numpy as np
 
 from . import _checks
+from .rng import (KIND_BLOCK, KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK, KIND_PERMUTATION,
+                  KIND_RESAMPLE)
 
 
 def _rng(rng):
@@ -68,8 +70,18 @@ def _rows(x):
     return (x[None, :], True) if x.ndim == 1 else (x, False)
 
 
-KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)
+_NO_F = np.zeros(2)
 _NO_I = np.zeros(1, dtype=np.int64)
+
+
+def core_kind(resample):
+    """``kernel_kind()`` of the core engine's copies: permutations, or resampling."""
+    return KIND_RESAMPLE if resample else KIND_PERMUTATION, _NO_F, _NO_I, _NO_I
+
+
+def _row_means(X):
+    """Each row's mean in every entry: E[x'] for permutations, resampling, cyclic shifts."""
+    return np.repeat(X.mean(axis=1, keepdims=True), X.shape[1], axis=1)
 
 
 class Augmentation:
@@ -137,8 +149,7 @@ class Permutation(Augmentation):
     engine_name = "permutation"
 
     def kernel_kind(self):
-        return (KIND_RESAMPLE if self.engine_name == "resample" else KIND_PERMUTATION,
-                np.zeros(2), _NO_I, _NO_I)
+        return core_kind(self.engine_name == "resample")
 
     def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
                       status_out):
@@ -146,12 +157,12 @@ class Permutation(Augmentation):
                            record_steps, loss_out, w_out, status_out)
 
     def _mean(self, X):
-        return np.repeat(X.mean(axis=1, keepdims=True), X.shape[1], axis=1)
+        return _row_means(X)
 
     def _second_moment_times(self, X, w):
         from .augment import coefficients
 
-        a, c, _ = coefficients(X, np.zeros(X.shape[0]), "permutation")
+        a, c, _ = coefficients(X, np.zeros(X.shape[0]), self.engine_name)
         return a[:, None] * w[None, :] + (c * w.sum())[:, None]
 
     def _sample(self, x, rng, n):
@@ -162,12 +173,6 @@ class Resample(Permutation):
     """x's entries drawn uniformly with replacement (``augmentation="resample"``)."""
 
     engine_name = "resample"
-
-    def _second_moment_times(self, X, w):
-        from .augment import coefficients
-
-        a, c, _ = coefficients(X, np.zeros(X.shape[0]), "resample")
-        return a[:, None] * w[None, :] + (c * w.sum())[:, None]
 
     def _sample(self, x, rng, n):
         return x[rng.integers(0, x.shape[0], size=(n, x.shape[0]))]
@@ -266,7 +271,7 @@ class CyclicShift(Augmentation):
     expected_kernel = "circulant_runs"
 
     def kernel_kind(self):
-        return KIND_CYCLIC, np.zeros(2), _NO_I, _NO_I
+        return KIND_CYCLIC, _NO_F, _NO_I, _NO_I
 
     def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
                       status_out):
@@ -274,11 +279,7 @@ class CyclicShift(Augmentation):
             X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out)
 
     def _mean(self, X):
-        return self._mean_rows(X)
-
-    @staticmethod
-    def _mean_rows(X):
-        return np.repeat(X.mean(axis=1, keepdims=True), X.shape[1], axis=1)
+        return _row_means(X)
 
     @staticmethod
     def spectrum(X):
@@ -321,26 +322,24 @@ class BlockPermutation(Augmentation):
         self.labels = np.empty(self.d, dtype=np.int64)
         for q, g in enumerate(gs):
             self.labels[g] = q
+        # the groups as the kernels take them: indices gidx[gptr[g]:gptr[g + 1]]
+        self.gidx = np.concatenate(gs)
+        self.gptr = np.concatenate([[0], np.cumsum([g.shape[0] for g in gs])]).astype(np.int64)
 
     def _check_d(self, d):
         if d != self.d:
             raise ValueError(f"BlockPermutation groups cover d = {self.d} entries but x has {d}")
 
-    def _index_arrays(self):
-        gidx = np.concatenate(self.groups).astype(np.int64)
-        gptr = np.concatenate([[0], np.cumsum([g.shape[0] for g in self.groups])]).astype(np.int64)
-        return gidx, gptr
-
     expected_kernel = "block_runs"
 
     def kernel_kind(self):
-        return (KIND_BLOCK, np.zeros(2), *self._index_arrays())
+        return KIND_BLOCK, _NO_F, self.gidx, self.gptr
 
     def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
                       status_out):
         self._check_d(X.shape[1])
         kern.block_runs(
-            X, y, w_star, W0, lr, *self._index_arrays(), steps, record_steps, loss_out, w_out,
+            X, y, w_star, W0, lr, self.gidx, self.gptr, steps, record_steps, loss_out, w_out,
             status_out)
 
     def block_moments(self, X):

@@ -77,6 +77,9 @@ MIX2 = 0x94D049BB133111EB
 STREAM_FIXED = 0
 STREAM_FRESH = 1
 
+#: the kinds of augmented copy the compiled kernels draw (the specification above, in order)
+KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)
+
 #: largest ``d`` the 32-bit bounded draws support
 MAX_D = MASK32
 #: largest example index / step / copy index that fits in a counter half

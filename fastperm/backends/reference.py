@@ -33,6 +33,8 @@ import numpy as np
 
 from .. import rng
 from ..augment import coefficients
+from ..distributions import core_kind
+from ..rng import KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK, KIND_PERMUTATION, KIND_RESAMPLE
 
 name = "numpy"
 
@@ -48,11 +50,6 @@ def set_threads(n):
 
 def compile():
     """Nothing to compile."""
-
-
-KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)
-_NO_F = np.zeros(2)
-_NO_I = np.zeros(1, dtype=np.int64)
 
 
 def _spec_copy(x, kind, fparams, gidx, gptr, seed, stream, count):
@@ -73,7 +70,7 @@ def _spec_copy(x, kind, fparams, gidx, gptr, seed, stream, count):
     return x[rng.block_permutation(seed, stream, count, groups)]
 
 
-def _augmented_block(x, k, seed, stream, index, kind, fparams=_NO_F, gidx=_NO_I, gptr=_NO_I):
+def _augmented_block(x, k, seed, stream, index, kind, fparams=None, gidx=None, gptr=None):
     """(k, d) array: x and its k − 1 augmented copies keyed by (seed, stream, index, j)."""
     rows = [x]
     for j in range(1, k):
@@ -94,8 +91,7 @@ def _finish(loss_row, q, status_row_value):
 
 def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
              loss_out, w_out, status_out):
-    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh,
-                  KIND_RESAMPLE if resample else KIND_PERMUTATION, _NO_F, _NO_I, _NO_I,
+    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, *core_kind(resample),
                   record_steps, cache, loss_out, w_out, status_out)
 
 
@@ -159,8 +155,7 @@ def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out,
 
 
 def augmented_gradient(w, X, y, k, seed, resample, out):
-    dist_augmented_gradient(w, X, y, k, seed, KIND_RESAMPLE if resample else KIND_PERMUTATION,
-                            _NO_F, _NO_I, _NO_I, out)
+    dist_augmented_gradient(w, X, y, k, seed, *core_kind(resample), out)
 
 
 def dist_augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):

@@ -24,11 +24,11 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from .rng cimport (KIND_PERMUTATION, KIND_RESAMPLE, augment_kind_into, buffer_size,
-                  key)
+from .rng cimport augment_kind_into, buffer_size, key
 
 # the streams of fastperm.rng (the spec module is the single source)
 from ... import rng as _spec
+from ...distributions import core_kind
 from .parallel import chunks
 
 cdef uint64_t STREAM_FIXED = _spec.STREAM_FIXED
@@ -169,15 +169,10 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
     return -1
 
 
-_NO_F = np.zeros(2)
-_NO_I = np.zeros(1, dtype=np.int64)
-
-
 def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
              loss_out, w_out, status_out):
     """Permutation or resampling copies: :func:`dist_sgd_runs` with that kind."""
-    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh,
-                  KIND_RESAMPLE if resample else KIND_PERMUTATION, _NO_F, _NO_I, _NO_I,
+    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, *core_kind(resample),
                   record_steps, cache, loss_out, w_out, status_out)
 
 
@@ -326,8 +321,7 @@ def expected_runs(const double[:, ::1] X, const double[::1] y, const double[::1]
 
 def augmented_gradient(w, X, y, k, seed, resample, out):
     """``out[i]`` = mean gradient over the k fixed copies of row i (parallel over rows)."""
-    dist_augmented_gradient(w, X, y, k, seed, KIND_RESAMPLE if resample else KIND_PERMUTATION,
-                            _NO_F, _NO_I, _NO_I, out)
+    dist_augmented_gradient(w, X, y, k, seed, *core_kind(resample), out)
 
 
 def dist_augmented_gradient(const double[::1] w, const double[:, ::1] X, const double[::1] y,

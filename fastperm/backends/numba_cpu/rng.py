@@ -158,7 +158,8 @@ def bounded_draws(k, r, count):
 
 # -- the other augmentations of the specification (kinds of fastperm.distributions) ----------
 
-KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)
+from ...rng import (KIND_BLOCK, KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK,  # noqa: E402, F401
+                     KIND_PERMUTATION, KIND_RESAMPLE)
 S11 = np.uint64(11)
 TWO_M53 = 2.0 ** -53
 

@@ -27,7 +27,8 @@ from numba import njit, prange
 from ... import rng as spec
 from ..._jit import JIT, PARALLEL
 from .parallel import chunks
-from .rng import KIND_PERMUTATION, KIND_RESAMPLE, augment_kind_into, draw_buffer, key
+from ...distributions import core_kind
+from .rng import augment_kind_into, draw_buffer, key
 
 
 @njit(inline="always", **JIT)
@@ -165,13 +166,8 @@ def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gid
 def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
              loss_out, w_out, status_out):
     """Driver wrapper: one chunk of runs per thread (contract in the reference backend)."""
-    kind = KIND_RESAMPLE if resample else KIND_PERMUTATION
-    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, _NO_F, _NO_I, _NO_I,
+    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, *core_kind(resample),
                   record_steps, cache, loss_out, w_out, status_out)
-
-
-_NO_F = np.zeros(2)
-_NO_I = np.zeros(1, dtype=np.int64)
 
 
 def dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
@@ -281,8 +277,7 @@ def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out,
 
 
 def augmented_gradient(w, X, y, k, seed, resample, out):
-    kind = KIND_RESAMPLE if resample else KIND_PERMUTATION
-    dist_augmented_gradient(w, X, y, k, seed, kind, _NO_F, _NO_I, _NO_I, out)
+    dist_augmented_gradient(w, X, y, k, seed, *core_kind(resample), out)
 
 
 @njit(**PARALLEL)
