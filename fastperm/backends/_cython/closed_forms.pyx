@@ -5,22 +5,18 @@
 the runs in ``nogil`` workers, ``prange`` over runs.
 """
 
-from libc.math cimport NAN, isfinite
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from cython.parallel cimport prange
 
+from .vec cimport _dot, _mse, _nan_from
+
 
 from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
 from .parallel import chunks
-
-
-cdef inline void _nan_from(double* row, int64_t q, int64_t nq) noexcept nogil:
-    cdef int64_t j
-    for j in range(q, nq):
-        row[j] = NAN
 
 
 cdef int64_t _diag_rank1_run(const double* X, const double* y, const double* w_star, double* w,
@@ -29,15 +25,12 @@ cdef int64_t _diag_rank1_run(const double* X, const double* y, const double* w_s
                              const int64_t* record_steps, double* loss_row,
                              int64_t nq) noexcept nogil:
     cdef int64_t t, i, m, q = 1
-    cdef double s = 0.0, dot = 0.0, c, e, wm
+    cdef double s, dot, c, wm
     cdef const double* x
     cdef const double* xn
     cdef const double* Di
-    for m in range(d):
-        e = w[m] - w_star[m]
-        s += e * e
-        dot += w[m] * X[m]
-    loss_row[0] = s / d
+    loss_row[0] = _mse(w, w_star, d)
+    dot = _dot(w, X, d)
     for t in range(steps):
         i = t % n
         c = lr * (beta * dot - gamma * y[i])
@@ -48,15 +41,12 @@ cdef int64_t _diag_rank1_run(const double* X, const double* y, const double* w_s
         Di = D + (i % nD) * d
         xn = X + ((t + 1) % n) * d
         dot = 0.0
-        s = 0.0
         for m in range(d):
             wm = w[m] - c * x[m] - lr * Di[m] * w[m]
             w[m] = wm
             dot += wm * xn[m]
-            e = wm - w_star[m]
-            s += e * e
         if record_steps[q] == t + 1:
-            loss_row[q] = s / d
+            loss_row[q] = _mse(w, w_star, d)
             if not isfinite(loss_row[q]):
                 _nan_from(loss_row, q, nq)
                 return t + 1
@@ -149,6 +139,18 @@ def _fourier_runs(const double[:, ::1] lam, const double[::1] s1, const double[:
                                          &record_steps[0], &loss_out[r, 0], nq)
 
 
+cdef inline double _block_loss(const double* alpha, const double* delta, const double* size,
+                              const double* U, const double* V, const double* Wss, int64_t G,
+                              int64_t d) noexcept nogil:
+    """``mean((w − w*)²) = Σ_G (α_G² U_G − 2α_G V_G + W_G + d_G δ_G²) / d``."""
+    cdef double s = 0.0
+    cdef int64_t g
+    for g in range(G):
+        s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
+              + size[g] * delta[g] * delta[g])
+    return s / d
+
+
 cdef int64_t _block_run(const double* a, const double* c, const double* mg, const double* size,
                         const double* ustar, const double* U, const double* V,
                         const double* Wss, int64_t n, int64_t G, int64_t d, const double* y,
@@ -156,18 +158,14 @@ cdef int64_t _block_run(const double* a, const double* c, const double* mg, cons
                         const int64_t* record_steps, double* loss_row,
                         int64_t nq) noexcept nogil:
     cdef int64_t t, i, g, q = 1
-    cdef double s = 0.0, T, M
+    cdef double T, M
     cdef bint ok
-    for g in range(G):
-        s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
-              + size[g] * delta[g] * delta[g])
-    loss_row[0] = s / d
+    loss_row[0] = _block_loss(alpha, delta, size, U, V, Wss, G, d)
     for t in range(steps):
         i = t % n
         T = 0.0
         for g in range(G):
             T += mg[i * G + g] * size[g] * (delta[g] + ustar[g])
-        s = 0.0
         ok = True
         for g in range(G):
             M = delta[g] + ustar[g]
@@ -176,13 +174,11 @@ cdef int64_t _block_run(const double* a, const double* c, const double* mg, cons
                               + mg[i * G + g] * (T - mg[i * G + g] * size[g] * M)
                               - y[i] * mg[i * G + g])
             ok = ok and isfinite(alpha[g]) and isfinite(delta[g])
-            s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
-                  + size[g] * delta[g] * delta[g])
         if not ok:
             _nan_from(loss_row, q, nq)
             return t + 1
         if record_steps[q] == t + 1:
-            loss_row[q] = s / d
+            loss_row[q] = _block_loss(alpha, delta, size, U, V, Wss, G, d)
             if not isfinite(loss_row[q]):
                 _nan_from(loss_row, q, nq)
                 return t + 1
@@ -222,12 +218,9 @@ cdef int64_t _dense_run(const double* M, const double* mu, const double* y,
                         double lr, int64_t steps, const int64_t* record_steps,
                         double* loss_row, int64_t nq) noexcept nogil:
     cdef int64_t t, i, m, l, q = 1
-    cdef double s = 0.0, acc, e
+    cdef double s, acc, e
     cdef const double* Mi
-    for m in range(d):
-        e = w[m] - w_star[m]
-        s += e * e
-    loss_row[0] = s / d
+    loss_row[0] = _mse(w, w_star, d)
     for t in range(steps):
         i = t % n
         for m in range(d):

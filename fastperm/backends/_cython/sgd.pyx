@@ -15,7 +15,7 @@ A non-finite residual, parameter or loss stops the run and is returned as its
 status (the first such step); the Python side warns after the loop.
 """
 
-from libc.math cimport NAN, isfinite
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -25,6 +25,7 @@ from cython.parallel cimport prange
 import numpy as np
 
 from .rng cimport augment_kind_into, buffer_size, key
+from .vec cimport _dot, _mse, _nan_from
 
 # the streams of fastperm.rng (the spec module is the single source)
 from ... import rng as _spec
@@ -33,29 +34,6 @@ from .parallel import chunks
 
 cdef uint64_t STREAM_FIXED = _spec.STREAM_FIXED
 cdef uint64_t STREAM_FRESH = _spec.STREAM_FRESH
-
-
-cdef inline double _mse(const double* w, const double* w_star, int64_t d) noexcept nogil:
-    cdef double s = 0.0, e
-    cdef int64_t m
-    for m in range(d):
-        e = w[m] - w_star[m]
-        s += e * e
-    return s / d
-
-
-cdef inline double _dot(const double* a, const double* b, int64_t d) noexcept nogil:
-    cdef double s = 0.0
-    cdef int64_t m
-    for m in range(d):
-        s += a[m] * b[m]
-    return s
-
-
-cdef inline void _nan_from(double* loss_row, int64_t q, int64_t nq) noexcept nogil:
-    cdef int64_t j
-    for j in range(q, nq):
-        loss_row[j] = NAN
 
 
 cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, double* w,

@@ -33,20 +33,15 @@ from numba import njit, prange
 
 from ..._jit import JIT, PARALLEL
 from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
+from .sgd import _dot, _mse
 
 
 @njit(**JIT)
 def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, loss_row):
     n, d = X.shape
-    s = 0.0
-    for m in range(d):
-        e = w[m] - w_star[m]
-        s += e * e
-    loss_row[0] = s / d
+    loss_row[0] = _mse(w, w_star)
     q = 1
-    dot = 0.0
-    for m in range(d):
-        dot += w[m] * X[0, m]
+    dot = _dot(w, X[0])
     for t in range(steps):
         i = t % n
         c = lr * (beta * dot - gamma * y[i])
@@ -57,15 +52,12 @@ def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, lo
         Di = D[i % D.shape[0]]
         xn = X[(t + 1) % n]
         dot = 0.0
-        s = 0.0
         for m in range(d):
             wm = w[m] - c * x[m] - lr * Di[m] * w[m]
             w[m] = wm
             dot += wm * xn[m]
-            e = wm - w_star[m]
-            s += e * e
         if record_steps[q] == t + 1:
-            loss_row[q] = s / d
+            loss_row[q] = _mse(w, w_star)
             if not np.isfinite(loss_row[q]):
                 loss_row[q:] = np.nan
                 return t + 1
@@ -143,22 +135,28 @@ def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, s
     fourier_finish(RE, IM, w_out)
 
 
+@njit(inline="always", **JIT)
+def _block_loss(alpha, delta, size, U, V, Wss, d):
+    """``mean((w − w*)²) = Σ_G (α_G² U_G − 2α_G V_G + W_G + d_G δ_G²) / d``."""
+    s = 0.0
+    for g in range(alpha.shape[0]):
+        s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
+              + size[g] * delta[g] * delta[g])
+    return s / d
+
+
 @njit(**JIT)
 def _block_run(a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, record_steps,
                loss_row):
     """One block-permutation run: ``alpha``, ``delta`` (G,) updated in place."""
     n, G = a.shape
-    s = 0.0
-    for g in range(G):
-        s += alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g] + size[g] * delta[g] ** 2
-    loss_row[0] = s / d
+    loss_row[0] = _block_loss(alpha, delta, size, U, V, Wss, d)
     q = 1
     for t in range(steps):
         i = t % n
         T = 0.0
         for g in range(G):
             T += mg[i, g] * size[g] * (delta[g] + ustar[g])
-        s = 0.0
         ok = True
         for g in range(G):
             M = delta[g] + ustar[g]
@@ -166,13 +164,11 @@ def _block_run(a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, 
             delta[g] -= lr * (a[i, g] * M + c[i, g] * size[g] * M
                               + mg[i, g] * (T - mg[i, g] * size[g] * M) - y[i] * mg[i, g])
             ok = ok and np.isfinite(alpha[g]) and np.isfinite(delta[g])
-            s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
-                  + size[g] * delta[g] * delta[g])
         if not ok:
             loss_row[q:] = np.nan
             return t + 1
         if record_steps[q] == t + 1:
-            loss_row[q] = s / d
+            loss_row[q] = _block_loss(alpha, delta, size, U, V, Wss, d)
             if not np.isfinite(loss_row[q]):
                 loss_row[q:] = np.nan
                 return t + 1
@@ -200,11 +196,7 @@ def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, 
 @njit(**JIT)
 def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, g):
     n, d = mu.shape
-    s = 0.0
-    for m in range(d):
-        e = w[m] - w_star[m]
-        s += e * e
-    loss_row[0] = s / d
+    loss_row[0] = _mse(w, w_star)
     q = 1
     for t in range(steps):
         i = t % n

@@ -16,16 +16,14 @@ from numba import njit, prange
 
 from ... import rng as spec
 from ..._jit import JIT, PARALLEL
-from .rng import S11, TWO_M53, key, word
+from .rng import key, normal
 
 
 @njit(inline="always", **JIT)
 def _noisy_copy(x, sigma, kk, out):
     """``out = x + σ ε`` with the ``Gaussian`` specification of :mod:`fastperm.rng`."""
     for m in range(x.shape[0]):
-        u1 = np.float64((word(kk, 2 * m) >> S11) + np.uint64(1)) * TWO_M53
-        u2 = np.float64(word(kk, 2 * m + 1) >> S11) * TWO_M53
-        out[m] = x[m] + sigma * (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
+        out[m] = x[m] + sigma * normal(kk, m)
 
 
 @njit(inline="always", **JIT)

@@ -169,6 +169,14 @@ def word(k, q):
     return mix64(k + np.uint64(q + 1) * GOLDEN)
 
 
+@njit(inline="always", **JIT)
+def normal(k, m):
+    """Entry m of the Gaussian noise of key k (Box–Muller on 53-bit uniforms; the spec)."""
+    u1 = np.float64((word(k, 2 * m) >> S11) + np.uint64(1)) * TWO_M53
+    u2 = np.float64(word(k, 2 * m + 1) >> S11) * TWO_M53
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
 @njit(**JIT)
 def augment_kind_into(x, k, buf, kind, fparams, gidx, gptr, out):
     """Copy of x for key k and augmentation ``kind`` (spec: :mod:`fastperm.rng`).
@@ -182,11 +190,8 @@ def augment_kind_into(x, k, buf, kind, fparams, gidx, gptr, out):
     elif kind == KIND_RESAMPLE:
         resample_into(x, k, buf, out)
     elif kind == KIND_GAUSSIAN:
-        sigma = fparams[0]
         for m in range(d):
-            u1 = np.float64((word(k, 2 * m) >> S11) + np.uint64(1)) * TWO_M53
-            u2 = np.float64(word(k, 2 * m + 1) >> S11) * TWO_M53
-            out[m] = x[m] + sigma * (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
+            out[m] = x[m] + fparams[0] * normal(k, m)
     elif kind == KIND_MASK:
         thr = fparams[0] * 4294967296.0
         scale = fparams[1]

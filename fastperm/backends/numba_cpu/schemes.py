@@ -11,7 +11,7 @@ from numba import njit, prange
 from ... import rng as spec
 from ..._jit import JIT, PARALLEL
 from .rng import KIND_PERMUTATION, draw_buffer
-from .sgd import _fill_copies
+from .sgd import _dot, _fill_copies
 
 VANILLA, DA, DA_EXPECTED, FA, EA = range(5)
 
@@ -50,14 +50,13 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
         s1 = 0.0
         s2 = 0.0
         sw = 0.0
-        for j in range(d):
-            s1 += x[j]
-            s2 += x[j] * x[j]
-            sw += w[j]
-        if scheme == VANILLA or (scheme == DA and k == 1):
-            r = -y[i]
+        if scheme >= DA_EXPECTED:  # the sums the averaged schemes step with
             for j in range(d):
-                r += w[j] * x[j]
+                s1 += x[j]
+                s2 += x[j] * x[j]
+                sw += w[j]
+        if scheme == VANILLA or (scheme == DA and k == 1):
+            r = _dot(w, x) - y[i]
             if not np.isfinite(r):
                 loss_row[q:] = np.nan
                 dist_row[q:] = np.nan
