@@ -73,6 +73,14 @@ def as_positive_real(name: str, v) -> float:
     return v
 
 
+def as_nonnegative_real(name: str, v) -> float:
+    """A finite real number >= 0 (a noise level)."""
+    if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
+            or not (math.isfinite(v) and v >= 0)):
+        raise ValueError(f"{name} must be a finite real >= 0, got {v!r}")
+    return float(v)
+
+
 def as_choice(name: str, v, choices: tuple[str, ...]) -> str:
     if not isinstance(v, str) or v not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {v!r}")

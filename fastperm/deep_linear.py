@@ -175,7 +175,7 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
         ``.loss`` (runs, records) of ``mean((v − w*)²)`` for the end-to-end vector v,
         ``.w`` the final v (runs, d), ``.meta["theta"]`` the final parameters (runs, P).
     """
-    from .train import TrainResult, _as_array_param, _warn_divergence, record_steps
+    from .train import TrainResult, _warn_divergence, record_steps, seeds_and_lr
 
     if not isinstance(problem, LinearProblem):
         raise TypeError(f"problem must be a fastperm.LinearProblem, got {type(problem).__name__}")
@@ -184,15 +184,11 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
     if net.d != problem.d:
         raise ValueError(f"net takes d = {net.d} inputs but the problem has d = {problem.d}")
     k = _checks.as_k(k)
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating)) or not (
-            math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite real >= 0, got {sigma!r}")
+    sigma = _checks.as_nonnegative_real("sigma", sigma)
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
     sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
     record_every = _checks.as_int("record_every", record_every, minimum=1)
-    seeds = _as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
-    lr = _as_array_param("lr", lr, _checks.as_positive_real, np.float64)
-    seeds, lr = (np.ascontiguousarray(a) for a in np.broadcast_arrays(seeds, lr))
+    seeds, lr = seeds_and_lr(seeds, lr)
     R = lr.shape[0]
     if theta0 is None:
         T0 = net.init(0)[None, :]
@@ -212,11 +208,11 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
     kint = 0 if math.isinf(k) else int(k)
     # compile (or load Numba's cache) outside the timing: the same call with 0 steps
     fn(problem.X, problem.y, problem.w_star, T0, net.sizes, net.offs, lr[:1], seeds[:1], kint,
-       float(sigma), 0, sampling == "fresh", record_steps(0, 1), np.empty((1, 1)),
+       sigma, 0, sampling == "fresh", record_steps(0, 1), np.empty((1, 1)),
        np.empty((1, net.P)), np.empty(1, dtype=np.int64))
     t0 = time.perf_counter()
     fn(problem.X, problem.y, problem.w_star, T0, net.sizes, net.offs, lr, seeds, kint,
-       float(sigma), steps, sampling == "fresh", rec, loss, theta, status)
+       sigma, steps, sampling == "fresh", rec, loss, theta, status)
     seconds = time.perf_counter() - t0
     _warn_divergence(status, lr, seeds, rec[:-1], loss)
     V = np.stack([net.end_to_end(t) for t in theta])

@@ -91,6 +91,8 @@ class Augmentation:
     engine_name = None
     #: the backend kernel that runs k = ∞ with its closed form
     expected_kernel = "expected_runs"
+    #: the backend kernel that runs k-fold training with its copies
+    sgd_kernel = "dist_sgd_runs"
 
     def kernel_kind(self):
         """``(kind, fparams, gidx, gptr)``: how the compiled kernels draw copies
@@ -102,6 +104,12 @@ class Augmentation:
                       status_out):
         """k = ∞ runs with this distribution's closed form on backend module ``kern``."""
         raise NotImplementedError
+
+    def sgd_runs(self, kern, X, y, w_star, W0, lr, seeds, k, steps, fresh, record_steps, cache,
+                 loss_out, w_out, status_out):
+        """k-fold runs with copies of this distribution on backend module ``kern``."""
+        kern.dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, *self.kernel_kind(),
+                           record_steps, cache, loss_out, w_out, status_out)
 
     def mean(self, x) -> np.ndarray:
         """``E[x']`` for one input x (d,)."""
@@ -147,6 +155,7 @@ class Permutation(Augmentation):
     """Uniformly random permutation of x's entries (``augmentation="permutation"``)."""
 
     engine_name = "permutation"
+    sgd_kernel = "sgd_runs"
 
     def kernel_kind(self):
         return core_kind(self.engine_name == "resample")
@@ -155,6 +164,12 @@ class Permutation(Augmentation):
                       status_out):
         kern.expected_runs(X, y, w_star, W0, lr, steps, self.engine_name == "resample",
                            record_steps, loss_out, w_out, status_out)
+
+    def sgd_runs(self, kern, X, y, w_star, W0, lr, seeds, k, steps, fresh, record_steps, cache,
+                 loss_out, w_out, status_out):
+        kern.sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh,
+                      self.engine_name == "resample", record_steps, cache, loss_out, w_out,
+                      status_out)
 
     def _mean(self, X):
         return _row_means(X)
@@ -188,10 +203,7 @@ class Gaussian(Augmentation):
     """
 
     def __init__(self, sigma):
-        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not (
-                np.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"sigma must be a finite real >= 0, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = _checks.as_nonnegative_real("sigma", sigma)
 
     expected_kernel = "diag_rank1_runs"
 

@@ -82,7 +82,7 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
     -------
     SchemeResult
     """
-    from .train import _as_array_param, record_steps
+    from .train import _as_array_param, _warn_divergence, record_steps
 
     if not isinstance(problem, LinearProblem):
         raise TypeError(f"problem must be a fastperm.LinearProblem, got {type(problem).__name__}")
@@ -111,16 +111,10 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
     w = np.empty((R, d))
     status = np.empty(R, dtype=np.int64)
     kk = 0 if math.isinf(k) else int(k)
-    fn(problem.X, problem.y, problem.w_star, W0, np.full(R, lr), seeds, code, kk,
+    lr_runs = np.full(R, lr)
+    fn(problem.X, problem.y, problem.w_star, W0, lr_runs, seeds, code, kk,
        sampling == "fresh", steps, rec, loss, dist, w, status)
-    if (status >= 0).any():
-        import warnings
-
-        from .train import DivergenceWarning
-
-        r = int(np.flatnonzero(status >= 0)[0])
-        warnings.warn(f"scheme {scheme!r} diverged: run {r} non-finite at step {int(status[r])}; "
-                      "try a smaller lr", DivergenceWarning, stacklevel=2)
+    _warn_divergence(status, lr_runs, seeds, rec[:-1], loss)
     return SchemeResult(scheme, k, rec[:-1], loss, dist, w, status, kern.name)
 
 

@@ -131,6 +131,18 @@ def _as_array_param(name, v, check, dtype):
     return np.array([check(f"{name}[{i}]", x) for i, x in enumerate(arr)], dtype=dtype)
 
 
+def seeds_and_lr(seeds, lr):
+    """Validated per-run seeds (uint64) and step sizes (float64), broadcast against each other."""
+    seeds = _as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
+    lr = _as_array_param("lr", lr, _checks.as_positive_real, np.float64)
+    try:
+        seeds, lr = np.broadcast_arrays(seeds, lr)
+    except ValueError:
+        raise ValueError(f"seeds ({seeds.shape[0]}) and lr ({lr.shape[0]}) must have equal "
+                         "lengths or one of them length 1; use np.meshgrid for a grid") from None
+    return np.ascontiguousarray(seeds, dtype=np.uint64), np.ascontiguousarray(lr, dtype=np.float64)
+
+
 def _warn_divergence(status, lr, seeds, steps_rec, loss):
     bad = np.flatnonzero(status >= 0)
     if bad.size == 0:
@@ -148,18 +160,17 @@ def _warn_divergence(status, lr, seeds, steps_rec, loss):
 def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every, backend,
          cache_bytes, progress):
     aug = augment.as_augmentation(augmentation)
-    kind = None if math.isinf(k) or k == 1 else aug.kernel_kind()  # before any work
-    needs = None
-    if aug.engine_name is None:
-        needs = aug.expected_kernel if math.isinf(k) else "dist_sgd_runs"
-    kern = backends.get(backend, needs=needs)
+    if k == 1:
+        aug = augment.Permutation()  # plain SGD draws no copies, whatever the augmentation
+    elif not math.isinf(k):
+        aug.kernel_kind()  # a distribution without a compiled sampler says so before any work
+    kern = backends.get(backend, needs=aug.expected_kernel if math.isinf(k) else aug.sgd_kernel)
     rec = record_steps(steps, record_every)
     R = lr.shape[0]
     n, d = problem.X.shape
     loss = np.empty((R, rec.shape[0] - 1))
     w = np.empty((R, d))
     status = np.empty(R, dtype=np.int64)
-    resample = aug.engine_name == "resample"
     fresh = sampling == "fresh"
     # keep the fixed copies only if some example is visited twice and they fit the budget:
     # a CPU driver keeps one (n, k, d) block per chunk of runs, min(R, threads) chunks; the
@@ -179,12 +190,9 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
         if math.isinf(k):
             aug.expected_runs(kern, problem.X, problem.y, problem.w_star, W0c, lr[sl], steps,
                               rec, loss[sl], w[sl], status[sl])
-        elif kind is not None and aug.engine_name is None:
-            kern.dist_sgd_runs(problem.X, problem.y, problem.w_star, W0c, lr[sl], seeds[sl], int(k), steps,
-                fresh, *kind, rec, cache, loss[sl], w[sl], status[sl])
         else:
-            kern.sgd_runs(problem.X, problem.y, problem.w_star, W0c, lr[sl], seeds[sl], int(k),
-                          steps, fresh, resample, rec, cache, loss[sl], w[sl], status[sl])
+            aug.sgd_runs(kern, problem.X, problem.y, problem.w_star, W0c, lr[sl], seeds[sl],
+                         int(k), steps, fresh, rec, cache, loss[sl], w[sl], status[sl])
         if bar is not None:
             bar.update(hi - lo)
     seconds = time.perf_counter() - t0
@@ -322,15 +330,7 @@ def train_many(problem, k, *, seeds=(0,), lr=1e-3, steps=1000, sampling="fixed",
     """
     problem, k, steps, sampling, augmentation, record_every, cache_bytes = _common(
         problem, k, steps, sampling, augmentation, record_every, cache_bytes)
-    seeds = _as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
-    lr = _as_array_param("lr", lr, _checks.as_positive_real, np.float64)
-    try:
-        seeds, lr = np.broadcast_arrays(seeds, lr)
-    except ValueError:
-        raise ValueError(f"seeds ({seeds.shape[0]}) and lr ({lr.shape[0]}) must have equal "
-                         "lengths or one of them length 1; use np.meshgrid for a grid") from None
-    seeds = np.ascontiguousarray(seeds, dtype=np.uint64)
-    lr = np.ascontiguousarray(lr, dtype=np.float64)
+    seeds, lr = seeds_and_lr(seeds, lr)
     W0 = _as_w0(w0, problem.d, lr.shape[0])
     steps_rec, loss, w, status, seconds, name, meta = _run(
         problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every, backend,

@@ -4,23 +4,26 @@ parallel over runs / example blocks.
 Kernel contract: :mod:`fastperm.backends.reference`.
 """
 
+from . import closed_forms, sgd
+from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
+from .deep_linear import deep_linear_runs
 from .lie import brackets_all, brackets_pairs, example_grads
 from .parallel import set_threads, threads
-from .sgd import augmented_gradient, compile, expected_runs, sgd_runs
+from .schemes import scheme_runs
+from .sgd import (augmented_gradient, dist_augmented_gradient, dist_sgd_runs, expected_runs,
+                  sgd_runs)
 
 name = "numba"
 
-__all__ = ["augmented_gradient", "brackets_all", "brackets_pairs", "compile", "example_grads",
-           "expected_runs", "name", "set_threads", "sgd_runs", "threads"]
 
-from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs  # noqa: E402
-from .sgd import dist_augmented_gradient, dist_sgd_runs  # noqa: E402
+def compile():
+    """Compile (or load from Numba's cache) every training kernel ``fastperm.train`` calls,
+    so that ``TrainResult.seconds`` never includes JIT compilation. Once per process."""
+    sgd.compile()
+    closed_forms.compile()
 
-__all__ += ["block_runs", "circulant_runs", "dense_runs", "diag_rank1_runs",
-            "dist_augmented_gradient", "dist_sgd_runs"]
-from .deep_linear import deep_linear_runs  # noqa: E402
 
-__all__ += ["deep_linear_runs"]
-from .schemes import scheme_runs  # noqa: E402
-
-__all__ += ["scheme_runs"]
+__all__ = ["augmented_gradient", "block_runs", "brackets_all", "brackets_pairs",
+           "circulant_runs", "compile", "deep_linear_runs", "dense_runs", "diag_rank1_runs",
+           "dist_augmented_gradient", "dist_sgd_runs", "example_grads", "expected_runs", "name",
+           "scheme_runs", "set_threads", "sgd_runs", "threads"]

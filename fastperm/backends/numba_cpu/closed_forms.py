@@ -227,3 +227,28 @@ def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, s
         w[:] = W0[np.int64(r) % W0.shape[0]]
         status_out[r] = _dense_run(M, mu, y, w_star, w, lr[r], steps, record_steps, loss_out[r],
                                    np.empty(mu.shape[1]))
+
+
+_compiled = []
+
+
+def compile():
+    """Compile (or load from Numba's cache) the closed-form kernels for the types
+    :meth:`fastperm.distributions.Augmentation.expected_runs` passes (the problem's arrays
+    are read-only). Once per process."""
+    if _compiled:
+        return
+    X = np.ones((1, 2))
+    v = np.ones(2)
+    X_ro, v_ro, y_ro = X.copy(), v.copy(), np.ones(1)
+    for a in (X_ro, v_ro, y_ro):
+        a.setflags(write=False)
+    lr = np.ones(1)
+    rec = np.array([0, 1, 2], dtype=np.int64)
+    out = (np.empty((1, 2)), np.empty((1, 2)), np.empty(1, dtype=np.int64))
+    diag_rank1_runs(X_ro, y_ro, v_ro, X, lr, 1.0, 1.0, X, 1, rec, *out)
+    circulant_runs(X_ro, y_ro, v_ro, X, lr, 1, rec, *out)
+    gidx = np.arange(2, dtype=np.int64)
+    block_runs(X_ro, y_ro, v_ro, X, lr, gidx, np.array([0, 2], dtype=np.int64), 1, rec, *out)
+    dense_runs(np.ones((1, 2, 2)), X.copy(), y_ro, v_ro, X, lr, 1, rec, *out)
+    _compiled.append(True)
