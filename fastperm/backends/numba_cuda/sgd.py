@@ -70,6 +70,17 @@ def _nan_from(row, q, tid):
             row[p] = math.nan
 
 
+@cuda.jit(device=True)
+def _start_run(W0, r, w, w_star, row, red, tid, nt):
+    """Run r's start: ``w = W0[r]`` (or the one row), its loss in ``row[0]``."""
+    w0 = W0[r % W0.shape[0]]
+    for m in range(tid, w.shape[0], nt):
+        w[m] = w0[m]
+    sq = _block_sum(red, _sq_err(w, w_star, tid, nt), tid, nt)
+    if tid == 0:
+        row[0] = sq / w.shape[0]
+
+
 @cuda.jit
 def _plain_kernel(X, y, w_star, W0, lr, steps, rec, loss, w_out, status):
     """Plain SGD (k = 1): block r runs run r."""
@@ -79,13 +90,8 @@ def _plain_kernel(X, y, w_star, W0, lr, steps, rec, loss, w_out, status):
     nt = cuda.blockDim.x
     n, d = X.shape
     w = w_out[r]
-    w0 = W0[r % W0.shape[0]]
-    for m in range(tid, d, nt):
-        w[m] = w0[m]
     row = loss[r]
-    sq = _block_sum(red, _sq_err(w, w_star, tid, nt), tid, nt)
-    if tid == 0:
-        row[0] = sq / d
+    _start_run(W0, r, w, w_star, row, red, tid, nt)
     p = 0.0
     for m in range(tid, d, nt):
         p += w[m] * X[0, m]
@@ -139,17 +145,12 @@ def _kfold_kernel(X, y, w_star, W0, lr, seeds, steps, fresh, resample, rec, copi
     keep = copies.shape[1] == n and not fresh
     k = copies.shape[2]
     w = w_out[r]
-    w0 = W0[r % W0.shape[0]]
-    for m in range(tid, d, nt):
-        w[m] = w0[m]
     row = loss[r]
+    _start_run(W0, r, w, w_star, row, red, tid, nt)
     resr = res[r]
     seed = seeds[r]
     stream = spec.STREAM_FRESH if fresh else spec.STREAM_FIXED
     c = lr[r] / k
-    sq = _block_sum(red, _sq_err(w, w_star, tid, nt), tid, nt)
-    if tid == 0:
-        row[0] = sq / d
     q = 1
     st = -1
     for t in range(steps):
