@@ -18,6 +18,11 @@ set, so the kernels' ``isfinite`` checks stay (the divergence tests run on this
 backend too). ``-march=native`` is added by default, as Numba compiles for the
 host CPU; set ``FASTPERM_PORTABLE=1`` to leave it out (for wheels built on one
 machine and installed on another).
+
+Bounds checks: the kernels index without them (``boundscheck=False``, ``wraparound=False``,
+set here for every ``.pyx``). ``FASTPERM_BOUNDSCHECK=1`` builds them with bounds checks on
+(memoryview indexing; raw-pointer loops are not covered), as CI does for one run of the
+suite: an out-of-range index then raises instead of corrupting memory.
 """
 
 import glob
@@ -84,8 +89,11 @@ def cython_extensions():
         return []
     exts = [Extension(src[:-4].replace(os.sep, "."), [src], include_dirs=[here])
             for src in sources]
+    checked = os.environ.get("FASTPERM_BOUNDSCHECK", "") not in ("", "0")
+    directives = {"boundscheck": checked, "wraparound": False}
     try:
-        return cythonize(exts, language_level=3, quiet=True)
+        return cythonize(exts, language_level=3, quiet=True, compiler_directives=directives,
+                         force=True)  # the directives may differ from the last build
     except Exception as exc:  # a Cython error must not break the pure-Python install
         print(f"fastperm: Cython fallback not generated ({exc})", file=sys.stderr)
         return []

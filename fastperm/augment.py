@@ -164,7 +164,7 @@ def augmented_gradient(w, x, y, k, seed: int = 0, augmentation: str = "permutati
     k = _checks.as_int("k", k, minimum=1, maximum=2**32 - 1)
     seed = _checks.as_seed("seed", seed)
     w, X, y, single = _example_args(w, x, y)
-    aug._check_d(X.shape[1])
+    aug.check_d(X.shape[1])
     out = np.empty_like(X)
     if aug.engine_name is not None:
         kern = backends.get(backend)

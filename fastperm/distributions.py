@@ -131,21 +131,26 @@ class Augmentation:
         y = _checks.as_float_array("y", np.atleast_1d(np.asarray(y, dtype=float)), 1)
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"y has {y.shape[0]} entries but x has {X.shape[0]} example(s)")
-        self._check_d(X.shape[1])
+        self.check_d(X.shape[1])
         g = self._second_moment_times(X, w) - y[:, None] * self._mean(X)
         return g[0] if single else g
 
     def sample(self, x, rng=None, size=None) -> np.ndarray:
         """Augmented copies of one input x: (d,) when ``size`` is None, else (size, d)."""
         x = _checks.as_float_array("x", x, 1)
-        self._check_d(x.shape[0])
+        self.check_d(x.shape[0])
         rng = _rng(rng)
         n = 1 if size is None else _checks.as_int("size", size, minimum=1)
         out = self._sample(x, rng, n)
         return out[0] if size is None else out
 
-    def _check_d(self, d):
-        pass
+    def check_d(self, d):
+        """Raise ValueError unless the distribution applies to inputs of ``d`` features.
+
+        Every entry point calls this before a kernel sees the distribution: the compiled
+        kernels run without bounds checks, so an index the user supplied (a group of
+        :class:`BlockPermutation`) must be proven in range first.
+        """
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -338,9 +343,11 @@ class BlockPermutation(Augmentation):
         self.gidx = np.concatenate(gs)
         self.gptr = np.concatenate([[0], np.cumsum([g.shape[0] for g in gs])]).astype(np.int64)
 
-    def _check_d(self, d):
+    def check_d(self, d):
         if d != self.d:
-            raise ValueError(f"BlockPermutation groups cover d = {self.d} entries but x has {d}")
+            raise ValueError(f"augmentation: BlockPermutation groups partition range({self.d}) "
+                             f"but the inputs have d = {d} features; the groups must cover "
+                             f"every index 0..{d - 1} exactly once")
 
     expected_kernel = "block_runs"
 
@@ -349,14 +356,14 @@ class BlockPermutation(Augmentation):
 
     def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
                       status_out):
-        self._check_d(X.shape[1])
+        self.check_d(X.shape[1])
         kern.block_runs(
             X, y, w_star, W0, lr, self.gidx, self.gptr, steps, record_steps, loss_out, w_out,
             status_out)
 
     def block_moments(self, X):
         """Per row and group: sizes d_G (G,), m_G, s2_G/d_G, c_G as (n, G) arrays."""
-        self._check_d(X.shape[1])
+        self.check_d(X.shape[1])
         return block_moments(X, self.labels, len(self.groups))
 
     def _mean(self, X):

@@ -160,6 +160,7 @@ def _warn_divergence(status, lr, seeds, steps_rec, loss):
 def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every, backend,
          cache_bytes, progress):
     aug = augment.as_augmentation(augmentation)
+    aug.check_d(problem.d)  # for every k: the kernels trust the indices it carries
     if k == 1:
         aug = augment.Permutation()  # plain SGD draws no copies, whatever the augmentation
     elif not math.isinf(k):

@@ -154,7 +154,7 @@ def test_bad_parameters_named():
         augment.BlockPermutation([[0, 1], [1, 3]])
     with pytest.raises(ValueError, match="groups\\[1\\] must be a non-empty sequence of ints"):
         augment.BlockPermutation([[0], []])
-    with pytest.raises(ValueError, match="cover d = 3 entries but x has 4"):
+    with pytest.raises(ValueError, match="partition range\\(3\\) but the inputs have d = 4"):
         augment.BlockPermutation([[0, 1, 2]]).expected_gradient(np.ones(4), np.ones(4), 0.0)
     with pytest.raises(ValueError, match="augmentation must be one of"):
         augment.as_augmentation("rotate")

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, cdivision=True
 # cython: initializedcheck=False
 """k = ∞ runs for the augmentations of :mod:`fastperm.distributions`, in Cython: the twin of
 ``numba_cpu/closed_forms.py`` (derivations there). Set-up (FFTs, block moments) in NumPy,

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, cdivision=True
 # cython: initializedcheck=False
 """Batched finite-difference Lie brackets for the built-in MLPs, in Cython.
 

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, cdivision=True
 """Python access to the Cython generator (``rng.pxd``), for the tests against the spec.
 
 The same three functions as the Numba twin (``numba_cpu/rng.py``):

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, cdivision=True
 # cython: initializedcheck=False
 """Fused SGD runs on the linear problem, in Cython: the twin of ``numba_cpu/sgd.py``.
 
