@@ -1,0 +1,36 @@
+"""Lie brackets of training examples with the model's NumPy gradient (the oracle of
+:mod:`fastperm.backends.numba_cpu.lie`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+# -- Lie brackets (contract: fastperm.backends.numba_cpu.lie) ---------------------------------
+# ``example_grads(model, theta, X, Y, out)``: out[b] = g_b(θ).
+# ``brackets_all(model, theta, X, Y, G, h, c, w, out)``: out[x, y] = [v_x, v_y] (B, B, P) with
+#   H_y g_x ≈ Σ_j w_j g_y(θ + c_j h_x G[x]) / h_x.
+# ``brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out)``: out[q] = [v_a, v_b].
+# The reference evaluates every stencil point for every example at once with the model's
+# NumPy gradient, materialising (S, B, B, P): readable, memory-hungry, for tests.
+
+def example_grads(model, theta, X, Y, out):
+    out[:] = model.grad(theta, X, Y)
+
+
+def _hessian_products(model, theta, X, Y, G, h, c, w):
+    """D[x, y] = H_y g_x by the stencil, all (x, y): (B, B, P)."""
+    points = theta + (c[:, None, None] * h[None, :, None]) * G[None, :, :]  # (S, B, P)
+    grads = model.grad(points, X, Y)  # (S, B, B, P): stencil point j of x, example y
+    return np.einsum("j,jxyp->xyp", w, grads) / h[:, None, None]
+
+
+def brackets_all(model, theta, X, Y, G, h, c, w, out):
+    D = _hessian_products(model, theta, X, Y, G, h, c, w)
+    out[:] = D - D.transpose(1, 0, 2)
+
+
+def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
+    D = _hessian_products(model, theta, X, Y, G, h, c, w)
+    out[:] = D[pairs[:, 0], pairs[:, 1]] - D[pairs[:, 1], pairs[:, 0]]
+    out[pairs[:, 0] == pairs[:, 1]] = 0.0

@@ -1,0 +1,59 @@
+"""The training schemes of :mod:`fastperm.schemes`, each step written out (the oracle of
+:mod:`fastperm.backends.numba_cpu.schemes`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import rng
+from ...augment import coefficients
+from ...rng import KIND_PERMUTATION
+from .sgd import _augmented_block, _finish, _mse
+
+
+def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_steps, loss_out,
+                dist_out, w_out, status_out):
+    """The schemes of :mod:`fastperm.schemes` (0 vanilla, 1 DA k-fold, 2 DA k = ∞, 3 FA,
+    4 EA), each step written out; loss and distance to span(1) at the recorded steps."""
+    n, d = X.shape
+    for r in range(lr.shape[0]):
+        w = W0[r % W0.shape[0]].copy()
+        status_out[r] = -1
+        q = 0
+        for t in range(steps + 1):
+            with np.errstate(all="ignore"):
+                if record_steps[q] == t:
+                    loss_out[r, q] = _mse(w, w_star)
+                    u = w - w[0]  # about w[0]: exactly 0 when all entries are equal
+                    dist_out[r, q] = np.sqrt(max(np.mean(u * u) - np.mean(u) ** 2, 0.0))
+                    if not np.isfinite(loss_out[r, q]):
+                        status_out[r] = _finish(loss_out[r], q, t)
+                        dist_out[r, q:] = np.nan
+                        break
+                    q += 1
+                if t == steps:
+                    break
+                i = t % n
+                x = X[i]
+                if scheme == 0 or (scheme == 1 and k == 1):
+                    g = (w @ x - y[i]) * x
+                elif scheme == 1:
+                    A = _augmented_block(x, k, seeds[r], rng.STREAM_FRESH if fresh else
+                                         rng.STREAM_FIXED, t if fresh else i, KIND_PERMUTATION)
+                    g = A.T @ (A @ w - y[i]) / k
+                elif scheme == 2:
+                    a, c, e = coefficients(x[None, :], y[i:i + 1], "permutation")
+                    g = a[0] * w + c[0] * w.sum() - e[0]
+                elif scheme == 3:
+                    g = (x.mean() * w.sum() - y[i]) * x.mean() * np.ones(d)
+                else:
+                    alpha = w.mean()
+                    alpha = alpha - lr[r] * (alpha * x.sum() - y[i]) * x.sum()
+                    w = np.full(d, alpha)
+                    continue
+                if not np.all(np.isfinite(g)):
+                    status_out[r] = _finish(loss_out[r], q, t)
+                    dist_out[r, q:] = np.nan
+                    break
+                w = w - lr[r] * g
+        w_out[r] = w
