@@ -14,7 +14,11 @@ Every model has ``P`` parameters in one vector θ, laid out as named tensors
 
 Built in: :class:`MLP` (any depth), and its one-layer cases
 :class:`LinearRegression` and :class:`MultiLabelLogistic`, all sharing one
-compiled kernel :func:`mlp_grad`.
+compiled kernel, ``mlp_grad`` of :mod:`fastperm.backends.numba_cpu.mlp` (with the
+other Numba MLP kernels; this module holds the descriptions and the NumPy maths
+only, and imports without numba). ``fastperm.models.mlp_grad``,
+``mlp_directional`` and ``mlp_aux`` still name those kernels: they are imported from
+there on first access (which imports numba), e.g. ``CustomModel(models.mlp_grad, ...)``.
 
 Bringing your own model
 -----------------------
@@ -53,7 +57,6 @@ import math
 import numpy as np
 
 from . import _checks
-from ._jit import JIT, PARALLEL, njit, prange
 
 ACTIVATIONS = {"tanh": 0, "relu": 1}
 LOSSES = {"bce": 0, "mse": 1}
@@ -157,7 +160,6 @@ class MLP(Model):
         self.shape = np.array([L, ACTIVATIONS[self.activation], LOSSES[self.loss_name],
                                int(self.bias), *self.sizes, *pw, *pb, *ao], dtype=np.int64)
         self.work_size = int(sum(self.sizes[1:]) + 2 * max(self.sizes))
-        self.kernel = mlp_grad
         #: the bracket drivers use mlp_directional: its work size, and the first
         #: parameter it reads from the stencil points (layers 2.. only)
         self.builtin = True
@@ -167,6 +169,22 @@ class MLP(Model):
     def __repr__(self):
         return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss_name!r}, "
                 f"P={self.P})")
+
+    @property
+    def kernel(self):
+        """The compiled per-example gradient, ``mlp_grad`` of
+        :mod:`fastperm.backends.numba_cpu.mlp` (imported on first access). Without numba, the
+        same update ``out ← alpha · g + beta · out`` by this model's NumPy gradient (no
+        backend calls it then: the Cython and CUDA kernels have their own MLP code)."""
+        try:
+            from .backends.numba_cpu.mlp import mlp_grad
+        except ImportError:  # numba not installed
+            return self._numpy_kernel
+        return mlp_grad
+
+    def _numpy_kernel(self, theta, x, y, shape, work, out, alpha, beta):
+        g = alpha * self.grad(theta, x[None, :], y[None, :])[0]
+        out[:] = g if beta == 0.0 else g + beta * out
 
     # -- NumPy implementation (reference backend, oracles, analyses) --------------------------
     def init(self, seed: int = 0) -> np.ndarray:
@@ -206,12 +224,15 @@ class MLP(Model):
         return self._forward(theta, X)[1][-1]
 
     def bracket_aux(self, theta, X, Y, G):
-        """``[W₁x + b₁ (H₁) | δ₁ (H₁) | xᵢ·x + bias (B)]`` per example, for :func:`mlp_directional`.
+        """``[W₁x + b₁ (H₁) | δ₁ (H₁) | xᵢ·x + bias (B)]`` per example, for ``mlp_directional``
+        (:mod:`fastperm.backends.numba_cpu.mlp`, whose bracket drivers alone call this).
 
-        Computed by the compiled :func:`mlp_aux`, not NumPy: a BLAS call just
+        Computed by the compiled ``mlp_aux`` there, not NumPy: a BLAS call just
         before a parallel kernel leaves OpenBLAS threads spinning, which was
         measured to double the bracket kernel's time.
         """
+        from .backends.numba_cpu.mlp import mlp_aux
+
         aux = np.empty((X.shape[0], 2 * self.sizes[1] + X.shape[0]))
         mlp_aux(theta, X, G, self.shape, aux)
         return aux
@@ -329,228 +350,18 @@ class CustomModel(Model):
         return self._need(self._init, "init")(seed)
 
 
-@njit(inline="always", **JIT)
-def _activate(v, act):
-    """tanh (act = 0) or ReLU (act = 1)."""
-    return math.tanh(v) if act == 0 else max(v, 0.0)
+#: the Numba kernels this module used to define, importable from here on first access
+_NUMBA_KERNELS = ("mlp_grad", "mlp_directional", "mlp_aux")
 
 
-@njit(inline="always", **JIT)
-def _dactivate(a, act):
-    """The activation's derivative, from its output a: 1 − a² (tanh) or [a > 0] (ReLU)."""
-    return (1.0 - a * a) if act == 0 else (1.0 if a > 0.0 else 0.0)
+def __getattr__(name):
+    """``mlp_grad``, ``mlp_directional``, ``mlp_aux``: imported from
+    :mod:`fastperm.backends.numba_cpu.mlp` on first access (so this module imports without
+    numba)."""
+    if name in _NUMBA_KERNELS:
+        from .backends.numba_cpu import mlp
 
-
-@njit(inline="always", **JIT)
-def _layer_matrix(v, shape, l):
-    """Layer l's (out × in) block of a parameter-shaped vector (θ or a gradient), as a view."""
-    L = shape[0]
-    nin = shape[4 + l]
-    nout = shape[5 + l]
-    off = shape[5 + L + l]
-    return v[off:off + nout * nin].reshape((nout, nin))
-
-
-@njit(inline="always", **JIT)
-def _layer_output(work, shape, l):
-    """Layer l's activations in the work buffer, as a view."""
-    L = shape[0]
-    off = shape[5 + 3 * L + l]
-    return work[off:off + shape[5 + l]]
-
-
-@njit(inline="always", **JIT)
-def _affine(W, theta, boff, bias, src, dst, hidden, act):
-    """``dst = act(W src + b)`` (the activation only on hidden layers)."""
-    for o in range(W.shape[0]):
-        s = theta[boff + o] if bias else 0.0
-        row = W[o]
-        for i in range(W.shape[1]):
-            s += row[i] * src[i]
-        dst[o] = _activate(s, act) if hidden else s
-
-
-@njit(inline="always", **JIT)
-def _outer(delta, src, G, gb, bias, beta):
-    """``G ← delta ⊗ src + beta G``, ``gb ← delta + beta gb`` (reads G only when beta ≠ 0)."""
-    for o in range(G.shape[0]):
-        dl = delta[o]
-        row = G[o]
-        if beta == 0.0:
-            for i in range(G.shape[1]):
-                row[i] = dl * src[i]
-            if bias:
-                gb[o] = dl
-        else:
-            for i in range(G.shape[1]):
-                row[i] = dl * src[i] + beta * row[i]
-            if bias:
-                gb[o] = dl + beta * gb[o]
-
-
-@njit(**JIT)
-def mlp_grad(theta, x, y, shape, work, out, alpha, beta):
-    """``out ← alpha · g + beta · out``, g the per-example gradient of :class:`MLP`.
-
-    See :func:`_mlp_backprop` for the layout of ``shape`` and ``work``.
-    """
-    _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, work[:0], work[:0])
-
-
-@njit(inline="always", **JIT)
-def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
-    """Backpropagation. When ``acc0`` is non-empty the first layer's delta goes to
-    ``acc0 += delta`` instead of out (the stencil sum of :func:`mlp_directional`);
-    when ``z1`` is non-empty it is the first layer's pre-activation (θ's first layer
-    is then not read).
-
-    ``shape = [L, activation, loss, bias, sizes (L+1), W offsets (L), b offsets (L),
-    activation offsets (L)]``; ``work`` holds the activations of layers 1..L
-    followed by two delta buffers of ``max(sizes)`` entries. Each layer works on
-    2-D views of θ and out (3× faster than flat index arithmetic, measured).
-    """
-    L = shape[0]
-    act = shape[1]
-    loss = shape[2]
-    bias = shape[3] != 0
-    sz = 4
-    pw = sz + L + 1
-    pb = pw + L
-    nact = 0
-    maxs = 0
-    for l in range(L + 1):
-        maxs = max(maxs, shape[sz + l])
-        if l > 0:
-            nact += shape[sz + l]
-    dA = work[nact:nact + maxs]
-    dB = work[nact + maxs:nact + 2 * maxs]
-    # forward
-    for l in range(L):
-        W = _layer_matrix(theta, shape, l)
-        dst = _layer_output(work, shape, l)
-        if l == 0:
-            if z1.shape[0] > 0:
-                for o in range(dst.shape[0]):
-                    dst[o] = _activate(z1[o], act) if L > 1 else z1[o]
-            else:
-                _affine(W, theta, shape[pb + l], bias, x, dst, L > 1, act)
-        else:
-            _affine(W, theta, shape[pb + l], bias, _layer_output(work, shape, l - 1), dst,
-                    l < L - 1, act)
-    # output delta: alpha · dL/dz
-    K = shape[sz + L]
-    z = _layer_output(work, shape, L - 1)
-    for o in range(K):
-        if loss == 0:
-            if z[o] >= 0:
-                sig = 1.0 / (1.0 + math.exp(-z[o]))
-            else:
-                ez = math.exp(z[o])
-                sig = ez / (1.0 + ez)
-            dA[o] = alpha * (sig - y[o]) / K
-        else:
-            dA[o] = alpha * (z[o] - y[o]) / K
-    cur = dA
-    nxt = dB
-    # backward
-    for l in range(L - 1, -1, -1):
-        G = _layer_matrix(out, shape, l)
-        gb = out[shape[pb + l]:shape[pb + l] + G.shape[0]]
-        if l == 0:
-            if acc0.shape[0] > 0:
-                for o in range(G.shape[0]):
-                    acc0[o] += cur[o]
-            else:
-                _outer(cur, x, G, gb, bias, beta)
-        else:
-            src = _layer_output(work, shape, l - 1)
-            _outer(cur, src, G, gb, bias, beta)
-            W = _layer_matrix(theta, shape, l)
-            nin = W.shape[1]
-            for i in range(nin):
-                nxt[i] = 0.0
-            for o in range(W.shape[0]):
-                dl = cur[o]
-                row = W[o]
-                for i in range(nin):
-                    nxt[i] += dl * row[i]
-            for i in range(nin):
-                nxt[i] *= _dactivate(src[i], act)
-            cur, nxt = nxt, cur
-
-
-@njit(**JIT)
-def mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
-    """``out = Σ_j w_j g_y(θ + c_j h_x g_x) / h_x`` for :class:`MLP`, exploiting the first layer.
-
-    The first-layer block of g_x is ``δ₁ₓ ⊗ xₓ`` (and δ₁ₓ for its bias), so at the
-    stencil point j example y's first pre-activation is, exactly,
-    ``z₁ = (W₁ x_y + b₁) + c_j h_x (xₓ·x_y + 1) δ₁ₓ``: O(H₁) instead of O(H₁·d)
-    given ``aux`` (:meth:`MLP.bracket_aux`: per example W₁x + b₁, δ₁, and the
-    Gram row xₓ·x_y + 1). The first layer's gradient, ``δ₁ ⊗ x_y``, has the
-    same x_y at every stencil point, so its stencil sum is written once:
-    ``(Σ_j w_j δ₁(θ_j)/h_x) ⊗ x_y``. Deeper layers are evaluated at ``pts[j]``,
-    which the driver fills from ``stencil_start`` on. ``work``: ``directional_work``
-    entries. No function is passed in, so this and its drivers can be cached
-    (Numba's cache index breaks on signatures holding other jitted functions).
-    """
-    L = shape[0]
-    b1 = shape[5 + 2 * L]  # offset of the first bias
-    bias = shape[3] != 0
-    H1 = shape[5]
-    base = work.shape[0] - 2 * H1
-    acc = work[base:base + H1]
-    z1 = work[base + H1:base + 2 * H1]
-    inner = work[:base]
-    for k in range(H1):
-        acc[k] = 0.0
-    kb = aux[xi, 2 * H1 + yi]
-    invh = 1.0 / hx
-    for j in range(pts.shape[0]):
-        s = c[j] * hx * kb
-        for o in range(H1):
-            z1[o] = aux[yi, o] + s * aux[xi, H1 + o]
-        _mlp_backprop(pts[j], X[yi], Y[yi], shape, inner, out, w[j] * invh,
-                      0.0 if j == 0 else 1.0, acc, z1)
-    _outer(acc, X[yi], _layer_matrix(out, shape, 0), out[b1:b1 + H1], bias, 0.0)
-
-
-@njit(**PARALLEL)
-def mlp_aux(theta, X, G, shape, aux):
-    """Per example b: ``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]``.
-
-    δ₁ is read off the gradient: the first bias block when there is one, else
-    ``G_W₁ x / (x·x)`` (G_W₁ = δ₁ ⊗ x; zero when x = 0, where it does not matter).
-    """
-    L = shape[0]
-    pb0 = shape[5 + 2 * L]  # offset of the first bias
-    bias = shape[3] != 0
-    d = shape[4]
-    H1 = shape[5]
-    B = X.shape[0]
-    W1 = _layer_matrix(theta, shape, 0)
-    for b in prange(B):
-        x = X[b]
-        for o in range(H1):
-            s = theta[pb0 + o] if bias else 0.0
-            row = W1[o]
-            for i in range(d):
-                s += row[i] * x[i]
-            aux[b, o] = s
-        xx = 0.0
-        for i in range(d):
-            xx += x[i] * x[i]
-        for o in range(H1):
-            if bias:
-                aux[b, H1 + o] = G[b, pb0 + o]
-            else:
-                Gb = _layer_matrix(G[b], shape, 0)[o]
-                s = 0.0
-                for i in range(d):
-                    s += Gb[i] * x[i]
-                aux[b, H1 + o] = s / xx if xx > 0.0 else 0.0
-        for c in range(B):
-            s = 1.0 if bias else 0.0
-            for i in range(d):
-                s += x[i] * X[c, i]
-            aux[b, 2 * H1 + c] = s
+        value = getattr(mlp, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -374,6 +374,7 @@ def test_no_cached_kernel_takes_a_jitted_function():
 
     import fastperm
     from fastperm.backends.numba_cpu import lie as nlie
+    from fastperm.backends.numba_cpu import mlp as nmlp
     from fastperm.backends.numba_cpu import rng as nrng
     from fastperm.backends.numba_cpu import sgd as nsgd
 
@@ -386,7 +387,7 @@ def test_no_cached_kernel_takes_a_jitted_function():
     lie.brackets(custom, rs.standard_normal(4), rs.standard_normal((3, 4)), rs.standard_normal(3))
     fastperm.train(fastperm.LinearProblem.sample(d=5, n=2), 2, steps=3)
     checked = 0
-    for mod in (models, nlie, nrng, nsgd):
+    for mod in (nmlp, nlie, nrng, nsgd):  # the MLP kernels live in numba_cpu.mlp
         for name, obj in vars(mod).items():
             if not isinstance(obj, CPUDispatcher):
                 continue

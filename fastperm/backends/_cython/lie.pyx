@@ -3,8 +3,8 @@
 """Batched finite-difference Lie brackets for the built-in MLPs, in Cython.
 
 The twin of ``numba_cpu/lie.py`` and of the compiled MLP kernels in
-:mod:`fastperm.models` (``mlp_grad``, ``mlp_directional``, ``mlp_aux``): the
-same backpropagation, the same exact first-layer shortcut for the stencil
+:mod:`fastperm.backends.numba_cpu.mlp` (``mlp_grad``, ``mlp_directional``,
+``mlp_aux``): the same backpropagation, the same exact first-layer shortcut for the stencil
 points, the same block-pair tasks (each task owns its output tiles, so there
 are no races and the result does not depend on the thread count), written
 with raw pointers over C-contiguous buffers. See those for the formulas.
@@ -193,7 +193,7 @@ cdef void _directional(const int64_t* shape, int64_t P, const double* pts, int64
 cdef void _aux_row(const double* theta, const double* X, const double* G, int64_t B,
                    int64_t d, int64_t P, const int64_t* shape, int64_t b,
                    double* aux) noexcept nogil:
-    """``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]`` (as ``models.mlp_aux``)."""
+    """``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]`` (as numba_cpu's ``mlp_aux``)."""
     cdef int64_t L = shape[0], H1 = shape[5], o, i, cc
     cdef int64_t pb0 = shape[5 + 2 * L], pw0 = shape[5 + L]
     cdef bint bias = shape[3] != 0

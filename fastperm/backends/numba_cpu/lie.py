@@ -7,7 +7,7 @@ order 4: the five-point stencil, i.e. Richardson extrapolation of order 2).
 
 Layers: :func:`fastperm.lie.brackets` validates, chooses h and allocates;
 the drivers here run a parallel loop over independent tasks; the serial worker
-evaluates one stencil: :func:`fastperm.models.mlp_directional` for the built-in
+evaluates one stencil: :func:`.mlp.mlp_directional` for the built-in
 MLPs (exact first-layer shortcut, cached drivers), or ``_directional`` with a
 CustomModel's compiled gradient ``grad(theta, x, y, shape, work, out, alpha, beta)``
 (out ← α·g + β·out, so each stencil point accumulates straight into the output
@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ... import models as _models
 from ..._jit import JIT, NOCACHE, PARALLEL, PARALLEL_NOCACHE
 from ..tiling import block_pairs
+from .mlp import mlp_directional, mlp_grad
 from .parallel import chunks
 
 
@@ -87,7 +87,7 @@ def _combine(out, x0, x1, y0, y1, diagonal):
 def _example_grads_mlp(shape, work_size, theta, X, Y, out):
     for b in prange(X.shape[0]):
         work = np.empty(max(work_size, 1))
-        _models.mlp_grad(theta, X[b], Y[b], shape, work, out[b], 1.0, 0.0)
+        mlp_grad(theta, X[b], Y[b], shape, work, out[b], 1.0, 0.0)
 
 
 @njit(**PARALLEL_NOCACHE)
@@ -115,14 +115,14 @@ def _all_pairs_mlp(shape, work_size, start, aux, theta, X, Y, G, h, c, w, out, b
                 _stencil_points(theta, G[x], h[x], c, pts, start)
                 for y in range(y0, y1):
                     if y != x:
-                        _models.mlp_directional(shape, pts, w, c, h[x], x, y, aux, X, Y, work,
-                                                out[x, y])
+                        mlp_directional(shape, pts, w, c, h[x], x, y, aux, X, Y, work,
+                                        out[x, y])
             if I != J:  # D[y→x] into out[y, x]
                 for y in range(y0, y1):
                     _stencil_points(theta, G[y], h[y], c, pts, start)
                     for x in range(x0, x1):
-                        _models.mlp_directional(shape, pts, w, c, h[y], y, x, aux, X, Y, work,
-                                                out[y, x])
+                        mlp_directional(shape, pts, w, c, h[y], y, x, aux, X, Y, work,
+                                        out[y, x])
             _combine(out, x0, x1, y0, y1, I == J)
 
 
@@ -166,9 +166,9 @@ def _pairs_mlp(shape, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out
                 out[q, :] = 0.0
                 continue
             _stencil_points(theta, G[a], h[a], c, pts, start)
-            _models.mlp_directional(shape, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])
+            mlp_directional(shape, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])
             _stencil_points(theta, G[b], h[b], c, pts, start)
-            _models.mlp_directional(shape, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)
+            mlp_directional(shape, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)
             for p in range(P):
                 out[q, p] -= tmp[p]
 

@@ -45,7 +45,8 @@ def _dact(a, act):
 def _stencil_grad(shape, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
     """``out = Σ_j wts_j g(θ + c_j hx Gx; x, yv) / hx``, computed by the block's threads.
 
-    ``shape`` and the shared buffer ``sh`` follow :func:`fastperm.models._mlp_backprop`.
+    ``shape`` and the shared buffer ``sh`` follow
+    :func:`fastperm.backends.numba_cpu.mlp._mlp_backprop`.
     """
     L = shape[0]
     act = shape[1]
