@@ -12,6 +12,8 @@ llvmlite 0.50, ``reassoc`` together with ``nsz`` let LLVM delete the
 (``tests/test_train.py::test_divergence_reported`` catches it).
 """
 
+import types
+
 try:
     from numba import njit, prange
 
@@ -36,3 +38,42 @@ PARALLEL = dict(JIT, parallel=True)
 #: Numba's cache index cannot hold such signatures reliably, so they compile per process
 NOCACHE = dict(JIT, cache=False)
 PARALLEL_NOCACHE = dict(PARALLEL, cache=False)
+
+
+def _renamed(fn, suffix):
+    """A copy of ``fn`` whose name ends in ``suffix`` (Numba's cache files are named after
+    the function: a second compilation of the same body must not share them)."""
+    code = fn.__code__.replace(co_name=fn.__name__ + suffix,
+                               co_qualname=fn.__qualname__ + suffix)
+    copy = types.FunctionType(code, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
+                              fn.__closure__)
+    copy.__qualname__ = fn.__qualname__ + suffix
+    copy.__doc__ = fn.__doc__
+    return copy
+
+
+class Twins:
+    """One driver body compiled twice: ``parallel`` launches its ``prange`` on the thread
+    pool; ``serial`` runs the same loop as ``range`` in the calling thread.
+
+    A parallel launch costs microseconds on an idle machine but a scheduler time slice
+    (~8 ms measured) whenever one of its threads has to wait for a busy core, whatever the
+    work (issue 12). So a call with one chunk of work never launches: ``twins(nchunks, ...)``
+    runs ``serial`` when ``nchunks <= 1`` and ``parallel`` otherwise. Both give the same
+    result (each run or task is computed by the same serial worker either way).
+
+    Parameters
+    ----------
+    body : function
+        The driver, written with ``prange`` over its independent tasks.
+    cache : bool
+        Cache both compilations on disk (False for drivers taking a user's function).
+    """
+
+    def __init__(self, body, cache=True):
+        self.parallel = njit(**(PARALLEL if cache else PARALLEL_NOCACHE))(body)
+        self.serial = njit(**(JIT if cache else NOCACHE))(_renamed(body, "_serial"))
+        self.__doc__ = body.__doc__
+
+    def __call__(self, nchunks, *args):
+        return (self.parallel if nchunks > 1 else self.serial)(*args)

@@ -2,7 +2,11 @@
 """Thread count of the Cython kernels: fastperm's own setting, passed to every ``prange``.
 
 It starts at OpenMP's maximum when the module is imported (so ``OMP_NUM_THREADS``
-applies) and changes only through :func:`set_threads`. The kernels pass it as
+applies) and changes only through :func:`set_threads`, for the calling Python thread
+only (as Numba's ``set_num_threads``): a per-call setting made by :mod:`fastperm` never
+changes the thread count of a call made meanwhile from another Python thread. A driver
+given one chunk runs its ``prange`` with ``num_threads=1``: OpenMP then runs it in the
+calling thread and wakes no other. The kernels pass it as
 ``num_threads`` explicitly instead of reading OpenMP's global setting, which other
 libraries change: ``torch.set_num_threads(1)`` sets it for the whole process (seen in
 the pytest-benchmark run, where it made the Cython brackets single-threaded).
@@ -16,7 +20,10 @@ cdef extern from "omp_threads.h":
 cdef extern from *:
     const char* PYX_ABI_VERSION "__PYX_ABI_VERSION"
 
-cdef int _threads = max(1, fastperm_max_threads())
+import threading
+
+cdef int _default = max(1, fastperm_max_threads())
+_local = threading.local()
 
 #: the Cython version that generated these kernels
 CYTHON_VERSION = (<bytes>PYX_ABI_VERSION).decode().replace("_", ".")
@@ -24,22 +31,22 @@ CYTHON_VERSION = (<bytes>PYX_ABI_VERSION).decode().replace("_", ".")
 
 def threads():
     """Threads the parallel kernels use (1 without OpenMP)."""
-    return _threads
+    return getattr(_local, "n", _default)
 
 
 def set_threads(n):
-    """Use ``n`` threads in the parallel kernels (1 ≤ n ≤ the number of processors)."""
-    global _threads
-    limit = max(fastperm_num_procs(), _threads)
+    """Use ``n`` threads in the parallel kernels called from this Python thread
+    (1 ≤ n ≤ the number of processors)."""
+    limit = max(fastperm_num_procs(), _default)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
         raise ValueError(f"threads must be an integer in [1, {limit}], got {n!r}")
     if fastperm_have_openmp():
-        _threads = n
+        _local.n = n
 
 
 def chunks(ntasks):
     """One chunk per thread, never more chunks than tasks (at least one)."""
-    return max(1, min(ntasks, _threads))
+    return max(1, min(ntasks, threads()))
 
 
 def have_openmp():

@@ -4,7 +4,7 @@ parallel over runs / example blocks.
 Kernel contract: :mod:`fastperm.backends.reference`.
 """
 
-from . import closed_forms, sgd
+from . import closed_forms, deep_linear, schemes, sgd
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
 from .lie import brackets_all, brackets_pairs, example_grads
@@ -17,10 +17,13 @@ name = "numba"
 
 
 def compile():
-    """Compile (or load from Numba's cache) every training kernel ``fastperm.train`` calls,
-    so that ``TrainResult.seconds`` never includes JIT compilation. Once per process."""
+    """Compile (or load from Numba's cache) every training kernel, both twins of each driver
+    (serial and parallel), so that ``TrainResult.seconds`` never includes JIT compilation.
+    Once per process."""
     sgd.compile()
     closed_forms.compile()
+    deep_linear.compile()
+    schemes.compile()
 
 
 __all__ = ["augmented_gradient", "block_runs", "brackets_all", "brackets_pairs",

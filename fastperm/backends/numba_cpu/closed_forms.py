@@ -31,8 +31,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..._jit import JIT, PARALLEL
+from ..._jit import JIT, Twins
 from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
+from .parallel import chunks, for_each_twin
 from .sgd import _dot, _mse
 
 
@@ -65,15 +66,23 @@ def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, lo
     return -1
 
 
-@njit(**PARALLEL)
-def diag_rank1_runs(X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out,
-                    status_out):
-    """``D`` is (n, d), or (1, d) when the same for every example (Gaussian noise: σ²)."""
+def _diag_rank1_body(X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out,
+                     status_out):
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
         status_out[r] = _diag_rank1_run(X, y, w_star, w, lr[r], beta, gamma, D, steps,
                                         record_steps, loss_out[r])
+
+
+_diag_rank1_driver = Twins(_diag_rank1_body)
+
+
+def diag_rank1_runs(X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out,
+                    status_out):
+    """``D`` is (n, d), or (1, d) when the same for every example (Gaussian noise: σ²)."""
+    _diag_rank1_driver(chunks(lr.shape[0]), X, y, w_star, W0, lr, beta, gamma, D, steps,
+                       record_steps, loss_out, w_out, status_out)
 
 
 @njit(**JIT)
@@ -119,19 +128,21 @@ def _fourier_run(lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, l
     return -1
 
 
-@njit(**PARALLEL)
-def _fourier_runs(lam, s1, y, RE, IM, sre, sim, wt, d, lr, steps, record_steps, loss_out,
+def _fourier_body(lam, s1, y, RE, IM, sre, sim, wt, d, lr, steps, record_steps, loss_out,
                   status_out):
     for r in prange(lr.shape[0]):
         status_out[r] = _fourier_run(lam, s1, y, RE[r], IM[r], sre, sim, wt, d, lr[r], steps,
                                      record_steps, loss_out[r])
 
 
+_fourier_driver = Twins(_fourier_body)
+
+
 def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
     """Cyclic shifts: FFTs at set-up and at the end only (NumPy); the steps in Fourier space."""
     lam, s1, RE, IM, sre, sim, wt = fourier_setup(X, w_star, W0, lr.shape[0])
-    _fourier_runs(lam, s1, y, RE, IM, sre, sim, wt, X.shape[1], lr, steps, record_steps,
-                  loss_out, status_out)
+    _fourier_driver(chunks(lr.shape[0]), lam, s1, y, RE, IM, sre, sim, wt, X.shape[1], lr, steps,
+                    record_steps, loss_out, status_out)
     fourier_finish(RE, IM, w_out)
 
 
@@ -176,20 +187,22 @@ def _block_run(a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, 
     return -1
 
 
-@njit(**PARALLEL)
-def _block_runs(a, c, mg, size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps, record_steps,
+def _block_body(a, c, mg, size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps, record_steps,
                 loss_out, status_out):
     for r in prange(lr.shape[0]):
         status_out[r] = _block_run(a, c, mg, size, ustar, U[r], V[r], Wss, d, y, ALPHA[r],
                                    DELTA[r], lr[r], steps, record_steps, loss_out[r])
 
 
+_block_driver = Twins(_block_body)
+
+
 def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
                status_out):
     """Block permutations in O(T·G + n·d): set-up of the block moments in NumPy."""
     b = BlockState(X, w_star, W0, lr.shape[0], gidx, gptr)
-    _block_runs(b.a, b.c, b.mg, b.size, b.ustar, b.U, b.V, b.Wss, X.shape[1], y, b.ALPHA,
-                b.DELTA, lr, steps, record_steps, loss_out, status_out)
+    _block_driver(chunks(lr.shape[0]), b.a, b.c, b.mg, b.size, b.ustar, b.U, b.V, b.Wss,
+                  X.shape[1], y, b.ALPHA, b.DELTA, lr, steps, record_steps, loss_out, status_out)
     b.finish(w_out)
 
 
@@ -220,13 +233,21 @@ def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, g):
     return -1
 
 
-@njit(**PARALLEL)
-def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+def _dense_body(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
         status_out[r] = _dense_run(M, mu, y, w_star, w, lr[r], steps, record_steps, loss_out[r],
                                    np.empty(mu.shape[1]))
+
+
+_dense_driver = Twins(_dense_body)
+
+
+def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+    """User moments: O(d²) per step, one run per ``prange`` iteration."""
+    _dense_driver(chunks(lr.shape[0]), M, mu, y, w_star, W0, lr, steps, record_steps, loss_out,
+                  w_out, status_out)
 
 
 _compiled = []
@@ -243,12 +264,17 @@ def compile():
     X_ro, v_ro, y_ro = X.copy(), v.copy(), np.ones(1)
     for a in (X_ro, v_ro, y_ro):
         a.setflags(write=False)
-    lr = np.ones(1)
+    lr = np.ones(2)  # two runs, so that the parallel twins run when two threads are allowed
     rec = np.array([0, 1, 2], dtype=np.int64)
-    out = (np.empty((1, 2)), np.empty((1, 2)), np.empty(1, dtype=np.int64))
-    diag_rank1_runs(X_ro, y_ro, v_ro, X, lr, 1.0, 1.0, X, 1, rec, *out)
-    circulant_runs(X_ro, y_ro, v_ro, X, lr, 1, rec, *out)
+    out = (np.empty((2, 2)), np.empty((2, 2)), np.empty(2, dtype=np.int64))
     gidx = np.arange(2, dtype=np.int64)
-    block_runs(X_ro, y_ro, v_ro, X, lr, gidx, np.array([0, 2], dtype=np.int64), 1, rec, *out)
-    dense_runs(np.ones((1, 2, 2)), X.copy(), y_ro, v_ro, X, lr, 1, rec, *out)
+
+    def call():
+        diag_rank1_runs(X_ro, y_ro, v_ro, X, lr, 1.0, 1.0, X, 1, rec, *out)
+        circulant_runs(X_ro, y_ro, v_ro, X, lr, 1, rec, *out)
+        block_runs(X_ro, y_ro, v_ro, X, lr, gidx, np.array([0, 2], dtype=np.int64), 1, rec,
+                   *out)
+        dense_runs(np.ones((1, 2, 2)), X.copy(), y_ro, v_ro, X, lr, 1, rec, *out)
+
+    for_each_twin(call)
     _compiled.append(True)

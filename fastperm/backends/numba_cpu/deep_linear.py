@@ -15,7 +15,8 @@ import numpy as np
 from numba import njit, prange
 
 from ... import rng as spec
-from ..._jit import JIT, PARALLEL
+from ..._jit import JIT, Twins
+from .parallel import chunks, for_each_twin
 from .rng import key, normal
 
 
@@ -137,10 +138,8 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
     return -1
 
 
-@njit(**PARALLEL)
-def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
-                     record_steps, loss_out, theta_out, status_out):
-    """R runs (contract: :func:`fastperm.backends.reference.deep_linear_runs`); k = 0 is k = ∞."""
+def _deep_linear_body(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
+                      record_steps, loss_out, theta_out, status_out):
     n, d = X.shape
     L = sizes.shape[0] - 1
     width = 0
@@ -159,3 +158,40 @@ def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, ste
         status_out[r] = _deep_linear_run(X, y, w_star, theta, sizes, offs, lr[r], seeds[r], k,
                                          sigma, steps, fresh, record_steps, loss_out[r], H, HV,
                                          A, M, np.empty(d), cache)
+
+
+
+_deep_linear_driver = Twins(_deep_linear_body)
+
+
+def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
+                     record_steps, loss_out, theta_out, status_out):
+    """R runs (contract: :func:`fastperm.backends.reference.deep_linear_runs`); k = 0 is k = ∞.
+    One run per ``prange`` iteration (serial when one thread or one run)."""
+    _deep_linear_driver(chunks(lr.shape[0]), X, y, w_star, Theta0, sizes, offs, lr, seeds, k,
+                        sigma, steps, fresh, record_steps, loss_out, theta_out, status_out)
+
+
+_compiled = []
+
+
+def compile():
+    """Compile (or load from Numba's cache) both twins for the types fastperm passes."""
+    if _compiled:
+        return
+    X, v = np.ones((1, 2)), np.ones(2)
+    y = np.ones(1)
+    for a in (X, v, y):  # LinearProblem's arrays are read-only: another type
+        a.setflags(write=False)
+    sizes = np.array([2, 1], dtype=np.int64)
+    offs = np.array([0, 2], dtype=np.int64)
+    lr, seeds = np.ones(2), np.zeros(2, dtype=np.uint64)
+    rec = np.array([0, 1, 2], dtype=np.int64)
+
+    def call():
+        for k, fresh in ((0, False), (2, False), (2, True)):
+            deep_linear_runs(X, y, v, np.ones((1, 3)), sizes, offs, lr, seeds, k, 0.5, 1, fresh,
+                             rec, np.empty((2, 2)), np.empty((2, 3)), np.empty(2, dtype=np.int64))
+
+    for_each_twin(call)
+    _compiled.append(True)

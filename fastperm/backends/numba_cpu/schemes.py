@@ -9,7 +9,8 @@ import numpy as np
 from numba import njit, prange
 
 from ... import rng as spec
-from ..._jit import JIT, PARALLEL
+from ..._jit import JIT, Twins
+from .parallel import chunks, for_each_twin
 from .rng import KIND_PERMUTATION, draw_buffer
 from .sgd import _dot, _fill_copies
 
@@ -105,9 +106,8 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
     return -1
 
 
-@njit(**PARALLEL)
-def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_steps, loss_out,
-                dist_out, w_out, status_out):
+def _scheme_body(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_steps, loss_out,
+                 dist_out, w_out, status_out):
     n, d = X.shape
     for r in prange(lr.shape[0]):
         w = w_out[r]
@@ -116,3 +116,37 @@ def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_ste
         status_out[r] = _scheme_run(X, y, w_star, w, lr[r], seeds[r], scheme, k, fresh, steps,
                                     record_steps, loss_out[r], dist_out[r], block,
                                     draw_buffer(d), np.empty(max(k, 1)))
+
+
+_scheme_driver = Twins(_scheme_body)
+
+
+def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_steps, loss_out,
+                dist_out, w_out, status_out):
+    """One run per ``prange`` iteration (serial when one thread or one run)."""
+    _scheme_driver(chunks(lr.shape[0]), X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps,
+                   record_steps, loss_out, dist_out, w_out, status_out)
+
+
+_compiled = []
+
+
+def compile():
+    """Compile (or load from Numba's cache) both twins for the types fastperm passes."""
+    if _compiled:
+        return
+    X, v = np.ones((1, 2)), np.ones(2)
+    y = np.ones(1)
+    for a in (X, v, y):  # LinearProblem's arrays are read-only: another type
+        a.setflags(write=False)
+    lr, seeds = np.ones(2), np.zeros(2, dtype=np.uint64)
+    rec = np.array([0, 1, 2], dtype=np.int64)
+
+    def call():
+        for scheme, k, fresh in ((0, 1, False), (1, 2, False), (1, 2, True), (2, 0, False)):
+            scheme_runs(X, y, v, np.zeros((1, 2)), lr, seeds, scheme, k, fresh, 1, rec,
+                        np.empty((2, 2)), np.empty((2, 2)), np.empty((2, 2)),
+                        np.empty(2, dtype=np.int64))
+
+    for_each_twin(call)
+    _compiled.append(True)

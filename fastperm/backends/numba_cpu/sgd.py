@@ -25,8 +25,8 @@ import numpy as np
 from numba import njit, prange
 
 from ... import rng as spec
-from ..._jit import JIT, PARALLEL
-from .parallel import chunks
+from ..._jit import JIT, Twins
+from .parallel import chunks, for_each_twin
 from ...distributions import core_kind
 from .rng import augment_kind_into, draw_buffer, key
 
@@ -140,9 +140,8 @@ def _kfold_run(X, y, w_star, w, lr, seed, steps, fresh, kind, fparams, gidx, gpt
     return -1
 
 
-@njit(**PARALLEL)
-def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
-                record_steps, cache, loss_out, w_out, status_out, nchunks):
+def _sgd_driver_body(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+                     record_steps, cache, loss_out, w_out, status_out, nchunks):
     """Runs ``r = c, c + nchunks, ...`` go to chunk c; each chunk owns its scratch."""
     n, d = X.shape
     R = lr.shape[0]
@@ -163,6 +162,9 @@ def _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gid
                                            buf, res)
 
 
+_sgd_driver = Twins(_sgd_driver_body)
+
+
 def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
              loss_out, w_out, status_out):
     """Driver wrapper: one chunk of runs per thread (contract in the reference backend)."""
@@ -174,7 +176,7 @@ def dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, g
                   record_steps, cache, loss_out, w_out, status_out):
     """``sgd_runs`` for any augmentation kind of :mod:`fastperm.distributions`."""
     nchunks = chunks(lr.shape[0])
-    _sgd_driver(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+    _sgd_driver(nchunks, X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
                 record_steps, cache, loss_out, w_out, status_out, nchunks)
 
 
@@ -265,9 +267,8 @@ def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
     return status
 
 
-@njit(**PARALLEL)
-def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
-                  status_out):
+def _expected_driver_body(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+                          status_out):
     a, A, e = _coefficients(X, y, resample)
     for r in prange(lr.shape[0]):
         w = w_out[r]
@@ -276,12 +277,21 @@ def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out,
                                       loss_out[r])
 
 
+_expected_driver = Twins(_expected_driver_body)
+
+
+def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+                  status_out):
+    """k = ∞ runs, one per ``prange`` iteration (serial when one thread or one run)."""
+    _expected_driver(chunks(lr.shape[0]), X, y, w_star, W0, lr, steps, resample, record_steps,
+                     loss_out, w_out, status_out)
+
+
 def augmented_gradient(w, X, y, k, seed, resample, out):
     dist_augmented_gradient(w, X, y, k, seed, *core_kind(resample), out)
 
 
-@njit(**PARALLEL)
-def dist_augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
+def _augmented_gradient_body(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     n, d = X.shape
     for i in prange(n):
         buf = draw_buffer(d)
@@ -292,6 +302,15 @@ def dist_augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
             cj = (_dot(A[j], w) - y[i]) / k
             for m in range(d):
                 out[i, m] += cj * A[j, m]
+
+
+_augmented_gradient_driver = Twins(_augmented_gradient_body)
+
+
+def dist_augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
+    """``out[i]`` = the mean gradient over row i's k fixed copies (``prange`` over rows)."""
+    _augmented_gradient_driver(chunks(X.shape[0]), w, X, y, k, seed, kind, fparams, gidx, gptr,
+                               out)
 
 
 _compiled = []
@@ -308,17 +327,20 @@ def compile():
         return
     X = np.ones((1, 1))
     v = np.ones(1)
-    u = np.zeros(1, dtype=np.uint64)
     X_ro, v_ro = X.copy(), v.copy()  # LinearProblem's arrays are read-only: another type
     X_ro.setflags(write=False)
     v_ro.setflags(write=False)
     rec = np.array([0, 1, 2], dtype=np.int64)
-    loss = np.empty((1, 2))
-    w = np.empty((1, 1))
-    status = np.empty(1, dtype=np.int64)
-    for k in (1, 2):
-        for flag in (False, True):
-            sgd_runs(X_ro, v_ro, v_ro, X, v, u, k, 1, flag, flag, rec, True, loss, w, status)
-    expected_runs(X_ro, v_ro, v_ro, X, v, 1, False, rec, loss, w, status)
-    augmented_gradient(v, X, v, 2, np.uint64(0), False, np.empty((1, 1)))
+    lr = np.ones(2)  # two runs, so that the parallel twins run when two threads are allowed
+    u = np.zeros(2, dtype=np.uint64)
+    out = (np.empty((2, 2)), np.empty((2, 1)), np.empty(2, dtype=np.int64))
+
+    def call():
+        for k in (1, 2):
+            for flag in (False, True):
+                sgd_runs(X_ro, v_ro, v_ro, X, lr, u, k, 1, flag, flag, rec, True, *out)
+        expected_runs(X_ro, v_ro, v_ro, X, lr, 1, False, rec, *out)
+        augmented_gradient(v, np.ones((2, 1)), lr, 2, np.uint64(0), False, np.empty((2, 1)))
+
+    for_each_twin(call)
     _compiled.append(True)
