@@ -28,7 +28,8 @@ timing, plot, digits
 import importlib
 
 from . import augment, backends, rng
-from .augment import augmented_gradient, expected_gradient
+from .augment import expected_gradient
+from .gradients import augmented_gradient
 from .problems import LinearProblem
 from .train import DivergenceWarning, TrainResult, train, train_many
 

@@ -89,3 +89,46 @@ def as_choice(name: str, v, choices: tuple[str, ...]) -> str:
 
 def as_seed(name: str, v) -> int:
     return as_int(name, v, minimum=0, maximum=2**64 - 1)
+
+
+def example_args(w, x, y):
+    """Validate ``(w, x, y)`` for one example (1-D x) or a batch (2-D X)."""
+    x = as_float_array("x", x, (1, 2))
+    single = x.ndim == 1
+    X = x[None, :] if single else x
+    n, d = X.shape
+    if d == 0:
+        raise ValueError("x must have at least one feature (d >= 1), got d = 0")
+    if n == 0:
+        raise ValueError("x must hold at least one example, got 0 rows")
+    w = as_float_array("w", w, 1)
+    if w.shape[0] != d:
+        raise ValueError(f"w has {w.shape[0]} entries but x has d = {d} features")
+    y = as_float_array("y", np.atleast_1d(np.asarray(y)), 1)
+    if y.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0]} entries but x has {n} example(s)")
+    return w, X, y, single
+
+
+def as_array_param(name, v, check, dtype):
+    """A scalar or 1-D sequence of parameters, each checked by ``check``, as ``dtype``."""
+    arr = np.asarray(v, dtype=object)
+    if arr.ndim == 0:
+        return np.array([check(name, arr.item())], dtype=dtype)
+    if arr.ndim != 1 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be a scalar or a non-empty 1-D sequence, "
+                         f"got shape {arr.shape}")
+    # the dtype is explicit: NumPy would store [0, 2**64 - 1] as float64, changing the seed
+    return np.array([check(f"{name}[{i}]", x) for i, x in enumerate(arr)], dtype=dtype)
+
+
+def seeds_and_lr(seeds, lr):
+    """Validated per-run seeds (uint64) and step sizes (float64), broadcast against each other."""
+    seeds = as_array_param("seeds", seeds, as_seed, np.uint64)
+    lr = as_array_param("lr", lr, as_positive_real, np.float64)
+    try:
+        seeds, lr = np.broadcast_arrays(seeds, lr)
+    except ValueError:
+        raise ValueError(f"seeds ({seeds.shape[0]}) and lr ({lr.shape[0]}) must have equal "
+                         "lengths or one of them length 1; use np.meshgrid for a grid") from None
+    return np.ascontiguousarray(seeds, dtype=np.uint64), np.ascontiguousarray(lr, dtype=np.float64)

@@ -191,6 +191,8 @@ def info(args) -> int:
     print(f"auto selects: {backends.get().name}"
           + (f" (forced by ${backends.ENV_VAR})" if backends.os.environ.get(backends.ENV_VAR)
              else ""))
+    print("\nkernel families (fastperm.backends.contract) by backend:")
+    print(backends.capability_table())
     return 0
 
 

@@ -41,12 +41,13 @@ the backward pass; k-fold ≈ k + 2 passes. The recorded loss is the library's
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
-from . import _checks, backends
+from . import _checks, _runs, knobs
+from .backends.reference import deep_linear as _maths  # the NumPy maths (also the oracle)
 from .problems import LinearProblem
+from .results import TrainResult
 
 
 class DeepLinear:
@@ -76,9 +77,7 @@ class DeepLinear:
 
     def unpack(self, theta):
         """``([W_1, …, W_L], u)`` as views of θ."""
-        Ws = [theta[self.offs[l - 1]:self.offs[l]].reshape(self.sizes[l], self.sizes[l - 1])
-              for l in range(1, self.L + 1)]
-        return Ws, theta[self.offs[self.L]:]
+        return _maths.unpack(theta, self.sizes, self.offs)
 
     def init(self, seed=0, scale=None):
         """Gaussian entries, variance ``scale² / fan_in`` (scale 1 by default)."""
@@ -93,28 +92,13 @@ class DeepLinear:
 
     def end_to_end(self, theta):
         """``v = W_1ᵀ ⋯ W_Lᵀ u``, so that f(x) = vᵀx."""
-        Ws, u = self.unpack(self._theta(theta))
-        v = u.copy()
-        for W in reversed(Ws):
-            v = W.T @ v
-        return v
+        return _maths.end_to_end(self._theta(theta), self.sizes, self.offs)
 
     def _theta(self, theta):
         theta = _checks.as_float_array("theta", theta, 1)
         if theta.shape[0] != self.P:
             raise ValueError(f"theta has {theta.shape[0]} entries; this network has P = {self.P}")
         return theta
-
-    def _pieces(self, theta, x):
-        Ws, u = self.unpack(theta)
-        h = [x]
-        for W in Ws:
-            h.append(W @ h[-1])
-        a = [None] * (self.L + 1)
-        a[self.L] = u
-        for l in range(self.L, 0, -1):
-            a[l - 1] = Ws[l - 1].T @ a[l]
-        return Ws, u, h, a  # a[0] = v
 
     def grad(self, theta, x, y):
         """Plain gradient of ``½ (f(x) − y)²`` at one input."""
@@ -126,18 +110,7 @@ class DeepLinear:
         x = _checks.as_float_array("x", x, 1)
         if x.shape[0] != self.d:
             raise ValueError(f"x has {x.shape[0]} entries; the network takes d = {self.d}")
-        Ws, u, h, a = self._pieces(theta, x)
-        v = a[0]
-        r = v @ x - float(y)
-        hv = [v]  # B_{l+1} v
-        for W in Ws:
-            hv.append(W @ hv[-1])
-        g = np.empty(self.P)
-        gW, gu = self.unpack(g)
-        for l in range(1, self.L + 1):
-            gW[l - 1][:] = np.outer(a[l], r * h[l - 1] + sigma ** 2 * hv[l - 1])
-        gu[:] = r * h[self.L] + sigma ** 2 * hv[self.L]
-        return g
+        return _maths.expected_grad(theta, self.sizes, self.offs, x, y, sigma)
 
     def noisy_grads(self, theta, x, y, sigma, eps):
         """Gradients at the noisy inputs ``x + σ eps[j]``: (len(eps), P) (for Monte Carlo)."""
@@ -145,7 +118,7 @@ class DeepLinear:
 
 
 def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="fixed",
-          theta0=None, record_every=1, backend=None):
+          theta0=None, record_every=1, backend=None, cache_bytes=None, threads=None):
     """Noise-augmented SGD of a deep linear network on a linear problem, R runs in one call.
 
     Step t visits example ``i = t mod n`` and steps with the mean gradient over its k
@@ -168,6 +141,11 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
         Start; ``net.init(0)`` by default.
     backend : {"numba", "numpy"} or None
         By default the first available that implements it.
+    cache_bytes : int, optional
+        Memory the fixed noisy copies may be kept in (n·k·d·8 bytes per concurrent run);
+        default :data:`fastperm.knobs.CACHE_BYTES`. Never changes results.
+    threads : int, optional
+        Threads for this call (as in :func:`fastperm.train`). Never changes results.
 
     Returns
     -------
@@ -175,8 +153,6 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
         ``.loss`` (runs, records) of ``mean((v − w*)²)`` for the end-to-end vector v,
         ``.w`` the final v (runs, d), ``.meta["theta"]`` the final parameters (runs, P).
     """
-    from .train import TrainResult, _warn_divergence, record_steps, seeds_and_lr
-
     if not isinstance(problem, LinearProblem):
         raise TypeError(f"problem must be a fastperm.LinearProblem, got {type(problem).__name__}")
     if not isinstance(net, DeepLinear):
@@ -188,7 +164,10 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
     sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
     record_every = _checks.as_int("record_every", record_every, minimum=1)
-    seeds, lr = seeds_and_lr(seeds, lr)
+    cache_bytes = _checks.as_int("cache_bytes", knobs.CACHE_BYTES if cache_bytes is None
+                                 else cache_bytes, minimum=0)
+    threads = _runs.as_threads(threads)
+    seeds, lr = _checks.seeds_and_lr(seeds, lr)
     R = lr.shape[0]
     if theta0 is None:
         T0 = net.init(0)[None, :]
@@ -199,23 +178,24 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
             raise ValueError(f"theta0 must be (P,) or (runs, P) with P = {net.P}, runs = {R}; "
                              f"got {T0.shape}")
         T0 = np.ascontiguousarray(T0)
-    kern = backends.get(backend, needs="deep_linear_runs")
-    fn = kern.deep_linear_runs
-    rec = record_steps(steps, record_every)
-    loss = np.empty((R, rec.shape[0] - 1))
-    theta = np.empty((R, net.P))
-    status = np.empty(R, dtype=np.int64)
-    kint = 0 if math.isinf(k) else int(k)
-    # compile (or load Numba's cache) outside the timing: the same call with 0 steps
-    fn(problem.X, problem.y, problem.w_star, T0, net.sizes, net.offs, lr[:1], seeds[:1], kint,
-       sigma, 0, sampling == "fresh", record_steps(0, 1), np.empty((1, 1)),
-       np.empty((1, net.P)), np.empty(1, dtype=np.int64))
-    t0 = time.perf_counter()
-    fn(problem.X, problem.y, problem.w_star, T0, net.sizes, net.offs, lr, seeds, kint,
-       sigma, steps, sampling == "fresh", rec, loss, theta, status)
-    seconds = time.perf_counter() - t0
-    _warn_divergence(status, lr, seeds, rec[:-1], loss)
+    rec = _runs.record_steps(steps, record_every)
+    n, d = problem.X.shape
+    kk = _runs.k_code(k)
+    out = _runs.run_outputs(R, rec.shape[0] - 1, net.P)
+    values = {"X": problem.X, "y": problem.y, "w_star": problem.w_star, "Theta0": T0,
+              "sizes": net.sizes, "offs": net.offs, "lr": lr, "seeds": seeds, "k": kk,
+              "sigma": sigma, "steps": steps, "fresh": sampling == "fresh", "record_steps": rec,
+              "loss_out": out["loss_out"], "theta_out": out["w_out"],
+              "status_out": out["status_out"]}
+    keep = kk > 0 and sampling == "fixed" and steps > n
+    call = _runs.Call("deep_linear_runs", values, R, R * steps * 4.0 * net.P * max(kk, 1),
+                      cache_bytes_per_holder=n * kk * d * 8 if keep else 0,
+                      cache_bytes=cache_bytes)
+    done = _runs.run(call, backend=backend, threads=threads)
+    loss, theta, status = values["loss_out"], values["theta_out"], values["status_out"]
+    _runs.warn_divergence(status, lr, seeds, rec[:-1], loss)
     V = np.stack([net.end_to_end(t) for t in theta])
-    return TrainResult(rec[:-1], loss, V, status, seconds, k, lr, seeds, sampling,
-                       f"gaussian(sigma={sigma:g}) on {net!r}", kern.name,
-                       meta={"theta": theta})
+    return TrainResult(rec[:-1], loss, V, status, done.seconds, k, lr, seeds, sampling,
+                       f"gaussian(sigma={sigma:g}) on {net!r}", done.backend,
+                       meta={"theta": theta, "threads": done.threads, "cache": done.cache,
+                             "compile_seconds": done.compile_seconds})

@@ -44,7 +44,7 @@ With ``G = 0x9E3779B97F4A7C15`` (the golden-ratio increment), all sums mod 2**64
 * resampling with replacement of ``d`` items: ``idx[m] = bounded(d)`` for
   ``m = 0 .. d-1``; the augmented copy is ``x[idx]``.
 
-Other augmentations (:mod:`fastperm.distributions`), same keys:
+Other augmentations (:mod:`fastperm.augment.distributions`), same keys:
 
 * Gaussian noise: entry m of ε is ``sqrt(−2 ln u1) cos(2π u2)`` (Box–Muller) with
   ``u1 = ((word(key, 2m) >> 11) + 1) · 2**-53`` in (0, 1] and

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks, backends
+from . import _checks, _runs, codes
 from .problems import LinearProblem
 
-SCHEMES = ("vanilla", "da", "fa", "ea")
+SCHEMES = tuple(codes.SCHEMES)
 
 
 @dataclass
@@ -63,7 +63,7 @@ class SchemeResult:
 
 
 def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None, seeds=(0,),
-        record_every=1, backend=None):
+        record_every=1, backend=None, threads=None):
     """Train with one scheme; R runs (one per seed) in one call.
 
     Parameters
@@ -77,13 +77,13 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
     w0 : (d,) array, optional
         Start (zeros: inside span(1)); EA projects it onto span(1).
     backend : {"numba", "numpy"} or None
+    threads : int, optional
+        Threads for this call (as in :func:`fastperm.train`). Never changes results.
 
     Returns
     -------
     SchemeResult
     """
-    from .train import _as_array_param, _warn_divergence, record_steps
-
     if not isinstance(problem, LinearProblem):
         raise TypeError(f"problem must be a fastperm.LinearProblem, got {type(problem).__name__}")
     scheme = _checks.as_choice("scheme", scheme, SCHEMES)
@@ -92,30 +92,29 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
     record_every = _checks.as_int("record_every", record_every, minimum=1)
     lr = _checks.as_positive_real("lr", lr)
-    seeds = _as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
+    seeds = _checks.as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
+    threads = _runs.as_threads(threads)
     d = problem.d
     W0 = np.zeros((1, d)) if w0 is None else _checks.as_float_array("w0", w0, 1)[None, :].copy()
     if W0.shape[1] != d:
         raise ValueError(f"w0 has {W0.shape[1]} entries but the problem has d = {d}")
     if scheme == "ea":
         W0[:] = W0.mean()
-    code = {"vanilla": 0, "fa": 3, "ea": 4}.get(scheme)
-    if code is None:
-        code = 2 if math.isinf(k) else 1
-    kern = backends.get(backend, needs="scheme_runs")
-    fn = kern.scheme_runs
-    rec = record_steps(steps, record_every)
+    kk = _runs.k_code(k) if scheme == "da" else 1
+    rec = _runs.record_steps(steps, record_every)
     R = seeds.shape[0]
-    loss = np.empty((R, rec.shape[0] - 1))
-    dist = np.empty_like(loss)
-    w = np.empty((R, d))
-    status = np.empty(R, dtype=np.int64)
-    kk = 0 if math.isinf(k) else int(k)
     lr_runs = np.full(R, lr)
-    fn(problem.X, problem.y, problem.w_star, W0, lr_runs, seeds, code, kk,
-       sampling == "fresh", steps, rec, loss, dist, w, status)
-    _warn_divergence(status, lr_runs, seeds, rec[:-1], loss)
-    return SchemeResult(scheme, k, rec[:-1], loss, dist, w, status, kern.name)
+    out = _runs.run_outputs(R, rec.shape[0] - 1, d)
+    values = {"X": problem.X, "y": problem.y, "w_star": problem.w_star, "W0": W0,
+              "lr": lr_runs, "seeds": seeds, "scheme": codes.SCHEMES[scheme], "k": kk,
+              "fresh": sampling == "fresh", "steps": steps, "record_steps": rec,
+              "dist_out": np.empty_like(out["loss_out"]), **out}
+    call = _runs.Call("scheme_runs", values, R, R * steps * 3.0 * d * max(kk, 1))
+    done = _runs.run(call, backend=backend, threads=threads)
+    loss, status = values["loss_out"], values["status_out"]
+    _runs.warn_divergence(status, lr_runs, seeds, rec[:-1], loss)
+    return SchemeResult(scheme, k, rec[:-1], loss, values["dist_out"], values["w_out"], status,
+                        done.backend)
 
 
 def compare(problem=None, *, k=16, lr=1e-3, steps=1000, seeds=range(5), outside_scale=0.5,

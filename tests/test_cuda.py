@@ -137,10 +137,11 @@ def test_device_arrays_in_and_out(problem):
     loss, w, status = np.empty((R, rec.shape[0] - 1)), np.empty((R, problem.d)), np.empty(R, np.int64)
     args = (problem.X, problem.y, problem.w_star, np.zeros((1, problem.d)), np.array([0.05, 0.1]),
             np.array([1, 2], dtype=np.uint64))
-    cu.sgd_runs(*args, 3, 10, False, False, rec, True, loss, w, status)
+    sampler = fastperm.augment.Permutation().sampler()
+    cu.sgd_runs(*args, 3, 10, False, *sampler, rec, True, loss, w, status)
     dargs = [cuda.to_device(a) for a in args]
     douts = [cuda.device_array_like(a) for a in (loss, w, status)]
-    cu.sgd_runs(*dargs, 3, 10, False, False, cuda.to_device(rec), True, *douts)
+    cu.sgd_runs(*dargs, 3, 10, False, *sampler, cuda.to_device(rec), True, *douts)
     np.testing.assert_array_equal(douts[0].copy_to_host(), loss)
     np.testing.assert_array_equal(douts[1].copy_to_host(), w)
     assert (douts[2].copy_to_host() == -1).all()

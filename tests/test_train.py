@@ -69,7 +69,8 @@ def test_expected_path_vs_explicit_loop(compiled, rng):
         w = np.empty((1, 30))
         status = np.empty(1, dtype=np.int64)
         reference.expected_runs(p.X, p.y, p.w_star, w0[None], np.array([0.01]), 3000,
-                                aug == "resample", rec, loss, w, status)
+                                fastperm.rng.KIND_RESAMPLE if aug == "resample"
+                                else fastperm.rng.KIND_PERMUTATION, rec, loss, w, status)
         assert _rel(got.loss, loss[0]) < 1e-10
         assert _rel(got.w, w[0]) < 1e-10
         # and the path really is the expected gradient: one explicit step by hand

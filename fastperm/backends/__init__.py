@@ -11,10 +11,12 @@ Backends, in the order ``"auto"`` tries them:
            chosen automatically; ``backend="cuda"`` asks for it
 ========== ==========================================================
 
-Every backend module offers the kernels of the contract
-(:mod:`fastperm.backends.reference`) with the same signatures, plus ``name``,
+Every backend module offers kernels of the contract (:mod:`fastperm.backends.contract`,
+which declares every kernel family once) with the contract's signatures, plus ``name``,
 ``compile()`` (compile or load ahead of timing; a no-op where nothing is
-compiled at run time) and ``threads()`` (the threads its parallel kernels use).
+compiled at run time), ``threads()`` and ``set_threads(n)`` (the threads its parallel
+drivers use for calls from this Python thread). The reference implements every family;
+:func:`capabilities` says which backend has which.
 
 The environment variable ``FASTPERM_BACKEND`` forces the backend that
 ``backend=None`` / ``"auto"`` selects. Asking for a backend that cannot be
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import importlib
 import os
+
+from . import contract
 
 #: every backend fastperm knows, in automatic order, and the module that implements it
 KNOWN = {
@@ -70,7 +74,7 @@ def unavailable() -> dict[str, str]:
     return dict(_errors)
 
 
-def get(backend=None, needs=None):
+def get(backend=None, needs=None, kind=None):
     """The kernel module for ``backend``.
 
     Parameters
@@ -80,35 +84,78 @@ def get(backend=None, needs=None):
         the first available of ``numba``, ``cython``, ``numpy`` (never ``cuda``). A name from
         :data:`KNOWN` selects that backend.
     needs : str, optional
-        A kernel the caller will use (``"deep_linear_runs"``, …) that not every backend
-        implements: the automatic choice skips backends without it; a named (or
-        ``$FASTPERM_BACKEND``-forced) backend without it raises ValueError.
+        A kernel family of :mod:`~fastperm.backends.contract` the caller will use
+        (``"deep_linear_runs"``, …): the automatic choice skips backends without it; a
+        named (or ``$FASTPERM_BACKEND``-forced) backend without it raises ValueError.
+    kind : int, optional
+        An augmentation kind (``fastperm.rng.KIND_*``) the family's sampler must draw: a
+        backend listing ``SAMPLER_KINDS`` draws only those.
 
     Raises
     ------
     ValueError
-        ``backend`` is not a known name.
+        ``backend`` is not a known name, ``needs`` is not a kernel family, or the named
+        backend lacks the family (or the kind).
     BackendUnavailableError
         The backend is known but cannot be imported here (the message says why).
     """
+    if needs is not None and needs not in contract.FAMILIES:
+        raise ValueError(f"needs must be a kernel family of the contract "
+                         f"({', '.join(contract.FAMILIES)}), got {needs!r}")
     if backend is None or backend == "auto":
         forced = os.environ.get(ENV_VAR, "").strip()
         if forced and forced != "auto":
-            return _check_needs(_get_named(forced, source=f"${ENV_VAR}"), needs)
+            return _check_needs(_get_named(forced, source=f"${ENV_VAR}"), needs, kind)
         for name in AUTO:
             mod = _load(name)
-            if mod is not None and (needs is None or hasattr(mod, needs)):
+            if mod is not None and _has(mod, needs, kind):
                 return mod
         raise BackendUnavailableError(f"no backend could be imported: {_errors}")
-    return _check_needs(_get_named(backend, source="backend"), needs)
+    return _check_needs(_get_named(backend, source="backend"), needs, kind)
 
 
-def _check_needs(mod, needs):
-    if needs is None or hasattr(mod, needs):
+def _has(mod, family, kind=None) -> bool:
+    """Whether backend module ``mod`` implements ``family`` (and draws ``kind``)."""
+    if family is None:
+        return True
+    if not hasattr(mod, family):
+        return False
+    kinds = getattr(mod, contract.SAMPLER_KINDS_ATTR, None)
+    return kind is None or kinds is None or kind in kinds
+
+
+def _check_needs(mod, needs, kind):
+    if _has(mod, needs, kind):
         return mod
-    have = [n for n in available() if hasattr(_loaded[n], needs)]
-    raise ValueError(f"backend {mod.name!r} does not implement {needs}; backends that do: "
+    have = [n for n in available() if _has(_loaded[n], needs, kind)]
+    what = needs if kind is None or not hasattr(mod, needs) else f"{needs} for this augmentation"
+    raise ValueError(f"backend {mod.name!r} does not implement {what}; backends that do: "
                      f"{', '.join(have) or 'none here'}")
+
+
+def capabilities() -> dict[str, dict[str, bool]]:
+    """``{backend: {family: implemented}}`` for every backend that imports here, over every
+    kernel family of the contract (the matrix ``fastperm info`` prints)."""
+    return {name: {fam: _has(_loaded[name], fam) for fam in contract.FAMILIES}
+            for name in available()}
+
+
+def capability_table() -> str:
+    """:func:`capabilities` as a text table: a row per kernel family, a column per backend
+    (``x``: implemented; ``-``: not), with each family's module."""
+    caps = capabilities()
+    names = list(caps)
+    width = max(len(f) for f in contract.FAMILIES) + 2
+    lines = ["kernel family".ljust(width) + "module        " + "  ".join(names)]
+    for fam, spec in contract.FAMILIES.items():
+        marks = "  ".join(("x" if caps[n][fam] else "-").center(len(n)) for n in names)
+        lines.append(fam.ljust(width) + spec.module.ljust(14) + marks)
+    for n in names:
+        kinds = getattr(_loaded[n], contract.SAMPLER_KINDS_ATTR, None)
+        if kinds is not None:
+            lines.append(f"({n} draws augmentation kinds {sorted(kinds)} only: "
+                         f"see fastperm.rng.KIND_*)")
+    return "\n".join(lines)
 
 
 def _get_named(name, source):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..distributions import CyclicShift, block_moments
+from ..moments import block_moments, circulant_spectrum
 
 
 def fourier_setup(X, w_star, W0, R):
@@ -19,7 +19,7 @@ def fourier_setup(X, w_star, W0, R):
     ``wt`` the Parseval weights of the half spectrum (1 at f = 0 and at d/2, else 2).
     """
     d = X.shape[1]
-    lam = np.ascontiguousarray(CyclicShift.spectrum(X))
+    lam = np.ascontiguousarray(circulant_spectrum(X))
     Wf = np.fft.rfft(np.broadcast_to(W0, (R, d)), axis=1)
     sf = np.fft.rfft(w_star)
     F = lam.shape[1]

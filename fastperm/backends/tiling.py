@@ -6,16 +6,15 @@ sized so that the two tiles of a task stay in about one core's L2 cache while th
 task combines them.
 """
 
-#: bytes of output tiles a task should keep in cache (about a core's L2)
-TILE_BYTES = 768 * 1024
+from .. import knobs
 
 
 def block_pairs(P, B):
     """``(block, nb, ntasks)`` for B examples of P parameters.
 
     ``block`` examples per block, so that two (block × block × P) float64 tiles fit in
-    ``TILE_BYTES``; ``nb`` blocks; ``ntasks = nb (nb + 1) / 2`` block pairs (I ≤ J).
+    :data:`fastperm.knobs.TILE_BYTES`; ``nb`` blocks; ``ntasks = nb (nb + 1) / 2`` block pairs (I ≤ J).
     """
-    block = max(1, min(B, int((TILE_BYTES / (16.0 * P)) ** 0.5)))
+    block = max(1, min(B, int((knobs.TILE_BYTES / (16.0 * P)) ** 0.5)))
     nb = (B + block - 1) // block
     return block, nb, nb * (nb + 1) // 2

@@ -1,7 +1,7 @@
 """Cython backend: the fallback when Numba is not installed.
 
 Ahead-of-time compiled twins of the Numba CPU kernels, with the same signatures
-(kernel contract: :mod:`fastperm.backends.reference`) and the same random
+(kernel contract: :mod:`fastperm.backends.contract`) and the same random
 numbers; parallel over runs and example pairs with OpenMP when the extension was
 built with it. Built by ``setup.py`` at install time; when no C compiler was
 there, this import fails and fastperm runs on its other backends
@@ -11,12 +11,11 @@ there, this import fails and fastperm runs on its other backends
 from .lie import brackets_all, brackets_pairs, example_grads
 from .parallel import CYTHON_VERSION, have_openmp, set_threads, threads
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
-from .sgd import (augmented_gradient, compile, dist_augmented_gradient, dist_sgd_runs,
-                  expected_runs, sgd_runs)
+from .sgd import augmented_gradient, compile, expected_runs, sgd_runs
 
 name = "cython"
 
 __all__ = ["CYTHON_VERSION", "augmented_gradient", "block_runs", "brackets_all", "brackets_pairs",
            "circulant_runs", "compile", "dense_runs", "diag_rank1_runs",
-           "dist_augmented_gradient", "dist_sgd_runs", "example_grads", "expected_runs",
+           "example_grads", "expected_runs",
            "have_openmp", "name", "set_threads", "sgd_runs", "threads"]

@@ -1,6 +1,6 @@
 # cython: language_level=3, cdivision=True
 # cython: initializedcheck=False
-"""k = ∞ runs for the augmentations of :mod:`fastperm.distributions`, in Cython: the twin of
+"""k = ∞ runs for the augmentations of :mod:`fastperm.augment.distributions`, in Cython: the twin of
 ``numba_cpu/closed_forms.py`` (derivations there). Set-up (FFTs, block moments) in NumPy,
 the runs in ``nogil`` workers, ``prange`` over runs.
 """

@@ -24,12 +24,11 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from .rng cimport augment_kind_into, buffer_size, key
+from .rng cimport KIND_RESAMPLE, augment_kind_into, buffer_size, key
 from .vec cimport _dot, _mse, _nan_from
 
 # the streams of fastperm.rng (the spec module is the single source)
 from ... import rng as _spec
-from ...distributions import core_kind
 from .parallel import chunks
 
 cdef uint64_t STREAM_FIXED = _spec.STREAM_FIXED
@@ -82,7 +81,7 @@ cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, 
 
 
 cdef struct Aug:
-    # how copies are drawn: a kind of fastperm.distributions and its parameters
+    # how copies are drawn: a kind of fastperm.augment.distributions and its parameters
     int kind
     const double* fparams
     const int64_t* gidx
@@ -147,19 +146,12 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
     return -1
 
 
-def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
-             loss_out, w_out, status_out):
-    """Permutation or resampling copies: :func:`dist_sgd_runs` with that kind."""
-    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, *core_kind(resample),
-                  record_steps, cache, loss_out, w_out, status_out)
-
-
-def dist_sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
-                  const double[:, ::1] W0, const double[::1] lr, const uint64_t[::1] seeds,
-                  int64_t k, int64_t steps, bint fresh, int kind, const double[::1] fparams,
-                  const int64_t[::1] gidx, const int64_t[::1] gptr,
-                  const int64_t[::1] record_steps, bint cache, double[:, ::1] loss_out,
-                  double[:, ::1] w_out, int64_t[::1] status_out):
+def sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
+             const double[:, ::1] W0, const double[::1] lr, const uint64_t[::1] seeds,
+             int64_t k, int64_t steps, bint fresh, int kind, const double[::1] fparams,
+             const int64_t[::1] gidx, const int64_t[::1] gptr,
+             const int64_t[::1] record_steps, bint cache, double[:, ::1] loss_out,
+             double[:, ::1] w_out, int64_t[::1] status_out):
     """Driver: runs ``r = c, c + nchunks, ...`` go to chunk c, which owns its scratch."""
     cdef Aug aug = Aug(kind, &fparams[0], &gidx[0], &gptr[0], gptr.shape[0] - 1)
     cdef int64_t n = X.shape[0], d = X.shape[1], R = lr.shape[0], nq = loss_out.shape[1]
@@ -203,7 +195,7 @@ def dist_sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1]
 
 
 cdef void _coefficients(const double* X, const double* y, int64_t n, int64_t d,
-                        bint resample, double* a, double* A, double* e) noexcept nogil:
+                        int kind, double* a, double* A, double* e) noexcept nogil:
     """Per-example ``a_i``, ``A_i = a_i + c_i d`` and ``e_i`` of :func:`fastperm.augment.coefficients`."""
     cdef int64_t i, m
     cdef double s1, s2, c, v
@@ -214,7 +206,7 @@ cdef void _coefficients(const double* X, const double* y, int64_t n, int64_t d,
             v = X[i * d + m]
             s1 += v
             s2 += v * v
-        if resample:
+        if kind == KIND_RESAMPLE:
             c = s1 * s1 / (<double>d * d)
         elif d > 1:
             c = (s1 * s1 - s2) / (<double>d * (d - 1))
@@ -277,7 +269,7 @@ cdef int64_t _expected_run(const double* a, const double* A, const double* e, in
 
 
 def expected_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
-                  const double[:, ::1] W0, const double[::1] lr, int64_t steps, bint resample,
+                  const double[:, ::1] W0, const double[::1] lr, int64_t steps, int kind,
                   const int64_t[::1] record_steps, double[:, ::1] loss_out,
                   double[:, ::1] w_out, int64_t[::1] status_out):
     """Driver: the O(n·d) coefficients once, then one O(T + d) run per ``prange`` iteration."""
@@ -290,23 +282,17 @@ def expected_runs(const double[:, ::1] X, const double[::1] y, const double[::1]
     if R == 0:
         return
     with nogil:
-        _coefficients(&X[0, 0], &y[0], n, d, resample, &a[0], &A[0], &e[0])
+        _coefficients(&X[0, 0], &y[0], n, d, kind, &a[0], &A[0], &e[0])
         for r in prange(R, schedule="static", num_threads=nthreads):
             memcpy(&w_out[r, 0], &W0[r % nrows, 0], d * sizeof(double))
             status_out[r] = _expected_run(&a[0], &A[0], &e[0], n, &w_star[0], &w_out[r, 0], d,
                                           lr[r], steps, &record_steps[0], &loss_out[r, 0], nq)
 
 
-def augmented_gradient(w, X, y, k, seed, resample, out):
+def augmented_gradient(const double[::1] w, const double[:, ::1] X, const double[::1] y,
+                       int64_t k, uint64_t seed, int kind, const double[::1] fparams,
+                       const int64_t[::1] gidx, const int64_t[::1] gptr, double[:, ::1] out):
     """``out[i]`` = mean gradient over the k fixed copies of row i (parallel over rows)."""
-    dist_augmented_gradient(w, X, y, k, seed, *core_kind(resample), out)
-
-
-def dist_augmented_gradient(const double[::1] w, const double[:, ::1] X, const double[::1] y,
-                            int64_t k, uint64_t seed, int kind, const double[::1] fparams,
-                            const int64_t[::1] gidx, const int64_t[::1] gptr,
-                            double[:, ::1] out):
-    """:func:`augmented_gradient` for any kind of :mod:`fastperm.distributions`."""
     cdef Aug aug = Aug(kind, &fparams[0], &gidx[0], &gptr[0], gptr.shape[0] - 1)
     cdef int64_t n = X.shape[0], d = X.shape[1], i, j, m, failed = 0
     cdef double* A

@@ -1,7 +1,7 @@
 """Numba CPU backend (the default): fused, compiled training runs and bracket batches,
 parallel over runs / example blocks.
 
-Kernel contract: :mod:`fastperm.backends.reference`.
+Kernel contract: :mod:`fastperm.backends.contract`.
 """
 
 from . import closed_forms, deep_linear, schemes, sgd
@@ -10,8 +10,7 @@ from .deep_linear import deep_linear_runs
 from .lie import brackets_all, brackets_pairs, example_grads
 from .parallel import set_threads, threads
 from .schemes import scheme_runs
-from .sgd import (augmented_gradient, dist_augmented_gradient, dist_sgd_runs, expected_runs,
-                  sgd_runs)
+from .sgd import augmented_gradient, expected_runs, sgd_runs
 
 name = "numba"
 
@@ -28,5 +27,5 @@ def compile():
 
 __all__ = ["augmented_gradient", "block_runs", "brackets_all", "brackets_pairs",
            "circulant_runs", "compile", "deep_linear_runs", "dense_runs", "diag_rank1_runs",
-           "dist_augmented_gradient", "dist_sgd_runs", "example_grads", "expected_runs", "name",
+           "example_grads", "expected_runs", "name",
            "scheme_runs", "set_threads", "sgd_runs", "threads"]

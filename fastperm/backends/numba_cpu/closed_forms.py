@@ -1,4 +1,4 @@
-"""k = ∞ training runs for the augmentations of :mod:`fastperm.distributions`, with Numba.
+"""k = ∞ training runs for the augmentations of :mod:`fastperm.augment.distributions`, with Numba.
 
 Each step is ``w ← w − lr (M_i w − y_i μ_i)`` with the example's second moment
 ``M_i = E[x'x'ᵀ]`` and mean ``μ_i = E[x']``; the kernels use the structure of M_i:
@@ -255,7 +255,7 @@ _compiled = []
 
 def compile():
     """Compile (or load from Numba's cache) the closed-form kernels for the types
-    :meth:`fastperm.distributions.Augmentation.expected_runs` passes (the problem's arrays
+    :meth:`fastperm.augment.Augmentation.closed_form` plans (the problem's arrays
     are read-only). Once per process."""
     if _compiled:
         return

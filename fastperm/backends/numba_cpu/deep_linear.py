@@ -139,14 +139,14 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
 
 
 def _deep_linear_body(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
-                      record_steps, loss_out, theta_out, status_out):
+                      record_steps, cache, loss_out, theta_out, status_out):
     n, d = X.shape
     L = sizes.shape[0] - 1
     width = 0
     for l in range(L + 1):
         width = max(width, sizes[l])
-    # keep the fixed noisy copies when some example is visited twice and they are small
-    keep = k > 0 and not fresh and steps > n and n * k * d * 8 <= 64 * 2**20
+    # keep the fixed noisy copies when allowed (the caller checked the memory budget)
+    keep = k > 0 and not fresh and cache
     for r in prange(lr.shape[0]):
         theta = theta_out[r]
         theta[:] = Theta0[np.int64(r) % Theta0.shape[0]]
@@ -154,22 +154,21 @@ def _deep_linear_body(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, st
         HV = np.empty((L + 1, width))
         A = np.empty((L + 1, width))
         M = np.empty((L + 1, width))
-        cache = np.empty((n if keep else 1, k if keep else 1, d if keep else 1))
+        copies = np.empty((n if keep else 1, k if keep else 1, d if keep else 1))
         status_out[r] = _deep_linear_run(X, y, w_star, theta, sizes, offs, lr[r], seeds[r], k,
                                          sigma, steps, fresh, record_steps, loss_out[r], H, HV,
-                                         A, M, np.empty(d), cache)
-
+                                         A, M, np.empty(d), copies)
 
 
 _deep_linear_driver = Twins(_deep_linear_body)
 
 
 def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
-                     record_steps, loss_out, theta_out, status_out):
-    """R runs (contract: :func:`fastperm.backends.reference.deep_linear_runs`); k = 0 is k = ∞.
+                     record_steps, cache, loss_out, theta_out, status_out):
+    """R runs (contract: :mod:`fastperm.backends.contract`); k = 0 is k = ∞.
     One run per ``prange`` iteration (serial when one thread or one run)."""
     _deep_linear_driver(chunks(lr.shape[0]), X, y, w_star, Theta0, sizes, offs, lr, seeds, k,
-                        sigma, steps, fresh, record_steps, loss_out, theta_out, status_out)
+                        sigma, steps, fresh, record_steps, cache, loss_out, theta_out, status_out)
 
 
 _compiled = []
@@ -191,7 +190,8 @@ def compile():
     def call():
         for k, fresh in ((0, False), (2, False), (2, True)):
             deep_linear_runs(X, y, v, np.ones((1, 3)), sizes, offs, lr, seeds, k, 0.5, 1, fresh,
-                             rec, np.empty((2, 2)), np.empty((2, 3)), np.empty(2, dtype=np.int64))
+                             rec, True, np.empty((2, 2)), np.empty((2, 3)),
+                             np.empty(2, dtype=np.int64))
 
     for_each_twin(call)
     _compiled.append(True)

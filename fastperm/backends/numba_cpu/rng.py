@@ -156,7 +156,7 @@ def bounded_draws(k, r, count):
     return out, c
 
 
-# -- the other augmentations of the specification (kinds of fastperm.distributions) ----------
+# -- the other augmentations of the specification (kinds of fastperm.augment.distributions) ----------
 
 from ...rng import (KIND_BLOCK, KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK,  # noqa: E402, F401
                      KIND_PERMUTATION, KIND_RESAMPLE)

@@ -9,12 +9,12 @@ import numpy as np
 from numba import njit, prange
 
 from ... import rng as spec
+from ...codes import DA, FA, K_EXPECTED, VANILLA
 from ..._jit import JIT, Twins
 from .parallel import chunks, for_each_twin
 from .rng import KIND_PERMUTATION, draw_buffer
 from .sgd import _dot, _fill_copies
 
-VANILLA, DA, DA_EXPECTED, FA, EA = range(5)
 
 
 @njit(**JIT)
@@ -51,7 +51,8 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
         s1 = 0.0
         s2 = 0.0
         sw = 0.0
-        if scheme >= DA_EXPECTED:  # the sums the averaged schemes step with
+        expected = scheme == DA and k == K_EXPECTED
+        if expected or scheme >= FA:  # the sums the averaged schemes step with
             for j in range(d):
                 s1 += x[j]
                 s2 += x[j] * x[j]
@@ -64,7 +65,7 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
                 return t
             for j in range(d):
                 w[j] -= lr * r * x[j]
-        elif scheme == DA:
+        elif scheme == DA and not expected:
             _fill_copies(x, seed, spec.STREAM_FRESH if fresh else spec.STREAM_FIXED,
                          t if fresh else i, KIND_PERMUTATION, fp, gi, gi, buf, block)
             ok = True
@@ -82,7 +83,7 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
                 rc = lr * res[c] / k
                 for j in range(d):
                     w[j] -= rc * block[c, j]
-        elif scheme == DA_EXPECTED:  # E[g]_j = a w_j + c Σw − y s1/d (explicit O(d) step)
+        elif expected:  # E[g]_j = a w_j + c Σw − y s1/d (explicit O(d) step)
             cc = (s1 * s1 - s2) / (d * (d - 1)) if d > 1 else 0.0
             a = s2 / d - cc
             b = cc * sw - y[i] * s1 / d
@@ -143,7 +144,8 @@ def compile():
     rec = np.array([0, 1, 2], dtype=np.int64)
 
     def call():
-        for scheme, k, fresh in ((0, 1, False), (1, 2, False), (1, 2, True), (2, 0, False)):
+        for scheme, k, fresh in ((VANILLA, 1, False), (DA, 2, False), (DA, 2, True),
+                                 (DA, K_EXPECTED, False)):
             scheme_runs(X, y, v, np.zeros((1, 2)), lr, seeds, scheme, k, fresh, 1, rec,
                         np.empty((2, 2)), np.empty((2, 2)), np.empty((2, 2)),
                         np.empty(2, dtype=np.int64))

@@ -27,8 +27,7 @@ from numba import njit, prange
 from ... import rng as spec
 from ..._jit import JIT, Twins
 from .parallel import chunks, for_each_twin
-from ...distributions import core_kind
-from .rng import augment_kind_into, draw_buffer, key
+from .rng import KIND_RESAMPLE, augment_kind_into, draw_buffer, key
 
 
 @njit(inline="always", **JIT)
@@ -165,23 +164,17 @@ def _sgd_driver_body(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams
 _sgd_driver = Twins(_sgd_driver_body)
 
 
-def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
-             loss_out, w_out, status_out):
-    """Driver wrapper: one chunk of runs per thread (contract in the reference backend)."""
-    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, *core_kind(resample),
-                  record_steps, cache, loss_out, w_out, status_out)
-
-
-def dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
-                  record_steps, cache, loss_out, w_out, status_out):
-    """``sgd_runs`` for any augmentation kind of :mod:`fastperm.distributions`."""
+def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+             record_steps, cache, loss_out, w_out, status_out):
+    """One chunk of runs per thread, any augmentation kind (contract:
+    :mod:`fastperm.backends.contract`)."""
     nchunks = chunks(lr.shape[0])
     _sgd_driver(nchunks, X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
                 record_steps, cache, loss_out, w_out, status_out, nchunks)
 
 
 @njit(**JIT)
-def _coefficients(X, y, resample):
+def _coefficients(X, y, kind):
     """Per-example ``a_i`` and ``A_i = a_i + c_i d``, ``e_i`` of :func:`fastperm.augment.coefficients`."""
     n, d = X.shape
     a = np.empty(n)
@@ -193,7 +186,7 @@ def _coefficients(X, y, resample):
         for m in range(d):
             s1 += X[i, m]
             s2 += X[i, m] * X[i, m]
-        if resample:
+        if kind == KIND_RESAMPLE:
             c = s1 * s1 / (d * d)
         elif d > 1:
             c = (s1 * s1 - s2) / (d * (d - 1))
@@ -267,9 +260,9 @@ def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
     return status
 
 
-def _expected_driver_body(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+def _expected_driver_body(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out,
                           status_out):
-    a, A, e = _coefficients(X, y, resample)
+    a, A, e = _coefficients(X, y, kind)
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
@@ -280,15 +273,11 @@ def _expected_driver_body(X, y, w_star, W0, lr, steps, resample, record_steps, l
 _expected_driver = Twins(_expected_driver_body)
 
 
-def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out,
                   status_out):
     """k = ∞ runs, one per ``prange`` iteration (serial when one thread or one run)."""
-    _expected_driver(chunks(lr.shape[0]), X, y, w_star, W0, lr, steps, resample, record_steps,
+    _expected_driver(chunks(lr.shape[0]), X, y, w_star, W0, lr, steps, kind, record_steps,
                      loss_out, w_out, status_out)
-
-
-def augmented_gradient(w, X, y, k, seed, resample, out):
-    dist_augmented_gradient(w, X, y, k, seed, *core_kind(resample), out)
 
 
 def _augmented_gradient_body(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
@@ -307,7 +296,7 @@ def _augmented_gradient_body(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
 _augmented_gradient_driver = Twins(_augmented_gradient_body)
 
 
-def dist_augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
+def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     """``out[i]`` = the mean gradient over row i's k fixed copies (``prange`` over rows)."""
     _augmented_gradient_driver(chunks(X.shape[0]), w, X, y, k, seed, kind, fparams, gidx, gptr,
                                out)
@@ -335,12 +324,16 @@ def compile():
     u = np.zeros(2, dtype=np.uint64)
     out = (np.empty((2, 2)), np.empty((2, 1)), np.empty(2, dtype=np.int64))
 
+    fparams, gidx, gptr = np.zeros(2), np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64)
+
     def call():
         for k in (1, 2):
             for flag in (False, True):
-                sgd_runs(X_ro, v_ro, v_ro, X, lr, u, k, 1, flag, flag, rec, True, *out)
-        expected_runs(X_ro, v_ro, v_ro, X, lr, 1, False, rec, *out)
-        augmented_gradient(v, np.ones((2, 1)), lr, 2, np.uint64(0), False, np.empty((2, 1)))
+                sgd_runs(X_ro, v_ro, v_ro, X, lr, u, k, 1, flag, spec.KIND_PERMUTATION, fparams,
+                         gidx, gptr, rec, flag, *out)
+        expected_runs(X_ro, v_ro, v_ro, X, lr, 1, spec.KIND_PERMUTATION, rec, *out)
+        augmented_gradient(v, np.ones((2, 1)), lr, 2, np.uint64(0), spec.KIND_PERMUTATION,
+                           fparams, gidx, gptr, np.empty((2, 1)))
 
     for_each_twin(call)
     _compiled.append(True)

@@ -7,7 +7,7 @@ which :func:`fastperm.backends.get` reports. With ``NUMBA_ENABLE_CUDASIM=1``
 (set before numba is imported) the kernels run on Numba's CUDA simulator, on
 the CPU: slow, for tests at tiny sizes.
 
-Kernel contract: :mod:`fastperm.backends.reference` (arguments may also be
+Kernel contract: :mod:`fastperm.backends.contract` (arguments may also be
 device arrays, see :mod:`.device`). Launch layout: :mod:`.sgd`, :mod:`.lie`.
 """
 
@@ -17,7 +17,8 @@ check_available()
 
 from .device import SIMULATOR, block, describe, set_block  # noqa: E402
 from .lie import brackets_all, brackets_pairs, example_grads  # noqa: E402
-from .sgd import augmented_gradient, compile, expected_runs, sgd_runs  # noqa: E402
+from .sgd import (SAMPLER_KINDS, augmented_gradient, compile, expected_runs,  # noqa: E402
+                  sgd_runs)
 
 name = "cuda"
 
@@ -36,6 +37,6 @@ def set_threads(n):
     """No effect: GPU parallelism comes from the launch (threads per block: :func:`set_block`)."""
 
 
-__all__ = ["SIMULATOR", "augmented_gradient", "block", "brackets_all", "brackets_pairs",
+__all__ = ["SAMPLER_KINDS", "SIMULATOR", "augmented_gradient", "block", "brackets_all", "brackets_pairs",
            "compile", "describe", "example_grads", "expected_runs", "name", "set_block",
            "set_threads", "sgd_runs", "threads"]

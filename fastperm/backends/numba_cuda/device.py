@@ -16,13 +16,14 @@ import numpy as np
 from numba import cuda
 from numba.core import config
 
+from ... import knobs
+
 #: True when Numba's CUDA simulator runs the kernels (``NUMBA_ENABLE_CUDASIM=1``)
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
 #: largest number of threads per block the kernels support (their static shared arrays)
 MAX_BLOCK = 256
 
-_block = [0]  # 0: choose from the problem size
 
 
 def check_available():
@@ -66,15 +67,15 @@ def set_block(n):
     if n != 0 and not (1 <= n <= MAX_BLOCK and n & (n - 1) == 0):
         raise ValueError(f"block must be 0 (automatic) or a power of two in [1, {MAX_BLOCK}], "
                          f"got {n}")
-    _block[0] = n
+    knobs.CUDA_BLOCK = n
 
 
 def block(width: int) -> int:
     """Threads per block for work ``width`` wide: the setting, else a power of two near
     width / 8 in [32, MAX_BLOCK] (a few elements per thread keeps the block reductions
     short)."""
-    if _block[0]:
-        return _block[0]
+    if knobs.CUDA_BLOCK:
+        return knobs.CUDA_BLOCK
     t = 32
     while t < MAX_BLOCK and 8 * t < width:
         t *= 2

@@ -200,9 +200,12 @@ def _kfold_kernel(X, y, w_star, W0, lr, seeds, steps, fresh, resample, rec, copi
         status[r] = st
 
 
-def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
-             loss_out, w_out, status_out):
-    """Driver: R blocks (contract in the reference backend; arrays may be device arrays)."""
+def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+             record_steps, cache, loss_out, w_out, status_out):
+    """Driver: R blocks (contract: :mod:`fastperm.backends.contract`; arrays may be device
+    arrays). Draws the kinds of :data:`SAMPLER_KINDS` only: permutations and resampling
+    (``fparams``, ``gidx``, ``gptr`` are unused)."""
+    resample = _resample(kind)
     R = lr.shape[0]
     n, d = X.shape
     if R == 0:
@@ -222,6 +225,18 @@ def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_step
                                  device.to_device(seeds), steps, fresh, resample, args[5],
                                  copies, res, *out.dev)
     out.finish()
+
+
+#: the augmentation kinds this backend's samplers draw (the front end checks before a call)
+SAMPLER_KINDS = (spec.KIND_PERMUTATION, spec.KIND_RESAMPLE)
+
+
+def _resample(kind):
+    """The device kernels' flag for a kind of :data:`SAMPLER_KINDS`."""
+    if kind not in SAMPLER_KINDS:  # the registry refuses other kinds before any call
+        raise ValueError(f"the cuda backend draws permutations and resampling only, "
+                         f"got augmentation kind {kind}")
+    return kind == spec.KIND_RESAMPLE
 
 
 @cuda.jit
@@ -311,9 +326,10 @@ def _per_thread(count, nt):
     return (count + nt - 1) // nt, nt
 
 
-def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out,
                   status_out):
     """Driver: the coefficients (one thread per example), then one thread per run."""
+    resample = _resample(kind)
     R = lr.shape[0]
     if R == 0:
         return
@@ -354,7 +370,9 @@ def _augmented_gradient_kernel(w, X, y, seed, resample, copies, out):
             out[i, m] += cj * A[j, m]
 
 
-def augmented_gradient(w, X, y, k, seed, resample, out):
+def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
+    """``out[i]`` = the mean gradient over row i's k fixed copies (one thread per row)."""
+    resample = _resample(kind)
     n, d = X.shape
     nt = device.block(1024)
     res = device.Outputs(out)
@@ -378,11 +396,15 @@ def compile():
     loss = np.empty((1, 2))
     w = np.empty((1, 1))
     status = np.empty(1, dtype=np.int64)
+    fparams, gidx, gptr = np.zeros(2), np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64)
     for k in (1, 2):
-        for flag in (False, True):
-            sgd_runs(X, v, v, X, v, u, k, 1, flag, flag, rec, True, loss, w, status)
-    expected_runs(X, v, v, X, v, 1, False, rec, loss, w, status)
-    augmented_gradient(v, X, v, 2, 0, False, np.empty((1, 1)))
+        for fresh in (False, True):
+            for kind in SAMPLER_KINDS:
+                sgd_runs(X, v, v, X, v, u, k, 1, fresh, kind, fparams, gidx, gptr, rec, True,
+                         loss, w, status)
+    expected_runs(X, v, v, X, v, 1, spec.KIND_PERMUTATION, rec, loss, w, status)
+    augmented_gradient(v, X, v, 2, 0, spec.KIND_PERMUTATION, fparams, gidx, gptr,
+                       np.empty((1, 1)))
     _compiled.append(True)
 
 

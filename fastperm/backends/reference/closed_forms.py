@@ -1,4 +1,4 @@
-"""k = ∞ runs for the augmentations of :mod:`fastperm.distributions`, each step done the
+"""k = ∞ runs for the augmentations of :mod:`fastperm.augment.distributions`, each step done the
 explicit way (the oracle of :mod:`fastperm.backends.numba_cpu.closed_forms`)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 from .sgd import _finish, _mse
 
 
-# -- k = ∞ for the augmentations of fastperm.distributions (contract:
+# -- k = ∞ for the augmentations of fastperm.augment.distributions (contract:
 # fastperm.backends.numba_cpu.closed_forms). Each step is done the explicit way:
 # w ← w − lr (M_i w − y_i μ_i), with M_i w computed in the original coordinates.
 

@@ -9,13 +9,51 @@ from ... import rng
 from .sgd import _finish, _mse
 
 
-def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
-                     record_steps, loss_out, theta_out, status_out):
-    """Noise-augmented SGD of :class:`fastperm.deep_linear.DeepLinear` (k = 0: exact expected
-    gradient), with the network's NumPy gradients; loss = mean((v − w*)²) before each step."""
-    from ...deep_linear import DeepLinear
+def unpack(theta, sizes, offs):
+    """``([W_1, …, W_L], u)`` as views of θ (W_l of shape (sizes[l], sizes[l − 1]))."""
+    L = len(sizes) - 1
+    Ws = [theta[offs[l - 1]:offs[l]].reshape(sizes[l], sizes[l - 1]) for l in range(1, L + 1)]
+    return Ws, theta[offs[L]:]
 
-    net = DeepLinear(sizes)
+
+def end_to_end(theta, sizes, offs):
+    """``v = W_1ᵀ ⋯ W_Lᵀ u``, so that f(x) = vᵀx."""
+    Ws, u = unpack(theta, sizes, offs)
+    v = u.copy()
+    for W in reversed(Ws):
+        v = W.T @ v
+    return v
+
+
+def expected_grad(theta, sizes, offs, x, y, sigma):
+    """``E_ε[∇θ ½ (f(x + σε) − y)²]``, exactly: ``E[∂W_l] = a_l (r h_{l−1} + σ² B_l v)ᵀ``
+    (derivation: :mod:`fastperm.deep_linear`); σ = 0 gives the plain gradient."""
+    Ws, u = unpack(theta, sizes, offs)
+    L = len(Ws)
+    h = [x]
+    for W in Ws:
+        h.append(W @ h[-1])
+    a = [None] * (L + 1)
+    a[L] = u
+    for l in range(L, 0, -1):
+        a[l - 1] = Ws[l - 1].T @ a[l]
+    v = a[0]
+    r = v @ x - float(y)
+    hv = [v]  # B_{l+1} v
+    for W in Ws:
+        hv.append(W @ hv[-1])
+    g = np.empty(theta.shape[0])
+    gW, gu = unpack(g, sizes, offs)
+    for l in range(1, L + 1):
+        gW[l - 1][:] = np.outer(a[l], r * h[l - 1] + sigma ** 2 * hv[l - 1])
+    gu[:] = r * h[L] + sigma ** 2 * hv[L]
+    return g
+
+
+def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
+                     record_steps, cache, loss_out, theta_out, status_out):
+    """Noise-augmented SGD of :class:`fastperm.deep_linear.DeepLinear` (k = 0: exact expected
+    gradient), with the NumPy gradients above; loss = mean((v − w*)²) before each step."""
     n, d = X.shape
     stream = rng.STREAM_FRESH if fresh else rng.STREAM_FIXED
     for r in range(lr.shape[0]):
@@ -25,7 +63,7 @@ def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, ste
         for t in range(steps + 1):
             with np.errstate(all="ignore"):
                 if record_steps[q] == t:
-                    loss_out[r, q] = _mse(net.end_to_end(theta), w_star)
+                    loss_out[r, q] = _mse(end_to_end(theta, sizes, offs), w_star)
                     if not np.isfinite(loss_out[r, q]):
                         status_out[r] = _finish(loss_out[r], q, t)
                         break
@@ -34,12 +72,13 @@ def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, ste
                     break
                 i = t % n
                 if k == 0:
-                    g = net.expected_grad(theta, X[i], y[i], sigma)
+                    g = expected_grad(theta, sizes, offs, X[i], y[i], sigma)
                 else:
                     index = t if fresh else i
-                    g = np.mean([net.grad(theta, X[i] + sigma * rng.gaussian_noise(
-                        int(seeds[r]), stream, rng.counter(index, j), d), y[i])
-                        for j in range(k)], axis=0)
+                    g = np.mean([expected_grad(theta, sizes, offs, X[i] + sigma *
+                                               rng.gaussian_noise(int(seeds[r]), stream,
+                                                                  rng.counter(index, j), d),
+                                               y[i], 0.0) for j in range(k)], axis=0)
                 if not np.all(np.isfinite(g)):
                     status_out[r] = _finish(loss_out[r], q, t)
                     break

@@ -6,15 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from ... import rng
-from ...augment import coefficients
+from ...moments import coefficients
+from ...codes import DA, FA, K_EXPECTED, VANILLA
 from ...rng import KIND_PERMUTATION
 from .sgd import _augmented_block, _finish, _mse
 
 
 def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_steps, loss_out,
                 dist_out, w_out, status_out):
-    """The schemes of :mod:`fastperm.schemes` (0 vanilla, 1 DA k-fold, 2 DA k = ∞, 3 FA,
-    4 EA), each step written out; loss and distance to span(1) at the recorded steps."""
+    """The schemes of :mod:`fastperm.schemes` (codes: :mod:`fastperm.codes`; DA with k = 0 is
+    k = ∞), each step written out; loss and distance to span(1) at the recorded steps."""
     n, d = X.shape
     for r in range(lr.shape[0]):
         w = W0[r % W0.shape[0]].copy()
@@ -35,16 +36,16 @@ def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_ste
                     break
                 i = t % n
                 x = X[i]
-                if scheme == 0 or (scheme == 1 and k == 1):
+                if scheme == VANILLA or (scheme == DA and k == 1):
                     g = (w @ x - y[i]) * x
-                elif scheme == 1:
+                elif scheme == DA and k != K_EXPECTED:
                     A = _augmented_block(x, k, seeds[r], rng.STREAM_FRESH if fresh else
                                          rng.STREAM_FIXED, t if fresh else i, KIND_PERMUTATION)
                     g = A.T @ (A @ w - y[i]) / k
-                elif scheme == 2:
+                elif scheme == DA:  # k = ∞
                     a, c, e = coefficients(x[None, :], y[i:i + 1], "permutation")
                     g = a[0] * w + c[0] * w.sum() - e[0]
-                elif scheme == 3:
+                elif scheme == FA:
                     g = (x.mean() * w.sum() - y[i]) * x.mean() * np.ones(d)
                 else:
                     alpha = w.mean()

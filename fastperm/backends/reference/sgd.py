@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import rng
-from ...augment import coefficients
-from ...distributions import core_kind
+from ...moments import coefficients
 from ...rng import KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK, KIND_PERMUTATION, KIND_RESAMPLE
 
 
@@ -51,13 +50,7 @@ def _finish(loss_row, q, status_row_value):
     return status_row_value
 
 
-def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, resample, record_steps, cache,
-             loss_out, w_out, status_out):
-    dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, *core_kind(resample),
-                  record_steps, cache, loss_out, w_out, status_out)
-
-
-def dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
+def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
                   record_steps, cache, loss_out, w_out, status_out):
     n = X.shape[0]
     aug = (kind, fparams, gidx, gptr)
@@ -90,10 +83,10 @@ def dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, g
         w_out[r] = w
 
 
-def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out, w_out,
+def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out,
                   status_out):
     n = X.shape[0]
-    a, c, e = coefficients(X, y, "resample" if resample else "permutation")
+    a, c, e = coefficients(X, y, "resample" if kind == KIND_RESAMPLE else "permutation")
     for r in range(lr.shape[0]):
         w = W0[r % W0.shape[0]].copy()
         status_out[r] = -1
@@ -116,11 +109,7 @@ def expected_runs(X, y, w_star, W0, lr, steps, resample, record_steps, loss_out,
         w_out[r] = w
 
 
-def augmented_gradient(w, X, y, k, seed, resample, out):
-    dist_augmented_gradient(w, X, y, k, seed, *core_kind(resample), out)
-
-
-def dist_augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
+def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     for i in range(X.shape[0]):
         A = _augmented_block(X[i], k, seed, rng.STREAM_FIXED, i, kind, fparams, gidx, gptr)
         out[i] = A.T @ (A @ w - y[i]) / k

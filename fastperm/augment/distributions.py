@@ -1,4 +1,14 @@
-"""Augmentation distributions of a linear model's input, with their closed-form moments.
+"""The augmentation distributions: moments, closed-form plan (k = ∞), sampler spec (k-fold).
+
+Each distribution is a *declaration*: it never calls a backend. It states
+
+* its moments, in NumPy (``mean``, ``second_moment``, ``expected_gradient``, ``sample``);
+* its **closed-form plan** for k = ∞, :meth:`Augmentation.closed_form`: the kernel family
+  of :mod:`fastperm.backends.contract` that trains with it and that family's own arguments;
+* its **sampler spec** for k-fold, :meth:`Augmentation.sampler`: the kind code and
+  parameters by which every backend draws its copies (:mod:`fastperm.rng`).
+
+The run harness (:mod:`fastperm._runs`) turns a plan into a kernel call.
 
 For the squared loss of a linear model the gradient at an augmented input
 ``x' ~ A(x)`` (label kept) is ``(wᵀx' − y) x'``, so its expectation needs only
@@ -42,27 +52,14 @@ import numbers
 
 import numpy as np
 
-from . import _checks
-from .rng import (KIND_BLOCK, KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK, KIND_PERMUTATION,
-                  KIND_RESAMPLE)
+from .. import _checks
+from ..moments import block_moments, circulant_spectrum, coefficients
+from ..rng import (KIND_BLOCK, KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK, KIND_PERMUTATION,
+                   KIND_RESAMPLE)
 
 
 def _rng(rng):
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
-def block_moments(X, labels, G):
-    """Group sizes d_G (G,) and, per row of X and group, ``m_G = s1_G/d_G``, ``s2_G/d_G`` and
-    ``c_G = (s1_G² − s2_G)/(d_G(d_G − 1))`` (0 for a singleton), as (n, G) arrays;
-    ``labels[j]`` is the group of entry j."""
-    onehot = np.zeros((X.shape[1], G))
-    onehot[np.arange(X.shape[1]), labels] = 1.0
-    size = onehot.sum(axis=0)
-    s1 = X @ onehot
-    s2 = (X * X) @ onehot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(size > 1, (s1 * s1 - s2) / (size * (size - 1)), 0.0)
-    return size, s1 / size, s2 / size, c
 
 
 def _rows(x):
@@ -72,11 +69,6 @@ def _rows(x):
 
 _NO_F = np.zeros(2)
 _NO_I = np.zeros(1, dtype=np.int64)
-
-
-def core_kind(resample):
-    """``kernel_kind()`` of the core engine's copies: permutations, or resampling."""
-    return KIND_RESAMPLE if resample else KIND_PERMUTATION, _NO_F, _NO_I, _NO_I
 
 
 def _row_means(X):
@@ -89,27 +81,21 @@ class Augmentation:
 
     #: the core engine's name for it, when it has one ("permutation", "resample")
     engine_name = None
-    #: the backend kernel that runs k = ∞ with its closed form
-    expected_kernel = "expected_runs"
-    #: the backend kernel that runs k-fold training with its copies
-    sgd_kernel = "dist_sgd_runs"
 
-    def kernel_kind(self):
-        """``(kind, fparams, gidx, gptr)``: how the compiled kernels draw copies
-        (specification in :mod:`fastperm.rng`)."""
-        raise ValueError(f"{self!r} has no sampler in the compiled kernels: k-fold training "
-                         "and augmented_gradient need one (use k = inf, or .sample())")
+    def sampler(self):
+        """The sampler spec ``(kind, fparams, gidx, gptr)``: how every backend draws this
+        distribution's copies for k-fold training (specification in :mod:`fastperm.rng`).
 
-    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                      status_out):
-        """k = ∞ runs with this distribution's closed form on backend module ``kern``."""
+        Raises ValueError for a distribution without one."""
+        raise ValueError(f"augmentation: {self!r} has no sampler in the compiled kernels: "
+                         "k-fold training and augmented_gradient need one (use k = inf, or "
+                         ".sample())")
+
+    def closed_form(self, X):
+        """The closed-form plan for k = ∞ on examples X (n, d): ``(family, args)``, the kernel
+        family of :mod:`fastperm.backends.contract` and the values of its arguments that
+        belong to this distribution (the run harness supplies the problem's and the runs')."""
         raise NotImplementedError
-
-    def sgd_runs(self, kern, X, y, w_star, W0, lr, seeds, k, steps, fresh, record_steps, cache,
-                 loss_out, w_out, status_out):
-        """k-fold runs with copies of this distribution on backend module ``kern``."""
-        kern.dist_sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, *self.kernel_kind(),
-                           record_steps, cache, loss_out, w_out, status_out)
 
     def mean(self, x) -> np.ndarray:
         """``E[x']`` for one input x (d,)."""
@@ -160,28 +146,18 @@ class Permutation(Augmentation):
     """Uniformly random permutation of x's entries (``augmentation="permutation"``)."""
 
     engine_name = "permutation"
-    sgd_kernel = "sgd_runs"
+    kind = KIND_PERMUTATION
 
-    def kernel_kind(self):
-        return core_kind(self.engine_name == "resample")
+    def sampler(self):
+        return self.kind, _NO_F, _NO_I, _NO_I
 
-    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                      status_out):
-        kern.expected_runs(X, y, w_star, W0, lr, steps, self.engine_name == "resample",
-                           record_steps, loss_out, w_out, status_out)
-
-    def sgd_runs(self, kern, X, y, w_star, W0, lr, seeds, k, steps, fresh, record_steps, cache,
-                 loss_out, w_out, status_out):
-        kern.sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh,
-                      self.engine_name == "resample", record_steps, cache, loss_out, w_out,
-                      status_out)
+    def closed_form(self, X):
+        return "expected_runs", {"kind": self.kind}
 
     def _mean(self, X):
         return _row_means(X)
 
     def _second_moment_times(self, X, w):
-        from .augment import coefficients
-
         a, c, _ = coefficients(X, np.zeros(X.shape[0]), self.engine_name)
         return a[:, None] * w[None, :] + (c * w.sum())[:, None]
 
@@ -193,6 +169,7 @@ class Resample(Permutation):
     """x's entries drawn uniformly with replacement (``augmentation="resample"``)."""
 
     engine_name = "resample"
+    kind = KIND_RESAMPLE
 
     def _sample(self, x, rng, n):
         return x[rng.integers(0, x.shape[0], size=(n, x.shape[0]))]
@@ -210,16 +187,12 @@ class Gaussian(Augmentation):
     def __init__(self, sigma):
         self.sigma = _checks.as_nonnegative_real("sigma", sigma)
 
-    expected_kernel = "diag_rank1_runs"
-
-    def kernel_kind(self):
+    def sampler(self):
         return KIND_GAUSSIAN, np.array([self.sigma, 0.0]), _NO_I, _NO_I
 
-    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                      status_out):
-        D = np.full((1, X.shape[1]), self.sigma ** 2)
-        kern.diag_rank1_runs(
-            X, y, w_star, W0, lr, 1.0, 1.0, D, steps, record_steps, loss_out, w_out, status_out)
+    def closed_form(self, X):
+        return "diag_rank1_runs", {"beta": 1.0, "gamma": 1.0,
+                                   "D": np.full((1, X.shape[1]), self.sigma ** 2)}
 
     def _mean(self, X):
         return X.copy()
@@ -252,18 +225,13 @@ class Mask(Augmentation):
         self.rescale = bool(rescale)
         self.scale = 1.0 / self.p if self.rescale else 1.0
 
-    expected_kernel = "diag_rank1_runs"
-
-    def kernel_kind(self):
+    def sampler(self):
         return KIND_MASK, np.array([self.p, self.scale]), _NO_I, _NO_I
 
-    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                      status_out):
+    def closed_form(self, X):
         s2, p = self.scale ** 2, self.p
-        D = np.ascontiguousarray(s2 * p * (1 - p) * X * X)
-        kern.diag_rank1_runs(
-            X, y, w_star, W0, lr, s2 * p * p, self.scale * p, D, steps, record_steps, loss_out,
-            w_out, status_out)
+        return "diag_rank1_runs", {"beta": s2 * p * p, "gamma": self.scale * p,
+                                   "D": np.ascontiguousarray(s2 * p * (1 - p) * X * X)}
 
     def _mean(self, X):
         return self.scale * self.p * X
@@ -285,15 +253,11 @@ class CyclicShift(Augmentation):
     The second moment is circulant; products with it cost O(d log d) (FFT).
     """
 
-    expected_kernel = "circulant_runs"
-
-    def kernel_kind(self):
+    def sampler(self):
         return KIND_CYCLIC, _NO_F, _NO_I, _NO_I
 
-    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                      status_out):
-        kern.circulant_runs(
-            X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out)
+    def closed_form(self, X):
+        return "circulant_runs", {}
 
     def _mean(self, X):
         return _row_means(X)
@@ -301,9 +265,7 @@ class CyclicShift(Augmentation):
     @staticmethod
     def spectrum(X):
         """Eigenvalues ``|x̂_f|²/d`` of each row's second moment, rfft order: (n, d//2 + 1)."""
-        d = X.shape[1]
-        F = np.fft.rfft(X, axis=1)
-        return (F.real ** 2 + F.imag ** 2) / d
+        return circulant_spectrum(X)
 
     def _second_moment_times(self, X, w):
         d = X.shape[1]
@@ -349,17 +311,12 @@ class BlockPermutation(Augmentation):
                              f"but the inputs have d = {d} features; the groups must cover "
                              f"every index 0..{d - 1} exactly once")
 
-    expected_kernel = "block_runs"
-
-    def kernel_kind(self):
+    def sampler(self):
         return KIND_BLOCK, _NO_F, self.gidx, self.gptr
 
-    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                      status_out):
+    def closed_form(self, X):
         self.check_d(X.shape[1])
-        kern.block_runs(
-            X, y, w_star, W0, lr, self.gidx, self.gptr, steps, record_steps, loss_out, w_out,
-            status_out)
+        return "block_runs", {"gidx": self.gidx, "gptr": self.gptr}
 
     def block_moments(self, X):
         """Per row and group: sizes d_G (G,), m_G, s2_G/d_G, c_G as (n, G) arrays."""
@@ -422,13 +379,9 @@ class Moments(Augmentation):
         d = X.shape[1]
         return np.stack([self._call(self._mean_fn, x, (d,), "mean") for x in X])
 
-    expected_kernel = "dense_runs"
-
-    def expected_runs(self, kern, X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                      status_out):
-        kern.dense_runs(
-            np.ascontiguousarray(self.matrices(X)), np.ascontiguousarray(self._mean(X)), y,
-            w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out)
+    def closed_form(self, X):
+        return "dense_runs", {"M": np.ascontiguousarray(self.matrices(X)),
+                              "mu": np.ascontiguousarray(self._mean(X))}
 
     def matrices(self, X):
         """The second moments of every row: (n, d, d)."""

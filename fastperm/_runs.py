@@ -1,0 +1,211 @@
+"""The one run harness: validate → plan → allocate → compile → call → result.
+
+Every front end that trains — :func:`fastperm.train`, :func:`fastperm.train_many`,
+:func:`fastperm.deep_linear.train`, :func:`fastperm.schemes.run` — validates its own
+arguments (:mod:`fastperm._checks`) and describes what to run as a :class:`Call`: a kernel
+family of :mod:`fastperm.backends.contract` and the values of its arguments, by name. The
+harness then, the same way for all of them:
+
+1. chooses the backend (:func:`fastperm.backends.get` with the family, and the augmentation
+   kind its sampler must draw);
+2. decides whether the kernel may keep the fixed copies (the family's ``cache`` argument,
+   within the memory budget);
+3. compiles the backend's kernels outside the timing (:func:`compile`);
+4. chooses the threads for this call: the caller's ``threads``, or — by default — one
+   thread when the call's estimated work is below :data:`fastperm.knobs.PARALLEL_MIN_WORK`
+   (a parallel launch costs a scheduler time slice whenever a thread waits for a busy core,
+   ~8 ms measured on a loaded machine: issue 12), else one per run up to the backend's
+   count; the setting holds for this call only;
+5. calls the kernel once, or in chunks of runs behind a progress bar (the contract lets
+   runs be split: each depends only on its own entries);
+6. times the call and warns once if runs diverged, at the caller's line.
+
+Imports go one way: front ends → this harness → the contract and registry → backends.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _checks, backends, knobs
+from .backends import contract
+
+
+class DivergenceWarning(RuntimeWarning):
+    """A training run produced non-finite parameters (the step is in the message and result)."""
+
+
+def record_steps(steps: int, record_every: int) -> np.ndarray:
+    """Recorded steps 0, r, 2r, ... and ``steps`` itself, followed by the sentinel ``steps + 1``."""
+    rec = np.arange(0, steps + 1, record_every, dtype=np.int64)
+    if rec[-1] != steps:
+        rec = np.append(rec, steps)
+    return np.append(rec, steps + 1)
+
+
+def run_outputs(runs: int, records: int, width: int) -> dict:
+    """The outputs every training family writes: ``loss_out`` (runs, records), ``w_out``
+    (runs, width) and ``status_out`` (runs,)."""
+    return {"loss_out": np.empty((runs, records)), "w_out": np.empty((runs, width)),
+            "status_out": np.empty(runs, dtype=np.int64)}
+
+
+@dataclass
+class Call:
+    """What a front end asks the harness to run.
+
+    Attributes
+    ----------
+    family : str
+        A kernel family of :mod:`fastperm.backends.contract`.
+    values : dict
+        The value of every argument of the family, by name (validated; outputs allocated),
+        except ``cache``, which the harness decides.
+    runs : int
+        Number of independent runs R.
+    work : float
+        Estimated element operations of the whole call (all runs): decides the threads.
+    kind : int, optional
+        The augmentation kind the family's sampler draws (``fastperm.rng.KIND_*``).
+    cache_bytes_per_holder : int
+        Memory of the fixed copies one concurrent run holder keeps (0: nothing to keep).
+    cache_bytes : int
+        The budget for all holders together.
+    """
+
+    family: str
+    values: dict
+    runs: int
+    work: float
+    kind: int | None = None
+    cache_bytes_per_holder: int = 0
+    cache_bytes: int = field(default_factory=lambda: knobs.CACHE_BYTES)
+
+
+@dataclass
+class Launched:
+    """How a call ran: backend name, wall seconds of the kernel calls (compilation
+    excluded), seconds spent compiling (or loading the cache), threads used, whether the
+    fixed copies were kept."""
+
+    backend: str
+    seconds: float
+    compile_seconds: float
+    threads: int
+    cache: bool
+
+
+def as_threads(threads):
+    """``None`` (choose per call) or an int >= 1."""
+    return None if threads is None else _checks.as_int("threads", threads, minimum=1)
+
+
+def threads_for(kern, runs: int, work: float, threads=None) -> int:
+    """Threads for one call: the caller's (at most one per run), or by default one per run up
+    to the backend's count when the work pays for a parallel launch, else one."""
+    if threads is not None:
+        return max(1, min(threads, runs))
+    if work < knobs.PARALLEL_MIN_WORK:
+        return 1
+    return max(1, min(runs, kern.threads()))
+
+
+def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
+    """Run ``call`` on ``backend`` (steps 1–6 of the module docstring); outputs are written
+    into ``call.values``."""
+    spec = contract.FAMILIES[call.family]
+    kern = backends.get(backend, needs=call.family, kind=call.kind)
+    nthreads = threads_for(kern, call.runs, call.work, threads)
+    values = dict(call.values)
+    cache = False
+    if "cache" in spec.arg_names:
+        holders = call.runs if getattr(kern, "CACHE_PER_RUN", False) else nthreads
+        cache = (call.cache_bytes_per_holder > 0
+                 and holders * call.cache_bytes_per_holder <= call.cache_bytes)
+        values["cache"] = cache
+    t0 = time.perf_counter()
+    kern.compile()  # JIT compilation (or a cache load) stays out of the timing
+    compile_seconds = time.perf_counter() - t0
+    fn = getattr(kern, call.family)
+    sliced = set(spec.role("run")) | set(spec.role("output"))
+    starts = set(spec.role("start"))
+    chunks = _chunks(call.runs, progress, nthreads)
+    bar = _progress_bar(progress, call.runs) if len(chunks) > 1 else None
+    before = kern.threads()
+    _set_threads(kern, nthreads)
+    try:
+        t0 = time.perf_counter()
+        for lo, hi in chunks:
+            args = []
+            for name in spec.arg_names:
+                v = values[name]
+                if name in sliced or (name in starts and v.shape[0] != 1):
+                    v = v[lo:hi]
+                args.append(v)
+            fn(*args)
+            if bar is not None:
+                bar.update(hi - lo)
+        seconds = time.perf_counter() - t0
+    finally:
+        kern.set_threads(before)
+        if bar is not None:
+            bar.close()
+    return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
+
+
+def _set_threads(kern, n):
+    try:
+        kern.set_threads(n)
+    except ValueError as exc:
+        raise ValueError(f"threads = {n} is more than backend {kern.name!r} allows: {exc}") \
+            from None
+
+
+def _chunks(runs, progress, threads):
+    if not progress or runs <= 1:
+        return [(0, runs)]
+    size = max(1, -(-runs // knobs.PROGRESS_CHUNKS), threads)
+    return [(lo, min(lo + size, runs)) for lo in range(0, runs, size)]
+
+
+def _progress_bar(progress, total):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="run", desc=progress if isinstance(progress, str) else "runs")
+
+
+def warn_divergence(status, lr, seeds, steps_rec, loss):
+    """One :class:`DivergenceWarning` for a call whose runs diverged (the first such run's
+    step, last finite loss, and how many), pointing at the caller's line outside fastperm."""
+    bad = np.flatnonzero(status >= 0)
+    if bad.size == 0:
+        return
+    r = int(bad[0])
+    ok = np.isfinite(loss[r])
+    last = (f"last recorded loss {loss[r][ok][-1]:.6g} at step {int(steps_rec[ok][-1])}"
+            if ok.any() else "no finite loss recorded")
+    which = f"run {r} (seed={int(seeds[r])}, lr={lr[r]:g})" if len(status) > 1 else "the run"
+    more = f"; {bad.size} of {len(status)} runs diverged" if len(status) > 1 else ""
+    warnings.warn(f"{which} diverged: non-finite parameters at step {int(status[r])}, "
+                  f"{last}{more}. Try a smaller lr.", DivergenceWarning,
+                  stacklevel=_outside_stacklevel())
+
+
+def _outside_stacklevel() -> int:
+    """``stacklevel`` for :func:`warnings.warn` called by our caller that names the first
+    frame outside the fastperm package (the user's line)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "fastperm":
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def k_code(k) -> int:
+    """A validated k as the kernels take it: ``math.inf`` → :data:`contract.K_EXPECTED`."""
+    return contract.K_EXPECTED if math.isinf(k) else int(k)

@@ -1,0 +1,50 @@
+"""The k-copy gradient estimate, :func:`augmented_gradient`: a front end (validate, choose a
+backend, call its kernel). The closed form it converges to, :func:`~fastperm.augment.
+expected_gradient`, is NumPy maths in :mod:`fastperm.augment`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, backends
+from .augment import as_augmentation
+
+
+def augmented_gradient(w, x, y, k, seed: int = 0, augmentation: str = "permutation", backend=None):
+    """Mean gradient over ``k`` augmented copies of each example.
+
+    ``ĝ = (1/k) Σ_{j<k} (wᵀx^{(j)} − y) x^{(j)}`` with ``x^{(0)} = x`` and
+    ``x^{(j)}``, j ≥ 1, augmented copies drawn by :mod:`fastperm.rng` with key
+    ``(seed, STREAM_FIXED, counter(i, j))`` for row ``i`` — exactly the copies
+    that ``train(..., sampling="fixed", seed=seed)`` uses for example ``i``.
+    As ``k → ∞`` it converges to :func:`expected_gradient` at rate
+    ``O(1/sqrt(k))``.
+
+    Parameters
+    ----------
+    w : (d,) array
+    x : (d,) or (n, d) array
+    y : float or (n,) array
+    k : int >= 1
+    seed : int >= 0
+    augmentation : {"permutation", "resample"} or Augmentation
+        Distribution objects other than ``Moments`` (which has no compiled sampler) run
+        on the numba, cython and numpy backends.
+    backend : str, optional
+        See :func:`fastperm.backends.get`.
+
+    Returns
+    -------
+    (d,) array for 1-D ``x``, else (n, d).
+    """
+    aug = as_augmentation(augmentation)
+    sampler = aug.sampler()
+    k = _checks.as_int("k", k, minimum=1, maximum=2**32 - 1)
+    seed = _checks.as_seed("seed", seed)
+    w, X, y, single = _checks.example_args(w, x, y)
+    aug.check_d(X.shape[1])
+    out = np.empty_like(X)
+    kern = backends.get(backend, needs="augmented_gradient", kind=sampler[0])
+    kern.augmented_gradient(w, X, y, k, np.uint64(seed), *sampler, out)
+    return out[0] if single else out

@@ -1,0 +1,32 @@
+"""Every tunable constant of fastperm, in one place.
+
+None of these changes a result: they decide how a result is computed (memory kept, threads
+woken, work per tile). Change them on the module before a call, e.g.
+``fastperm.knobs.CACHE_BYTES = 2**30``; functions that take a per-call argument of the same
+meaning (``cache_bytes=``, ``threads=``) default to the value here.
+"""
+
+#: memory the fixed augmented copies may be kept in, per call (bytes): k-fold training
+#: (``train(cache_bytes=...)``) and noise-augmented deep linear networks; above it the copies
+#: are drawn again at every step (never changes results)
+CACHE_BYTES = 256 * 2**20
+
+#: a call whose estimated work is below this many element operations (about 10 ms of one
+#: core) runs on one thread, however many runs it has: a parallel launch costs a scheduler
+#: time slice (~8 ms, measured) whenever a thread must wait for a busy core, so a launch
+#: pays only for work much larger than that (issue 12; ``bench/loaded.py`` measures it)
+PARALLEL_MIN_WORK = 3e7
+
+#: runs per progress-bar update: the runs of a call with ``progress=True`` are launched in
+#: about this many chunks (each at least one run per thread)
+PROGRESS_CHUNKS = 50
+
+#: Lie brackets on the CPU: bytes of the two (block × block × P) output tiles a bracket task
+#: owns (:mod:`fastperm.backends.tiling`): about one core's L2 cache, so that they stay in
+#: cache while the task combines them
+TILE_BYTES = 768 * 1024
+
+#: numba.cuda: threads per block for the training and bracket kernels; 0 chooses from the
+#: problem size (a power of two near width/8 in [32, 256]). ``set_block(n)`` of the cuda
+#: backend sets it (and checks n)
+CUDA_BLOCK = 0

@@ -1,0 +1,59 @@
+"""Result objects of the training front ends."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class TrainResult:
+    """Losses and final parameters of one run (``train``) or many (``train_many``).
+
+    Attributes
+    ----------
+    steps : (records,) int array
+        Steps at which the loss was recorded (0, record_every, ..., and the last step).
+    loss : (records,) or (runs, records) float array
+        ``mean((w − w*)²)`` after those steps; NaN after a divergence.
+    w : (d,) or (runs, d) float array
+        Final parameters.
+    diverged_step : int or None, or (runs,) int array
+        First step with non-finite parameters or residual (-1 in the array
+        form where a run stayed finite; None for a single finite run).
+    seconds : float
+        Wall time of the compiled call(s), validation and allocation excluded.
+    k, lr, seed, sampling, augmentation, backend : the settings of the run(s).
+    """
+
+    steps: np.ndarray
+    loss: np.ndarray
+    w: np.ndarray
+    diverged_step: object
+    seconds: float
+    k: float
+    lr: object
+    seed: object
+    sampling: str
+    augmentation: str
+    backend: str
+    meta: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def runs(self) -> int:
+        return 1 if self.loss.ndim == 1 else self.loss.shape[0]
+
+    @property
+    def ns_per_step(self) -> float:
+        """Wall time per training step (all runs counted), in nanoseconds."""
+        total = max(int(self.steps[-1]), 1) * self.runs
+        return self.seconds * 1e9 / total
+
+    def __repr__(self) -> str:
+        k = "inf" if math.isinf(self.k) else self.k
+        last = self.loss[..., -1]
+        last = f"{float(last):.6g}" if np.ndim(last) == 0 else f"mean {np.nanmean(last):.6g}"
+        return (f"TrainResult(k={k}, runs={self.runs}, steps={int(self.steps[-1])}, "
+                f"final loss {last}, {self.ns_per_step:.1f} ns/step, backend={self.backend!r})")
