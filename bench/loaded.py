@@ -25,9 +25,11 @@ Each time is ``TrainResult.seconds`` (the compiled call; validation and compilat
 excluded) as ns/step, the median of ``repeats`` calls after one warm-up round, with the
 backend's default threads and with one thread (``backends.get(b).set_threads(1)``).
 The calls go round-robin (every workload, each with both thread counts, then the next
-round) so that a load that drifts during a condition affects all of them alike; each
-call with the default threads follows another call on one thread, as in interactive
-use, so waking the idle worker threads is part of what it pays. The
+round) so that a load that drifts during a condition affects all of them alike; the
+two thread counts take turns to go first (the first call of a pair finds the caches
+cold from the other workloads: ~15 µs, as much as a whole small k = ∞ batch), and half
+the calls with the default threads follow a call on one thread, as in interactive use,
+so waking idle worker threads is part of what they pay. The
 target: default threads within 1.3× of one thread, for every row. The penalty hits
 some calls and not others, so the table also counts the "slow" calls (default threads
 over 1.3× the one-thread median): a median can hide a penalty paid by a third of the
@@ -239,15 +241,19 @@ def _time(loads, problem, backend, mod, threads, repeats):
     """ns/step samples of every workload, with ``threads`` (``"default"``) and one (``"one"``).
 
     Round-robin: each round calls every workload once with each thread count, so that
-    a load that changes during the condition affects all workloads alike. Round 0 is
-    the warm-up and is not kept.
+    a load that changes during the condition affects all workloads alike; the two thread
+    counts take turns to go first, since the first call of a pair finds the caches cold
+    from the previous workload. Round 0 is the warm-up and is not kept.
     """
     samples = [{"default": [], "one": []} for _ in loads]
     before = mod.threads()
     try:
         for rep in range(repeats + 1):
             for w, kept in zip(loads, samples):
-                for which, t in (("default", threads), ("one", 1)):
+                # alternate which goes first: the first call of a pair finds the caches
+                # cold from the previous workload (worth ~15 us on a 20 us call)
+                order = (("default", threads), ("one", 1))
+                for which, t in order if rep % 2 == 0 else order[::-1]:
                     mod.set_threads(t)
                     ns = w(problem, backend).ns_per_step
                     if rep:

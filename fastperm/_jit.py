@@ -40,12 +40,19 @@ NOCACHE = dict(JIT, cache=False)
 PARALLEL_NOCACHE = dict(PARALLEL, cache=False)
 
 
-def _renamed(fn, suffix):
-    """A copy of ``fn`` whose name ends in ``suffix`` (Numba's cache files are named after
-    the function: a second compilation of the same body must not share them)."""
+def specialise(fn, suffix, **names):
+    """A copy of ``fn`` named ``<name><suffix>`` whose global ``names`` are bound to the
+    given objects (jitted functions it calls).
+
+    One driver body then serves several kernels that differ only in a function they call,
+    and each copy keeps Numba's on-disk cache: the cache files are named after the function
+    (so each copy needs its own name), and a function bound as a global, unlike a closure
+    variable or an argument, keeps the signature cacheable.
+    """
     code = fn.__code__.replace(co_name=fn.__name__ + suffix,
                                co_qualname=fn.__qualname__ + suffix)
-    copy = types.FunctionType(code, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
+    scope = {**fn.__globals__, **names} if names else fn.__globals__
+    copy = types.FunctionType(code, scope, fn.__name__ + suffix, fn.__defaults__,
                               fn.__closure__)
     copy.__qualname__ = fn.__qualname__ + suffix
     copy.__doc__ = fn.__doc__
@@ -72,7 +79,7 @@ class Twins:
 
     def __init__(self, body, cache=True):
         self.parallel = njit(**(PARALLEL if cache else PARALLEL_NOCACHE))(body)
-        self.serial = njit(**(JIT if cache else NOCACHE))(_renamed(body, "_serial"))
+        self.serial = njit(**(JIT if cache else NOCACHE))(specialise(body, "_serial"))
         self.__doc__ = body.__doc__
 
     def __call__(self, nchunks, *args):

@@ -387,10 +387,20 @@ def test_no_cached_kernel_takes_a_jitted_function():
     lie.brackets(custom, rs.standard_normal(4), rs.standard_normal((3, 4)), rs.standard_normal(3))
     fastperm.train(fastperm.LinearProblem.sample(d=5, n=2), 2, steps=3)
     checked = 0
-    for mod in (nmlp, nlie, nrng, nsgd):  # the MLP kernels live in numba_cpu.mlp
+    from fastperm._jit import Twins
+
+    def dispatchers(mod):  # module-level dispatchers, twins, and dicts of twins
         for name, obj in vars(mod).items():
-            if not isinstance(obj, CPUDispatcher):
-                continue
+            objs = obj.values() if isinstance(obj, dict) else [obj]
+            for o in objs:
+                if isinstance(o, Twins):
+                    yield name, o.parallel
+                    yield name, o.serial
+                elif isinstance(o, CPUDispatcher):
+                    yield name, o
+
+    for mod in (nmlp, nlie, nrng, nsgd):  # the MLP kernels live in numba_cpu.mlp
+        for name, obj in dispatchers(mod):
             for sig in obj.signatures:
                 if any(isinstance(t, types.Dispatcher) for t in sig):
                     assert isinstance(obj._cache, NullCache), f"{mod.__name__}.{name} is cached"

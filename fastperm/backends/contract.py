@@ -108,6 +108,14 @@ STATUS = _a("status_out", "output", "(R,) int64 -1 or the divergence step")
 
 RUNS_RETURN = "None: results are written to the outputs."
 
+# -- arguments shared by the bracket families ---------------------------------------------------
+MODEL_ARGS = (_a("model", "setting", "a :class:`fastperm.models.Model`"),
+              _a("theta", "input", "(P,) parameters"), _a("X", "input", "(B, d) inputs"),
+              _a("Y", "input", "(B, K) targets"))
+BRACKET_ARGS = MODEL_ARGS + (
+    _a("G", "input", "(B, P) gradients at θ"), _a("h", "input", "(B,) finite-difference steps"),
+    _a("c", "setting", "(S,) stencil offsets"), _a("w", "setting", "(S,) weights"))
+
 FAMILIES = {f.name: f for f in (
     Family("sgd_runs", "sgd",
            "R runs of k-fold augmented SGD on the linear problem (k = 1: plain SGD). Step t, "
@@ -173,28 +181,16 @@ FAMILIES = {f.name: f for f in (
            RUNS_RETURN),
     Family("example_grads", "lie",
            "``out[b] = g_b(θ)``, the per-example gradients of a model.",
-           (_a("model", "setting", "a :class:`fastperm.models.Model`"),
-            _a("theta", "input", "(P,) parameters"), _a("X", "input", "(B, d) inputs"),
-            _a("Y", "input", "(B, K) targets"), _a("out", "output", "(B, P) gradients")),
+           MODEL_ARGS + (_a("out", "output", "(B, P) gradients"),),
            RUNS_RETURN),
     Family("brackets_all", "lie",
            "``out[x, y] = [v_x, v_y] = H_y g_x − H_x g_y`` for all pairs, with "
            "``H_y g_x ≈ Σ_j w_j g_y(θ + c_j h_x G[x]) / h_x``.",
-           (_a("model", "setting", "a :class:`fastperm.models.Model`"),
-            _a("theta", "input", "(P,) parameters"), _a("X", "input", "(B, d) inputs"),
-            _a("Y", "input", "(B, K) targets"), _a("G", "input", "(B, P) gradients at θ"),
-            _a("h", "input", "(B,) finite-difference steps"),
-            _a("c", "setting", "(S,) stencil offsets"), _a("w", "setting", "(S,) weights"),
-            _a("out", "output", "(B, B, P) brackets")), RUNS_RETURN),
+           BRACKET_ARGS + (_a("out", "output", "(B, B, P) brackets"),), RUNS_RETURN),
     Family("brackets_pairs", "lie",
            "``out[q] = [v_a, v_b]`` for the listed pairs (a, b) (zero where a = b).",
-           (_a("model", "setting", "a :class:`fastperm.models.Model`"),
-            _a("theta", "input", "(P,) parameters"), _a("X", "input", "(B, d) inputs"),
-            _a("Y", "input", "(B, K) targets"), _a("G", "input", "(B, P) gradients at θ"),
-            _a("h", "input", "(B,) finite-difference steps"),
-            _a("c", "setting", "(S,) stencil offsets"), _a("w", "setting", "(S,) weights"),
-            _a("pairs", "input", "(Q, 2) int64 pairs, in range"),
-            _a("out", "output", "(Q, P) brackets")), RUNS_RETURN),
+           BRACKET_ARGS + (_a("pairs", "input", "(Q, 2) int64 pairs, in range"),
+                           _a("out", "output", "(Q, P) brackets")), RUNS_RETURN),
 )}
 
 #: what every backend module offers besides its kernels

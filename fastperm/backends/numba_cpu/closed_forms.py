@@ -33,7 +33,8 @@ from numba import njit, prange
 
 from ..._jit import JIT, Twins
 from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
-from .parallel import chunks, for_each_twin
+from . import warmup
+from .parallel import chunks
 from .sgd import _dot, _mse
 
 
@@ -250,31 +251,16 @@ def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, s
                   w_out, status_out)
 
 
-_compiled = []
-
-
+@warmup.once
 def compile():
-    """Compile (or load from Numba's cache) the closed-form kernels for the types
-    :meth:`fastperm.augment.Augmentation.closed_form` plans (the problem's arrays
-    are read-only). Once per process."""
-    if _compiled:
-        return
-    X = np.ones((1, 2))
-    v = np.ones(2)
-    X_ro, v_ro, y_ro = X.copy(), v.copy(), np.ones(1)
-    for a in (X_ro, v_ro, y_ro):
-        a.setflags(write=False)
-    lr = np.ones(2)  # two runs, so that the parallel twins run when two threads are allowed
-    rec = np.array([0, 1, 2], dtype=np.int64)
-    out = (np.empty((2, 2)), np.empty((2, 2)), np.empty(2, dtype=np.int64))
-    gidx = np.arange(2, dtype=np.int64)
-
-    def call():
-        diag_rank1_runs(X_ro, y_ro, v_ro, X, lr, 1.0, 1.0, X, 1, rec, *out)
-        circulant_runs(X_ro, y_ro, v_ro, X, lr, 1, rec, *out)
-        block_runs(X_ro, y_ro, v_ro, X, lr, gidx, np.array([0, 2], dtype=np.int64), 1, rec,
-                   *out)
-        dense_runs(np.ones((1, 2, 2)), X.copy(), y_ro, v_ro, X, lr, 1, rec, *out)
-
-    for_each_twin(call)
-    _compiled.append(True)
+    """Compile (or load from Numba's cache) the closed-form kernels, both twins, for the types
+    the plans of :meth:`fastperm.augment.Augmentation.closed_form` pass. Once a process."""
+    X, y, w_star = warmup.problem(2)
+    lr, _, rec, loss, w, status = warmup.runs(2)
+    W0 = np.ones((1, 2))
+    out = (loss, w, status)
+    diag_rank1_runs(X, y, w_star, W0, lr, 1.0, 1.0, np.ones((1, 2)), 1, rec, *out)
+    circulant_runs(X, y, w_star, W0, lr, 1, rec, *out)
+    block_runs(X, y, w_star, W0, lr, np.arange(2, dtype=np.int64),
+               np.array([0, 2], dtype=np.int64), 1, rec, *out)
+    dense_runs(np.ones((1, 2, 2)), np.ones((1, 2)), y, w_star, W0, lr, 1, rec, *out)

@@ -16,8 +16,9 @@ from numba import njit, prange
 
 from ... import rng as spec
 from ..._jit import JIT, Twins
-from .parallel import chunks, for_each_twin
-from .rng import key, normal
+from . import warmup
+from .parallel import chunks
+from .rng import make_key, normal
 
 
 @njit(inline="always", **JIT)
@@ -105,10 +106,10 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
                 if keep:
                     xc = cache[i, j]
                     if t < n:
-                        _noisy_copy(X[i], sigma, key(seed, stream, i, j), xc)
+                        _noisy_copy(X[i], sigma, make_key(seed, stream, i, j), xc)
                 else:
                     xc = xbuf
-                    _noisy_copy(X[i], sigma, key(seed, stream, t if fresh else i, j), xc)
+                    _noisy_copy(X[i], sigma, make_key(seed, stream, t if fresh else i, j), xc)
                 _forward(theta, sizes, offs, xc, H)
                 r = -y[i]
                 for o in range(hL):
@@ -171,27 +172,12 @@ def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, ste
                         sigma, steps, fresh, record_steps, cache, loss_out, theta_out, status_out)
 
 
-_compiled = []
-
-
+@warmup.once
 def compile():
     """Compile (or load from Numba's cache) both twins for the types fastperm passes."""
-    if _compiled:
-        return
-    X, v = np.ones((1, 2)), np.ones(2)
-    y = np.ones(1)
-    for a in (X, v, y):  # LinearProblem's arrays are read-only: another type
-        a.setflags(write=False)
-    sizes = np.array([2, 1], dtype=np.int64)
-    offs = np.array([0, 2], dtype=np.int64)
-    lr, seeds = np.ones(2), np.zeros(2, dtype=np.uint64)
-    rec = np.array([0, 1, 2], dtype=np.int64)
-
-    def call():
-        for k, fresh in ((0, False), (2, False), (2, True)):
-            deep_linear_runs(X, y, v, np.ones((1, 3)), sizes, offs, lr, seeds, k, 0.5, 1, fresh,
-                             rec, True, np.empty((2, 2)), np.empty((2, 3)),
-                             np.empty(2, dtype=np.int64))
-
-    for_each_twin(call)
-    _compiled.append(True)
+    X, y, v = warmup.problem(2)
+    lr, seeds, rec, loss, _, status = warmup.runs(3)
+    sizes, offs = np.array([2, 1], dtype=np.int64), np.array([0, 2], dtype=np.int64)
+    for k, fresh in ((0, False), (2, False), (2, True)):
+        deep_linear_runs(X, y, v, np.ones((1, 3)), sizes, offs, lr, seeds, k, 0.5, 1, fresh, rec,
+                         True, loss, np.empty((2, 3)), status)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..._jit import JIT, NOCACHE, PARALLEL, PARALLEL_NOCACHE
+from ..._jit import JIT, NOCACHE, Twins, specialise
 from ..tiling import block_pairs
 from .mlp import mlp_directional, mlp_grad
 from .parallel import chunks
@@ -77,28 +77,41 @@ def _combine(out, x0, x1, y0, y1, diagonal):
             out[x, x, :] = 0.0
 
 
-# Two families of drivers with the same loops: for the built-in MLPs, calling
-# mlp_grad / mlp_directional directly (cached: no function in any signature), and for
-# a CustomModel, taking its ``grad`` as an argument (compiled once per process: Numba's
-# cache index cannot hold signatures that contain other jitted functions — a stale
-# entry made a later save fail with "underlying object has vanished").
+# One body per driver, specialised twice (_jit.specialise): for the built-in MLPs, calling
+# mlp_grad / mlp_directional (cached: no function in any signature; ``model`` is a dummy 0),
+# and for a CustomModel, calling its ``grad`` passed as ``model`` (compiled once per process:
+# Numba's cache index cannot hold signatures that contain other jitted functions — a stale
+# entry made a later save fail with "underlying object has vanished"). Each specialisation
+# is a pair of twins (_jit.Twins): serial when the call has one chunk of work.
 
-@njit(**PARALLEL)
-def _example_grads_mlp(shape, work_size, theta, X, Y, out):
+@njit(inline="always", **JIT)
+def _mlp_gradient(model, theta, x, y, shape, work, dst):
+    mlp_grad(theta, x, y, shape, work, dst, 1.0, 0.0)
+
+
+@njit(inline="always", **NOCACHE)
+def _model_gradient(model, theta, x, y, shape, work, dst):
+    model(theta, x, y, shape, work, dst, 1.0, 0.0)
+
+
+@njit(inline="always", **JIT)
+def _mlp_stencil(model, shape, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
+    mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, dst)
+
+
+@njit(inline="always", **NOCACHE)
+def _model_stencil(model, shape, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
+    _directional(model, shape, pts, w, hx, X, Y, yi, work, dst)
+
+
+def _example_grads_body(model, shape, work_size, theta, X, Y, out):
     for b in prange(X.shape[0]):
         work = np.empty(max(work_size, 1))
-        mlp_grad(theta, X[b], Y[b], shape, work, out[b], 1.0, 0.0)
+        gradient(model, theta, X[b], Y[b], shape, work, out[b])  # noqa: F821 (specialised)
 
 
-@njit(**PARALLEL_NOCACHE)
-def _example_grads_generic(grad, shape, work_size, theta, X, Y, out):
-    for b in prange(X.shape[0]):
-        work = np.empty(max(work_size, 1))
-        grad(theta, X[b], Y[b], shape, work, out[b], 1.0, 0.0)
-
-
-@njit(**PARALLEL)
-def _all_pairs_mlp(shape, work_size, start, aux, theta, X, Y, G, h, c, w, out, block, nchunks):
+def _all_pairs_body(model, shape, work_size, start, aux, theta, X, Y, G, h, c, w, out, block,
+                    nchunks):
     """Tasks (block pairs) ``t = k, k + nchunks, ...`` go to chunk k, which allocates its
     scratch once."""
     B, P = G.shape
@@ -115,44 +128,19 @@ def _all_pairs_mlp(shape, work_size, start, aux, theta, X, Y, G, h, c, w, out, b
                 _stencil_points(theta, G[x], h[x], c, pts, start)
                 for y in range(y0, y1):
                     if y != x:
-                        mlp_directional(shape, pts, w, c, h[x], x, y, aux, X, Y, work,
-                                        out[x, y])
+                        stencil(model, shape, pts, w, c, h[x], x, y, aux, X, Y,  # noqa: F821
+                                work, out[x, y])
             if I != J:  # D[y→x] into out[y, x]
                 for y in range(y0, y1):
                     _stencil_points(theta, G[y], h[y], c, pts, start)
                     for x in range(x0, x1):
-                        mlp_directional(shape, pts, w, c, h[y], y, x, aux, X, Y, work,
-                                        out[y, x])
+                        stencil(model, shape, pts, w, c, h[y], y, x, aux, X, Y,  # noqa: F821
+                                work, out[y, x])
             _combine(out, x0, x1, y0, y1, I == J)
 
 
-@njit(**PARALLEL_NOCACHE)
-def _all_pairs_generic(grad, shape, work_size, theta, X, Y, G, h, c, w, out, block, nchunks):
-    B, P = G.shape
-    nb = (B + block - 1) // block
-    ntasks = nb * (nb + 1) // 2
-    for k in prange(nchunks):
-        pts = np.empty((c.shape[0], P))
-        work = np.empty(max(work_size, 1))
-        for task in range(k, ntasks, nchunks):
-            I, J = _block_pair(task, nb)
-            x0, x1 = I * block, min(B, (I + 1) * block)
-            y0, y1 = J * block, min(B, (J + 1) * block)
-            for x in range(x0, x1):
-                _stencil_points(theta, G[x], h[x], c, pts, 0)
-                for y in range(y0, y1):
-                    if y != x:
-                        _directional(grad, shape, pts, w, h[x], X, Y, y, work, out[x, y])
-            if I != J:
-                for y in range(y0, y1):
-                    _stencil_points(theta, G[y], h[y], c, pts, 0)
-                    for x in range(x0, x1):
-                        _directional(grad, shape, pts, w, h[y], X, Y, x, work, out[y, x])
-            _combine(out, x0, x1, y0, y1, I == J)
-
-
-@njit(**PARALLEL)
-def _pairs_mlp(shape, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out, nchunks):
+def _pairs_body(model, shape, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out,
+                nchunks):
     P = G.shape[1]
     npairs = pairs.shape[0]
     for k in prange(nchunks):
@@ -166,60 +154,53 @@ def _pairs_mlp(shape, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out
                 out[q, :] = 0.0
                 continue
             _stencil_points(theta, G[a], h[a], c, pts, start)
-            mlp_directional(shape, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])
+            stencil(model, shape, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])  # noqa: F821
             _stencil_points(theta, G[b], h[b], c, pts, start)
-            mlp_directional(shape, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)
+            stencil(model, shape, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)  # noqa: F821
             for p in range(P):
                 out[q, p] -= tmp[p]
 
 
-@njit(**PARALLEL_NOCACHE)
-def _pairs_generic(grad, shape, work_size, theta, X, Y, G, h, c, w, pairs, out, nchunks):
-    P = G.shape[1]
-    npairs = pairs.shape[0]
-    for k in prange(nchunks):
-        pts = np.empty((c.shape[0], P))
-        work = np.empty(max(work_size, 1))
-        tmp = np.empty(P)
-        for q in range(k, npairs, nchunks):
-            a = pairs[q, 0]
-            b = pairs[q, 1]
-            if a == b:
-                out[q, :] = 0.0
-                continue
-            _stencil_points(theta, G[a], h[a], c, pts, 0)
-            _directional(grad, shape, pts, w, h[a], X, Y, b, work, out[q])
-            _stencil_points(theta, G[b], h[b], c, pts, 0)
-            _directional(grad, shape, pts, w, h[b], X, Y, a, work, tmp)
-            for p in range(P):
-                out[q, p] -= tmp[p]
+def _drivers(suffix, gradient, stencil, cache):
+    """The three drivers for one kind of model (twins each)."""
+    return {name: Twins(specialise(body, suffix, gradient=gradient, stencil=stencil),
+                        cache=cache)
+            for name, body in (("grads", _example_grads_body), ("all", _all_pairs_body),
+                               ("pairs", _pairs_body))}
+
+
+_MLP = _drivers("_mlp", _mlp_gradient, _mlp_stencil, cache=True)
+_GENERIC = _drivers("_generic", _model_gradient, _model_stencil, cache=False)
+_NO_AUX = np.zeros((1, 1))
+
+
+def _model_args(model, theta, X, Y, G):
+    """``(drivers, model, work_size, start, aux)`` for a built-in MLP or a CustomModel."""
+    if model.builtin:
+        return (_MLP, 0, max(model.work_size, model.directional_work), model.stencil_start,
+                model.bracket_aux(theta, X, Y, G))
+    return _GENERIC, model.kernel, model.work_size, 0, _NO_AUX
 
 
 def example_grads(model, theta, X, Y, out):
-    if model.builtin:
-        _example_grads_mlp(model.shape, model.work_size, theta, X, Y, out)
-    else:
-        _example_grads_generic(model.kernel, model.shape, model.work_size, theta, X, Y, out)
+    """``out[b] = g_b(θ)`` (``prange`` over examples; serial for one example or thread)."""
+    drivers = _MLP if model.builtin else _GENERIC
+    drivers["grads"](chunks(X.shape[0]), 0 if model.builtin else model.kernel, model.shape,
+                     model.work_size, theta, X, Y, out)
 
 
 def brackets_all(model, theta, X, Y, G, h, c, w, out):
+    """All pairs: block-pair tasks dealt to one chunk per thread (serial for one chunk)."""
     block, _, ntasks = block_pairs(G.shape[1], G.shape[0])
     nchunks = chunks(ntasks)
-    if model.builtin:
-        _all_pairs_mlp(model.shape, max(model.work_size, model.directional_work),
-                       model.stencil_start, model.bracket_aux(theta, X, Y, G), theta, X, Y, G, h,
-                       c, w, out, block, nchunks)
-    else:
-        _all_pairs_generic(model.kernel, model.shape, model.work_size, theta, X, Y, G, h, c, w,
-                           out, block, nchunks)
+    drivers, fn, work_size, start, aux = _model_args(model, theta, X, Y, G)
+    drivers["all"](nchunks, fn, model.shape, work_size, start, aux, theta, X, Y, G, h, c, w,
+                   out, block, nchunks)
 
 
 def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
+    """The listed pairs, dealt to one chunk per thread (serial for one chunk)."""
     nchunks = chunks(pairs.shape[0])
-    if model.builtin:
-        _pairs_mlp(model.shape, max(model.work_size, model.directional_work),
-                   model.stencil_start, model.bracket_aux(theta, X, Y, G), theta, X, Y, G, h, c,
-                   w, pairs, out, nchunks)
-    else:
-        _pairs_generic(model.kernel, model.shape, model.work_size, theta, X, Y, G, h, c, w,
-                       pairs, out, nchunks)
+    drivers, fn, work_size, start, aux = _model_args(model, theta, X, Y, G)
+    drivers["pairs"](nchunks, fn, model.shape, work_size, start, aux, theta, X, Y, G, h, c, w,
+                     pairs, out, nchunks)

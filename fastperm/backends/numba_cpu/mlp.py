@@ -15,7 +15,8 @@ import math
 
 from numba import njit, prange
 
-from ..._jit import JIT, PARALLEL
+from ..._jit import JIT, Twins
+from .parallel import chunks
 
 
 @njit(inline="always", **JIT)
@@ -206,8 +207,7 @@ def mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     _outer(acc, X[yi], _layer_matrix(out, shape, 0), out[b1:b1 + H1], bias, 0.0)
 
 
-@njit(**PARALLEL)
-def mlp_aux(theta, X, G, shape, aux):
+def _aux_body(theta, X, G, shape, aux):
     """Per example b: ``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]``.
 
     δ₁ is read off the gradient: the first bias block when there is one, else
@@ -245,3 +245,12 @@ def mlp_aux(theta, X, G, shape, aux):
             for i in range(d):
                 s += x[i] * X[c, i]
             aux[b, 2 * H1 + c] = s
+
+
+_aux_driver = Twins(_aux_body)
+
+
+def mlp_aux(theta, X, G, shape, aux):
+    """The first-layer shortcut's per-example data (``prange`` over examples; serial for one
+    example or one thread); see ``_aux_body``."""
+    _aux_driver(chunks(X.shape[0]), theta, X, G, shape, aux)

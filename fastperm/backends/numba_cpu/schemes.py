@@ -11,7 +11,8 @@ from numba import njit, prange
 from ... import rng as spec
 from ...codes import DA, FA, K_EXPECTED, VANILLA
 from ..._jit import JIT, Twins
-from .parallel import chunks, for_each_twin
+from . import warmup
+from .parallel import chunks
 from .rng import KIND_PERMUTATION, draw_buffer
 from .sgd import _dot, _fill_copies
 
@@ -129,26 +130,12 @@ def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_ste
                    record_steps, loss_out, dist_out, w_out, status_out)
 
 
-_compiled = []
-
-
+@warmup.once
 def compile():
     """Compile (or load from Numba's cache) both twins for the types fastperm passes."""
-    if _compiled:
-        return
-    X, v = np.ones((1, 2)), np.ones(2)
-    y = np.ones(1)
-    for a in (X, v, y):  # LinearProblem's arrays are read-only: another type
-        a.setflags(write=False)
-    lr, seeds = np.ones(2), np.zeros(2, dtype=np.uint64)
-    rec = np.array([0, 1, 2], dtype=np.int64)
-
-    def call():
-        for scheme, k, fresh in ((VANILLA, 1, False), (DA, 2, False), (DA, 2, True),
-                                 (DA, K_EXPECTED, False)):
-            scheme_runs(X, y, v, np.zeros((1, 2)), lr, seeds, scheme, k, fresh, 1, rec,
-                        np.empty((2, 2)), np.empty((2, 2)), np.empty((2, 2)),
-                        np.empty(2, dtype=np.int64))
-
-    for_each_twin(call)
-    _compiled.append(True)
+    X, y, v = warmup.problem(2)
+    lr, seeds, rec, loss, w, status = warmup.runs(2)
+    for scheme, k, fresh in ((VANILLA, 1, False), (DA, 2, False), (DA, 2, True),
+                             (DA, K_EXPECTED, False)):
+        scheme_runs(X, y, v, np.zeros((1, 2)), lr, seeds, scheme, k, fresh, 1, rec, loss,
+                    np.empty_like(loss), w, status)

@@ -26,8 +26,9 @@ from numba import njit, prange
 
 from ... import rng as spec
 from ..._jit import JIT, Twins
-from .parallel import chunks, for_each_twin
-from .rng import KIND_RESAMPLE, augment_kind_into, draw_buffer, key
+from . import warmup
+from .parallel import chunks
+from .rng import KIND_RESAMPLE, augment_kind_into, draw_buffer, make_key
 
 
 @njit(inline="always", **JIT)
@@ -90,7 +91,7 @@ def _fill_copies(x, seed, stream, index, kind, fparams, gidx, gptr, buf, block):
     """``block[0] = x``, ``block[j]`` = copy j keyed by ``(seed, stream, index, j)``."""
     block[0, :] = x
     for j in range(1, block.shape[0]):
-        augment_kind_into(x, key(seed, stream, index, j), buf, kind, fparams, gidx, gptr,
+        augment_kind_into(x, make_key(seed, stream, index, j), buf, kind, fparams, gidx, gptr,
                           block[j])
 
 
@@ -302,38 +303,20 @@ def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
                                out)
 
 
-_compiled = []
-
-
+@warmup.once
 def compile():
-    """Compile (or load from Numba's cache) every kernel for the types fastperm passes.
-
-    Called by :func:`fastperm.train` before it starts its clock, so that
-    ``TrainResult.seconds`` never includes JIT compilation. Does the work once
-    per process.
+    """Compile (or load from Numba's cache) every kernel here, both twins, for the types
+    fastperm passes. Called by the run harness before it starts its clock, so that
+    ``TrainResult.seconds`` never includes JIT compilation; the work is done once a process.
     """
-    if _compiled:
-        return
-    X = np.ones((1, 1))
-    v = np.ones(1)
-    X_ro, v_ro = X.copy(), v.copy()  # LinearProblem's arrays are read-only: another type
-    X_ro.setflags(write=False)
-    v_ro.setflags(write=False)
-    rec = np.array([0, 1, 2], dtype=np.int64)
-    lr = np.ones(2)  # two runs, so that the parallel twins run when two threads are allowed
-    u = np.zeros(2, dtype=np.uint64)
-    out = (np.empty((2, 2)), np.empty((2, 1)), np.empty(2, dtype=np.int64))
-
+    X, y, w_star = warmup.problem(1)
+    lr, seeds, rec, loss, w, status = warmup.runs(1)
     fparams, gidx, gptr = np.zeros(2), np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64)
-
-    def call():
-        for k in (1, 2):
-            for flag in (False, True):
-                sgd_runs(X_ro, v_ro, v_ro, X, lr, u, k, 1, flag, spec.KIND_PERMUTATION, fparams,
-                         gidx, gptr, rec, flag, *out)
-        expected_runs(X_ro, v_ro, v_ro, X, lr, 1, spec.KIND_PERMUTATION, rec, *out)
-        augmented_gradient(v, np.ones((2, 1)), lr, 2, np.uint64(0), spec.KIND_PERMUTATION,
-                           fparams, gidx, gptr, np.empty((2, 1)))
-
-    for_each_twin(call)
-    _compiled.append(True)
+    W0 = np.ones((1, 1))
+    for k in (1, 2):
+        for flag in (False, True):
+            sgd_runs(X, y, w_star, W0, lr, seeds, k, 1, flag, spec.KIND_PERMUTATION, fparams,
+                     gidx, gptr, rec, flag, loss, w, status)
+    expected_runs(X, y, w_star, W0, lr, 1, spec.KIND_PERMUTATION, rec, loss, w, status)
+    augmented_gradient(np.ones(1), np.ones((2, 1)), lr, 2, np.uint64(0), spec.KIND_PERMUTATION,
+                       fparams, gidx, gptr, np.empty((2, 1)))

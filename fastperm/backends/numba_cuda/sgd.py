@@ -33,7 +33,7 @@ from numba import cuda, float64
 
 from ... import rng as spec
 from . import device
-from .rng import augment_into, key
+from .rng import augment_into, make_key
 
 MAX_BLOCK = device.MAX_BLOCK
 
@@ -166,7 +166,7 @@ def _kfold_kernel(X, y, w_star, W0, lr, seeds, steps, fresh, resample, rec, copi
             for m in range(tid, d, nt):
                 A[0, m] = X[i, m]
             for j in range(1 + tid, k, nt):
-                augment_into(X[i], key(seed, stream, t if fresh else i, j), resample, A[j])
+                augment_into(X[i], make_key(seed, stream, t if fresh else i, j), resample, A[j])
             cuda.syncthreads()
         ok = True
         for j in range(k):
@@ -358,7 +358,7 @@ def _augmented_gradient_kernel(w, X, y, seed, resample, copies, out):
     for m in range(d):
         A[0, m] = X[i, m]
     for j in range(1, k):
-        augment_into(X[i], key(seed, spec.STREAM_FIXED, i, j), resample, A[j])
+        augment_into(X[i], make_key(seed, spec.STREAM_FIXED, i, j), resample, A[j])
     for m in range(d):
         out[i, m] = 0.0
     for j in range(k):
