@@ -10,7 +10,7 @@ Every model has ``P`` parameters in one vector θ, laid out as named tensors
   use for exact complex-step derivatives);
 * ``logits(θ, X)`` → (B, K);
 * ``kernel``: the compiled per-example gradient the bracket kernels call, with
-  the signature ``grad(theta, x, y, shape, work, out, alpha, beta)`` (below).
+  the signature ``grad(theta, x, y, layout, work, out, alpha, beta)`` (below).
 
 Built in: :class:`MLP` (any depth), and its one-layer cases
 :class:`LinearRegression` and :class:`MultiLabelLogistic`, all sharing one
@@ -22,15 +22,15 @@ there on first access (which imports numba), e.g. ``CustomModel(models.mlp_grad,
 
 Bringing your own model
 -----------------------
-Write a Numba function ``grad(theta, x, y, shape, work, out, alpha, beta)`` that
+Write a Numba function ``grad(theta, x, y, layout, work, out, alpha, beta)`` that
 sets ``out ← alpha · ∇_θ L(x, y; θ) + beta · out`` (P,) for one example — when
 ``beta == 0`` it must not read ``out`` — using only ``work`` (float64 scratch of
-``work_size`` entries) and the int64 array ``shape`` (any integers your model
+``work_size`` entries) and the int64 array ``layout`` (any integers your model
 needs), and wrap it. (The BLAS-style update lets the bracket kernel accumulate
 finite-difference stencils in one pass over memory.) ::
 
     @numba.njit
-    def my_grad(theta, x, y, shape, work, out, alpha, beta):
+    def my_grad(theta, x, y, layout, work, out, alpha, beta):
         r = theta @ x - y[0]               # least squares, no bias
         for p in range(theta.shape[0]):
             g = alpha * r * x[p]
@@ -53,6 +53,7 @@ shape (..., P) → (..., B, P)), ``logits`` enables
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -70,13 +71,22 @@ class Model:
     K: int
     P: int
     tensors: dict
-    shape: np.ndarray
+    #: int64 integers the compiled gradient reads its structure from (an MLP: layer sizes
+    #: and offsets); passed to ``grad(theta, x, y, layout, work, out, alpha, beta)``
+    layout: np.ndarray
     work_size: int
     kernel = None
     #: built-in models whose compiled kernels the cached bracket drivers call directly
     builtin = False
     directional_work = 0
     stencil_start = 0
+
+    @property
+    def shape(self):
+        """Deprecated name of :attr:`layout` (it is not an array shape)."""
+        warnings.warn("Model.shape is deprecated: use Model.layout", DeprecationWarning,
+                      stacklevel=2)
+        return self.layout
 
     def bracket_aux(self, theta, X, Y, G):
         """Per-example data the model's stencil kernel needs (B, m); none by default."""
@@ -156,8 +166,9 @@ class MLP(Model):
                 p += nout
         self.P = p
         ao = np.concatenate([[0], np.cumsum(self.sizes[1:])])[:-1]
-        # shape: [L, activation, loss, bias, sizes (L+1), W offsets (L), b offsets (L), act offsets (L)]
-        self.shape = np.array([L, ACTIVATIONS[self.activation], LOSSES[self.loss_name],
+        # layout: [L, activation, loss, bias, sizes (L+1), W offsets (L), b offsets (L),
+        # act offsets (L)]
+        self.layout = np.array([L, ACTIVATIONS[self.activation], LOSSES[self.loss_name],
                                int(self.bias), *self.sizes, *pw, *pb, *ao], dtype=np.int64)
         self.work_size = int(sum(self.sizes[1:]) + 2 * max(self.sizes))
         #: the bracket drivers use mlp_directional: its work size, and the first
@@ -182,7 +193,7 @@ class MLP(Model):
             return self._numpy_kernel
         return mlp_grad
 
-    def _numpy_kernel(self, theta, x, y, shape, work, out, alpha, beta):
+    def _numpy_kernel(self, theta, x, y, layout, work, out, alpha, beta):
         g = alpha * self.grad(theta, x[None, :], y[None, :])[0]
         out[:] = g if beta == 0.0 else g + beta * out
 
@@ -234,7 +245,7 @@ class MLP(Model):
         from .backends.numba_cpu.mlp import mlp_aux
 
         aux = np.empty((X.shape[0], 2 * self.sizes[1] + X.shape[0]))
-        mlp_aux(theta, X, G, self.shape, aux)
+        mlp_aux(theta, X, G, self.layout, aux)
         return aux
 
     def _output_delta(self, z, Y):
@@ -300,14 +311,15 @@ class CustomModel(Model):
 
     Parameters
     ----------
-    kernel : numba.njit function ``grad(theta, x, y, shape, work, out, alpha, beta)``
+    kernel : numba.njit function ``grad(theta, x, y, layout, work, out, alpha, beta)``
         ``out ← alpha · gradient + beta · out`` (see the module docstring).
     P, d, K : int
         Parameters, input features, targets per example.
     work_size : int
         Scratch entries the kernel needs.
-    shape : sequence of int, optional
-        Passed to the kernel unchanged.
+    layout : sequence of int, optional
+        Integers passed to the kernel unchanged (its model's structure). ``shape=`` is the
+        deprecated name of this argument.
     tensors : dict, optional
         name → (slice, shape); default one tensor ``"theta"``.
     numpy_grad, loss, logits : callables, optional
@@ -318,17 +330,21 @@ class CustomModel(Model):
 
     name = "CustomModel"
 
-    def __init__(self, kernel, *, P, d, K, work_size=0, shape=(), tensors=None,
-                 numpy_grad=None, loss=None, logits=None, init=None):
+    def __init__(self, kernel, *, P, d, K, work_size=0, layout=(), tensors=None,
+                 numpy_grad=None, loss=None, logits=None, init=None, shape=None):
         if not hasattr(kernel, "py_func"):
             raise TypeError("kernel must be a numba.njit function "
-                            "grad(theta, x, y, shape, work, out, alpha, beta)")
+                            "grad(theta, x, y, layout, work, out, alpha, beta)")
+        if shape is not None:
+            warnings.warn("CustomModel(shape=...) is deprecated: use layout=...",
+                          DeprecationWarning, stacklevel=2)
+            layout = shape
         self.kernel = kernel
         self.P = _checks.as_int("P", P, minimum=1)
         self.d = _checks.as_int("d", d, minimum=1)
         self.K = _checks.as_int("K", K, minimum=1)
         self.work_size = _checks.as_int("work_size", work_size, minimum=0)
-        self.shape = np.asarray(shape, dtype=np.int64).reshape(-1)
+        self.layout = np.asarray(layout, dtype=np.int64).reshape(-1)
         self.tensors = tensors or {"theta": (slice(0, self.P), (self.P,))}
         self._grad, self._loss, self._logits, self._init = numpy_grad, loss, logits, init
 

@@ -50,6 +50,7 @@ def test_every_kernel_matches_the_contract(name):
         assert _module(fn) == f"{package}.{spec.module}", (name, fam, _module(fn))
     for attr in contract.BACKEND_API:
         assert hasattr(mod, attr), f"backend {name} lacks {attr}"
+    assert _params(mod.compile) == ["families"], name
 
 
 def test_reference_implements_every_family():

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from tolerance import rel_max as _rel
 
 import fastperm
 from fastperm import backends, lie, models
@@ -38,10 +39,6 @@ def small_blocks():
 @pytest.fixture(scope="module")
 def problem():
     return fastperm.LinearProblem.sample(d=7, n=3, seed=7)
-
-
-def _rel(a, b):
-    return np.abs(a - b).max() / np.abs(b).max()
 
 
 KW = dict(steps=14, lr=[0.05, 0.08], seeds=[3, 2**64 - 1], record_every=4)

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from tolerance import rel_max as _rel
 
 import fastperm
 from fastperm import backends, lie, models
@@ -18,10 +19,6 @@ from fastperm import backends, lie, models
 needs_both = pytest.mark.skipif(
     not {"numba", "cython"} <= set(backends.available()),
     reason="needs the numba and cython backends")
-
-
-def _rel(a, b):
-    return np.abs(a - b).max() / np.abs(b).max()
 
 
 @pytest.fixture(scope="module")

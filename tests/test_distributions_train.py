@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from tolerance import rel_max as _rel
 
 import fastperm
 from fastperm import augment, backends
@@ -22,10 +23,6 @@ AUGS = [augment.Gaussian(0.3), augment.Mask(0.5), augment.Mask(0.7, rescale=True
 @pytest.fixture(scope="module")
 def problem():
     return fastperm.LinearProblem.sample(d=D, n=5, seed=3)
-
-
-def _rel(a, b):
-    return np.abs(a - b).max() / np.abs(b).max()
 
 
 def _dense_oracle(aug, problem, w0, lr, steps):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from tolerance import rel_norm as _rel
 
 from fastperm import lie, models
 from fastperm._jit import HAVE_NUMBA, njit
@@ -23,10 +24,6 @@ def _data(model, B, seed=0):
     X = rs.random((B, model.d))
     Y = (rs.random((B, model.K)) > 0.5).astype(float)
     return theta, X, Y
-
-
-def _rel(a, b):
-    return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
 def _pairwise_rel(b, ex):
@@ -53,10 +50,10 @@ def test_compiled_gradient_matches_numpy_and_accumulates(model):
     work = np.empty(model.work_size)
     for b in range(3):
         out = np.full(model.P, np.nan)  # beta = 0 must not read out
-        model.kernel(theta, X[b], Y[b], model.shape, work, out, 1.0, 0.0)
+        model.kernel(theta, X[b], Y[b], model.layout, work, out, 1.0, 0.0)
         np.testing.assert_allclose(out, G[b], rtol=1e-13, atol=1e-15)
         acc = np.arange(model.P, dtype=float)
-        model.kernel(theta, X[b], Y[b], model.shape, work, acc, -2.0, 0.5)
+        model.kernel(theta, X[b], Y[b], model.layout, work, acc, -2.0, 0.5)
         np.testing.assert_allclose(acc, -2.0 * G[b] + 0.5 * np.arange(model.P), rtol=1e-13,
                                    atol=1e-14)
 
@@ -245,7 +242,7 @@ def test_deterministic_and_out_buffer(compiled):
 
 
 @njit
-def _ls_grad(theta, x, y, shape, work, out, alpha, beta):
+def _ls_grad(theta, x, y, layout, work, out, alpha, beta):
     r = 0.0
     for p in range(theta.shape[0]):
         r += theta[p] * x[p]
@@ -423,3 +420,14 @@ def test_exact_brackets_public():
     with pytest.raises(TypeError, match="needs a built-in model"):
         lie.exact_brackets(models.CustomModel(_ls_grad, P=4, d=4, K=1), np.zeros(4),
                            np.zeros((2, 4)), np.zeros(2))
+
+
+def test_layout_is_the_models_structure_and_shape_is_deprecated():
+    """``Model.layout`` holds the integers the compiled gradient reads; the old name
+    ``shape`` (attribute and CustomModel keyword) still works with a DeprecationWarning."""
+    m = models.MLP([4, 3, 2])
+    with pytest.warns(DeprecationWarning, match="use Model.layout"):
+        np.testing.assert_array_equal(m.shape, m.layout)
+    with pytest.warns(DeprecationWarning, match="use layout="):
+        c = models.CustomModel(_ls_grad, P=4, d=4, K=1, shape=[1, 2])
+    np.testing.assert_array_equal(c.layout, [1, 2])

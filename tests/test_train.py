@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from tolerance import rel_each as _rel
 
 import fastperm
 from fastperm import backends
@@ -20,10 +21,6 @@ METHODS = [
     (math.inf, "fixed", "permutation"),
     (math.inf, "fixed", "resample"),
 ]
-
-
-def _rel(a, b):
-    return np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))
 
 
 @pytest.mark.parametrize("k, sampling, augmentation", METHODS)

@@ -196,8 +196,9 @@ FAMILIES = {f.name: f for f in (
 #: what every backend module offers besides its kernels
 BACKEND_API = {
     "name": "the backend's name in :data:`fastperm.backends.KNOWN`",
-    "compile": "compile (or load from a cache) every kernel it has, outside any timing; "
-               "a no-op where nothing compiles at run time",
+    "compile": "compile(families=None): compile (or load from a cache) the kernels of these "
+               "families (None: all it times), outside any timing; a no-op where nothing "
+               "compiles at run time",
     "threads": "threads its parallel drivers use for calls from this Python thread",
     "set_threads": "set that count for this Python thread",
 }

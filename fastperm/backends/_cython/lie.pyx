@@ -27,7 +27,7 @@ from ..tiling import block_pairs
 from .parallel import chunks
 
 
-# -- the MLP's per-example gradient (shape layout: fastperm.models.MLP) -------------------------
+# -- the MLP's per-example gradient (layout: fastperm.models.MLP) -------------------------
 
 cdef inline double _activate(double v, int64_t act) noexcept nogil:
     """tanh (act = 0) or ReLU (act = 1)."""
@@ -79,7 +79,7 @@ cdef inline void _outer(const double* delta, const double* src, int64_t nout, in
                 gb[o] = dl + beta * gb[o]
 
 
-cdef void _backprop(const double* theta, const double* x, const double* y, const int64_t* shape,
+cdef void _backprop(const double* theta, const double* x, const double* y, const int64_t* layout,
                     double* work, double* out, double alpha, double beta, double* acc0,
                     const double* z1) noexcept nogil:
     """``out ← alpha · g + beta · out`` for one example.
@@ -88,12 +88,12 @@ cdef void _backprop(const double* theta, const double* x, const double* y, const
     ``z1`` not NULL: it is the first layer's pre-activation (θ's first layer is not read).
     ``work``: the activations of layers 1..L, then two delta buffers of max(sizes).
     """
-    cdef int64_t L = shape[0], act = shape[1], loss = shape[2]
-    cdef bint bias = shape[3] != 0
-    cdef const int64_t* sizes = shape + 4
-    cdef const int64_t* pw = shape + 5 + L
-    cdef const int64_t* pb = shape + 5 + 2 * L
-    cdef const int64_t* pa = shape + 5 + 3 * L
+    cdef int64_t L = layout[0], act = layout[1], loss = layout[2]
+    cdef bint bias = layout[3] != 0
+    cdef const int64_t* sizes = layout + 4
+    cdef const int64_t* pw = layout + 5 + L
+    cdef const int64_t* pb = layout + 5 + 2 * L
+    cdef const int64_t* pa = layout + 5 + 3 * L
     cdef int64_t nact = 0, maxs = 0, l, o, i, nin, nout, K
     cdef double* cur
     cdef double* nxt
@@ -163,7 +163,7 @@ cdef void _backprop(const double* theta, const double* x, const double* y, const
             nxt = tmp
 
 
-cdef void _directional(const int64_t* shape, int64_t P, const double* pts, int64_t S,
+cdef void _directional(const int64_t* layout, int64_t P, const double* pts, int64_t S,
                        const double* w, const double* c, double hx, int64_t xi, int64_t yi,
                        const double* aux, int64_t naux, const double* X, const double* Y,
                        int64_t d, int64_t K, double* work, int64_t work_size,
@@ -172,8 +172,8 @@ cdef void _directional(const int64_t* shape, int64_t P, const double* pts, int64
 
     ``work`` holds ``work_size`` entries for the backpropagation, then 2·H₁ more.
     """
-    cdef int64_t L = shape[0], H1 = shape[5], j, o
-    cdef bint bias = shape[3] != 0
+    cdef int64_t L = layout[0], H1 = layout[5], j, o
+    cdef bint bias = layout[3] != 0
     cdef double* acc = work + work_size
     cdef double* z1 = work + work_size + H1
     cdef const double* ax = aux + xi * naux
@@ -185,18 +185,18 @@ cdef void _directional(const int64_t* shape, int64_t P, const double* pts, int64
         s = c[j] * hx * kb
         for o in range(H1):
             z1[o] = ay[o] + s * ax[H1 + o]
-        _backprop(pts + j * P, X + yi * d, Y + yi * K, shape, work, out, w[j] * invh,
+        _backprop(pts + j * P, X + yi * d, Y + yi * K, layout, work, out, w[j] * invh,
                   0.0 if j == 0 else 1.0, acc, z1)
-    _outer(acc, X + yi * d, H1, d, out + shape[5 + L], out + shape[5 + 2 * L], bias, 0.0)
+    _outer(acc, X + yi * d, H1, d, out + layout[5 + L], out + layout[5 + 2 * L], bias, 0.0)
 
 
 cdef void _aux_row(const double* theta, const double* X, const double* G, int64_t B,
-                   int64_t d, int64_t P, const int64_t* shape, int64_t b,
+                   int64_t d, int64_t P, const int64_t* layout, int64_t b,
                    double* aux) noexcept nogil:
     """``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]`` (as numba_cpu's ``mlp_aux``)."""
-    cdef int64_t L = shape[0], H1 = shape[5], o, i, cc
-    cdef int64_t pb0 = shape[5 + 2 * L], pw0 = shape[5 + L]
-    cdef bint bias = shape[3] != 0
+    cdef int64_t L = layout[0], H1 = layout[5], o, i, cc
+    cdef int64_t pb0 = layout[5 + 2 * L], pw0 = layout[5 + L]
+    cdef bint bias = layout[3] != 0
     cdef int64_t naux = 2 * H1 + B
     cdef const double* x = X + b * d
     cdef const double* row
@@ -277,13 +277,13 @@ def _builtin(model, what):
             f"the cython backend computes {what} for the built-in models only (MLP, "
             f"LinearRegression, MultiLabelLogistic), not {model.name}: a CustomModel's gradient "
             f"is a Numba function; use backend='numba', or backend='numpy' with its numpy_grad")
-    return np.ascontiguousarray(model.shape, dtype=np.int64)
+    return np.ascontiguousarray(model.layout, dtype=np.int64)
 
 
 def example_grads(model, const double[::1] theta, const double[:, ::1] X,
                   const double[:, ::1] Y, double[:, ::1] out):
     """``out[b] = g_b(θ)`` for every example (parallel over examples)."""
-    cdef const int64_t[::1] shape = _builtin(model, "gradients")
+    cdef const int64_t[::1] layout = _builtin(model, "gradients")
     cdef int64_t B = X.shape[0], b, failed = 0, wsize = max(int(model.work_size), 1)
     cdef double* work
     cdef int nthreads = chunks(B)
@@ -293,23 +293,23 @@ def example_grads(model, const double[::1] theta, const double[:, ::1] X,
             if work == NULL:
                 failed += 1
             else:
-                _backprop(&theta[0], &X[b, 0], &Y[b, 0], &shape[0], work, &out[b, 0], 1.0, 0.0,
+                _backprop(&theta[0], &X[b, 0], &Y[b, 0], &layout[0], work, &out[b, 0], 1.0, 0.0,
                           NULL, NULL)
             free(work)
     if failed:
         raise MemoryError("could not allocate the gradient scratch")
 
 
-def _aux(const int64_t[::1] shape, const double[::1] theta, const double[:, ::1] X,
+def _aux(const int64_t[::1] layout, const double[::1] theta, const double[:, ::1] X,
          const double[:, ::1] G):
     """The per-example data of the first-layer shortcut, (B, 2·H₁ + B) (parallel over b)."""
     cdef int64_t B = X.shape[0], d = X.shape[1], P = G.shape[1], b
-    aux = np.empty((B, 2 * shape[5] + B))
+    aux = np.empty((B, 2 * layout[5] + B))
     cdef double[:, ::1] av = aux
     cdef int nthreads = chunks(B)
     with nogil:
         for b in prange(B, schedule="static", num_threads=nthreads):
-            _aux_row(&theta[0], &X[0, 0], &G[0, 0], B, d, P, &shape[0], b, &av[0, 0])
+            _aux_row(&theta[0], &X[0, 0], &G[0, 0], B, d, P, &layout[0], b, &av[0, 0])
     return aux
 
 
@@ -317,14 +317,14 @@ def brackets_all(model, const double[::1] theta, const double[:, ::1] X, const d
                  const double[:, ::1] G, const double[::1] h, const double[::1] c,
                  const double[::1] w, double[:, :, ::1] out):
     """All pairs, (B, B, P): block-pair tasks dealt round-robin to one chunk per thread."""
-    cdef const int64_t[::1] shape = _builtin(model, "brackets")
+    cdef const int64_t[::1] layout = _builtin(model, "brackets")
     cdef int64_t B = G.shape[0], P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
     cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
     cdef int64_t H1 = int(model.sizes[1])
     cdef int64_t block, nb, ntasks
     block, nb, ntasks = block_pairs(P, B)
     cdef int nchunks = chunks(ntasks)
-    cdef const double[:, ::1] aux = _aux(shape, theta, X, G)
+    cdef const double[:, ::1] aux = _aux(layout, theta, X, G)
     cdef int64_t naux = aux.shape[1]
     cdef int64_t ch, task, I, J, x0, x1, y0, y1, x, y, failed = 0
     cdef double* pts
@@ -347,14 +347,14 @@ def brackets_all(model, const double[::1] theta, const double[:, ::1] X, const d
                         _stencil_points(&theta[0], &G[x, 0], h[x], &c[0], S, P, pts, start)
                         for y in range(y0, y1):
                             if y != x:
-                                _directional(&shape[0], P, pts, S, &w[0], &c[0], h[x], x, y,
+                                _directional(&layout[0], P, pts, S, &w[0], &c[0], h[x], x, y,
                                              &aux[0, 0], naux, &X[0, 0], &Y[0, 0], d, K, work,
                                              wsize, &out[x, y, 0])
                     if I != J:  # D[y→x] into out[y, x]
                         for y in range(y0, y1):
                             _stencil_points(&theta[0], &G[y, 0], h[y], &c[0], S, P, pts, start)
                             for x in range(x0, x1):
-                                _directional(&shape[0], P, pts, S, &w[0], &c[0], h[y], y, x,
+                                _directional(&layout[0], P, pts, S, &w[0], &c[0], h[y], y, x,
                                              &aux[0, 0], naux, &X[0, 0], &Y[0, 0], d, K, work,
                                              wsize, &out[y, x, 0])
                     _combine(&out[0, 0, 0], B, P, x0, x1, y0, y1, I == J)
@@ -370,12 +370,12 @@ def brackets_pairs(model, const double[::1] theta, const double[:, ::1] X,
                    const double[::1] c, const double[::1] w, const int64_t[:, ::1] pairs,
                    double[:, ::1] out):
     """Listed pairs, (npairs, P): pairs dealt round-robin to one chunk per thread."""
-    cdef const int64_t[::1] shape = _builtin(model, "brackets")
+    cdef const int64_t[::1] layout = _builtin(model, "brackets")
     cdef int64_t B = G.shape[0], P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
     cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
     cdef int64_t H1 = int(model.sizes[1]), npairs = pairs.shape[0]
     cdef int nchunks = chunks(npairs)
-    cdef const double[:, ::1] aux = _aux(shape, theta, X, G)
+    cdef const double[:, ::1] aux = _aux(layout, theta, X, G)
     cdef int64_t naux = aux.shape[1]
     cdef int64_t ch, q, a, b, p, failed = 0
     cdef double* pts
@@ -400,10 +400,10 @@ def brackets_pairs(model, const double[::1] theta, const double[:, ::1] X,
                             out[q, p] = 0.0
                     else:
                         _stencil_points(&theta[0], &G[a, 0], h[a], &c[0], S, P, pts, start)
-                        _directional(&shape[0], P, pts, S, &w[0], &c[0], h[a], a, b, &aux[0, 0],
+                        _directional(&layout[0], P, pts, S, &w[0], &c[0], h[a], a, b, &aux[0, 0],
                                      naux, &X[0, 0], &Y[0, 0], d, K, work, wsize, &out[q, 0])
                         _stencil_points(&theta[0], &G[b, 0], h[b], &c[0], S, P, pts, start)
-                        _directional(&shape[0], P, pts, S, &w[0], &c[0], h[b], b, a, &aux[0, 0],
+                        _directional(&layout[0], P, pts, S, &w[0], &c[0], h[b], b, a, &aux[0, 0],
                                      naux, &X[0, 0], &Y[0, 0], d, K, work, wsize, tmp)
                         for p in range(P):
                             out[q, p] -= tmp[p]

@@ -27,7 +27,7 @@ cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
     return z ^ (z >> 31)
 
 
-cdef inline uint64_t key(uint64_t seed, uint64_t stream, uint64_t index,
+cdef inline uint64_t make_key(uint64_t seed, uint64_t stream, uint64_t index,
                          uint64_t copy) noexcept nogil:
     """Key of ``(seed, stream, counter(index, copy))``."""
     cdef uint64_t h = mix64(seed + GOLDEN)
@@ -35,9 +35,9 @@ cdef inline uint64_t key(uint64_t seed, uint64_t stream, uint64_t index,
     return mix64(h + ((index << 32) | copy) + GOLDEN)
 
 
-cdef inline uint64_t draw(uint64_t k, int64_t c) noexcept nogil:
-    """Draw number ``c`` (32 bits) of key ``k``."""
-    cdef uint64_t word = mix64(k + <uint64_t>(c // 2 + 1) * GOLDEN)
+cdef inline uint64_t draw(uint64_t key, int64_t c) noexcept nogil:
+    """Draw number ``c`` (32 bits) of ``key``."""
+    cdef uint64_t word = mix64(key + <uint64_t>(c // 2 + 1) * GOLDEN)
     if c & 1:
         return word >> 32
     return word & MASK32
@@ -48,71 +48,71 @@ cdef inline int64_t buffer_size(int64_t d) noexcept nogil:
     return d + (d & 1) + 2
 
 
-cdef inline void fill_draws(uint64_t k, uint64_t* buf, int64_t size) noexcept nogil:
-    """``buf[c] = draw(k, c)`` for ``c < size`` (size even)."""
+cdef inline void fill_draws(uint64_t key, uint64_t* buf, int64_t size) noexcept nogil:
+    """``buf[c] = draw(key, c)`` for ``c < size`` (size even)."""
     cdef int64_t q
     cdef uint64_t word
     for q in range(size // 2):
-        word = mix64(k + <uint64_t>(q + 1) * GOLDEN)
+        word = mix64(key + <uint64_t>(q + 1) * GOLDEN)
         buf[2 * q] = word & MASK32
         buf[2 * q + 1] = word >> 32
 
 
-cdef inline uint64_t draw_at(uint64_t k, const uint64_t* buf, int64_t size,
+cdef inline uint64_t draw_at(uint64_t key, const uint64_t* buf, int64_t size,
                              int64_t c) noexcept nogil:
     if c < size:
         return buf[c]
-    return draw(k, c)
+    return draw(key, c)
 
 
-cdef inline int64_t bounded(uint64_t k, const uint64_t* buf, int64_t size, int64_t* c,
+cdef inline int64_t bounded(uint64_t key, const uint64_t* buf, int64_t size, int64_t* c,
                             uint64_t r) noexcept nogil:
     """Unbiased integer in ``[0, r)`` from draws ``c[0], c[0] + 1, ...``; advances ``c[0]``."""
-    cdef uint64_t m = draw_at(k, buf, size, c[0]) * r
+    cdef uint64_t m = draw_at(key, buf, size, c[0]) * r
     cdef uint64_t low = m & MASK32
     cdef uint64_t t
     c[0] += 1
     if low < r:
         t = ((<uint64_t>1 << 32) - r) % r
         while low < t:
-            m = draw_at(k, buf, size, c[0]) * r
+            m = draw_at(key, buf, size, c[0]) * r
             c[0] += 1
             low = m & MASK32
     return <int64_t>(m >> 32)
 
 
-cdef inline void permute_into(const double* x, int64_t d, uint64_t k, uint64_t* buf,
+cdef inline void permute_into(const double* x, int64_t d, uint64_t key, uint64_t* buf,
                               double* out) noexcept nogil:
-    """``out = x[p]`` for the Fisher–Yates permutation ``p`` of key ``k``."""
+    """``out = x[p]`` for the Fisher–Yates permutation ``p`` of ``key``."""
     cdef int64_t size = buffer_size(d)
     cdef int64_t i, j, c = 0
     cdef double tmp
     for i in range(d):
         out[i] = x[i]
-    fill_draws(k, buf, size)
+    fill_draws(key, buf, size)
     for i in range(d - 1, 0, -1):
-        j = bounded(k, buf, size, &c, <uint64_t>(i + 1))
+        j = bounded(key, buf, size, &c, <uint64_t>(i + 1))
         tmp = out[i]
         out[i] = out[j]
         out[j] = tmp
 
 
-cdef inline void resample_into(const double* x, int64_t d, uint64_t k, uint64_t* buf,
+cdef inline void resample_into(const double* x, int64_t d, uint64_t key, uint64_t* buf,
                                double* out) noexcept nogil:
-    """``out = x[idx]`` for the ``d`` indices drawn with replacement by key ``k``."""
+    """``out = x[idx]`` for the ``d`` indices drawn with replacement by ``key``."""
     cdef int64_t size = buffer_size(d)
     cdef int64_t m, c = 0
-    fill_draws(k, buf, size)
+    fill_draws(key, buf, size)
     for m in range(d):
-        out[m] = x[bounded(k, buf, size, &c, <uint64_t>d)]
+        out[m] = x[bounded(key, buf, size, &c, <uint64_t>d)]
 
 
-cdef inline void augment_into(const double* x, int64_t d, uint64_t k, uint64_t* buf,
+cdef inline void augment_into(const double* x, int64_t d, uint64_t key, uint64_t* buf,
                               bint resample, double* out) noexcept nogil:
     if resample:
-        resample_into(x, d, k, buf, out)
+        resample_into(x, d, key, buf, out)
     else:
-        permute_into(x, d, k, buf, out)
+        permute_into(x, d, key, buf, out)
 
 
 # -- the other augmentations of the specification (kinds of fastperm.distributions) ----------
@@ -128,52 +128,52 @@ cdef enum:
     KIND_BLOCK = 5
 
 
-cdef inline uint64_t word(uint64_t k, int64_t q) noexcept nogil:
-    """The 64-bit word q of key k."""
-    return mix64(k + <uint64_t>(q + 1) * GOLDEN)
+cdef inline uint64_t word(uint64_t key, int64_t q) noexcept nogil:
+    """The 64-bit word q of ``key``."""
+    return mix64(key + <uint64_t>(q + 1) * GOLDEN)
 
 
-cdef inline double normal(uint64_t k, int64_t m) noexcept nogil:
-    """Entry m of the Gaussian noise of key k (Box–Muller on 53-bit uniforms)."""
-    cdef double u1 = <double>((word(k, 2 * m) >> 11) + 1) * 1.1102230246251565e-16
-    cdef double u2 = <double>(word(k, 2 * m + 1) >> 11) * 1.1102230246251565e-16
+cdef inline double normal(uint64_t key, int64_t m) noexcept nogil:
+    """Entry m of the Gaussian noise of ``key`` (Box–Muller on 53-bit uniforms)."""
+    cdef double u1 = <double>((word(key, 2 * m) >> 11) + 1) * 1.1102230246251565e-16
+    cdef double u2 = <double>(word(key, 2 * m + 1) >> 11) * 1.1102230246251565e-16
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2)
 
 
-cdef inline void augment_kind_into(const double* x, int64_t d, uint64_t k, uint64_t* buf,
+cdef inline void augment_kind_into(const double* x, int64_t d, uint64_t key, uint64_t* buf,
                                    int kind, const double* fparams, const int64_t* gidx,
                                    const int64_t* gptr, int64_t ngroups,
                                    double* out) noexcept nogil:
-    """Copy of x for key k and augmentation ``kind`` (``fparams``: σ, or (p, scale); groups
+    """Copy of x for ``key`` and augmentation ``kind`` (``fparams``: σ, or (p, scale); groups
     ``gidx[gptr[g]:gptr[g + 1]]``)."""
     cdef int64_t size = buffer_size(d)
     cdef int64_t m, g, i, j, lo, a, b, c = 0, s
     cdef double thr, tmp
     if kind == KIND_PERMUTATION:
-        permute_into(x, d, k, buf, out)
+        permute_into(x, d, key, buf, out)
     elif kind == KIND_RESAMPLE:
-        resample_into(x, d, k, buf, out)
+        resample_into(x, d, key, buf, out)
     elif kind == KIND_GAUSSIAN:
         for m in range(d):
-            out[m] = x[m] + fparams[0] * normal(k, m)
+            out[m] = x[m] + fparams[0] * normal(key, m)
     elif kind == KIND_MASK:
         thr = fparams[0] * 4294967296.0
-        fill_draws(k, buf, size)
+        fill_draws(key, buf, size)
         for m in range(d):
-            out[m] = fparams[1] * x[m] if <double>draw_at(k, buf, size, m) < thr else 0.0
+            out[m] = fparams[1] * x[m] if <double>draw_at(key, buf, size, m) < thr else 0.0
     elif kind == KIND_CYCLIC:
-        fill_draws(k, buf, size)
-        s = bounded(k, buf, size, &c, <uint64_t>d)
+        fill_draws(key, buf, size)
+        s = bounded(key, buf, size, &c, <uint64_t>d)
         for m in range(d):
             out[m] = x[(m - s + d) % d]
     else:  # KIND_BLOCK
         for m in range(d):
             out[m] = x[m]
-        fill_draws(k, buf, size)
+        fill_draws(key, buf, size)
         for g in range(ngroups):
             lo = gptr[g]
             for i in range(gptr[g + 1] - lo - 1, 0, -1):
-                j = bounded(k, buf, size, &c, <uint64_t>(i + 1))
+                j = bounded(key, buf, size, &c, <uint64_t>(i + 1))
                 a = gidx[lo + i]
                 b = gidx[lo + j]
                 tmp = out[a]

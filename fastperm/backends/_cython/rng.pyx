@@ -21,7 +21,7 @@ def _indices(uint64_t seed, uint64_t stream, int64_t index, int64_t copy, int64_
     if buf == NULL:
         raise MemoryError("draw buffer")
     if d > 0:
-        augment_into(&xv[0], d, key(seed, stream, <uint64_t>index, <uint64_t>copy), buf,
+        augment_into(&xv[0], d, make_key(seed, stream, <uint64_t>index, <uint64_t>copy), buf,
                      resample, &ov[0])
     free(buf)
     return out.astype(np.int64)
@@ -37,8 +37,8 @@ def resample_indices(seed, stream, index, copy, d):
     return _indices(seed, stream, index, copy, d, True)
 
 
-def bounded_draws(uint64_t k, uint64_t r, int64_t count):
-    """``count`` bounded integers in ``[0, r)`` from key ``k`` and the draws they used.
+def bounded_draws(uint64_t key, uint64_t r, int64_t count):
+    """``count`` bounded integers in ``[0, r)`` from ``key`` and the draws they used.
 
     Uses a buffer of only 4 draws, so most draws take the path that computes a draw
     from its counter (as a rejected draw past the buffer does in the kernels).
@@ -47,7 +47,7 @@ def bounded_draws(uint64_t k, uint64_t r, int64_t count):
     cdef int64_t c = 0, q
     out = np.empty(count, dtype=np.int64)
     cdef int64_t[::1] ov = out
-    fill_draws(k, buf, 4)
+    fill_draws(key, buf, 4)
     for q in range(count):
-        ov[q] = bounded(k, buf, 4, &c, r)
+        ov[q] = bounded(key, buf, 4, &c, r)
     return out, c

@@ -24,7 +24,7 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from .rng cimport KIND_RESAMPLE, augment_kind_into, buffer_size, key
+from .rng cimport KIND_RESAMPLE, augment_kind_into, buffer_size, make_key
 from .vec cimport _dot, _mse, _nan_from
 
 # the streams of fastperm.rng (the spec module is the single source)
@@ -95,7 +95,7 @@ cdef void _fill_copies(const double* x, int64_t d, int64_t k, uint64_t seed, uin
     cdef int64_t j
     memcpy(block, x, d * sizeof(double))
     for j in range(1, k):
-        augment_kind_into(x, d, key(seed, stream, <uint64_t>index, <uint64_t>j), buf, aug.kind,
+        augment_kind_into(x, d, make_key(seed, stream, <uint64_t>index, <uint64_t>j), buf, aug.kind,
                           aug.fparams, aug.gidx, aug.gptr, aug.ngroups, block + j * d)
 
 
@@ -319,5 +319,5 @@ def augmented_gradient(const double[::1] w, const double[:, ::1] X, const double
         raise MemoryError(f"could not allocate {k}×{d} copies for augmented_gradient")
 
 
-def compile():
+def compile(families=None):
     """Nothing to do: the kernels were compiled ahead of time (same API as the Numba backend)."""

@@ -4,6 +4,8 @@ parallel over runs / example blocks.
 Kernel contract: :mod:`fastperm.backends.contract`.
 """
 
+import sys
+
 from . import closed_forms, deep_linear, schemes, sgd
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
@@ -15,14 +17,24 @@ from .sgd import augmented_gradient, expected_runs, sgd_runs
 name = "numba"
 
 
-def compile():
-    """Compile (or load from Numba's cache) every training kernel, both twins of each driver
+#: the modules whose kernels the run harness times, each with its compile()
+_TRAINING = (sgd, closed_forms, deep_linear, schemes)
+
+
+def compile(families=None):
+    """Compile (or load from Numba's cache) the training kernels, both twins of each driver
     (serial and parallel), so that ``TrainResult.seconds`` never includes JIT compilation.
-    Once per process."""
-    sgd.compile()
-    closed_forms.compile()
-    deep_linear.compile()
-    schemes.compile()
+
+    ``families``: the kernel families about to run (names of the contract); their modules
+    are compiled, each once a process. None: every training module."""
+    if families is None:
+        modules = _TRAINING
+    else:
+        this = sys.modules[__name__]
+        wanted = {getattr(this, f).__module__ for f in families if hasattr(this, f)}
+        modules = [m for m in _TRAINING if m.__name__ in wanted]
+    for module in modules:
+        module.compile()
 
 
 __all__ = ["augmented_gradient", "block_runs", "brackets_all", "brackets_pairs",

@@ -9,7 +9,7 @@ Layers: :func:`fastperm.lie.brackets` validates, chooses h and allocates;
 the drivers here run a parallel loop over independent tasks; the serial worker
 evaluates one stencil: :func:`.mlp.mlp_directional` for the built-in
 MLPs (exact first-layer shortcut, cached drivers), or ``_directional`` with a
-CustomModel's compiled gradient ``grad(theta, x, y, shape, work, out, alpha, beta)``
+CustomModel's compiled gradient ``grad(theta, x, y, layout, work, out, alpha, beta)``
 (out ← α·g + β·out, so each stencil point accumulates straight into the output
 tile; drivers compiled per process).
 
@@ -44,10 +44,10 @@ def _stencil_points(theta, u, h, c, pts, start):
 
 
 @njit(**NOCACHE)
-def _directional(grad, shape, pts, w, hx, X, Y, yi, work, dst):
+def _directional(grad, layout, pts, w, hx, X, Y, yi, work, dst):
     """``dst = Σ_j w_j g_y(pts[j]) / h``, the generic stencil for any model's compiled ``grad``."""
     for j in range(pts.shape[0]):
-        grad(pts[j], X[yi], Y[yi], shape, work, dst, w[j] / hx, 0.0 if j == 0 else 1.0)
+        grad(pts[j], X[yi], Y[yi], layout, work, dst, w[j] / hx, 0.0 if j == 0 else 1.0)
 
 
 @njit(**JIT)
@@ -85,32 +85,32 @@ def _combine(out, x0, x1, y0, y1, diagonal):
 # is a pair of twins (_jit.Twins): serial when the call has one chunk of work.
 
 @njit(inline="always", **JIT)
-def _mlp_gradient(model, theta, x, y, shape, work, dst):
-    mlp_grad(theta, x, y, shape, work, dst, 1.0, 0.0)
+def _mlp_gradient(model, theta, x, y, layout, work, dst):
+    mlp_grad(theta, x, y, layout, work, dst, 1.0, 0.0)
 
 
 @njit(inline="always", **NOCACHE)
-def _model_gradient(model, theta, x, y, shape, work, dst):
-    model(theta, x, y, shape, work, dst, 1.0, 0.0)
+def _model_gradient(model, theta, x, y, layout, work, dst):
+    model(theta, x, y, layout, work, dst, 1.0, 0.0)
 
 
 @njit(inline="always", **JIT)
-def _mlp_stencil(model, shape, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
-    mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, dst)
+def _mlp_stencil(model, layout, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
+    mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, dst)
 
 
 @njit(inline="always", **NOCACHE)
-def _model_stencil(model, shape, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
-    _directional(model, shape, pts, w, hx, X, Y, yi, work, dst)
+def _model_stencil(model, layout, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
+    _directional(model, layout, pts, w, hx, X, Y, yi, work, dst)
 
 
-def _example_grads_body(model, shape, work_size, theta, X, Y, out):
+def _example_grads_body(model, layout, work_size, theta, X, Y, out):
     for b in prange(X.shape[0]):
         work = np.empty(max(work_size, 1))
-        gradient(model, theta, X[b], Y[b], shape, work, out[b])  # noqa: F821 (specialised)
+        gradient(model, theta, X[b], Y[b], layout, work, out[b])  # noqa: F821 (specialised)
 
 
-def _all_pairs_body(model, shape, work_size, start, aux, theta, X, Y, G, h, c, w, out, block,
+def _all_pairs_body(model, layout, work_size, start, aux, theta, X, Y, G, h, c, w, out, block,
                     nchunks):
     """Tasks (block pairs) ``t = k, k + nchunks, ...`` go to chunk k, which allocates its
     scratch once."""
@@ -128,18 +128,18 @@ def _all_pairs_body(model, shape, work_size, start, aux, theta, X, Y, G, h, c, w
                 _stencil_points(theta, G[x], h[x], c, pts, start)
                 for y in range(y0, y1):
                     if y != x:
-                        stencil(model, shape, pts, w, c, h[x], x, y, aux, X, Y,  # noqa: F821
+                        stencil(model, layout, pts, w, c, h[x], x, y, aux, X, Y,  # noqa: F821
                                 work, out[x, y])
             if I != J:  # D[y→x] into out[y, x]
                 for y in range(y0, y1):
                     _stencil_points(theta, G[y], h[y], c, pts, start)
                     for x in range(x0, x1):
-                        stencil(model, shape, pts, w, c, h[y], y, x, aux, X, Y,  # noqa: F821
+                        stencil(model, layout, pts, w, c, h[y], y, x, aux, X, Y,  # noqa: F821
                                 work, out[y, x])
             _combine(out, x0, x1, y0, y1, I == J)
 
 
-def _pairs_body(model, shape, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out,
+def _pairs_body(model, layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out,
                 nchunks):
     P = G.shape[1]
     npairs = pairs.shape[0]
@@ -154,9 +154,9 @@ def _pairs_body(model, shape, work_size, start, aux, theta, X, Y, G, h, c, w, pa
                 out[q, :] = 0.0
                 continue
             _stencil_points(theta, G[a], h[a], c, pts, start)
-            stencil(model, shape, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])  # noqa: F821
+            stencil(model, layout, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])  # noqa: F821
             _stencil_points(theta, G[b], h[b], c, pts, start)
-            stencil(model, shape, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)  # noqa: F821
+            stencil(model, layout, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)  # noqa: F821
             for p in range(P):
                 out[q, p] -= tmp[p]
 
@@ -185,7 +185,7 @@ def _model_args(model, theta, X, Y, G):
 def example_grads(model, theta, X, Y, out):
     """``out[b] = g_b(θ)`` (``prange`` over examples; serial for one example or thread)."""
     drivers = _MLP if model.builtin else _GENERIC
-    drivers["grads"](chunks(X.shape[0]), 0 if model.builtin else model.kernel, model.shape,
+    drivers["grads"](chunks(X.shape[0]), 0 if model.builtin else model.kernel, model.layout,
                      model.work_size, theta, X, Y, out)
 
 
@@ -194,7 +194,7 @@ def brackets_all(model, theta, X, Y, G, h, c, w, out):
     block, _, ntasks = block_pairs(G.shape[1], G.shape[0])
     nchunks = chunks(ntasks)
     drivers, fn, work_size, start, aux = _model_args(model, theta, X, Y, G)
-    drivers["all"](nchunks, fn, model.shape, work_size, start, aux, theta, X, Y, G, h, c, w,
+    drivers["all"](nchunks, fn, model.layout, work_size, start, aux, theta, X, Y, G, h, c, w,
                    out, block, nchunks)
 
 
@@ -202,5 +202,5 @@ def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
     """The listed pairs, dealt to one chunk per thread (serial for one chunk)."""
     nchunks = chunks(pairs.shape[0])
     drivers, fn, work_size, start, aux = _model_args(model, theta, X, Y, G)
-    drivers["pairs"](nchunks, fn, model.shape, work_size, start, aux, theta, X, Y, G, h, c, w,
+    drivers["pairs"](nchunks, fn, model.layout, work_size, start, aux, theta, X, Y, G, h, c, w,
                      pairs, out, nchunks)

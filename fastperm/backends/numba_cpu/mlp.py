@@ -1,8 +1,8 @@
 """The compiled per-example gradient of the built-in MLPs (:class:`fastperm.models.MLP` and its
 one-layer cases), and the stencil kernel the cached bracket drivers of :mod:`.lie` call.
 
-``mlp_grad(theta, x, y, shape, work, out, alpha, beta)`` follows the kernel signature of
-:mod:`fastperm.models` (``out ← alpha · g + beta · out``); ``shape`` is ``MLP.shape``.
+``mlp_grad(theta, x, y, layout, work, out, alpha, beta)`` follows the kernel signature of
+:mod:`fastperm.models` (``out ← alpha · g + beta · out``); ``layout`` is ``MLP.layout``.
 :func:`mlp_directional` evaluates one finite-difference stencil with the exact first-layer
 shortcut, given the per-example data :func:`mlp_aux` computes (``MLP.bracket_aux``).
 The same maths in C: :mod:`fastperm.backends._cython.lie`; on the GPU:
@@ -32,21 +32,21 @@ def _dactivate(a, act):
 
 
 @njit(inline="always", **JIT)
-def _layer_matrix(v, shape, l):
+def _layer_matrix(v, layout, l):
     """Layer l's (out × in) block of a parameter-shaped vector (θ or a gradient), as a view."""
-    L = shape[0]
-    nin = shape[4 + l]
-    nout = shape[5 + l]
-    off = shape[5 + L + l]
+    L = layout[0]
+    nin = layout[4 + l]
+    nout = layout[5 + l]
+    off = layout[5 + L + l]
     return v[off:off + nout * nin].reshape((nout, nin))
 
 
 @njit(inline="always", **JIT)
-def _layer_output(work, shape, l):
+def _layer_output(work, layout, l):
     """Layer l's activations in the work buffer, as a view."""
-    L = shape[0]
-    off = shape[5 + 3 * L + l]
-    return work[off:off + shape[5 + l]]
+    L = layout[0]
+    off = layout[5 + 3 * L + l]
+    return work[off:off + layout[5 + l]]
 
 
 @njit(inline="always", **JIT)
@@ -79,58 +79,58 @@ def _outer(delta, src, G, gb, bias, beta):
 
 
 @njit(**JIT)
-def mlp_grad(theta, x, y, shape, work, out, alpha, beta):
+def mlp_grad(theta, x, y, layout, work, out, alpha, beta):
     """``out ← alpha · g + beta · out``, g the per-example gradient of
     :class:`fastperm.models.MLP`.
 
-    See :func:`_mlp_backprop` for the layout of ``shape`` and ``work``.
+    See :func:`_mlp_backprop` for ``layout`` and ``work``.
     """
-    _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, work[:0], work[:0])
+    _mlp_backprop(theta, x, y, layout, work, out, alpha, beta, work[:0], work[:0])
 
 
 @njit(inline="always", **JIT)
-def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
+def _mlp_backprop(theta, x, y, layout, work, out, alpha, beta, acc0, z1):
     """Backpropagation. When ``acc0`` is non-empty the first layer's delta goes to
     ``acc0 += delta`` instead of out (the stencil sum of :func:`mlp_directional`);
     when ``z1`` is non-empty it is the first layer's pre-activation (θ's first layer
     is then not read).
 
-    ``shape = [L, activation, loss, bias, sizes (L+1), W offsets (L), b offsets (L),
+    ``layout = [L, activation, loss, bias, sizes (L+1), W offsets (L), b offsets (L),
     activation offsets (L)]``; ``work`` holds the activations of layers 1..L
     followed by two delta buffers of ``max(sizes)`` entries. Each layer works on
     2-D views of θ and out (3× faster than flat index arithmetic, measured).
     """
-    L = shape[0]
-    act = shape[1]
-    loss = shape[2]
-    bias = shape[3] != 0
+    L = layout[0]
+    act = layout[1]
+    loss = layout[2]
+    bias = layout[3] != 0
     sz = 4
     pw = sz + L + 1
     pb = pw + L
     nact = 0
     maxs = 0
     for l in range(L + 1):
-        maxs = max(maxs, shape[sz + l])
+        maxs = max(maxs, layout[sz + l])
         if l > 0:
-            nact += shape[sz + l]
+            nact += layout[sz + l]
     dA = work[nact:nact + maxs]
     dB = work[nact + maxs:nact + 2 * maxs]
     # forward
     for l in range(L):
-        W = _layer_matrix(theta, shape, l)
-        dst = _layer_output(work, shape, l)
+        W = _layer_matrix(theta, layout, l)
+        dst = _layer_output(work, layout, l)
         if l == 0:
             if z1.shape[0] > 0:
                 for o in range(dst.shape[0]):
                     dst[o] = _activate(z1[o], act) if L > 1 else z1[o]
             else:
-                _affine(W, theta, shape[pb + l], bias, x, dst, L > 1, act)
+                _affine(W, theta, layout[pb + l], bias, x, dst, L > 1, act)
         else:
-            _affine(W, theta, shape[pb + l], bias, _layer_output(work, shape, l - 1), dst,
+            _affine(W, theta, layout[pb + l], bias, _layer_output(work, layout, l - 1), dst,
                     l < L - 1, act)
     # output delta: alpha · dL/dz
-    K = shape[sz + L]
-    z = _layer_output(work, shape, L - 1)
+    K = layout[sz + L]
+    z = _layer_output(work, layout, L - 1)
     for o in range(K):
         if loss == 0:
             if z[o] >= 0:
@@ -145,8 +145,8 @@ def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
     nxt = dB
     # backward
     for l in range(L - 1, -1, -1):
-        G = _layer_matrix(out, shape, l)
-        gb = out[shape[pb + l]:shape[pb + l] + G.shape[0]]
+        G = _layer_matrix(out, layout, l)
+        gb = out[layout[pb + l]:layout[pb + l] + G.shape[0]]
         if l == 0:
             if acc0.shape[0] > 0:
                 for o in range(G.shape[0]):
@@ -154,9 +154,9 @@ def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
             else:
                 _outer(cur, x, G, gb, bias, beta)
         else:
-            src = _layer_output(work, shape, l - 1)
+            src = _layer_output(work, layout, l - 1)
             _outer(cur, src, G, gb, bias, beta)
-            W = _layer_matrix(theta, shape, l)
+            W = _layer_matrix(theta, layout, l)
             nin = W.shape[1]
             for i in range(nin):
                 nxt[i] = 0.0
@@ -171,7 +171,7 @@ def _mlp_backprop(theta, x, y, shape, work, out, alpha, beta, acc0, z1):
 
 
 @njit(**JIT)
-def mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
+def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     """``out = Σ_j w_j g_y(θ + c_j h_x g_x) / h_x`` for :class:`fastperm.models.MLP`, exploiting
     the first layer.
 
@@ -186,10 +186,10 @@ def mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     entries. No function is passed in, so this and its drivers can be cached
     (Numba's cache index breaks on signatures holding other jitted functions).
     """
-    L = shape[0]
-    b1 = shape[5 + 2 * L]  # offset of the first bias
-    bias = shape[3] != 0
-    H1 = shape[5]
+    L = layout[0]
+    b1 = layout[5 + 2 * L]  # offset of the first bias
+    bias = layout[3] != 0
+    H1 = layout[5]
     base = work.shape[0] - 2 * H1
     acc = work[base:base + H1]
     z1 = work[base + H1:base + 2 * H1]
@@ -202,24 +202,24 @@ def mlp_directional(shape, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
         s = c[j] * hx * kb
         for o in range(H1):
             z1[o] = aux[yi, o] + s * aux[xi, H1 + o]
-        _mlp_backprop(pts[j], X[yi], Y[yi], shape, inner, out, w[j] * invh,
+        _mlp_backprop(pts[j], X[yi], Y[yi], layout, inner, out, w[j] * invh,
                       0.0 if j == 0 else 1.0, acc, z1)
-    _outer(acc, X[yi], _layer_matrix(out, shape, 0), out[b1:b1 + H1], bias, 0.0)
+    _outer(acc, X[yi], _layer_matrix(out, layout, 0), out[b1:b1 + H1], bias, 0.0)
 
 
-def _aux_body(theta, X, G, shape, aux):
+def _aux_body(theta, X, G, layout, aux):
     """Per example b: ``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]``.
 
     δ₁ is read off the gradient: the first bias block when there is one, else
     ``G_W₁ x / (x·x)`` (G_W₁ = δ₁ ⊗ x; zero when x = 0, where it does not matter).
     """
-    L = shape[0]
-    pb0 = shape[5 + 2 * L]  # offset of the first bias
-    bias = shape[3] != 0
-    d = shape[4]
-    H1 = shape[5]
+    L = layout[0]
+    pb0 = layout[5 + 2 * L]  # offset of the first bias
+    bias = layout[3] != 0
+    d = layout[4]
+    H1 = layout[5]
     B = X.shape[0]
-    W1 = _layer_matrix(theta, shape, 0)
+    W1 = _layer_matrix(theta, layout, 0)
     for b in prange(B):
         x = X[b]
         for o in range(H1):
@@ -235,7 +235,7 @@ def _aux_body(theta, X, G, shape, aux):
             if bias:
                 aux[b, H1 + o] = G[b, pb0 + o]
             else:
-                Gb = _layer_matrix(G[b], shape, 0)[o]
+                Gb = _layer_matrix(G[b], layout, 0)[o]
                 s = 0.0
                 for i in range(d):
                     s += Gb[i] * x[i]
@@ -250,7 +250,7 @@ def _aux_body(theta, X, G, shape, aux):
 _aux_driver = Twins(_aux_body)
 
 
-def mlp_aux(theta, X, G, shape, aux):
+def mlp_aux(theta, X, G, layout, aux):
     """The first-layer shortcut's per-example data (``prange`` over examples; serial for one
     example or one thread); see ``_aux_body``."""
-    _aux_driver(chunks(X.shape[0]), theta, X, G, shape, aux)
+    _aux_driver(chunks(X.shape[0]), theta, X, G, layout, aux)

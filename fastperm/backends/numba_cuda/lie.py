@@ -42,23 +42,23 @@ def _dact(a, act):
 
 
 @cuda.jit(device=True)
-def _stencil_grad(shape, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
+def _stencil_grad(layout, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
     """``out = Σ_j wts_j g(θ + c_j hx Gx; x, yv) / hx``, computed by the block's threads.
 
-    ``shape`` and the shared buffer ``sh`` follow
+    ``layout`` and the shared buffer ``sh`` follow
     :func:`fastperm.backends.numba_cpu.mlp._mlp_backprop`.
     """
-    L = shape[0]
-    act = shape[1]
-    loss = shape[2]
-    bias = shape[3] != 0
+    L = layout[0]
+    act = layout[1]
+    loss = layout[2]
+    bias = layout[3] != 0
     nact = 0
     maxs = 0
     for l in range(L + 1):
-        maxs = max(maxs, shape[4 + l])
+        maxs = max(maxs, layout[4 + l])
         if l > 0:
-            nact += shape[4 + l]
-    K = shape[4 + L]
+            nact += layout[4 + l]
+    K = layout[4 + L]
     invh = 1.0 / hx
     for jpt in range(c.shape[0]):
         s = c[jpt] * hx
@@ -66,12 +66,12 @@ def _stencil_grad(shape, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
         first = jpt == 0
         # forward
         for l in range(L):
-            nin = shape[4 + l]
-            nout = shape[5 + l]
-            woff = shape[5 + L + l]
-            boff = shape[5 + 2 * L + l]
-            dst = shape[5 + 3 * L + l]
-            src = shape[5 + 3 * L + l - 1] if l > 0 else 0
+            nin = layout[4 + l]
+            nout = layout[5 + l]
+            woff = layout[5 + L + l]
+            boff = layout[5 + 2 * L + l]
+            dst = layout[5 + 3 * L + l]
+            src = layout[5 + 3 * L + l - 1] if l > 0 else 0
             for o in range(tid, nout, nt):
                 z = (theta[boff + o] + s * Gx[boff + o]) if bias else 0.0
                 base = woff + o * nin
@@ -81,7 +81,7 @@ def _stencil_grad(shape, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
                 sh[dst + o] = _act(z, act) if l < L - 1 else z
             cuda.syncthreads()
         # output delta: alpha · dL/dz
-        zoff = shape[5 + 3 * L + L - 1]
+        zoff = layout[5 + 3 * L + L - 1]
         cur = nact
         nxt = nact + maxs
         for o in range(tid, K, nt):
@@ -98,11 +98,11 @@ def _stencil_grad(shape, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
         cuda.syncthreads()
         # backward
         for l in range(L - 1, -1, -1):
-            nin = shape[4 + l]
-            nout = shape[5 + l]
-            woff = shape[5 + L + l]
-            boff = shape[5 + 2 * L + l]
-            src = shape[5 + 3 * L + l - 1] if l > 0 else 0
+            nin = layout[4 + l]
+            nout = layout[5 + l]
+            woff = layout[5 + L + l]
+            boff = layout[5 + 2 * L + l]
+            src = layout[5 + 3 * L + l - 1] if l > 0 else 0
             for f in range(tid, nout * nin, nt):
                 o = f // nin
                 i = f - o * nin
@@ -126,16 +126,16 @@ def _stencil_grad(shape, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
 
 
 @cuda.jit
-def _example_grads_kernel(shape, theta, X, Y, c, wts, out):
+def _example_grads_kernel(layout, theta, X, Y, c, wts, out):
     """Block b: ``out[b] = g_b(θ)`` (the one-point stencil c = 0, w = 1)."""
     sh = cuda.shared.array(0, float64)
     b = cuda.blockIdx.x
-    _stencil_grad(shape, theta, theta, c, wts, 1.0, X[b], Y[b], sh, out[b],
+    _stencil_grad(layout, theta, theta, c, wts, 1.0, X[b], Y[b], sh, out[b],
                   cuda.threadIdx.x, cuda.blockDim.x)
 
 
 @cuda.jit
-def _directional_kernel(shape, theta, X, Y, G, h, c, wts, pairs, out):
+def _directional_kernel(layout, theta, X, Y, G, h, c, wts, pairs, out):
     """Block q: ``out[q] = H_b g_a`` for the ordered pair ``(a, b) = pairs[q]`` (zero if a = b)."""
     sh = cuda.shared.array(0, float64)
     q = cuda.blockIdx.x
@@ -148,7 +148,7 @@ def _directional_kernel(shape, theta, X, Y, G, h, c, wts, pairs, out):
         for p in range(tid, dst.shape[0], nt):
             dst[p] = 0.0
         return
-    _stencil_grad(shape, theta, G[a], c, wts, h[a], X[b], Y[b], sh, dst, tid, nt)
+    _stencil_grad(layout, theta, G[a], c, wts, h[a], X[b], Y[b], sh, dst, tid, nt)
 
 
 @cuda.jit
@@ -207,7 +207,7 @@ def example_grads(model, theta, X, Y, out):
     res = device.Outputs(out)
     nt = device.block(max(model.sizes))
     zero, one = np.zeros(1), np.ones(1)
-    _launch(_example_grads_kernel, X.shape[0], nt, shared, device.to_device(model.shape),
+    _launch(_example_grads_kernel, X.shape[0], nt, shared, device.to_device(model.layout),
             device.to_device(theta), device.to_device(X), device.to_device(Y),
             device.to_device(zero), device.to_device(one), *res.dev)
     res.finish()
@@ -219,7 +219,7 @@ def _directional(model, theta, X, Y, G, h, c, w, pairs):
     Q = pairs.shape[0]
     D = cuda.device_array((Q, model.P))
     nt = device.block(max(model.sizes))
-    _launch(_directional_kernel, Q, nt, shared, device.to_device(model.shape),
+    _launch(_directional_kernel, Q, nt, shared, device.to_device(model.layout),
             device.to_device(theta), device.to_device(X), device.to_device(Y),
             device.to_device(G), device.to_device(h), device.to_device(c),
             device.to_device(w), device.to_device(pairs), D)

@@ -384,7 +384,7 @@ def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     res.finish()
 
 
-def compile():
+def compile(families=None):
     """Compile every kernel for the types fastperm passes (a tiny launch of each), so that
     ``TrainResult.seconds`` excludes JIT compilation. Once per process."""
     if _compiled:
