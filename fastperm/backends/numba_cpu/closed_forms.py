@@ -35,34 +35,32 @@ from ..._jit import JIT, Twins
 from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
 from . import warmup
 from .parallel import chunks
-from .sgd import _dot, _mse
+from .vec import dot, mse, stop
 
 
 @njit(**JIT)
 def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, loss_row):
     n, d = X.shape
-    loss_row[0] = _mse(w, w_star)
+    loss_row[0] = mse(w, w_star)
     q = 1
-    dot = _dot(w, X[0])
+    xw = dot(w, X[0])
     for t in range(steps):
         i = t % n
-        c = lr * (beta * dot - gamma * y[i])
+        c = lr * (beta * xw - gamma * y[i])
         if not np.isfinite(c):
-            loss_row[q:] = np.nan
-            return t
+            return stop(loss_row, q, t)
         x = X[i]
         Di = D[i % D.shape[0]]
         xn = X[(t + 1) % n]
-        dot = 0.0
+        xw = 0.0
         for m in range(d):
             wm = w[m] - c * x[m] - lr * Di[m] * w[m]
             w[m] = wm
-            dot += wm * xn[m]
+            xw += wm * xn[m]
         if record_steps[q] == t + 1:
-            loss_row[q] = _mse(w, w_star)
+            loss_row[q] = mse(w, w_star)
             if not np.isfinite(loss_row[q]):
-                loss_row[q:] = np.nan
-                return t + 1
+                return stop(loss_row, q, t + 1)
             q += 1
     return -1
 
@@ -121,8 +119,7 @@ def _fourier_run(lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, l
             s += wt[f] * (a * a + b * b)
         val = s * scale
         if not np.isfinite(val):
-            loss_row[q:] = np.nan
-            return t + 1
+            return stop(loss_row, q, t + 1)
         if record_steps[q] == t + 1:
             loss_row[q] = val
             q += 1
@@ -177,13 +174,11 @@ def _block_run(a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, 
                               + mg[i, g] * (T - mg[i, g] * size[g] * M) - y[i] * mg[i, g])
             ok = ok and np.isfinite(alpha[g]) and np.isfinite(delta[g])
         if not ok:
-            loss_row[q:] = np.nan
-            return t + 1
+            return stop(loss_row, q, t + 1)
         if record_steps[q] == t + 1:
             loss_row[q] = _block_loss(alpha, delta, size, U, V, Wss, d)
             if not np.isfinite(loss_row[q]):
-                loss_row[q:] = np.nan
-                return t + 1
+                return stop(loss_row, q, t + 1)
             q += 1
     return -1
 
@@ -210,7 +205,7 @@ def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, 
 @njit(**JIT)
 def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, g):
     n, d = mu.shape
-    loss_row[0] = _mse(w, w_star)
+    loss_row[0] = mse(w, w_star)
     q = 1
     for t in range(steps):
         i = t % n
@@ -226,8 +221,7 @@ def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, g):
             e = w[m] - w_star[m]
             s += e * e
         if not np.isfinite(s):
-            loss_row[q:] = np.nan
-            return t + 1
+            return stop(loss_row, q, t + 1)
         if record_steps[q] == t + 1:
             loss_row[q] = s / d
             q += 1

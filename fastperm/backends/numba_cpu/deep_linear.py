@@ -19,6 +19,7 @@ from ..._jit import JIT, Twins
 from . import warmup
 from .parallel import chunks
 from .rng import make_key, normal
+from .vec import stop
 
 
 @njit(inline="always", **JIT)
@@ -82,8 +83,7 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
                 s += e * e
             loss_row[q] = s / d
             if not np.isfinite(loss_row[q]):
-                loss_row[q:] = np.nan
-                return t
+                return stop(loss_row, q, t)
             q += 1
         if t == steps:
             break
@@ -124,8 +124,7 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
         for m in range(d):
             ok = ok and np.isfinite(M[0, m])
         if not ok:
-            loss_row[q:] = np.nan
-            return t
+            return stop(loss_row, q, t)
         for l in range(1, L + 1):
             W = _layer(theta, sizes, offs, l)
             src = M[l - 1]

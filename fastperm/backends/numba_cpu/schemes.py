@@ -14,7 +14,8 @@ from ..._jit import JIT, Twins
 from . import warmup
 from .parallel import chunks
 from .rng import KIND_PERMUTATION, draw_buffer
-from .sgd import _dot, _fill_copies
+from .sgd import _fill_copies
+from .vec import dot, stop
 
 
 
@@ -59,11 +60,10 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
                 s2 += x[j] * x[j]
                 sw += w[j]
         if scheme == VANILLA or (scheme == DA and k == 1):
-            r = _dot(w, x) - y[i]
+            r = dot(w, x) - y[i]
             if not np.isfinite(r):
-                loss_row[q:] = np.nan
                 dist_row[q:] = np.nan
-                return t
+                return stop(loss_row, q, t)
             for j in range(d):
                 w[j] -= lr * r * x[j]
         elif scheme == DA and not expected:
@@ -77,9 +77,8 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
                 res[c] = r
                 ok = ok and np.isfinite(r)
             if not ok:
-                loss_row[q:] = np.nan
                 dist_row[q:] = np.nan
-                return t
+                return stop(loss_row, q, t)
             for c in range(k):
                 rc = lr * res[c] / k
                 for j in range(d):
@@ -101,9 +100,8 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
                 w[j] = alpha
         if record_steps[q] == t + 1:
             if not _record(w, w_star, loss_row, dist_row, q):
-                loss_row[q:] = np.nan
                 dist_row[q:] = np.nan
-                return t + 1
+                return stop(loss_row, q, t + 1)
             q += 1
     return -1
 

@@ -29,60 +29,42 @@ from ..._jit import JIT, Twins
 from . import warmup
 from .parallel import chunks
 from .rng import KIND_RESAMPLE, augment_kind_into, draw_buffer, make_key
-
-
-@njit(inline="always", **JIT)
-def _mse(w, w_star):
-    s = 0.0
-    for m in range(w.shape[0]):
-        e = w[m] - w_star[m]
-        s += e * e
-    return s / w.shape[0]
-
-
-@njit(inline="always", **JIT)
-def _dot(a, b):
-    s = 0.0
-    for m in range(a.shape[0]):
-        s += a[m] * b[m]
-    return s
+from .vec import dot, mse, stop
 
 
 @njit(**JIT)
 def _plain_run(X, y, w_star, w, lr, steps, record_steps, loss_row):
     """Plain SGD (k = 1), one fused pass over w per step. Returns the status."""
     n, d = X.shape
-    loss_row[0] = _mse(w, w_star)
+    loss_row[0] = mse(w, w_star)
     q = 1
-    dot = _dot(w, X[0])
+    xw = dot(w, X[0])
     for t in range(steps):
         i = t % n
-        res = dot - y[i]
+        res = xw - y[i]
         if not np.isfinite(res):
-            loss_row[q:] = np.nan
-            return t
+            return stop(loss_row, q, t)
         c = lr * res
         x = X[i]
         xn = X[(t + 1) % n]
-        dot = 0.0
+        xw = 0.0
         if record_steps[q] == t + 1:
             s = 0.0
             for m in range(d):
                 wm = w[m] - c * x[m]
                 w[m] = wm
-                dot += wm * xn[m]
+                xw += wm * xn[m]
                 e = wm - w_star[m]
                 s += e * e
             loss_row[q] = s / d
             if not np.isfinite(loss_row[q]):
-                loss_row[q:] = np.nan
-                return t + 1
+                return stop(loss_row, q, t + 1)
             q += 1
         else:
             for m in range(d):
                 wm = w[m] - c * x[m]
                 w[m] = wm
-                dot += wm * xn[m]
+                xw += wm * xn[m]
     return -1
 
 
@@ -108,7 +90,7 @@ def _kfold_run(X, y, w_star, w, lr, seed, steps, fresh, kind, fparams, gidx, gpt
     keep = cache.shape[0] == n and not fresh
     stream = spec.STREAM_FRESH if fresh else spec.STREAM_FIXED
     c = lr / k
-    loss_row[0] = _mse(w, w_star)
+    loss_row[0] = mse(w, w_star)
     q = 1
     for t in range(steps):
         i = t % n
@@ -121,21 +103,19 @@ def _kfold_run(X, y, w_star, w, lr, seed, steps, fresh, kind, fparams, gidx, gpt
             _fill_copies(X[i], seed, stream, t if fresh else i, kind, fparams, gidx, gptr, buf, A)
         ok = True
         for j in range(k):
-            res[j] = _dot(A[j], w) - y[i]
+            res[j] = dot(A[j], w) - y[i]
             ok = ok and np.isfinite(res[j])
         if not ok:
-            loss_row[q:] = np.nan
-            return t
+            return stop(loss_row, q, t)
         for j in range(k):
             cj = c * res[j]
             Aj = A[j]
             for m in range(d):
                 w[m] -= cj * Aj[m]
         if record_steps[q] == t + 1:
-            loss_row[q] = _mse(w, w_star)
+            loss_row[q] = mse(w, w_star)
             if not np.isfinite(loss_row[q]):
-                loss_row[q:] = np.nan
-                return t + 1
+                return stop(loss_row, q, t + 1)
             q += 1
     return -1
 
@@ -245,14 +225,12 @@ def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
         alpha -= lr * a[i] * alpha
         delta -= lr * (A[i] * (delta + ms) - e[i])
         if not (np.isfinite(alpha) and np.isfinite(delta)):
-            loss_row[q:] = np.nan
-            status = t + 1
+            status = stop(loss_row, q, t + 1)
             break
         if record_steps[q] == t + 1:
             loss_row[q] = delta * delta + alpha * alpha * c00 - 2.0 * alpha * c0s + css
             if not np.isfinite(loss_row[q]):
-                loss_row[q:] = np.nan
-                status = t + 1
+                status = stop(loss_row, q, t + 1)
                 break
             q += 1
     mean = delta + ms
@@ -289,7 +267,7 @@ def _augmented_gradient_body(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
         _fill_copies(X[i], seed, spec.STREAM_FIXED, i, kind, fparams, gidx, gptr, buf, A)
         out[i, :] = 0.0
         for j in range(k):
-            cj = (_dot(A[j], w) - y[i]) / k
+            cj = (dot(A[j], w) - y[i]) / k
             for m in range(d):
                 out[i, m] += cj * A[j, m]
 
