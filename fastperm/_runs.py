@@ -139,6 +139,7 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
     bar = _progress_bar(progress, call.runs) if len(chunks) > 1 else None
     before = kern.threads()
     _set_threads(kern, nthreads)
+    nthreads = min(nthreads, kern.threads())  # a backend may run fewer (a forked child: 1)
     try:
         t0 = time.perf_counter()
         for lo, hi in chunks:

@@ -20,18 +20,29 @@ cdef extern from "omp_threads.h":
 cdef extern from *:
     const char* PYX_ABI_VERSION "__PYX_ABI_VERSION"
 
+import os
 import threading
 
 cdef int _default = max(1, fastperm_max_threads())
 _local = threading.local()
+_forked = [False]
+
+
+def _in_child():
+    _forked[0] = True
+
+
+# a process forked after its parent used OpenMP must not start a parallel region (libgomp
+# deadlocks there): a forked child runs every kernel with one thread, like the Numba backend
+os.register_at_fork(after_in_child=_in_child)
 
 #: the Cython version that generated these kernels
 CYTHON_VERSION = (<bytes>PYX_ABI_VERSION).decode().replace("_", ".")
 
 
 def threads():
-    """Threads the parallel kernels use (1 without OpenMP)."""
-    return getattr(_local, "n", _default)
+    """Threads the parallel kernels use (1 without OpenMP, and in a forked child)."""
+    return 1 if _forked[0] else getattr(_local, "n", _default)
 
 
 def set_threads(n):
@@ -40,7 +51,7 @@ def set_threads(n):
     limit = max(fastperm_num_procs(), _default)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
         raise ValueError(f"threads must be an integer in [1, {limit}], got {n!r}")
-    if fastperm_have_openmp():
+    if fastperm_have_openmp() and not _forked[0]:
         _local.n = n
 
 
