@@ -43,10 +43,12 @@ class DivergenceWarning(RuntimeWarning):
 
 def record_steps(steps: int, record_every: int) -> np.ndarray:
     """Recorded steps 0, r, 2r, ... and ``steps`` itself, followed by the sentinel ``steps + 1``."""
-    rec = np.arange(0, steps + 1, record_every, dtype=np.int64)
-    if rec[-1] != steps:
-        rec = np.append(rec, steps)
-    return np.append(rec, steps + 1)
+    m = steps // record_every + 1  # 0, r, ..., (m - 1) r
+    tail = (steps + 1,) if (m - 1) * record_every == steps else (steps, steps + 1)
+    rec = np.empty(m + len(tail), dtype=np.int64)
+    rec[:m] = np.arange(0, m * record_every, record_every)
+    rec[m:] = tail
+    return rec
 
 
 def run_outputs(runs: int, records: int, width: int) -> dict:
@@ -133,28 +135,29 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
     kern.compile((call.family,))  # JIT compilation (or a cache load) stays out of the timing
     compile_seconds = time.perf_counter() - t0
     fn = getattr(kern, call.family)
-    sliced = set(spec.role("run")) | set(spec.role("output"))
-    starts = set(spec.role("start"))
     chunks = _chunks(call.runs, progress, nthreads)
     bar = _progress_bar(progress, call.runs) if len(chunks) > 1 else None
     before = kern.threads()
-    _set_threads(kern, nthreads)
-    nthreads = min(nthreads, kern.threads())  # a backend may run fewer (a forked child: 1)
+    changed = nthreads != before
+    if changed:
+        _set_threads(kern, nthreads)
+        nthreads = min(nthreads, kern.threads())  # a backend may run fewer (a forked child)
     try:
         t0 = time.perf_counter()
         for lo, hi in chunks:
-            args = []
-            for name in spec.arg_names:
-                v = values[name]
-                if name in sliced or (name in starts and v.shape[0] != 1):
-                    v = v[lo:hi]
-                args.append(v)
+            if len(chunks) == 1:
+                args = [values[name] for name in spec.arg_names]
+            else:  # a chunk of runs: its slice of every per-run argument (a shared start stays)
+                args = [values[name][lo:hi] if name in spec.per_run and
+                        values[name].shape[0] == call.runs else values[name]
+                        for name in spec.arg_names]
             fn(*args)
             if bar is not None:
                 bar.update(hi - lo)
         seconds = time.perf_counter() - t0
     finally:
-        kern.set_threads(before)
+        if changed:
+            kern.set_threads(before)
         if bar is not None:
             bar.close()
     return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
@@ -184,9 +187,9 @@ def _progress_bar(progress, total):
 def warn_divergence(status, lr, seeds, steps_rec, loss):
     """One :class:`DivergenceWarning` for a call whose runs diverged (the first such run's
     step, last finite loss, and how many), pointing at the caller's line outside fastperm."""
-    bad = np.flatnonzero(status >= 0)
-    if bad.size == 0:
+    if status.max(initial=-1) < 0:
         return
+    bad = np.flatnonzero(status >= 0)
     r = int(bad[0])
     ok = np.isfinite(loss[r])
     last = (f"last recorded loss {loss[r][ok][-1]:.6g} at step {int(steps_rec[ok][-1])}"

@@ -40,6 +40,7 @@ Rules every kernel follows
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..codes import K_EXPECTED  # noqa: F401  (k = 0 means k = ∞; defined with the codes)
 
@@ -66,9 +67,15 @@ class Family:
     args: tuple
     returns: str = "None"
 
-    @property
+    @cached_property
     def arg_names(self) -> list:
         return [a.name for a in self.args]
+
+    @cached_property
+    def per_run(self) -> frozenset:
+        """Arguments with one entry (or row) per run: a chunk of runs takes a slice of them
+        (``run`` and ``output`` roles; ``start`` ones when they have a row per run)."""
+        return frozenset(a.name for a in self.args if a.role in ("run", "output", "start"))
 
     def role(self, role: str) -> list:
         """Names of the arguments with this role."""

@@ -29,12 +29,19 @@ def compile(families=None):
     are compiled, each once a process. None: every training module."""
     if families is None:
         modules = _TRAINING
+    elif _ready.issuperset(families):
+        return
     else:
         this = sys.modules[__name__]
         wanted = {getattr(this, f).__module__ for f in families if hasattr(this, f)}
         modules = [m for m in _TRAINING if m.__name__ in wanted]
     for module in modules:
         module.compile()
+    if families is not None:
+        _ready.update(families)
+
+
+_ready: set = set()  # families whose modules compile() has done
 
 
 __all__ = ["augmented_gradient", "block_runs", "brackets_all", "brackets_pairs",

@@ -13,10 +13,12 @@ each its own thread pool.
 """
 
 import os
+import threading
 
 import numba
 
 _forked = [False]
+_local = threading.local()  # .n: this Python thread's setting, when it differs from Numba's
 
 
 def _in_child():
@@ -27,16 +29,30 @@ os.register_at_fork(after_in_child=_in_child)
 
 
 def threads():
-    """Threads Numba's parallel kernels use (``numba.get_num_threads()``; 1 in a forked
-    child)."""
-    return 1 if _forked[0] else numba.get_num_threads()
+    """Threads the parallel kernels use for calls from this Python thread: the last
+    :func:`set_threads`, else ``numba.get_num_threads()``; 1 in a forked child."""
+    if _forked[0]:
+        return 1
+    return getattr(_local, "n", 0) or numba.get_num_threads()
 
 
 def set_threads(n):
-    """Set the number of Numba threads for this (calling) thread (no effect in a forked
-    child, which runs serially)."""
-    if not _forked[0]:
-        numba.set_num_threads(int(n))
+    """Use ``n`` threads for calls from this Python thread (no effect in a forked child,
+    which runs serially). One thread needs no thread pool, so it leaves Numba's own setting
+    alone (and costs nothing); more set Numba's count (which refuses more than
+    ``NUMBA_NUM_THREADS``). Setting Numba's current count drops the override, so a later
+    ``numba.set_num_threads`` is followed again."""
+    if _forked[0]:
+        return
+    n = int(n)
+    current = numba.get_num_threads()
+    if n > 1 and n != current:
+        numba.set_num_threads(n)
+        current = n
+    if n == current:
+        _local.__dict__.pop("n", None)
+    else:
+        _local.n = n
 
 
 def chunks(ntasks):
