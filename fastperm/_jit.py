@@ -12,21 +12,107 @@ llvmlite 0.50, ``reassoc`` together with ``nsz`` let LLVM delete the
 (``tests/test_train.py::test_divergence_reported`` catches it).
 """
 
+import glob
+import os
 import types
+import warnings
 
 try:
-    from numba import njit, prange
+    from numba import njit as _numba_njit
+    from numba import prange
+    from numba.core.caching import FunctionCache
 
     HAVE_NUMBA = True
 except ImportError:  # fastperm works without numba, on its other backends
     HAVE_NUMBA = False
     prange = range
+    FunctionCache = object
 
     def njit(*args, **kwargs):
         """No-op stand-in for ``numba.njit`` (numba is not installed)."""
         if len(args) == 1 and callable(args[0]) and not kwargs:
             return args[0]
         return lambda f: f
+
+
+class KernelCacheWarning(RuntimeWarning):
+    """A damaged entry of Numba's on-disk kernel cache was deleted and is being recompiled."""
+
+
+class HealingCache(FunctionCache):
+    """Numba's on-disk cache of one function, made self-healing.
+
+    An entry that cannot be loaded — truncated or corrupted by a full disk or an interrupted
+    write, or written for another function (swapped files), or another numba version — used
+    to make every later call fail, run after run, with an error from inside numba. Here the
+    function's index and data files are deleted instead, one :class:`KernelCacheWarning` per
+    process says so, and the function is compiled again (and cached anew).
+    """
+
+    def load_overload(self, sig, target_context):
+        try:
+            data = super().load_overload(sig, target_context)
+        except Exception as exc:  # any failure to read an entry: it is damaged
+            self.discard(f"{type(exc).__name__}: {exc}")
+            return None
+        if data is not None and (tuple(data.signature.args) != tuple(sig)
+                                 or data.fndesc.qualname != self._py_func.__qualname__):
+            self.discard(f"the entry is {data.fndesc.qualname}{data.signature}'s")
+            return None
+        return data
+
+    def discard(self, why):
+        """Delete this function's index and data files, with one warning per process."""
+        files = self._cache_file
+        paths = [files._index_path] + glob.glob(os.path.join(
+            files._cache_path, glob.escape(self._impl.filename_base) + ".*.nbc"))
+        for path in paths:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        if not _warned:
+            _warned.append(True)
+            warnings.warn(f"fastperm: the Numba cache of {self._py_func.__qualname__} in "
+                          f"{files._cache_path} could not be loaded ({why}); its files were "
+                          "deleted and the kernel is compiled again (`fastperm cache clear` "
+                          "removes every cached kernel)", KernelCacheWarning, stacklevel=2)
+
+
+_warned: list = []
+#: every cached fastperm kernel of this process (``fastperm cache clear`` uses them)
+CACHED: list = []
+
+if HAVE_NUMBA:
+    def njit(*args, **kwargs):
+        """``numba.njit``; with ``cache=True`` the on-disk cache heals itself
+        (:class:`HealingCache`)."""
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return _numba_njit(args[0])
+        decorate = _numba_njit(*args, **kwargs)
+        if not kwargs.get("cache"):
+            return decorate
+
+        def cached(fn):
+            dispatcher = decorate(fn)
+            dispatcher._cache = HealingCache(dispatcher.py_func)
+            CACHED.append(dispatcher)
+            return dispatcher
+
+        return cached
+
+
+def cache_files():
+    """The on-disk cache files (``.nbi`` index, ``.nbc`` data) of every cached kernel
+    imported so far, and the directories they are in."""
+    dirs, paths = set(), []
+    for dispatcher in CACHED:
+        files = dispatcher._cache._cache_file
+        dirs.add(files._cache_path)
+        paths += glob.glob(glob.escape(files._index_path))
+        paths += glob.glob(os.path.join(files._cache_path, glob.escape(
+            dispatcher._cache._impl.filename_base) + ".*.nbc"))
+    return sorted(dirs), sorted(set(paths))
 
 FASTMATH = frozenset({"reassoc", "contract", "arcp"})
 

@@ -191,8 +191,47 @@ def info(args) -> int:
     print(f"auto selects: {backends.get().name}"
           + (f" (forced by ${backends.ENV_VAR})" if backends.os.environ.get(backends.ENV_VAR)
              else ""))
+    found = _kernel_cache()
+    if found is not None:
+        dirs, files = found
+        print(f"numba kernel cache: {len(files)} file(s) in {', '.join(dirs)} "
+              "(`fastperm cache clear` deletes them)")
     print("\nkernel families (fastperm.backends.contract) by backend:")
     print(backends.capability_table())
+    return 0
+
+
+def _kernel_cache():
+    """``(directories, files)`` of the cached Numba kernels (all of them imported first);
+    None without numba."""
+    try:
+        import fastperm.backends.numba_cpu  # noqa: F401  (defines every cached kernel)
+    except ImportError:
+        return None
+    from fastperm import _jit
+
+    return _jit.cache_files()
+
+
+def cache(args) -> int:
+    found = _kernel_cache()
+    if found is None:
+        print("numba is not installed: there is no kernel cache")
+        return 0
+    dirs, files = found
+    if args.action == "clear":
+        import os
+
+        removed = 0
+        for path in files:
+            try:
+                os.remove(path)
+                removed += 1
+            except OSError as exc:
+                print(f"fastperm: could not delete {path}: {exc}", file=sys.stderr)
+        print(f"deleted {removed} cached kernel file(s) in {', '.join(dirs)}")
+        return 0 if removed == len(files) else 1
+    print(f"numba kernel cache: {len(files)} file(s) in {', '.join(dirs)}")
     return 0
 
 
@@ -273,8 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dpi", type=int, default=150)
     s.set_defaults(func=figure_schemes)
 
-    i = sub.add_parser("info", help="backends, versions, threads and the GPU")
+    i = sub.add_parser("info", help="backends, versions, threads, the GPU and the kernel cache")
     i.set_defaults(func=info)
+
+    c = sub.add_parser("cache", help="the on-disk cache of the Numba kernels",
+                       description="Where the compiled Numba kernels are cached, and clearing "
+                                   "them (a damaged entry heals itself; clearing is never "
+                                   "needed for correctness, it forces a fresh compilation).")
+    c.add_argument("action", choices=["info", "clear"],
+                   help="info: directories and file count; clear: delete every cached kernel")
+    c.set_defaults(func=cache)
     return parser
 
 

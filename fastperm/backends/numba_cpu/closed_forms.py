@@ -29,9 +29,9 @@ explicit way): the arguments of ``expected_runs`` plus the distribution's arrays
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ..._jit import JIT, Twins
+from ..._jit import JIT, Twins, njit
 from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
 from . import warmup
 from .parallel import chunks

@@ -12,10 +12,10 @@ the first epoch and kept when ``cache`` allows (they never change results).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ... import rng as spec
-from ..._jit import JIT, Twins
+from ..._jit import JIT, Twins, njit
 from . import warmup
 from .parallel import chunks
 from .rng import make_key, normal

@@ -26,9 +26,9 @@ with its scratch (S·P + work floats) allocated once.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ..._jit import JIT, NOCACHE, Twins, specialise
+from ..._jit import JIT, NOCACHE, Twins, njit, specialise
 from ..tiling import block_pairs
 from .mlp import mlp_directional, mlp_grad
 from .parallel import chunks

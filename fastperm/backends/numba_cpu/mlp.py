@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 
-from numba import njit, prange
+from numba import prange
 
-from ..._jit import JIT, Twins
+from ..._jit import JIT, Twins, njit
 from .parallel import chunks
 
 

@@ -10,9 +10,8 @@ next draw directly from its counter.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ..._jit import JIT
+from ..._jit import JIT, njit
 from .. import rng_scalars as scalars
 
 TWO32, MASK32, S32 = scalars.TWO32, scalars.MASK32, scalars.S32

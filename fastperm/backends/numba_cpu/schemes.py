@@ -6,11 +6,11 @@ recorded step stores the loss and the distance of w to the invariant subspace sp
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ... import rng as spec
 from ...codes import DA, FA, K_EXPECTED, VANILLA
-from ..._jit import JIT, Twins
+from ..._jit import JIT, Twins, njit
 from . import warmup
 from .parallel import chunks
 from .rng import KIND_PERMUTATION, draw_buffer

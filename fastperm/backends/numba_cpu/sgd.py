@@ -22,10 +22,10 @@ Work per step, d features, k copies:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ... import rng as spec
-from ..._jit import JIT, Twins
+from ..._jit import JIT, Twins, njit
 from . import warmup
 from .parallel import chunks
 from .rng import KIND_RESAMPLE, augment_kind_into, draw_buffer, make_key

@@ -5,9 +5,8 @@ loss ``mean((w − w*)²)``, and the epilogue of a diverged run (the Cython twin
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ..._jit import JIT
+from ..._jit import JIT, njit
 
 
 @njit(inline="always", **JIT)
