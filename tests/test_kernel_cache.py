@@ -36,7 +36,7 @@ RUN = textwrap.dedent("""
 def _run(cache_dir):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
     out = subprocess.run([sys.executable, "-c", RUN], capture_output=True, text=True, env=env,
-                         timeout=600)
+                         timeout=600, cwd=cache_dir)  # outside the source tree
     assert out.returncode == 0, out.stderr[-3000:]
     result, warned = out.stdout.strip().splitlines()
     return result, int(warned)
@@ -92,7 +92,7 @@ def test_cache_clear_and_info(tmp_path):
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "fastperm.cli", *args], capture_output=True,
-                              text=True, env=env, timeout=300)
+                              text=True, env=env, timeout=300, cwd=tmp_path)
 
     info = cli("cache", "info")
     assert info.returncode == 0 and "file(s) in" in info.stdout and str(tmp_path) in info.stdout
