@@ -332,13 +332,13 @@ class CustomModel(Model):
 
     def __init__(self, kernel, *, P, d, K, work_size=0, layout=(), tensors=None,
                  numpy_grad=None, loss=None, logits=None, init=None, shape=None):
-        if not hasattr(kernel, "py_func"):
-            raise TypeError("kernel must be a numba.njit function "
-                            "grad(theta, x, y, layout, work, out, alpha, beta)")
         if shape is not None:
             warnings.warn("CustomModel(shape=...) is deprecated: use layout=...",
                           DeprecationWarning, stacklevel=2)
             layout = shape
+        if not hasattr(kernel, "py_func"):
+            raise TypeError("kernel must be a numba.njit function "
+                            "grad(theta, x, y, layout, work, out, alpha, beta)")
         self.kernel = kernel
         self.P = _checks.as_int("P", P, minimum=1)
         self.d = _checks.as_int("d", d, minimum=1)

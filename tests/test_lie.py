@@ -428,6 +428,7 @@ def test_layout_is_the_models_structure_and_shape_is_deprecated():
     m = models.MLP([4, 3, 2])
     with pytest.warns(DeprecationWarning, match="use Model.layout"):
         np.testing.assert_array_equal(m.shape, m.layout)
+    pytest.importorskip("numba")  # a CustomModel's kernel is a Numba function
     with pytest.warns(DeprecationWarning, match="use layout="):
         c = models.CustomModel(_ls_grad, P=4, d=4, K=1, shape=[1, 2])
     np.testing.assert_array_equal(c.layout, [1, 2])
