@@ -138,7 +138,8 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
     chunks = _chunks(call.runs, progress, nthreads)
     bar = _progress_bar(progress, call.runs) if len(chunks) > 1 else None
     before = kern.threads()
-    changed = nthreads != before
+    # the drivers use min(runs, threads()) chunks: set the count only if that would differ
+    changed = nthreads != min(call.runs, before)
     if changed:
         _set_threads(kern, nthreads)
         nthreads = min(nthreads, kern.threads())  # a backend may run fewer (a forked child)
@@ -187,7 +188,7 @@ def _progress_bar(progress, total):
 def warn_divergence(status, lr, seeds, steps_rec, loss):
     """One :class:`DivergenceWarning` for a call whose runs diverged (the first such run's
     step, last finite loss, and how many), pointing at the caller's line outside fastperm."""
-    if status.max(initial=-1) < 0:
+    if max(status.tolist(), default=-1) < 0:
         return
     bad = np.flatnonzero(status >= 0)
     r = int(bad[0])
