@@ -115,7 +115,7 @@ cdef inline void augment_into(const double* x, int64_t d, uint64_t key, uint64_t
         permute_into(x, d, key, buf, out)
 
 
-# -- the other augmentations of the specification (kinds of fastperm.distributions) ----------
+# -- the other augmentations of the specification (kinds of fastperm.augment) ------------------
 
 from libc.math cimport cos, log, sqrt
 
