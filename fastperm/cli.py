@@ -16,8 +16,87 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import sys
+
+#: the figure formats ``--out`` accepts (matplotlib writes them without extra packages)
+FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff",
+                  ".webp")
+
+
+class _UsageError(Exception):
+    """A bad option: reported in one line, exit status 2, before any computation."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _int_at_least(name: str, low: int):
+    def convert(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be an integer >= {low}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {v}")
+        return v
+    return convert
+
+
+def _positive_real(name: str):
+    def convert(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not (math.isfinite(v) and v > 0):
+            raise argparse.ArgumentTypeError(f"{name} must be finite and > 0, got {v}")
+        return v
+    return convert
+
+
+def _dpi(text):
+    v = _int_at_least("dpi", 10)(text)
+    if v > 1200:
+        raise argparse.ArgumentTypeError(f"dpi must be <= 1200, got {v}")
+    return v
+
+
+def _writable_folder(folder: str, what: str):
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(
+            f"{what}: folder {folder!r} does not exist (or is not a folder)")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{what}: folder {folder!r} is not writable")
+
+
+def _figure_path(text):
+    """``--out`` of a figure: '' (none), or a new or existing file in a writable folder, with a
+    format matplotlib writes; checked before any computation."""
+    if text == "":
+        return ""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a folder; give a file name such as {os.path.join(text, 'figure.png')}")
+    _writable_folder(os.path.dirname(text) or ".", text)
+    ext = os.path.splitext(text)[1].lower()
+    if ext not in FIGURE_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the file name must end in one of {', '.join(FIGURE_FORMATS)}")
+    return text
+
+
+def _folder_path(text):
+    """``--out`` of a study: a folder that exists or can be created (its parent exists)."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    if not os.path.isdir(text):
+        _writable_folder(os.path.dirname(os.path.abspath(text)), text)
+    return text
 
 
 def _k_list(text: str):
@@ -246,25 +325,32 @@ def _threads_started() -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastperm", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="fastperm", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("figure1", help="k-fold augmentation vs expected gradient (Figure 1)",
                        description="Loss curves for k = 1, 2, 4, 8, 16, ∞ on the linear "
                                    "permutation problem; seed s samples the data and the "
                                    "augmentation of run s.")
-    f.add_argument("--out", default="figure1.png", help="PNG/PDF/SVG to write ('' for none)")
-    f.add_argument("--seeds", type=int, default=5, help="runs per k (default 5)")
-    f.add_argument("--sampling", choices=["fixed", "fresh"], default="fixed")
-    f.add_argument("--augmentation", choices=["permutation", "resample"], default="permutation")
+    f.add_argument("--out", type=_figure_path, default="figure1.png",
+                   help="PNG/PDF/SVG to write ('' for none; checked before computing)")
+    f.add_argument("--seeds", type=_int_at_least("seeds", 1), default=5,
+                   help="runs per k (default 5)")
+    f.add_argument("--sampling", choices=["fixed", "fresh"], default="fixed",
+                   help="fixed: copies drawn once per example (default); fresh: every step")
+    f.add_argument("--augmentation", choices=["permutation", "resample"], default="permutation",
+                   help="random permutations of x (default) or entries resampled")
     f.add_argument("--k", type=_k_list, default=_k_list("1,2,4,8,16,inf"),
                    help="comma-separated k values (default 1,2,4,8,16,inf)")
-    f.add_argument("--d", type=int, default=400)
-    f.add_argument("--n", type=int, default=40)
-    f.add_argument("--lr", type=float, default=1e-3)
-    f.add_argument("--steps", type=int, default=1000)
+    f.add_argument("--d", type=_int_at_least("d", 1), default=400, help="features (default 400)")
+    f.add_argument("--n", type=_int_at_least("n", 1), default=40, help="examples (default 40)")
+    f.add_argument("--lr", type=_positive_real("lr"), default=1e-3,
+                   help="step size (default 1e-3)")
+    f.add_argument("--steps", type=_int_at_least("steps", 1), default=1000,
+                   help="SGD steps (default 1000)")
     f.add_argument("--backend", default=None, help="numba (default), cython or numpy")
-    f.add_argument("--dpi", type=int, default=150)
+    f.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=figure1)
 
@@ -274,12 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "NumPy reference as many as fit in about half a second.")
     b.add_argument("--backend", action="append", default=None,
                    help="backend to time (repeatable; default: all available)")
-    b.add_argument("--d", type=int, default=400)
-    b.add_argument("--n", type=int, default=40)
-    b.add_argument("--steps", type=int, default=20000)
-    b.add_argument("--seconds", type=float, default=0.5,
+    b.add_argument("--d", type=_int_at_least("d", 1), default=400, help="features (default 400)")
+    b.add_argument("--n", type=_int_at_least("n", 1), default=40, help="examples (default 40)")
+    b.add_argument("--steps", type=_int_at_least("steps", 1), default=20000,
+                   help="steps T of a compiled run (default 20000)")
+    b.add_argument("--seconds", type=_positive_real("seconds"), default=0.5,
                    help="time budget of one run of a slow backend (default 0.5)")
-    b.add_argument("--threads", type=int, default=None,
+    b.add_argument("--threads", type=_int_at_least("threads", 1), default=None,
                    help="threads of the parallel kernels (every backend)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument("--no-brackets", action="store_true", help="skip the bracket throughput rows")
@@ -289,10 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train MLP([64, H, 10]) with 10 independent sigmoids on the "
                                    "digits, bracket the first 6 test examples at checkpoints, "
                                    "and plot/print what the brackets show.")
-    g.add_argument("--out", required=True, help="folder for the figures and summary")
-    g.add_argument("--steps", type=int, default=1500, help="Adam steps (default 1500)")
-    g.add_argument("--hidden", type=int, default=32)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", type=_folder_path, required=True,
+                   help="folder for the figures and summary (created if missing)")
+    g.add_argument("--steps", type=_int_at_least("steps", 1), default=1500,
+                   help="Adam steps (default 1500)")
+    g.add_argument("--hidden", type=_int_at_least("hidden", 1), default=32,
+                   help="hidden units H (default 32)")
+    g.add_argument("--seed", type=_int_at_least("seed", 0), default=0,
+                   help="seed of the initialisation and batches (default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=lie_digits)
 
@@ -301,15 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "vanilla SGD, data augmentation (k-fold and k = ∞), feature "
                                    "averaging and an equivariant architecture, from a start "
                                    "inside span(1) (w0 = 0) and outside it.")
-    s.add_argument("--out", default="schemes.png", help="PNG/PDF/SVG to write ('' for none)")
-    s.add_argument("--seeds", type=int, default=5, help="runs per scheme (default 5)")
-    s.add_argument("--k", type=int, default=16, help="copies for k-fold DA (default 16)")
-    s.add_argument("--d", type=int, default=400)
-    s.add_argument("--n", type=int, default=40)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--out", type=_figure_path, default="schemes.png",
+                   help="PNG/PDF/SVG to write ('' for none; checked before computing)")
+    s.add_argument("--seeds", type=_int_at_least("seeds", 1), default=5,
+                   help="runs per scheme (default 5)")
+    s.add_argument("--k", type=_int_at_least("k", 1), default=16,
+                   help="copies for k-fold DA (default 16)")
+    s.add_argument("--d", type=_int_at_least("d", 1), default=400, help="features (default 400)")
+    s.add_argument("--n", type=_int_at_least("n", 1), default=40, help="examples (default 40)")
+    s.add_argument("--lr", type=_positive_real("lr"), default=1e-3,
+                   help="step size (default 1e-3)")
+    s.add_argument("--steps", type=_int_at_least("steps", 1), default=1000,
+                   help="SGD steps (default 1000)")
     s.add_argument("--backend", default=None, help="numba (default) or numpy")
-    s.add_argument("--dpi", type=int, default=150)
+    s.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
     s.set_defaults(func=figure_schemes)
 
     i = sub.add_parser("info", help="backends, versions, threads, the GPU and the kernel cache")
@@ -325,14 +421,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"fastperm {version('fastperm')}"
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        import fastperm
+
+        return f"fastperm {fastperm.__version__}"
+
+
 def main(argv=None) -> int:
+    """Run the command; every failure is one line on stderr and exit status 2 (options are
+    checked, output paths included, before any computation)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "seeds", 1) < 1:
-        parser.error("--seeds must be >= 1")
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         return args.func(args)
-    except (ValueError, TypeError, ImportError) as exc:
+    except (ValueError, TypeError, ImportError, OSError) as exc:
         print(f"fastperm: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,4 @@
-"""The command line: figure1 and info."""
+"""The command line: figure1, info, and one clean line for every bad option."""
 
 import shutil
 import subprocess
@@ -28,9 +28,9 @@ def test_figure1_fresh_and_custom_k(tmp_path, capsys):
     assert "fresh permutation" in capsys.readouterr().out
 
 
-def test_bad_k_list():
-    with pytest.raises(SystemExit):
-        cli.main(["figure1", "--k", "1,two"])
+def test_bad_k_list(capsys):
+    assert cli.main(["figure1", "--k", "1,two"]) == 2
+    assert "argument --k" in capsys.readouterr().err
 
 
 def test_bad_value_is_a_clean_error(capsys):
@@ -47,3 +47,51 @@ def test_info(capsys):
 def test_console_script():
     out = subprocess.run(["fastperm", "info"], capture_output=True, text=True, check=True).stdout
     assert "auto selects" in out
+
+
+BAD_OPTIONS = [
+    (["figure1", "--out", "{tmp}/missing/f.png"], "--out", "does not exist"),
+    (["figure1", "--out", "{tmp}"], "--out", "is a folder"),
+    (["figure1", "--out", "{tmp}/f.txt"], "--out", "must end in one of"),
+    (["figure1", "--dpi", "100000"], "--dpi", "dpi must be <= 1200"),
+    (["figure1", "--seeds", "0"], "--seeds", "seeds must be >= 1"),
+    (["figure1", "--steps", "-5"], "--steps", "steps must be >= 1"),
+    (["figure1", "--d", "zero"], "--d", "d must be an integer"),
+    (["figure-schemes", "--lr", "nan"], "--lr", "lr must be finite and > 0"),
+    (["bench", "--steps", "0"], "--steps", "steps must be >= 1"),
+    (["bench", "--threads", "0"], "--threads", "threads must be >= 1"),
+    (["lie-digits", "--out", "{tmp}/study", "--steps", "-5"], "--steps", "steps must be >= 1"),
+    (["lie-digits", "--out", "{tmp}/study", "--seed", "-1"], "--seed", "seed must be >= 0"),
+    (["lie-digits", "--out", "{file}"], "--out", "is not a folder"),
+]
+
+
+@pytest.mark.parametrize("argv, option, message", BAD_OPTIONS)
+def test_bad_option_is_one_line_before_any_work(tmp_path, capsys, argv, option, message):
+    """Every bad option (output paths included) fails at once: exit status 2, one line on
+    stderr naming the option, nothing computed or written."""
+    (tmp_path / "a-file").write_text("x")
+    argv = [a.format(tmp=tmp_path, file=tmp_path / "a-file") for a in argv]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"argument {option}" in lines[0] and message in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("fastperm ")
+
+
+def test_every_option_has_help():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.dest != "help":
+                assert action.help, f"fastperm {name} {action.option_strings or action.dest}"
