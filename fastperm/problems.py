@@ -21,7 +21,8 @@ class LinearProblem:
 
     Attributes
     ----------
-    X, y, w_star : float64 arrays (read-only views).
+    X, y, w_star : float64 arrays, read-only copies owned by the problem (the caller's arrays
+        are never modified, and later changes to them do not reach the problem).
     n, d : int
 
     Examples
@@ -44,6 +45,10 @@ class LinearProblem:
         w_star = _checks.as_float_array("w_star", w_star, 1)
         if w_star.shape[0] != d:
             raise ValueError(f"w_star has {w_star.shape[0]} entries but X has d = {d} columns")
+        # the problem owns its data: copies (the caller's arrays keep their flags, and a later
+        # write to them cannot change a validated problem), read-only from here on
+        X, y, w_star = (np.array(a, dtype=np.float64, order="C", copy=True)
+                        for a in (X, y, w_star))
         for a in (X, y, w_star):
             a.setflags(write=False)
         self.X, self.y, self.w_star = X, y, w_star

@@ -89,3 +89,21 @@ def test_bounds_checked_run_catches_a_planted_overrun(tmp_path):
     out = subprocess.run([sys.executable, "-c", PLANTED], capture_output=True, text=True,
                          timeout=600, cwd=tmp_path)
     assert out.stdout.strip() == "caught", (out.returncode, out.stdout, out.stderr[-2000:])
+
+
+def test_problem_owns_its_data():
+    """Inputs are never modified (issue 13): the caller's float64 arrays stay writable, and a
+    later write through them does not change the validated problem."""
+    import numpy as np
+
+    import fastperm
+
+    X = np.arange(12.0).reshape(3, 4)
+    y, w_star = X.sum(axis=1), np.ones(4)
+    p = fastperm.LinearProblem(X, y, w_star)
+    assert X.flags.writeable and y.flags.writeable and w_star.flags.writeable
+    X[0, 0] = 1e6
+    y[:] = -1.0
+    w_star[:] = 7.0
+    assert p.X[0, 0] == 0.0 and p.y[0] == 6.0 and p.w_star[0] == 1.0
+    assert not p.X.flags.writeable
