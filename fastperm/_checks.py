@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -132,3 +133,16 @@ def seeds_and_lr(seeds, lr):
         raise ValueError(f"seeds ({seeds.shape[0]}) and lr ({lr.shape[0]}) must have equal "
                          "lengths or one of them length 1; use np.meshgrid for a grid") from None
     return np.ascontiguousarray(seeds, dtype=np.uint64), np.ascontiguousarray(lr, dtype=np.float64)
+
+
+def copies_fit(k, d):
+    """Refuse, before allocating, a k whose (k, d) block of copies cannot fit in memory."""
+    need = int(k) * d * 8
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not available on this platform
+        return
+    if need > total // 2:
+        raise MemoryError(f"k = {int(k)} needs {need / 2**30:.3g} GiB for the copies of one "
+                          f"example (k·d·8 bytes, d = {d}); this machine has "
+                          f"{total / 2**30:.3g} GiB: use a smaller k")

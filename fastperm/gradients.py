@@ -44,6 +44,7 @@ def augmented_gradient(w, x, y, k, seed: int = 0, augmentation: str = "permutati
     seed = _checks.as_seed("seed", seed)
     w, X, y, single = _checks.example_args(w, x, y)
     aug.check_d(X.shape[1])
+    _checks.copies_fit(k, X.shape[1])
     out = np.empty_like(X)
     kern = backends.get(backend, needs="augmented_gradient", kind=sampler[0])
     kern.augmented_gradient(w, X, y, k, np.uint64(seed), *sampler, out)

@@ -87,6 +87,7 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
         kind, fparams, gidx, gptr = aug.sampler()  # says so before any work if there is none
         values.update(seeds=seeds, k=int(k), fresh=fresh, kind=kind, fparams=fparams,
                       gidx=gidx, gptr=gptr)
+        _checks.copies_fit(k, d)
         # keep the fixed copies only if some example is visited twice (within the budget)
         keep = not fresh and k > 1 and steps > n
         call = _runs.Call("sgd_runs", values, R, R * _work(k, d, n, steps, fresh, "sgd_runs"),

@@ -107,3 +107,25 @@ def test_problem_owns_its_data():
     w_star[:] = 7.0
     assert p.X[0, 0] == 0.0 and p.y[0] == 6.0 and p.w_star[0] == 1.0
     assert not p.X.flags.writeable
+
+
+def test_sizes_and_scales_refused_before_any_work():
+    """Issue 13: a k whose copies cannot fit is a MemoryError saying how much, before any
+    allocation (it failed inside the Numba driver as SystemError); a noise level or keep
+    probability whose square overflows is refused when the distribution is built (k = ∞
+    failed later with OverflowError, and the compiled samplers trained on all-zero copies)."""
+    import numpy as np
+
+    import fastperm
+    from fastperm import augment
+
+    p = fastperm.LinearProblem.sample(d=400, n=4)
+    with pytest.raises(MemoryError, match=r"k = 1000000000 needs .* GiB .*use a smaller k"):
+        fastperm.train(p, 10**9)
+    with pytest.raises(MemoryError, match="use a smaller k"):
+        fastperm.augmented_gradient(np.zeros(400), p.X, p.y, 10**9)
+    with pytest.raises(ValueError, match="sigma must be at most"):
+        augment.Gaussian(1e200)
+    with pytest.raises(ValueError, match="p must be at least"):
+        augment.Mask(1e-310, rescale=True)
+    augment.Mask(1e-310)  # without rescaling nothing overflows

@@ -48,6 +48,7 @@ through the moment's structure, never forming the d × d matrix — and
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -186,6 +187,9 @@ class Gaussian(Augmentation):
 
     def __init__(self, sigma):
         self.sigma = _checks.as_nonnegative_real("sigma", sigma)
+        if not math.isfinite(self.sigma * self.sigma):  # the closed form needs σ²
+            raise ValueError(f"sigma must be at most ~1e154 (sigma² must be finite), "
+                             f"got {self.sigma:g}")
 
     def sampler(self):
         return KIND_GAUSSIAN, np.array([self.sigma, 0.0]), _NO_I, _NO_I
@@ -224,6 +228,9 @@ class Mask(Augmentation):
         self.p = float(p)
         self.rescale = bool(rescale)
         self.scale = 1.0 / self.p if self.rescale else 1.0
+        if not math.isfinite(self.scale * self.scale):  # the closed form needs (1/p)²
+            raise ValueError(f"p must be at least ~1e-154 with rescale=True (1/p² must be "
+                             f"finite), got {self.p:g}")
 
     def sampler(self):
         return KIND_MASK, np.array([self.p, self.scale]), _NO_I, _NO_I
