@@ -324,6 +324,16 @@ def _threads_started() -> bool:
         return False
 
 
+def _problem_options(p):
+    """--d, --n, --lr, --steps: the linear problem and its SGD runs (figure commands)."""
+    p.add_argument("--d", type=_int_at_least("d", 1), default=400, help="features (default 400)")
+    p.add_argument("--n", type=_int_at_least("n", 1), default=40, help="examples (default 40)")
+    p.add_argument("--lr", type=_positive_real("lr"), default=1e-3,
+                   help="step size (default 1e-3)")
+    p.add_argument("--steps", type=_int_at_least("steps", 1), default=1000,
+                   help="SGD steps (default 1000)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastperm", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=_version())
@@ -343,12 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random permutations of x (default) or entries resampled")
     f.add_argument("--k", type=_k_list, default=_k_list("1,2,4,8,16,inf"),
                    help="comma-separated k values (default 1,2,4,8,16,inf)")
-    f.add_argument("--d", type=_int_at_least("d", 1), default=400, help="features (default 400)")
-    f.add_argument("--n", type=_int_at_least("n", 1), default=40, help="examples (default 40)")
-    f.add_argument("--lr", type=_positive_real("lr"), default=1e-3,
-                   help="step size (default 1e-3)")
-    f.add_argument("--steps", type=_int_at_least("steps", 1), default=1000,
-                   help="SGD steps (default 1000)")
+    _problem_options(f)
     f.add_argument("--backend", default=None, help="numba (default), cython or numpy")
     f.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -398,12 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs per scheme (default 5)")
     s.add_argument("--k", type=_int_at_least("k", 1), default=16,
                    help="copies for k-fold DA (default 16)")
-    s.add_argument("--d", type=_int_at_least("d", 1), default=400, help="features (default 400)")
-    s.add_argument("--n", type=_int_at_least("n", 1), default=40, help="examples (default 40)")
-    s.add_argument("--lr", type=_positive_real("lr"), default=1e-3,
-                   help="step size (default 1e-3)")
-    s.add_argument("--steps", type=_int_at_least("steps", 1), default=1000,
-                   help="SGD steps (default 1000)")
+    _problem_options(s)
     s.add_argument("--backend", default=None, help="numba (default) or numpy")
     s.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
     s.set_defaults(func=figure_schemes)
