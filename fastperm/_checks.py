@@ -7,6 +7,7 @@ Each error names the argument and the problem.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -138,11 +139,17 @@ def seeds_and_lr(seeds, lr):
 def copies_fit(k, d):
     """Refuse, before allocating, a k whose (k, d) block of copies cannot fit in memory."""
     need = int(k) * d * 8
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not available on this platform
-        return
-    if need > total // 2:
+    total = _physical_memory()
+    if total is not None and need > total // 2:
         raise MemoryError(f"k = {int(k)} needs {need / 2**30:.3g} GiB for the copies of one "
                           f"example (k·d·8 bytes, d = {d}); this machine has "
                           f"{total / 2**30:.3g} GiB: use a smaller k")
+
+
+@functools.lru_cache(maxsize=1)
+def _physical_memory():
+    """Bytes of physical memory (read once), or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

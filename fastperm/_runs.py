@@ -79,6 +79,8 @@ class Call:
         Memory of the fixed copies one concurrent run holder keeps (0: nothing to keep).
     cache_bytes : int
         The budget for all holders together.
+    seeds : (runs,) array, optional
+        The runs' seeds, named in a divergence warning (default: the family's ``seeds``).
     """
 
     family: str
@@ -88,6 +90,7 @@ class Call:
     kind: int | None = None
     cache_bytes_per_holder: int = 0
     cache_bytes: int = field(default_factory=lambda: knobs.CACHE_BYTES)
+    seeds: np.ndarray | None = None
 
 
 @dataclass
@@ -106,6 +109,12 @@ class Launched:
 def as_threads(threads):
     """``None`` (choose per call) or an int >= 1."""
     return None if threads is None else _checks.as_int("threads", threads, minimum=1)
+
+
+def as_cache_bytes(cache_bytes):
+    """``None`` (:data:`fastperm.knobs.CACHE_BYTES`, read at the call) or an int >= 0."""
+    return _checks.as_int("cache_bytes", knobs.CACHE_BYTES if cache_bytes is None
+                          else cache_bytes, minimum=0)
 
 
 def threads_for(kern, runs: int, work: float, threads=None) -> int:
@@ -161,6 +170,9 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
             kern.set_threads(before)
         if bar is not None:
             bar.close()
+    seeds = call.seeds if call.seeds is not None else values.get("seeds")
+    warn_divergence(values["status_out"], values["lr"], seeds, values["record_steps"][:-1],
+                    values["loss_out"])
     return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
 
 
@@ -195,7 +207,8 @@ def warn_divergence(status, lr, seeds, steps_rec, loss):
     ok = np.isfinite(loss[r])
     last = (f"last recorded loss {loss[r][ok][-1]:.6g} at step {int(steps_rec[ok][-1])}"
             if ok.any() else "no finite loss recorded")
-    which = f"run {r} (seed={int(seeds[r])}, lr={lr[r]:g})" if len(status) > 1 else "the run"
+    seed = f"seed={int(seeds[r])}, " if seeds is not None else ""
+    which = f"run {r} ({seed}lr={lr[r]:g})" if len(status) > 1 else "the run"
     more = f"; {bad.size} of {len(status)} runs diverged" if len(status) > 1 else ""
     warnings.warn(f"{which} diverged: non-finite parameters at step {int(status[r])}, "
                   f"{last}{more}. Try a smaller lr.", DivergenceWarning,

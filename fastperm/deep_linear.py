@@ -44,9 +44,9 @@ import math
 
 import numpy as np
 
-from . import _checks, _runs, knobs
+from . import _checks, _runs
 from .backends.reference import deep_linear as _maths  # the NumPy maths (also the oracle)
-from .problems import LinearProblem
+from .problems import as_problem
 from .results import TrainResult
 
 
@@ -153,8 +153,7 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
         ``.loss`` (runs, records) of ``mean((v − w*)²)`` for the end-to-end vector v,
         ``.w`` the final v (runs, d), ``.meta["theta"]`` the final parameters (runs, P).
     """
-    if not isinstance(problem, LinearProblem):
-        raise TypeError(f"problem must be a fastperm.LinearProblem, got {type(problem).__name__}")
+    problem = as_problem(problem)
     if not isinstance(net, DeepLinear):
         raise TypeError(f"net must be a fastperm.deep_linear.DeepLinear, got {type(net).__name__}")
     if net.d != problem.d:
@@ -164,8 +163,7 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
     sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
     record_every = _checks.as_int("record_every", record_every, minimum=1)
-    cache_bytes = _checks.as_int("cache_bytes", knobs.CACHE_BYTES if cache_bytes is None
-                                 else cache_bytes, minimum=0)
+    cache_bytes = _runs.as_cache_bytes(cache_bytes)
     threads = _runs.as_threads(threads)
     seeds, lr = _checks.seeds_and_lr(seeds, lr)
     R = lr.shape[0]
@@ -193,7 +191,6 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
                       cache_bytes=cache_bytes)
     done = _runs.run(call, backend=backend, threads=threads)
     loss, theta, status = values["loss_out"], values["theta_out"], values["status_out"]
-    _runs.warn_divergence(status, lr, seeds, rec[:-1], loss)
     V = np.stack([net.end_to_end(t) for t in theta])
     return TrainResult(rec[:-1], loss, V, status, done.seconds, k, lr, seeds, sampling,
                        f"gaussian(sigma={sigma:g}) on {net!r}", done.backend,

@@ -91,3 +91,12 @@ class LinearProblem:
 
     def __repr__(self) -> str:
         return f"LinearProblem(n={self.n}, d={self.d})"
+
+
+def as_problem(problem) -> LinearProblem:
+    """``problem`` if it is a :class:`LinearProblem`, else a TypeError saying how to make one."""
+    if not isinstance(problem, LinearProblem):
+        raise TypeError("problem must be a fastperm.LinearProblem "
+                        f"(LinearProblem.sample(...) or LinearProblem(X, y, w_star)), "
+                        f"got {type(problem).__name__}")
+    return problem

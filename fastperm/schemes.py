@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, _runs, codes
-from .problems import LinearProblem
+from .problems import LinearProblem, as_problem
 
 SCHEMES = tuple(codes.SCHEMES)
 
@@ -84,8 +84,7 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
     -------
     SchemeResult
     """
-    if not isinstance(problem, LinearProblem):
-        raise TypeError(f"problem must be a fastperm.LinearProblem, got {type(problem).__name__}")
+    problem = as_problem(problem)
     scheme = _checks.as_choice("scheme", scheme, SCHEMES)
     k = _checks.as_k(k)
     sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
@@ -111,10 +110,8 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
               "dist_out": np.empty_like(out["loss_out"]), **out}
     call = _runs.Call("scheme_runs", values, R, R * steps * 3.0 * d * max(kk, 1))
     done = _runs.run(call, backend=backend, threads=threads)
-    loss, status = values["loss_out"], values["status_out"]
-    _runs.warn_divergence(status, lr_runs, seeds, rec[:-1], loss)
-    return SchemeResult(scheme, k, rec[:-1], loss, values["dist_out"], values["w_out"], status,
-                        done.backend)
+    return SchemeResult(scheme, k, rec[:-1], values["loss_out"], values["dist_out"],
+                        values["w_out"], values["status_out"], done.backend)
 
 
 def compare(problem=None, *, k=16, lr=1e-3, steps=1000, seeds=range(5), outside_scale=0.5,

@@ -27,19 +27,11 @@ import numpy as np
 
 from . import _checks, _runs, augment, knobs
 from ._runs import DivergenceWarning, record_steps  # noqa: F401  (public names)
-from .problems import LinearProblem
+from .problems import as_problem
 from .results import TrainResult
 
 #: default bound on the memory the fixed-copy cache may use (bytes): :data:`knobs.CACHE_BYTES`
 DEFAULT_CACHE_BYTES = knobs.CACHE_BYTES
-
-
-def _as_problem(problem):
-    if not isinstance(problem, LinearProblem):
-        raise TypeError("problem must be a fastperm.LinearProblem "
-                        f"(LinearProblem.sample(...) or LinearProblem(X, y, w_star)), "
-                        f"got {type(problem).__name__}")
-    return problem
 
 
 def _as_w0(w0, d: int, runs: int | None):
@@ -93,9 +85,9 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
         call = _runs.Call("sgd_runs", values, R, R * _work(k, d, n, steps, fresh, "sgd_runs"),
                           kind=kind, cache_bytes_per_holder=n * int(k) * d * 8 if keep else 0,
                           cache_bytes=cache_bytes)
+    call.seeds = seeds
     done = _runs.run(call, backend=backend, threads=threads, progress=progress)
     loss, w, status = values["loss_out"], values["w_out"], values["status_out"]
-    _runs.warn_divergence(status, lr, seeds, rec[:-1], loss)
     meta = {"cache": done.cache, "compile_seconds": done.compile_seconds,
             "threads": done.threads, "family": call.family}
     return rec[:-1], loss, w, status, done.seconds, done.backend, meta
@@ -109,14 +101,13 @@ def _as_augmentation_arg(augmentation):
 
 
 def _common(problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads):
-    problem = _as_problem(problem)
+    problem = as_problem(problem)
     k = _checks.as_k(k)
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
     sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
     augmentation = _as_augmentation_arg(augmentation)
     record_every = _checks.as_int("record_every", record_every, minimum=1)
-    cache_bytes = _checks.as_int("cache_bytes", knobs.CACHE_BYTES if cache_bytes is None
-                                 else cache_bytes, minimum=0)
+    cache_bytes = _runs.as_cache_bytes(cache_bytes)
     threads = _runs.as_threads(threads)
     return problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads
 
