@@ -4,12 +4,19 @@ Without numba installed, ``njit`` is a no-op and ``prange`` is ``range``, so tha
 :mod:`fastperm.models` (whose kernels are decorated at import) and everything that
 imports it still import; fastperm then runs on its other backends.
 
-``fastmath`` allows reassociation (so reductions vectorise), contraction into
-FMAs and approximate reciprocals. It leaves out ``nnan`` and ``ninf`` so the
-kernels' NaN/inf checks keep working, and also ``nsz``: with numba 0.68 /
-llvmlite 0.50, ``reassoc`` together with ``nsz`` let LLVM delete the
-``isfinite`` test on the k = ∞ loss, so an overflowing run was not reported
-(``tests/test_train.py::test_divergence_reported`` catches it).
+``fastmath`` allows reassociation (so reductions vectorise) and contraction into
+FMAs. It leaves out ``nnan`` and ``ninf`` so the kernels' NaN/inf checks keep
+working, and also ``nsz``: with numba 0.68 / llvmlite 0.50, ``reassoc`` together
+with ``nsz`` let LLVM delete the ``isfinite`` test on the k = ∞ loss, so an
+overflowing run was not reported (``tests/test_train.py::test_divergence_reported``
+catches it). It leaves out ``arcp`` (a division may become a multiplication by the
+rounded reciprocal) too: together with ``reassoc`` it made the code a process runs
+right after compiling a kernel differ from the code Numba writes to its cache, so
+``augmented_gradient`` and the training kernels gave other bits (1 ulp, in 8% of
+the entries of 16 kernels compared) in the process that compiled them than in every
+process that loaded them from the cache (issue 13;
+``tests/test_kernel_cache.py::test_cold_and_cached_builds_agree``). Each flag alone,
+and ``reassoc`` with ``contract``, gave the same bits both ways.
 """
 
 import glob
@@ -47,7 +54,17 @@ class HealingCache(FunctionCache):
     to make every later call fail, run after run, with an error from inside numba. Here the
     function's index and data files are deleted instead, one :class:`KernelCacheWarning` per
     process says so, and the function is compiled again (and cached anew).
+
+    An entry is also stale when *any* fastperm source file changed since it was written, not
+    only the function's own file (Numba's rule): a driver in one file inlines workers from
+    others, so an edit to a worker left the driver's cached machine code running the old
+    worker (seen while changing the bracket shortcut of ``numba_cpu/mlp.py``).
     """
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        files = self._cache_file
+        files._source_stamp = (files._source_stamp, _package_stamp())
 
     def load_overload(self, sig, target_context):
         try:
@@ -79,6 +96,16 @@ class HealingCache(FunctionCache):
                           "removes every cached kernel)", KernelCacheWarning, stacklevel=2)
 
 
+def _package_stamp():
+    """(latest modification time, total size) of fastperm's Python sources, read once."""
+    if not _stamp:
+        root = os.path.dirname(os.path.abspath(__file__))
+        stats = [os.stat(p) for p in glob.glob(os.path.join(root, "**", "*.py"), recursive=True)]
+        _stamp.append((max(s.st_mtime for s in stats), sum(s.st_size for s in stats)))
+    return _stamp[0]
+
+
+_stamp: list = []
 _warned: list = []
 #: every cached fastperm kernel of this process (``fastperm cache clear`` uses them)
 CACHED: list = []
@@ -114,7 +141,7 @@ def cache_files():
             dispatcher._cache._impl.filename_base) + ".*.nbc"))
     return sorted(dirs), sorted(set(paths))
 
-FASTMATH = frozenset({"reassoc", "contract", "arcp"})
+FASTMATH = frozenset({"reassoc", "contract"})
 
 #: options for serial workers and drivers
 JIT = dict(cache=True, fastmath=set(FASTMATH), error_model="numpy", nogil=True)

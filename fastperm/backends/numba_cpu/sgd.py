@@ -259,17 +259,24 @@ def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_o
                      loss_out, w_out, status_out)
 
 
+@njit(**JIT)
+def _augmented_row(w, x, y, i, k, seed, kind, fparams, gidx, gptr, out):
+    """``out`` = the mean gradient over the k fixed copies of example i (x, y): the serial
+    worker both twins call (as every driver's: one compiled loop, whichever twin runs)."""
+    d = x.shape[0]
+    buf = draw_buffer(d)
+    A = np.empty((k, d))
+    _fill_copies(x, seed, spec.STREAM_FIXED, i, kind, fparams, gidx, gptr, buf, A)
+    out[:] = 0.0
+    for j in range(k):
+        cj = (dot(A[j], w) - y) / k
+        for m in range(d):
+            out[m] += cj * A[j, m]
+
+
 def _augmented_gradient_body(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
-    n, d = X.shape
-    for i in prange(n):
-        buf = draw_buffer(d)
-        A = np.empty((k, d))
-        _fill_copies(X[i], seed, spec.STREAM_FIXED, i, kind, fparams, gidx, gptr, buf, A)
-        out[i, :] = 0.0
-        for j in range(k):
-            cj = (dot(A[j], w) - y[i]) / k
-            for m in range(d):
-                out[i, m] += cj * A[j, m]
+    for i in prange(X.shape[0]):
+        _augmented_row(w, X[i], y[i], i, k, seed, kind, fparams, gidx, gptr, out[i])
 
 
 _augmented_gradient_driver = Twins(_augmented_gradient_body)
