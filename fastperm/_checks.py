@@ -18,18 +18,39 @@ AUGMENTATIONS = ("permutation", "resample")
 SAMPLINGS = ("fixed", "fresh")
 
 
+#: dtype kinds that hold real numbers: float, signed and unsigned integer (not bool, complex,
+#: timedelta64 — NumPy files it under the integers —, datetime64, object or strings)
+REAL_KINDS = "fiu"
+
+
+def is_real_scalar(v) -> bool:
+    """A real number: not a bool, not a NumPy timedelta/datetime (which NumPy and
+    :mod:`numbers` file under the integers)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        return False
+    return not isinstance(v, np.generic) or v.dtype.kind in REAL_KINDS
+
+
+def as_array(name: str, a) -> np.ndarray:
+    """``np.asarray(a)``, with a ragged nesting refused by name (NumPy's message names none)."""
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        return np.asarray(a)
+    except ValueError as exc:
+        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+            raise ValueError(f"{name} is ragged: its rows have different lengths") from None
+        raise
+
+
 def as_float_array(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
     """``a`` as a finite, C-contiguous float64 array with ``ndim`` dimensions.
 
-    Integer, boolean-free real and float32 inputs are converted; complex,
-    object and string arrays are refused.
+    Integer and float32 inputs are converted; bool, complex, timedelta64,
+    datetime64, object and string arrays are refused, and so are ragged nestings.
     """
-    if a is None:
-        raise TypeError(f"{name} must be an array, got None")
-    arr = np.asarray(a)
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
+    arr = as_array(name, a)
+    if arr.dtype.kind not in REAL_KINDS:
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if arr.ndim not in dims:
@@ -44,7 +65,8 @@ def as_float_array(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
 
 def as_int(name: str, v, *, minimum: int, maximum: int | None = None) -> int:
     """``v`` as a Python int in ``[minimum, maximum]``; floats and bools are refused."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+    if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral)
+            or (isinstance(v, np.generic) and v.dtype.kind not in "iu")):
         raise TypeError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
     v = int(v)
     if v < minimum:
@@ -56,7 +78,7 @@ def as_int(name: str, v, *, minimum: int, maximum: int | None = None) -> int:
 
 def as_k(v) -> int | float:
     """The augmentation factor: an integer >= 1, or ``math.inf`` for the expected gradient."""
-    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_, numbers.Integral)):
+    if is_real_scalar(v) and not isinstance(v, numbers.Integral):
         if math.isinf(v) and v > 0:
             return math.inf
         raise TypeError(
@@ -65,9 +87,18 @@ def as_k(v) -> int | float:
     return as_int("k", v, minimum=1, maximum=2**32 - 1)
 
 
+def as_finite_real(name: str, v) -> float:
+    """A finite real number."""
+    if not is_real_scalar(v):
+        raise TypeError(f"{name} must be a real number, got {v!r} ({type(v).__name__})")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    return float(v)
+
+
 def as_positive_real(name: str, v) -> float:
     """A finite real number > 0."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+    if not is_real_scalar(v):
         raise TypeError(f"{name} must be a real number, got {v!r} ({type(v).__name__})")
     v = float(v)
     if not math.isfinite(v) or v <= 0:
@@ -77,8 +108,7 @@ def as_positive_real(name: str, v) -> float:
 
 def as_nonnegative_real(name: str, v) -> float:
     """A finite real number >= 0 (a noise level)."""
-    if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
-            or not (math.isfinite(v) and v >= 0)):
+    if not is_real_scalar(v) or not (math.isfinite(v) and v >= 0):
         raise ValueError(f"{name} must be a finite real >= 0, got {v!r}")
     return float(v)
 
@@ -106,7 +136,7 @@ def example_args(w, x, y):
     w = as_float_array("w", w, 1)
     if w.shape[0] != d:
         raise ValueError(f"w has {w.shape[0]} entries but x has d = {d} features")
-    y = as_float_array("y", np.atleast_1d(np.asarray(y)), 1)
+    y = as_float_array("y", np.atleast_1d(as_array("y", y)), 1)
     if y.shape[0] != n:
         raise ValueError(f"y has {y.shape[0]} entries but x has {n} example(s)")
     return w, X, y, single
@@ -134,6 +164,28 @@ def seeds_and_lr(seeds, lr):
         raise ValueError(f"seeds ({seeds.shape[0]}) and lr ({lr.shape[0]}) must have equal "
                          "lengths or one of them length 1; use np.meshgrid for a grid") from None
     return np.ascontiguousarray(seeds, dtype=np.uint64), np.ascontiguousarray(lr, dtype=np.float64)
+
+
+def finite_result(out, what: str, inputs: str) -> None:
+    """The same answer on every backend when a result overflows: a FloatingPointError naming
+    the inputs to rescale (compiled kernels do not warn, NumPy does: neither is enough)."""
+    bad = out.size - np.count_nonzero(np.isfinite(out))
+    if bad:
+        raise FloatingPointError(f"{bad} of {out.size} entries of the {what} are not finite: "
+                                 f"{inputs} too large for float64; rescale them")
+
+
+def moments_fit(**arrays):
+    """Refuse arrays whose second moments may overflow: every closed form (k = ∞) is built
+    from sums of products of two entries of a row (of X; of w and w* for the k = ∞ loss),
+    at most ``(d·max|x|)²``; past float64's range the kernels would form inf (and each
+    backend report it at its own point, or the NumPy reference not at all)."""
+    for name, a in arrays.items():
+        top = float(np.max(np.abs(a), initial=0.0)) * a.shape[-1]
+        if top > math.sqrt(np.finfo(np.float64).max):
+            raise ValueError(f"{name} is too large for the closed form (k = inf): d·max|{name}| "
+                             f"= {top:.3g} exceeds 1.3e154, where its second moments may "
+                             "overflow float64; rescale the problem")
 
 
 def copies_fit(k, d):

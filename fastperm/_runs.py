@@ -38,7 +38,8 @@ from .backends import contract
 
 
 class DivergenceWarning(RuntimeWarning):
-    """A training run produced non-finite parameters (the step is in the message and result)."""
+    """A training run overflowed: a non-finite residual, parameter or recorded loss (the step
+    is in the message and the result)."""
 
 
 def record_steps(steps: int, record_every: int) -> np.ndarray:
@@ -170,6 +171,12 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
             kern.set_threads(before)
         if bar is not None:
             bar.close()
+    # a diverged run's last parameters are whatever overflowed first, which depends on each
+    # backend's order of operations: one answer everywhere, NaN (as its loss from then on)
+    diverged = values["status_out"] >= 0
+    for name in ("w_out", "theta_out"):
+        if name in values and diverged.any():
+            values[name][diverged] = np.nan
     seeds = call.seeds if call.seeds is not None else values.get("seeds")
     warn_divergence(values["status_out"], values["lr"], seeds, values["record_steps"][:-1],
                     values["loss_out"])
@@ -210,12 +217,13 @@ def warn_divergence(status, lr, seeds, steps_rec, loss):
     seed = f"seed={int(seeds[r])}, " if seeds is not None else ""
     which = f"run {r} ({seed}lr={lr[r]:g})" if len(status) > 1 else "the run"
     more = f"; {bad.size} of {len(status)} runs diverged" if len(status) > 1 else ""
-    warnings.warn(f"{which} diverged: non-finite parameters at step {int(status[r])}, "
+    warnings.warn(f"{which} diverged at step {int(status[r])} (a residual, parameter or loss "
+                  f"overflowed), "
                   f"{last}{more}. Try a smaller lr.", DivergenceWarning,
-                  stacklevel=_outside_stacklevel())
+                  stacklevel=outside_stacklevel())
 
 
-def _outside_stacklevel() -> int:
+def outside_stacklevel() -> int:
     """``stacklevel`` for :func:`warnings.warn` called by our caller that names the first
     frame outside the fastperm package (the user's line)."""
     frame, level = sys._getframe(2), 2

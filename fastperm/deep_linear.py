@@ -106,15 +106,28 @@ class DeepLinear:
 
     def expected_grad(self, theta, x, y, sigma):
         """``E_ε[∇θ ½ (f(x + σε) − y)²]``, exactly (module docstring)."""
+        theta, x, y = self._example(theta, x, y)
+        sigma = _checks.as_nonnegative_real("sigma", sigma)
+        return _maths.expected_grad(theta, self.sizes, self.offs, x, y, sigma)
+
+    def _example(self, theta, x, y):
+        """Validated ``(θ, x, y)`` of one example."""
         theta = self._theta(theta)
         x = _checks.as_float_array("x", x, 1)
         if x.shape[0] != self.d:
             raise ValueError(f"x has {x.shape[0]} entries; the network takes d = {self.d}")
-        return _maths.expected_grad(theta, self.sizes, self.offs, x, y, sigma)
+        return theta, x, _checks.as_finite_real("y", y)
 
     def noisy_grads(self, theta, x, y, sigma, eps):
         """Gradients at the noisy inputs ``x + σ eps[j]``: (len(eps), P) (for Monte Carlo)."""
-        return np.stack([self.grad(theta, x + sigma * e, y) for e in eps])
+        theta, x, y = self._example(theta, x, y)
+        sigma = _checks.as_nonnegative_real("sigma", sigma)
+        eps = _checks.as_float_array("eps", eps, 2)
+        if eps.shape[1] != self.d:
+            raise ValueError(f"eps has {eps.shape[1]} entries per draw; the network takes "
+                             f"d = {self.d}")
+        return np.stack([_maths.expected_grad(theta, self.sizes, self.offs, x + sigma * e, y, 0.0)
+                         for e in eps])
 
 
 def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="fixed",
@@ -176,6 +189,9 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
             raise ValueError(f"theta0 must be (P,) or (runs, P) with P = {net.P}, runs = {R}; "
                              f"got {T0.shape}")
         T0 = np.ascontiguousarray(T0)
+    with np.errstate(all="ignore"):
+        V0 = np.stack([net.end_to_end(t) for t in T0])
+    problem.check_start(V0, "theta0")
     rec = _runs.record_steps(steps, record_every)
     n, d = problem.X.shape
     kk = _runs.k_code(k)
@@ -191,7 +207,8 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
                       cache_bytes=cache_bytes)
     done = _runs.run(call, backend=backend, threads=threads)
     loss, theta, status = values["loss_out"], values["theta_out"], values["status_out"]
-    V = np.stack([net.end_to_end(t) for t in theta])
+    with np.errstate(all="ignore"):  # a diverged run's θ is NaN (reported above)
+        V = np.stack([_maths.end_to_end(t, net.sizes, net.offs) for t in theta])
     return TrainResult(rec[:-1], loss, V, status, done.seconds, k, lr, seeds, sampling,
                        f"gaussian(sigma={sigma:g}) on {net!r}", done.backend,
                        meta={"theta": theta, "threads": done.threads, "cache": done.cache,

@@ -47,5 +47,7 @@ def augmented_gradient(w, x, y, k, seed: int = 0, augmentation: str = "permutati
     _checks.copies_fit(k, X.shape[1])
     out = np.empty_like(X)
     kern = backends.get(backend, needs="augmented_gradient", kind=sampler[0])
-    kern.augmented_gradient(w, X, y, k, np.uint64(seed), *sampler, out)
+    with np.errstate(all="ignore"):  # an overflow is one error on every backend, below
+        kern.augmented_gradient(w, X, y, k, np.uint64(seed), *sampler, out)
+    _checks.finite_result(out, "augmented gradient", "w, x or y are")
     return out[0] if single else out

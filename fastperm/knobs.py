@@ -3,8 +3,12 @@
 None of these changes a result: they decide how a result is computed (memory kept, threads
 woken, work per tile). Change them on the module before a call, e.g.
 ``fastperm.knobs.CACHE_BYTES = 2**30``; functions that take a per-call argument of the same
-meaning (``cache_bytes=``, ``threads=``) default to the value here.
+meaning (``cache_bytes=``, ``threads=``) default to the value here. Also here: the one
+check of a thread count, :func:`as_thread_count`, which every backend's ``set_threads``
+applies.
 """
+
+import numbers
 
 #: memory the fixed augmented copies may be kept in, per call (bytes): k-fold training
 #: (``train(cache_bytes=...)``) and noise-augmented deep linear networks; above it the copies
@@ -30,3 +34,19 @@ TILE_BYTES = 768 * 1024
 #: problem size (a power of two near width/8 in [32, 256]). ``set_block(n)`` of the cuda
 #: backend sets it (and checks n)
 CUDA_BLOCK = 0
+
+
+
+def as_thread_count(n, limit=None) -> int:
+    """``n`` as every backend's ``set_threads`` takes it: an int >= 1 (a bool, a float, a
+    string or a NumPy non-integer is a TypeError), at most ``limit`` where the backend has
+    one (a ValueError naming it)."""
+    if (isinstance(n, bool) or not isinstance(n, numbers.Integral)
+            or getattr(getattr(n, "dtype", None), "kind", "i") not in "iu"):
+        raise TypeError(f"threads must be an integer, got {n!r} ({type(n).__name__})")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    if limit is not None and n > limit:
+        raise ValueError(f"threads must be <= {limit} on this backend, got {n}")
+    return n

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks, backends
+from . import _checks, _runs, backends
 from .models import MLP, Model
 
 EPS = float(np.finfo(np.float64).eps)
@@ -74,9 +74,18 @@ def default_step(theta, G, order: int = 2) -> np.ndarray:
     -------
     (B,) array of h_x.
     """
-    g = np.linalg.norm(G, axis=1)
+    g = row_norms(G)
     eta = EPS ** (1.0 / (order + 1))
     return np.where(g > 0, eta / np.where(g > 0, g, 1.0), 1.0)
+
+
+def row_norms(A):
+    """Euclidean norms of the rows of ``A`` (last axis), without overflow where the norm is
+    finite: ``m ‖A/m‖`` with m the row's largest magnitude (``np.linalg.norm`` squares the
+    entries first, and overflows beyond 1e154)."""
+    m = np.max(np.abs(A), axis=-1, initial=0.0)
+    safe = np.where(m > 0, m, 1.0)
+    return m * np.sqrt(np.sum((A / safe[..., None]) ** 2, axis=-1))
 
 
 def _as_model(model):
@@ -87,11 +96,11 @@ def _as_model(model):
 
 
 def _as_pairs(pairs, B):
-    arr = np.asarray(pairs)
+    arr = _checks.as_array("pairs", pairs)
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
         raise ValueError(f"pairs must be a non-empty sequence of (a, b) index pairs, "
                          f"got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
+    if arr.dtype.kind not in "iu":
         raise TypeError(f"pairs must hold integer indices, got dtype {arr.dtype}")
     bad = np.flatnonzero((arr < 0).any(axis=1) | (arr >= B).any(axis=1))
     if bad.size:
@@ -101,22 +110,47 @@ def _as_pairs(pairs, B):
 
 
 def _as_order(order):
-    if isinstance(order, bool) or order not in STENCILS:
+    if not (isinstance(order, numbers.Integral) and _checks.is_real_scalar(order)) \
+            or order not in STENCILS:
         raise ValueError(f"order must be 2 or 4, got {order!r}")
     return int(order)
 
 
 def _as_h(h, G, theta, order):
+    """The FD multipliers (B,): the default, or the caller's, checked against the gradients.
+
+    A caller's h must keep ``1/h`` and the step ``h_x ‖g_x‖`` finite (else a ValueError);
+    a step wider than 1 (the scale on which :func:`default_step` assumes the Hessian
+    changes) or within a thousand roundings of θ gives a RuntimeWarning: the stencil then
+    measures a secant, or rounding noise, rather than the Hessian.
+    """
     B = G.shape[0]
     if h is None:
         return default_step(theta, G, order)
-    if isinstance(h, numbers.Real) and not isinstance(h, bool):
-        return np.full(B, _checks.as_positive_real("h", h))
-    arr = _checks.as_float_array("h", h, 1)
-    if arr.shape[0] != B:
-        raise ValueError(f"h has {arr.shape[0]} entries; expected a scalar or one per example ({B})")
-    if np.any(arr <= 0):
-        raise ValueError("h must be > 0")
+    if _checks.is_real_scalar(h):
+        arr = np.full(B, _checks.as_positive_real("h", h))
+    else:
+        arr = _checks.as_float_array("h", h, 1)
+        if arr.shape[0] != B:
+            raise ValueError(f"h has {arr.shape[0]} entries; expected a scalar or one per "
+                             f"example ({B})")
+        if np.any(arr <= 0):
+            raise ValueError(f"h must be > 0; h[{int(np.argmax(arr <= 0))}] = {arr.min()}")
+    with np.errstate(all="ignore"):
+        inv = 1.0 / arr
+        step = arr * row_norms(G)
+    if not np.all(np.isfinite(inv)):
+        raise ValueError(f"h = {arr.min():.3g} is too small: 1/h overflows")
+    if not np.all(np.isfinite(step)):
+        raise ValueError(f"h = {arr.max():.3g} is too large: the step h·‖g_x‖ overflows")
+    moved = step[step > 0]
+    floor = 1e3 * EPS * max(1.0, float(np.max(np.abs(theta))))
+    if moved.size and (moved.max() > 1.0 or moved.min() < floor):
+        warnings.warn(f"h moves θ by h·‖g_x‖ in [{moved.min():.3g}, {moved.max():.3g}]: outside "
+                      f"[{floor:.3g}, 1], the stencil measures a secant (too wide) or rounding "
+                      "noise (too narrow), not the Hessian; the default h (default_step) moves "
+                      "θ by about 6e-6", RuntimeWarning, 
+                      stacklevel=_runs.outside_stacklevel())
     return arr
 
 
@@ -140,12 +174,13 @@ def _as_out(out, shape):
 
 def _run(kern, model, theta, X, Y, G, h, order, pairs, out=None):
     c, w = STENCILS[order]
-    if pairs is None:
-        out = _as_out(out, (X.shape[0], X.shape[0], model.P))
-        kern.brackets_all(model, theta, X, Y, G, h, c, w, out)
-    else:
-        out = _as_out(out, (pairs.shape[0], model.P))
-        kern.brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out)
+    with np.errstate(all="ignore"):  # NumPy's warnings: the callers check the result instead
+        if pairs is None:
+            out = _as_out(out, (X.shape[0], X.shape[0], model.P))
+            kern.brackets_all(model, theta, X, Y, G, h, c, w, out)
+        else:
+            out = _as_out(out, (pairs.shape[0], model.P))
+            kern.brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out)
     return out
 
 
@@ -203,7 +238,9 @@ def brackets(model, theta, X, Y, pairs=None, h=None, order: int = 2, backend=Non
     if not return_error:
         return out
     coarse = _run(kern, model, theta, X, Y, G, 2 * h, order, pairs)
-    err = np.linalg.norm(out - coarse, axis=-1) / (2 ** order - 1)
+    _checks.finite_result(coarse, "brackets at 2h (the error estimate)",
+                            "theta, X, Y or h are")
+    err = row_norms(out - coarse) / (2 ** order - 1)
     return out, err
 
 
@@ -219,11 +256,15 @@ def _pairs_for(pairs, B, all_pairs):
 def _compute(kern, model, theta, X, Y, pairs, h, order, out=None):
     """Brackets of validated inputs; returns (brackets, per-example gradients G, h)."""
     G = np.empty((X.shape[0], model.P))
-    kern.example_grads(model, theta, X, Y, G)
+    with np.errstate(all="ignore"):  # checked right below, the same way on every backend
+        kern.example_grads(model, theta, X, Y, G)
     if not np.all(np.isfinite(G)):
         raise FloatingPointError("the per-example gradients at theta are not finite")
     h = _as_h(h, G, theta, order)
-    return _run(kern, model, theta, X, Y, G, h, order, pairs, out), G, h
+    out = _run(kern, model, theta, X, Y, G, h, order, pairs, out)
+    _checks.finite_result(out, "brackets", "theta, X, Y or h are")
+    return out, G, h
+
 
 
 def exact_brackets(model, theta, X, Y):
@@ -374,7 +415,7 @@ def tensor_rms(model, checkpoints, X, Y, pairs=None, h=None, order: int = 2,
     """
     model = _as_model(model)
     order = _as_order(order)
-    thetas = np.atleast_2d(np.asarray(checkpoints, dtype=np.float64))
+    thetas = np.atleast_2d(_checks.as_float_array("checkpoints", checkpoints, (1, 2)))
     _, X, Y = model.check(thetas[0], X, Y)
     B = X.shape[0]
     pairs = _pairs_for(pairs, B, np.column_stack(np.triu_indices(B, 1)).astype(np.int64))

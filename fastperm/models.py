@@ -63,6 +63,9 @@ ACTIVATIONS = {"tanh": 0, "relu": 1}
 LOSSES = {"bce": 0, "mse": 1}
 
 
+_NO_Y = object()  # "no Y argument" (an explicit None is refused)
+
+
 class Model:
     """Base class: the attributes and checks every model shares."""
 
@@ -92,26 +95,64 @@ class Model:
         """Per-example data the model's stencil kernel needs (B, m); none by default."""
         return np.zeros((X.shape[0], 0))
 
-    def check(self, theta, X, Y=None):
-        """Validate and coerce ``θ (P,)``, ``X (B, d)``, ``Y (B, K)`` (or ``(B,)`` when K = 1)."""
+    def check(self, theta, X, Y=_NO_Y):
+        """Validate and coerce ``θ (P,)``, ``X (B, d)``, ``Y (B, K)`` (or ``(B,)`` when K = 1);
+        without Y, ``(θ, X)``."""
         theta = _checks.as_float_array("theta", theta, 1)
         if theta.shape[0] != self.P:
             raise ValueError(f"theta has {theta.shape[0]} entries but {self.name} has P = {self.P}")
+        return (theta, *self._check_data(X, Y))
+
+    def _check_data(self, X, Y=_NO_Y):
+        """``(X (B, d),)`` or ``(X, Y (B, K))``, validated and coerced."""
         X = _checks.as_float_array("X", X, (1, 2))
         if X.ndim == 1:
             X = X[None, :]
         if X.shape[1] != self.d:
             raise ValueError(f"X has {X.shape[1]} features but {self.name} takes d = {self.d}")
+        if Y is _NO_Y:
+            return (X,)
         if Y is None:
-            return theta, X
-        Y = _checks.as_float_array("Y", np.atleast_1d(np.asarray(Y)) if Y is not None else Y,
-                                   (1, 2))
-        if Y.ndim == 1:
-            Y = Y[:, None] if self.K == 1 and Y.shape[0] == X.shape[0] else Y[None, :]
-        if Y.shape != (X.shape[0], self.K):
-            raise ValueError(f"Y has shape {Y.shape}; expected ({X.shape[0]}, {self.K}) "
-                             f"(one row of K = {self.K} targets per example)")
-        return theta, X, Y
+            raise TypeError("Y must be an array of targets (one row of K per example), got None")
+        Y = _checks.as_float_array("Y", np.atleast_1d(_checks.as_array("Y", Y)), (1, 2))
+        if Y.ndim == 1:  # K = 1: one target per example; else one example's K targets
+            Y = Y[:, None] if self.K == 1 else Y[None, :]
+        if Y.shape[1] != self.K:
+            raise ValueError(f"Y has {Y.shape[1]} targets per example but {self.name} has "
+                             f"K = {self.K} outputs")
+        if Y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} examples (rows) but Y has {Y.shape[0]}: "
+                             "one row of targets per example")
+        return X, Y
+
+    def _check_eval(self, theta, X, Y=_NO_Y):
+        """Arguments of :meth:`grad`, :meth:`loss`, :meth:`logits`: as :meth:`check`, but θ may
+        be a stack ``(..., P)`` and complex (for complex-step derivatives)."""
+        theta = _checks.as_array("theta", theta)
+        if theta.dtype.kind not in "fiuc":
+            raise TypeError(f"theta must hold real or complex numbers, got dtype {theta.dtype}")
+        if theta.ndim == 0 or theta.shape[-1] != self.P:
+            raise ValueError(f"theta has shape {theta.shape}; {self.name} takes (P,) or a "
+                             f"stack (..., P) with P = {self.P}")
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("theta has non-finite value(s) (NaN or inf)")
+        if theta.dtype.kind in "iu":
+            theta = theta.astype(np.float64)
+        return (theta, *self._check_data(X, Y))
+
+    # -- the public NumPy maths: checked arguments, then the model's unchecked maths
+    # (``_grad``, ``_loss``, ``_logits``, which the reference backend calls directly)
+    def grad(self, theta, X, Y):
+        """Per-example gradients (B, P) (θ may be a stack (S, P): → (S, B, P))."""
+        return self._grad(*self._check_eval(theta, X, Y))
+
+    def loss(self, theta, X, Y):
+        """Per-example loss (B,)."""
+        return self._loss(*self._check_eval(theta, X, Y))
+
+    def logits(self, theta, X):
+        """Logits (B, K) (or (..., B, K) for a stack of θ)."""
+        return self._logits(*self._check_eval(theta, X))
 
     def unflatten(self, theta) -> dict:
         """The named tensors of θ, as views with their shapes."""
@@ -194,7 +235,7 @@ class MLP(Model):
         return mlp_grad
 
     def _numpy_kernel(self, theta, x, y, layout, work, out, alpha, beta):
-        g = alpha * self.grad(theta, x[None, :], y[None, :])[0]
+        g = alpha * self._grad(theta, x[None, :], y[None, :])[0]
         out[:] = g if beta == 0.0 else g + beta * out
 
     # -- NumPy implementation (reference backend, oracles, analyses) --------------------------
@@ -230,12 +271,12 @@ class MLP(Model):
             acts.append(self._act(z) if l < L - 1 else z)
         return T, acts
 
-    def logits(self, theta, X):
-        """Logits (B, K) (or (..., B, K) for a stack of θ)."""
+    def _logits(self, theta, X):
         return self._forward(theta, X)[1][-1]
 
     def bracket_aux(self, theta, X, Y, G):
-        """``[W₁x + b₁ (H₁) | δ₁ (H₁) | xᵢ·x + bias (B)]`` per example, for ``mlp_directional``
+        """``[W₁x + b₁ (H₁) | δ₁ (H₁) | scaled xᵢ·x + bias (B) | scale]`` per example, for
+        ``mlp_directional``
         (:mod:`fastperm.backends.numba_cpu.mlp`, whose bracket drivers alone call this).
 
         Computed by the compiled ``mlp_aux`` there, not NumPy: a BLAS call just
@@ -244,7 +285,7 @@ class MLP(Model):
         """
         from .backends.numba_cpu.mlp import mlp_aux
 
-        aux = np.empty((X.shape[0], 2 * self.sizes[1] + X.shape[0]))
+        aux = np.empty((X.shape[0], 2 * self.sizes[1] + X.shape[0] + 1))
         mlp_aux(theta, X, G, self.layout, aux)
         return aux
 
@@ -255,17 +296,16 @@ class MLP(Model):
             return (sig - Y) / self.K
         return (z - Y) / self.K
 
-    def loss(self, theta, X, Y):
-        """Per-example loss (B,)."""
-        z = self.logits(theta, X)
+    def _loss(self, theta, X, Y):
+        z = self._logits(theta, X)
         if self.loss_name == "bce":
             per = np.maximum(z, 0) - z * Y + np.log1p(np.exp(-np.abs(z)))
         else:
             per = 0.5 * (z - Y) ** 2
         return per.mean(axis=-1)
 
-    def grad(self, theta, X, Y):
-        """Per-example gradients (B, P) by backpropagation (θ may be (S, P): → (S, B, P))."""
+    def _grad(self, theta, X, Y):
+        """Backpropagation."""
         theta = np.asarray(theta)
         T, acts = self._forward(theta, X)
         z = acts[-1]
@@ -346,21 +386,27 @@ class CustomModel(Model):
         self.work_size = _checks.as_int("work_size", work_size, minimum=0)
         self.layout = np.asarray(layout, dtype=np.int64).reshape(-1)
         self.tensors = tensors or {"theta": (slice(0, self.P), (self.P,))}
-        self._grad, self._loss, self._logits, self._init = numpy_grad, loss, logits, init
+        for name, fn in (("numpy_grad", numpy_grad), ("loss", loss), ("logits", logits),
+                         ("init", init)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}")
+        self._numpy_grad, self._loss_fn, self._logits_fn, self._init = (numpy_grad, loss,
+                                                                        logits, init)
 
     def _need(self, fn, what):
         if fn is None:
-            raise NotImplementedError(f"this CustomModel was given no {what}")
+            raise ValueError(f"model: this CustomModel was given no {what} "
+                             f"(CustomModel(..., {what}=fn) enables it)")
         return fn
 
-    def grad(self, theta, X, Y):
-        return self._need(self._grad, "numpy_grad")(theta, X, Y)
+    def _grad(self, theta, X, Y):
+        return self._need(self._numpy_grad, "numpy_grad")(theta, X, Y)
 
-    def loss(self, theta, X, Y):
-        return self._need(self._loss, "loss")(theta, X, Y)
+    def _loss(self, theta, X, Y):
+        return self._need(self._loss_fn, "loss")(theta, X, Y)
 
-    def logits(self, theta, X):
-        return self._need(self._logits, "logits")(theta, X)
+    def _logits(self, theta, X):
+        return self._need(self._logits_fn, "logits")(theta, X)
 
     def init(self, seed=0):
         return self._need(self._init, "init")(seed)

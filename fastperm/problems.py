@@ -69,9 +69,7 @@ class LinearProblem:
         d = _checks.as_int("d", d, minimum=1)
         n = _checks.as_int("n", n, minimum=1)
         seed = _checks.as_seed("seed", seed)
-        c = float(w_star)
-        if not np.isfinite(c):
-            raise ValueError(f"w_star must be finite, got {w_star}")
+        c = _checks.as_finite_real("w_star", w_star)
         X = np.random.default_rng(seed).standard_normal((n, d))
         ws = np.full(d, c)
         return cls(X, X @ ws, ws)
@@ -88,6 +86,47 @@ class LinearProblem:
         """Evaluation loss ``mean((w − w*)²)``: the population MSE divided by d."""
         w = _checks.as_float_array("w", w, 1)
         return float(np.mean((w - self.w_star) ** 2))
+
+    def start(self, w0, runs: int | None = None) -> np.ndarray:
+        """The validated start of training, ``(1, d)`` or ``(runs, d)`` (a copy).
+
+        ``w0``: None (zeros), a (d,) array, or — when ``runs`` is given — a (runs, d)
+        array, one start per run. A start where training cannot begin is refused by
+        :meth:`check_start`.
+        """
+        if w0 is None:
+            W0 = np.zeros((1, self.d))
+            self.check_start(W0, "w0")
+            return W0
+        W0 = _checks.as_float_array("w0", w0, (1, 2) if runs is not None else 1).copy()
+        if W0.ndim == 1:
+            W0 = W0[None, :]
+        if W0.shape[1] != self.d:
+            raise ValueError(f"w0 has {W0.shape[1]} entries per run but the problem has "
+                             f"d = {self.d}")
+        if W0.shape[0] not in (1, runs or 1):
+            raise ValueError(f"w0 has {W0.shape[0]} rows; expected 1 or one per run ({runs})")
+        self.check_start(W0, "w0")
+        return W0
+
+    def check_start(self, W, name: str) -> None:
+        """Refuse starts ``W`` (rows: runs) whose loss ``mean((w − w*)²)`` or residuals
+        ``X w − y`` are not finite: training could not begin (every backend would report a
+        divergence, at step 0 or 1 by its own order of checks), so it is an error of the
+        argument ``name`` instead."""
+        with np.errstate(all="ignore"):
+            loss = np.mean((W - self.w_star) ** 2, axis=1)
+            residual_ok = np.isfinite(W @ self.X.T - self.y).all(axis=1)
+        bad = np.flatnonzero(~(np.isfinite(loss) & residual_ok))
+        if bad.size:
+            r = int(bad[0])
+            row = f" (run {r})" if W.shape[0] > 1 else ""
+            what = (f"the loss mean((w − w*)²) is {loss[r]}" if not np.isfinite(loss[r])
+                    else "the residuals X·w − y overflow")
+            raise ValueError(f"{name}{row} cannot start training on this problem: {what} "
+                             f"(max |w| = {np.max(np.abs(W[r])):.3g}, max |w*| = "
+                             f"{np.max(np.abs(self.w_star)):.3g}, max |X| = "
+                             f"{np.max(np.abs(self.X)):.3g}); rescale {name} or the problem")
 
     def __repr__(self) -> str:
         return f"LinearProblem(n={self.n}, d={self.d})"

@@ -19,9 +19,10 @@ class TrainResult:
     loss : (records,) or (runs, records) float array
         ``mean((w − w*)²)`` after those steps; NaN after a divergence.
     w : (d,) or (runs, d) float array
-        Final parameters.
+        Final parameters; NaN for a run that diverged (its last values depend on which
+        operation overflowed first, which differs between backends).
     diverged_step : int or None, or (runs,) int array
-        First step with non-finite parameters or residual (-1 in the array
+        First step with a non-finite residual, parameter or loss (-1 in the array
         form where a run stayed finite; None for a single finite run).
     seconds : float
         Wall time of the compiled call(s), validation and allocation excluded.

@@ -94,9 +94,7 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
     seeds = _checks.as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
     threads = _runs.as_threads(threads)
     d = problem.d
-    W0 = np.zeros((1, d)) if w0 is None else _checks.as_float_array("w0", w0, 1)[None, :].copy()
-    if W0.shape[1] != d:
-        raise ValueError(f"w0 has {W0.shape[1]} entries but the problem has d = {d}")
+    W0 = problem.start(w0)
     if scheme == "ea":
         W0[:] = W0.mean()
     kk = _runs.k_code(k) if scheme == "da" else 1

@@ -34,19 +34,6 @@ from .results import TrainResult
 DEFAULT_CACHE_BYTES = knobs.CACHE_BYTES
 
 
-def _as_w0(w0, d: int, runs: int | None):
-    if w0 is None:
-        return np.zeros((1, d))
-    W0 = _checks.as_float_array("w0", w0, (1, 2) if runs is not None else 1).copy()
-    if W0.ndim == 1:
-        W0 = W0[None, :]
-    if W0.shape[1] != d:
-        raise ValueError(f"w0 has {W0.shape[1]} entries per run but the problem has d = {d}")
-    if W0.shape[0] not in (1, runs or 1):
-        raise ValueError(f"w0 has {W0.shape[0]} rows; expected 1 or one per run ({runs})")
-    return W0
-
-
 def _work(k, d, n, steps, fresh, family) -> float:
     """Element operations of one run (the harness's estimate for choosing threads)."""
     if family == "expected_runs":
@@ -72,6 +59,7 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
               "steps": steps, "record_steps": rec,
               **_runs.run_outputs(R, rec.shape[0] - 1, d)}
     if math.isinf(k):
+        _checks.moments_fit(X=problem.X, w0=W0, w_star=problem.w_star)
         family, plan = aug.closed_form(problem.X)
         values.update(plan)
         call = _runs.Call(family, values, R, R * _work(k, d, n, steps, fresh, family))
@@ -171,7 +159,7 @@ def train(problem, k, *, lr=1e-3, steps=1000, sampling="fixed", augmentation="pe
         problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads)
     lr = np.array([_checks.as_positive_real("lr", lr)])
     seed = _checks.as_seed("seed", seed)
-    W0 = _as_w0(w0, problem.d, None)
+    W0 = problem.start(w0)
     steps_rec, loss, w, status, seconds, name, meta = _run(
         problem, k, lr, np.array([seed], dtype=np.uint64), steps, sampling, augmentation, W0,
         record_every, backend, cache_bytes, False, threads)
@@ -213,7 +201,7 @@ def train_many(problem, k, *, seeds=(0,), lr=1e-3, steps=1000, sampling="fixed",
     problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
         problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads)
     seeds, lr = _checks.seeds_and_lr(seeds, lr)
-    W0 = _as_w0(w0, problem.d, lr.shape[0])
+    W0 = problem.start(w0, lr.shape[0])
     steps_rec, loss, w, status, seconds, name, meta = _run(
         problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every, backend,
         cache_bytes, progress, threads)

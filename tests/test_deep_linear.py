@@ -117,6 +117,6 @@ def test_bad_input_named():
 
 def test_divergence_reported():
     problem = fastperm.LinearProblem.sample(d=5, n=2, seed=0)
-    with pytest.warns(fastperm.DivergenceWarning, match="non-finite parameters at step"):
+    with pytest.warns(fastperm.DivergenceWarning, match="diverged at step"):
         r = dl.train(problem, dl.DeepLinear([5, 4]), math.inf, sigma=0.5, lr=5.0, steps=300)
     assert r.diverged_step[0] > 0 and np.isnan(r.loss[0, -1])

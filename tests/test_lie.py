@@ -264,7 +264,7 @@ def test_custom_model():
     want = linear_brackets(theta, X, y, bias=False)
     assert _rel(lie.brackets(m, theta, X, y), want) < 1e-9
     assert _rel(lie.brackets(m, theta, X, y, backend="numpy"), want) < 1e-9
-    with pytest.raises(NotImplementedError, match="no logits"):
+    with pytest.raises(ValueError, match="no logits"):
         m.logits(theta, X)
     with pytest.raises(TypeError, match="numba.njit function"):
         models.CustomModel(lambda *a: None, P=1, d=1, K=1)
@@ -308,7 +308,7 @@ def test_tensor_rms():
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(theta=np.zeros(3)), ValueError, "theta has 3 entries"),
     (dict(X=np.zeros((4, 5))), ValueError, "X has 5 features"),
-    (dict(Y=np.zeros((4, 2))), ValueError, "Y has shape"),
+    (dict(Y=np.zeros((4, 2))), ValueError, "Y has 2 targets per example"),
     (dict(X=np.full((4, 6), np.nan)), ValueError, "X has 24 non-finite"),
     (dict(X=np.zeros((1, 6)), Y=np.zeros((1, 3))), ValueError, "at least 2 examples"),
     (dict(pairs=[(0, 4)]), ValueError, "out of range"),

@@ -78,14 +78,15 @@ def expected_gradient(w, x, y, augmentation: str = "permutation") -> np.ndarray:
     -------
     (d,) array for 1-D ``x``, else (n, d): one expected gradient per row.
     """
-    if isinstance(augmentation, Augmentation) and augmentation.engine_name is None:
-        w, X, y, single = _checks.example_args(w, x, y)
-        g = augmentation.expected_gradient(w, X, y)
-        return g[0] if single else g
-    augmentation = as_augmentation(augmentation).engine_name
+    aug = as_augmentation(augmentation)
     w, X, y, single = _checks.example_args(w, x, y)
-    a, c, e = coefficients(X, y, augmentation)
-    g = a[:, None] * w[None, :] + (c * w.sum() - e)[:, None]
+    with np.errstate(all="ignore"):  # an overflow is one error, as for augmented_gradient
+        if aug.engine_name is None:
+            g = aug.expected_gradient(w, X, y)
+        else:
+            a, c, e = coefficients(X, y, aug.engine_name)
+            g = a[:, None] * w[None, :] + (c * w.sum() - e)[:, None]
+    _checks.finite_result(g, "expected gradient", "w, x or y are")
     return g[0] if single else g
 
 

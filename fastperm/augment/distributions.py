@@ -115,7 +115,7 @@ class Augmentation:
         w = _checks.as_float_array("w", w, 1)
         if w.shape[0] != X.shape[1]:
             raise ValueError(f"w has {w.shape[0]} entries but x has d = {X.shape[1]} features")
-        y = _checks.as_float_array("y", np.atleast_1d(np.asarray(y, dtype=float)), 1)
+        y = _checks.as_float_array("y", np.atleast_1d(_checks.as_array("y", y)), 1)
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"y has {y.shape[0]} entries but x has {X.shape[0]} example(s)")
         self.check_d(X.shape[1])
@@ -296,8 +296,8 @@ class BlockPermutation(Augmentation):
             raise ValueError(f"groups must be a non-empty sequence of index sequences, got {groups!r}")
         gs = []
         for q, g in enumerate(groups):
-            arr = np.asarray(g)
-            if arr.ndim != 1 or arr.shape[0] == 0 or not np.issubdtype(arr.dtype, np.integer):
+            arr = _checks.as_array(f"groups[{q}]", g)
+            if arr.ndim != 1 or arr.shape[0] == 0 or arr.dtype.kind not in "iu":
                 raise ValueError(f"groups[{q}] must be a non-empty sequence of ints, got {g!r}")
             gs.append(arr.astype(np.int64))
         self.groups = gs
@@ -400,7 +400,8 @@ class Moments(Augmentation):
 
     def _sample(self, x, rng, n):
         if self._sample_fn is None:
-            raise NotImplementedError(f"{self.name} was given no sample function")
+            raise ValueError(f"augmentation: {self.name} was given no sample function "
+                             "(Moments(..., sample=fn) draws copies)")
         return np.stack([self._call(lambda v: self._sample_fn(v, rng), x, x.shape, "sample")
                          for _ in range(n)])
 

@@ -110,7 +110,7 @@ GIDX = _a("gidx", "setting", "(d,) int64 entries of the groups, group g at "
 GPTR = _a("gptr", "setting", "(G + 1,) int64 group boundaries in gidx")
 RECORD = _a("record_steps", "schedule", "(m + 2,) int64 recorded steps and the sentinel")
 LOSS = _a("loss_out", "output", "(R, m + 1) recorded losses ``mean((w − w_star)²)``")
-W_OUT = _a("w_out", "output", "(R, d) final parameters")
+W_OUT = _a("w_out", "output", "(R, d) final parameters (the harness sets a diverged run's to NaN)")
 STATUS = _a("status_out", "output", "(R,) int64 -1 or the divergence step")
 
 RUNS_RETURN = "None: results are written to the outputs."
@@ -207,8 +207,10 @@ BACKEND_API = {
                "families (None: all it times), outside any timing; a no-op where nothing "
                "compiles at run time",
     "threads": "threads its parallel drivers use for calls from this Python thread",
-    "set_threads": "set that count for this Python thread",
+    "set_threads": "set_threads(n): set that count for this Python thread; n is checked by "
+                   ":func:`fastperm.knobs.as_thread_count` (the same refusals on every backend)",
 }
+
 
 #: augmentation kinds a backend's samplers draw when it does not draw them all: a backend
 #: module may list them as ``SAMPLER_KINDS`` (the cuda backend: permutations, resampling)

@@ -15,7 +15,7 @@ Numba gradient, which C code cannot call: use ``backend="numba"`` (or
 ``"numpy"`` with the model's NumPy gradient) for those.
 """
 
-from libc.math cimport exp, tanh
+from libc.math cimport exp, fabs, frexp, isfinite, ldexp, tanh
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
@@ -178,13 +178,20 @@ cdef void _directional(const int64_t* layout, int64_t P, const double* pts, int6
     cdef double* z1 = work + work_size + H1
     cdef const double* ax = aux + xi * naux
     cdef const double* ay = aux + yi * naux
-    cdef double kb = ax[2 * H1 + yi], invh = 1.0 / hx, s
+    # the scaled Gram entry; where it overflows, the update without an overflowing
+    # intermediate (numba_cpu's mlp_directional)
+    cdef int ex = <int>ax[naux - 1], ey = <int>ay[naux - 1]
+    cdef double gram = ax[2 * H1 + yi], kb = ldexp(gram, ex + ey), invh = 1.0 / hx, s
+    cdef bint finite = isfinite(kb)
     for o in range(H1):
         acc[o] = 0.0
     for j in range(S):
         s = c[j] * hx * kb
         for o in range(H1):
-            z1[o] = ay[o] + s * ax[H1 + o]
+            if finite:
+                z1[o] = ay[o] + s * ax[H1 + o]
+            else:
+                z1[o] = ay[o] + ldexp(ldexp(c[j] * hx * ax[H1 + o], ex) * gram, ey)
         _backprop(pts + j * P, X + yi * d, Y + yi * K, layout, work, out, w[j] * invh,
                   0.0 if j == 0 else 1.0, acc, z1)
     _outer(acc, X + yi * d, H1, d, out + layout[5 + L], out + layout[5 + 2 * L], bias, 0.0)
@@ -193,15 +200,18 @@ cdef void _directional(const int64_t* layout, int64_t P, const double* pts, int6
 cdef void _aux_row(const double* theta, const double* X, const double* G, int64_t B,
                    int64_t d, int64_t P, const int64_t* layout, int64_t b,
                    double* aux) noexcept nogil:
-    """``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]`` (as numba_cpu's ``mlp_aux``)."""
+    """``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | G̃_bc for every c | e_b]`` (as numba_cpu's ``mlp_aux``:
+    a scaled Gram row; every row's last entry holds its exponent e_b, set beforehand by
+    :func:`_scale_exponent`)."""
     cdef int64_t L = layout[0], H1 = layout[5], o, i, cc
     cdef int64_t pb0 = layout[5 + 2 * L], pw0 = layout[5 + L]
     cdef bint bias = layout[3] != 0
-    cdef int64_t naux = 2 * H1 + B
+    cdef int64_t naux = 2 * H1 + B + 1
     cdef const double* x = X + b * d
     cdef const double* row
     cdef double* a = aux + b * naux
-    cdef double s, xx = 0.0
+    cdef int eb = <int>a[naux - 1], ec
+    cdef double s, xx = 0.0, inv = ldexp(1.0, -eb), invc
     for o in range(H1):
         s = theta[pb0 + o] if bias else 0.0
         row = theta + pw0 + o * d
@@ -209,7 +219,7 @@ cdef void _aux_row(const double* theta, const double* X, const double* G, int64_
             s += row[i] * x[i]
         a[o] = s
     for i in range(d):
-        xx += x[i] * x[i]
+        xx += (x[i] * inv) * (x[i] * inv)
     for o in range(H1):
         if bias:
             a[H1 + o] = G[b * P + pb0 + o]
@@ -217,13 +227,26 @@ cdef void _aux_row(const double* theta, const double* X, const double* G, int64_
             row = G + b * P + pw0 + o * d
             s = 0.0
             for i in range(d):
-                s += row[i] * x[i]
-            a[H1 + o] = s / xx if xx > 0.0 else 0.0
+                s += row[i] * (x[i] * inv)
+            a[H1 + o] = s / xx * inv if xx > 0.0 else 0.0
     for cc in range(B):
-        s = 1.0 if bias else 0.0
+        ec = <int>aux[cc * naux + naux - 1]
+        invc = ldexp(1.0, -ec)
+        s = ldexp(1.0, -eb - ec) if bias else 0.0
         for i in range(d):
-            s += x[i] * X[cc * d + i]
+            s += (x[i] * inv) * (X[cc * d + i] * invc)
         a[2 * H1 + cc] = s
+
+
+cdef int _scale_exponent(const double* x, int64_t d) noexcept nogil:
+    """e with ``max |x| = m·2^e``, ½ ≤ m < 1, clipped to [0, 1023] (numba_cpu's)."""
+    cdef double top = 0.0
+    cdef int64_t i
+    cdef int e
+    for i in range(d):
+        top = max(top, fabs(x[i]))
+    frexp(top, &e)
+    return min(max(e, 0), 1023)
 
 
 # -- drivers -----------------------------------------------------------------------------------
@@ -302,12 +325,15 @@ def example_grads(model, const double[::1] theta, const double[:, ::1] X,
 
 def _aux(const int64_t[::1] layout, const double[::1] theta, const double[:, ::1] X,
          const double[:, ::1] G):
-    """The per-example data of the first-layer shortcut, (B, 2·H₁ + B) (parallel over b)."""
+    """The per-example data of the first-layer shortcut, (B, 2·H₁ + B + 1) (parallel over b)."""
     cdef int64_t B = X.shape[0], d = X.shape[1], P = G.shape[1], b
-    aux = np.empty((B, 2 * layout[5] + B))
+    cdef int64_t last = 2 * layout[5] + B
+    aux = np.empty((B, last + 1))
     cdef double[:, ::1] av = aux
     cdef int nthreads = chunks(B)
     with nogil:
+        for b in range(B):  # every row's exponent first: the Gram rows need them all
+            av[b, last] = _scale_exponent(&X[b, 0], d)
         for b in prange(B, schedule="static", num_threads=nthreads):
             _aux_row(&theta[0], &X[0, 0], &G[0, 0], B, d, P, &layout[0], b, &av[0, 0])
     return aux

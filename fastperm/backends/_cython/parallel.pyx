@@ -23,6 +23,8 @@ cdef extern from *:
 import os
 import threading
 
+from fastperm.knobs import as_thread_count
+
 cdef int _default = max(1, fastperm_max_threads())
 _local = threading.local()
 _forked = [False]
@@ -48,9 +50,7 @@ def threads():
 def set_threads(n):
     """Use ``n`` threads in the parallel kernels called from this Python thread
     (1 ≤ n ≤ the number of processors)."""
-    limit = max(fastperm_num_procs(), _default)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
-        raise ValueError(f"threads must be an integer in [1, {limit}], got {n!r}")
+    n = as_thread_count(n, max(fastperm_num_procs(), _default))
     if fastperm_have_openmp() and not _forked[0]:
         _local.n = n
 

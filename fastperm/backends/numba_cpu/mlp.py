@@ -178,8 +178,13 @@ def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     The first-layer block of g_x is ``δ₁ₓ ⊗ xₓ`` (and δ₁ₓ for its bias), so at the
     stencil point j example y's first pre-activation is, exactly,
     ``z₁ = (W₁ x_y + b₁) + c_j h_x (xₓ·x_y + 1) δ₁ₓ``: O(H₁) instead of O(H₁·d)
-    given ``aux`` (:meth:`fastperm.models.MLP.bracket_aux`: per example W₁x + b₁, δ₁, and the
-    Gram row xₓ·x_y + 1). The first layer's gradient, ``δ₁ ⊗ x_y``, has the
+    given ``aux`` (:meth:`fastperm.models.MLP.bracket_aux`: per example W₁x + b₁, δ₁, the
+    Gram row xₓ·x_y + 1, scaled, and a scale exponent; see ``_aux_body``). Where the Gram
+    entry ``xₓ·x_y + 1 = 2^(eₓ+e_y) G̃`` overflows (inputs beyond ~1e154 gave NaN before),
+    the update is formed as ``2^e_y (G̃ · 2^eₓ (c_j h_x δ₁ₓ))``: ``2^eₓ h_x δ₁ₓ`` is at most
+    ``h_x ‖g_x‖``, so no intermediate overflows where the plain path ``θ + c_j h_x g_x`` is
+    finite. (``ldexp`` calls, not products: fastmath may reorder a chain of products,
+    and hoisting ``2^eₓ · 2^e_y G̃`` out of the loop overflowed.) The first layer's gradient, ``δ₁ ⊗ x_y``, has the
     same x_y at every stencil point, so its stencil sum is written once:
     ``(Σ_j w_j δ₁(θ_j)/h_x) ⊗ x_y``. Deeper layers are evaluated at ``pts[j]``,
     which the driver fills from ``stencil_start`` on. ``work``: ``directional_work``
@@ -196,22 +201,46 @@ def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     inner = work[:base]
     for k in range(H1):
         acc[k] = 0.0
-    kb = aux[xi, 2 * H1 + yi]
+    scale = aux.shape[1] - 1
+    ex = int(aux[xi, scale])
+    ey = int(aux[yi, scale])
+    gram = aux[xi, 2 * H1 + yi]
+    kb = math.ldexp(gram, ex + ey)  # xₓ·x_y + bias, exactly (unless it overflows)
+    finite = math.isfinite(kb)
     invh = 1.0 / hx
     for j in range(pts.shape[0]):
         s = c[j] * hx * kb
         for o in range(H1):
-            z1[o] = aux[yi, o] + s * aux[xi, H1 + o]
+            if finite:
+                z1[o] = aux[yi, o] + s * aux[xi, H1 + o]
+            else:
+                z1[o] = aux[yi, o] + math.ldexp(
+                    math.ldexp(c[j] * hx * aux[xi, H1 + o], ex) * gram, ey)
         _mlp_backprop(pts[j], X[yi], Y[yi], layout, inner, out, w[j] * invh,
                       0.0 if j == 0 else 1.0, acc, z1)
     _outer(acc, X[yi], _layer_matrix(out, layout, 0), out[b1:b1 + H1], bias, 0.0)
 
 
-def _aux_body(theta, X, G, layout, aux):
-    """Per example b: ``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | x_b·x_c + bias for every c]``.
+@njit(inline="always", **JIT)
+def _scale_exponent(x):
+    """e with ``max |x| = m·2^e``, ½ ≤ m < 1, clipped to [0, 1023] (inputs below 1 are not
+    scaled; 2^1023 is the largest power of two): ``x / 2^e`` is exact and at most 2."""
+    top = 0.0
+    for i in range(x.shape[0]):
+        top = max(top, abs(x[i]))
+    return min(max(math.frexp(top)[1], 0), 1023)
 
+
+def _aux_body(theta, X, G, layout, aux):
+    """Per example b: ``aux[b] = [W₁x_b + b₁ | δ₁ᵦ | G̃_bc for every c | e_b]``.
+
+    ``ρ_b = 2^e_b`` with ``max |x_b| = m·2^e_b`` (½ ≤ m < 1; e_b = 0 below 1), and the Gram
+    entries scaled, ``G̃_bc = (x_b/ρ_b)·(x_c/ρ_c) + bias/(ρ_b ρ_c)``, so
+    ``x_b·x_c + bias = ρ_b ρ_c G̃_bc`` (powers of two: exact, and the same bits as the
+    unscaled sum) without forming a product that overflows for |x| > 1e154.
     δ₁ is read off the gradient: the first bias block when there is one, else
-    ``G_W₁ x / (x·x)`` (G_W₁ = δ₁ ⊗ x; zero when x = 0, where it does not matter).
+    ``G_W₁ x̂ / (x̂·x̂) / ρ`` with x̂ = x/ρ (G_W₁ = δ₁ ⊗ x; zero when x = 0, where it does
+    not matter).
     """
     L = layout[0]
     pb0 = layout[5 + 2 * L]  # offset of the first bias
@@ -219,9 +248,14 @@ def _aux_body(theta, X, G, layout, aux):
     d = layout[4]
     H1 = layout[5]
     B = X.shape[0]
+    scale = aux.shape[1] - 1
     W1 = _layer_matrix(theta, layout, 0)
+    for b in range(B):  # every row's exponent first: the Gram rows need them all
+        aux[b, scale] = _scale_exponent(X[b])
     for b in prange(B):
         x = X[b]
+        eb = int(aux[b, scale])
+        inv = math.ldexp(1.0, -eb)
         for o in range(H1):
             s = theta[pb0 + o] if bias else 0.0
             row = W1[o]
@@ -230,7 +264,7 @@ def _aux_body(theta, X, G, layout, aux):
             aux[b, o] = s
         xx = 0.0
         for i in range(d):
-            xx += x[i] * x[i]
+            xx += (x[i] * inv) * (x[i] * inv)
         for o in range(H1):
             if bias:
                 aux[b, H1 + o] = G[b, pb0 + o]
@@ -238,12 +272,14 @@ def _aux_body(theta, X, G, layout, aux):
                 Gb = _layer_matrix(G[b], layout, 0)[o]
                 s = 0.0
                 for i in range(d):
-                    s += Gb[i] * x[i]
-                aux[b, H1 + o] = s / xx if xx > 0.0 else 0.0
+                    s += Gb[i] * (x[i] * inv)
+                aux[b, H1 + o] = s / xx * inv if xx > 0.0 else 0.0
         for c in range(B):
-            s = 1.0 if bias else 0.0
+            ec = int(aux[c, scale])
+            invc = math.ldexp(1.0, -ec)
+            s = math.ldexp(1.0, -eb - ec) if bias else 0.0
             for i in range(d):
-                s += x[i] * X[c, i]
+                s += (x[i] * inv) * (X[c, i] * invc)
             aux[b, 2 * H1 + c] = s
 
 

@@ -17,6 +17,8 @@ import threading
 
 import numba
 
+from ...knobs import as_thread_count
+
 _forked = [False]
 _local = threading.local()  # .n: this Python thread's setting, when it differs from Numba's
 
@@ -42,9 +44,9 @@ def set_threads(n):
     alone (and costs nothing); more set Numba's count (which refuses more than
     ``NUMBA_NUM_THREADS``). Setting Numba's current count drops the override, so a later
     ``numba.set_num_threads`` is followed again."""
+    n = as_thread_count(n, numba.config.NUMBA_NUM_THREADS)
     if _forked[0]:
         return
-    n = int(n)
     current = numba.get_num_threads()
     if n > 1 and n != current:
         numba.set_num_threads(n)

@@ -11,6 +11,7 @@ Kernel contract: :mod:`fastperm.backends.contract` (arguments may also be
 device arrays, see :mod:`.device`). Launch layout: :mod:`.sgd`, :mod:`.lie`.
 """
 
+from ...knobs import as_thread_count
 from .device import check_available
 
 check_available()
@@ -34,7 +35,9 @@ def threads():
 
 
 def set_threads(n):
-    """No effect: GPU parallelism comes from the launch (threads per block: :func:`set_block`)."""
+    """No effect (``n`` is checked as on every backend): GPU parallelism comes from the launch
+    (threads per block: :func:`set_block`)."""
+    as_thread_count(n)
 
 
 __all__ = ["SAMPLER_KINDS", "SIMULATOR", "augmented_gradient", "block", "brackets_all", "brackets_pairs",

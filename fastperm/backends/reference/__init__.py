@@ -11,6 +11,7 @@ compiled backends' file names (``sgd``, ``closed_forms``, ``deep_linear``, ``sch
 ``lie``).
 """
 
+from ...knobs import as_thread_count
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
 from .lie import brackets_all, brackets_pairs, example_grads
@@ -26,7 +27,8 @@ def threads():
 
 
 def set_threads(n):
-    """No effect: the reference runs in one thread."""
+    """No effect (``n`` is checked as on every backend): the reference runs in one thread."""
+    as_thread_count(n)
 
 
 def compile(families=None):

@@ -15,13 +15,13 @@ import numpy as np
 # NumPy gradient, materialising (S, B, B, P): readable, memory-hungry, for tests.
 
 def example_grads(model, theta, X, Y, out):
-    out[:] = model.grad(theta, X, Y)
+    out[:] = model._grad(theta, X, Y)
 
 
 def _hessian_products(model, theta, X, Y, G, h, c, w):
     """D[x, y] = H_y g_x by the stencil, all (x, y): (B, B, P)."""
     points = theta + (c[:, None, None] * h[None, :, None]) * G[None, :, :]  # (S, B, P)
-    grads = model.grad(points, X, Y)  # (S, B, B, P): stencil point j of x, example y
+    grads = model._grad(points, X, Y)  # (S, B, B, P): stencil point j of x, example y
     return np.einsum("j,jxyp->xyp", w, grads) / h[:, None, None]
 
 

@@ -36,12 +36,16 @@ def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_ste
                     break
                 i = t % n
                 x = X[i]
+                # a non-finite residual stops the run at step t; an update that overflows
+                # is found at the next record (step t + 1 or later), as in the kernels
                 if scheme == VANILLA or (scheme == DA and k == 1):
-                    g = (w @ x - y[i]) * x
+                    res = np.array([w @ x - y[i]])
+                    g = res[0] * x
                 elif scheme == DA and k != K_EXPECTED:
                     A = _augmented_block(x, k, seeds[r], rng.STREAM_FRESH if fresh else
                                          rng.STREAM_FIXED, t if fresh else i, KIND_PERMUTATION)
-                    g = A.T @ (A @ w - y[i]) / k
+                    res = A @ w - y[i]
+                    g = A.T @ res / k
                 elif scheme == DA:  # k = ∞
                     a, c, e = coefficients(x[None, :], y[i:i + 1], "permutation")
                     g = a[0] * w + c[0] * w.sum() - e[0]
@@ -52,7 +56,7 @@ def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_ste
                     alpha = alpha - lr[r] * (alpha * x.sum() - y[i]) * x.sum()
                     w = np.full(d, alpha)
                     continue
-                if not np.all(np.isfinite(g)):
+                if scheme in (VANILLA, DA) and k != K_EXPECTED and not np.all(np.isfinite(res)):
                     status_out[r] = _finish(loss_out[r], q, t)
                     dist_out[r, q:] = np.nan
                     break

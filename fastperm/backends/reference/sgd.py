@@ -33,11 +33,12 @@ def _spec_copy(x, kind, fparams, gidx, gptr, seed, stream, count):
 
 def _augmented_block(x, k, seed, stream, index, kind, fparams=None, gidx=None, gptr=None):
     """(k, d) array: x and its k − 1 augmented copies keyed by (seed, stream, index, j)."""
-    rows = [x]
+    block = np.empty((k, x.shape[0]))  # allocated once (the front end checked that it fits)
+    block[0] = x
     for j in range(1, k):
-        rows.append(_spec_copy(x, kind, fparams, gidx, gptr, int(seed), stream,
-                               rng.counter(index, j)))
-    return np.stack(rows)
+        block[j] = _spec_copy(x, kind, fparams, gidx, gptr, int(seed), stream,
+                              rng.counter(index, j))
+    return block
 
 
 def _mse(w, w_star):
@@ -73,7 +74,11 @@ def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, 
                 if not np.all(np.isfinite(res)):
                     status_out[r] = _finish(loss_out[r], q, t)
                     break
-                w = w - lr[r] * (A.T @ res) / k
+                # the kernels' order of operations, so that an overflow happens at the same
+                # step: w ← w − ((lr/k) res_j) A_j, copy after copy
+                c = lr[r] / k
+                for j in range(k):
+                    w = w - (c * res[j]) * A[j]
             if t + 1 == record_steps[q]:
                 loss_out[r, q] = _mse(w, w_star)
                 if not np.isfinite(loss_out[r, q]):
