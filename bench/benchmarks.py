@@ -22,8 +22,12 @@ from fastperm import backends
 
 # Only the public API is imported at module level, so that ``asv run`` over past commits
 # can import this suite against every version of fastperm.
-METHODS = {"k=1": (1, "fixed"), "k=16 fixed": (16, "fixed"), "k=16 fresh": (16, "fresh"),
-           "k=inf": (math.inf, "fixed")}
+METHODS = {
+    "k=1": (1, "fixed"),
+    "k=16 fixed": (16, "fixed"),
+    "k=16 fresh": (16, "fresh"),
+    "k=inf": (math.inf, "fixed"),
+}
 #: steps per run at each d, so that one run stays well under a second
 STEPS = {400: 2000, 10_000: 200, 100_000: 20}
 
@@ -55,12 +59,19 @@ class TrainRun:
             self.steps = STEPS[d]
         self.problem = fastperm.LinearProblem.sample(d=d, n=40, seed=0)
         self.lr = 0.4 / d  # lr·E‖x‖² = 0.4: stable at every d
-        fastperm.train(self.problem, self.k, lr=self.lr, steps=2, sampling=self.sampling,
-                       backend=backend)
+        fastperm.train(
+            self.problem, self.k, lr=self.lr, steps=2, sampling=self.sampling, backend=backend
+        )
 
     def time_train(self, backend, method, d):
-        fastperm.train(self.problem, self.k, lr=self.lr, steps=self.steps,
-                       sampling=self.sampling, backend=backend)
+        fastperm.train(
+            self.problem,
+            self.k,
+            lr=self.lr,
+            steps=self.steps,
+            sampling=self.sampling,
+            backend=backend,
+        )
 
 
 def _cost_per_step(backend):
@@ -156,15 +167,18 @@ class Memory:
         fastperm.train(self.problem, 16, lr=4e-6, steps=50, sampling=sampling)
 
 
-_COMPILE = ("import time; t = time.perf_counter(); "
-            "from fastperm.backends import numba_cpu; numba_cpu.compile(); "
-            "print(time.perf_counter() - t)")
+_COMPILE = (
+    "import time; t = time.perf_counter(); "
+    "from fastperm.backends import numba_cpu; numba_cpu.compile(); "
+    "print(time.perf_counter() - t)"
+)
 
 
 def _compile_seconds(cache_dir):
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    out = subprocess.run([sys.executable, "-c", _COMPILE], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _COMPILE], env=env, check=True, capture_output=True, text=True
+    ).stdout
     return float(out.strip().splitlines()[-1])
 
 
@@ -288,14 +302,18 @@ class ClosedForms:
     def setup_cache(self):
         _require("numba")
         try:
-            from fastperm import augment  # noqa: F401
-            from fastperm import timing
+            from fastperm import (
+                augment,  # noqa: F401
+                timing,
+            )
         except ImportError:
             raise NotImplementedError("fastperm.augment distributions are newer") from None
         if not hasattr(timing, "closed_form_costs"):
             raise NotImplementedError("timing.closed_form_costs is newer than this commit")
-        return {name: timing.closed_form_costs(case, backend="numba")
-                for name, case in _closed_form_cases().items()}
+        return {
+            name: timing.closed_form_costs(case, backend="numba")
+            for name, case in _closed_form_cases().items()
+        }
 
     def track_ns_per_step_inf(self, costs, augmentation):
         return costs[augmentation]["k=inf"]

@@ -129,10 +129,10 @@ class Workload:
         """Run it once; the :class:`fastperm.TrainResult`."""
         k, sampling = METHODS[self.method]
         if self.runs is None:
-            return fastperm.train(problem, k, steps=self.steps, sampling=sampling,
-                                  backend=backend)
-        return fastperm.train_many(problem, k, seeds=range(self.runs), steps=self.steps,
-                                   sampling=sampling, backend=backend)
+            return fastperm.train(problem, k, steps=self.steps, sampling=sampling, backend=backend)
+        return fastperm.train_many(
+            problem, k, seeds=range(self.runs), steps=self.steps, sampling=sampling, backend=backend
+        )
 
 
 def workloads(quick: bool = False, max_steps: int | None = None) -> list[Workload]:
@@ -161,8 +161,9 @@ def compiled_cpu_backends() -> list[str]:
 
 
 def _start(code: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    )
 
 
 def _wait_ready(procs, timeout: float):
@@ -179,8 +180,10 @@ def _wait_ready(procs, timeout: float):
                 if line.strip() == "ready":
                     break
                 if not line:  # end of file: it exited
-                    raise RuntimeError(f"background process {p.pid} exited with status "
-                                       f"{p.wait()} before it was ready")
+                    raise RuntimeError(
+                        f"background process {p.pid} exited with status "
+                        f"{p.wait()} before it was ready"
+                    )
 
 
 def _stop(procs):
@@ -198,8 +201,12 @@ def _stop(procs):
             p.stdout.close()
 
 
-def start_load(condition: str, backend: str, seconds: float = LOAD_SECONDS,
-               ready_timeout: float = READY_TIMEOUT) -> list[subprocess.Popen]:
+def start_load(
+    condition: str,
+    backend: str,
+    seconds: float = LOAD_SECONDS,
+    ready_timeout: float = READY_TIMEOUT,
+) -> list[subprocess.Popen]:
     """Start the background processes of ``condition``; they run until stopped or ``seconds``.
 
     Returns once each is running (and the fastperm load has loaded its kernels), plus
@@ -212,9 +219,15 @@ def start_load(condition: str, backend: str, seconds: float = LOAD_SECONDS,
         procs_wanted = max(1, (os.cpu_count() or 1) - 1)
     elif condition == "fastperm load":
         module = os.path.realpath(fastperm.__file__)
-        code = _FASTPERM_LOAD.format(marker=MARKER, seconds=float(seconds), d=D, n=N,
-                                     backend=backend, module=module,
-                                     root=str(Path(module).parent.parent))
+        code = _FASTPERM_LOAD.format(
+            marker=MARKER,
+            seconds=float(seconds),
+            d=D,
+            n=N,
+            backend=backend,
+            module=module,
+            root=str(Path(module).parent.parent),
+        )
         procs_wanted = 1
     else:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
@@ -249,7 +262,7 @@ def _time(loads, problem, backend, mod, threads, repeats):
     before = mod.threads()
     try:
         for rep in range(repeats + 1):
-            for w, kept in zip(loads, samples):
+            for w, kept in zip(loads, samples, strict=False):
                 # alternate which goes first: the first call of a pair finds the caches
                 # cold from the previous workload (worth ~15 us on a 20 us call)
                 order = (("default", threads), ("one", 1))
@@ -263,8 +276,14 @@ def _time(loads, problem, backend, mod, threads, repeats):
     return samples
 
 
-def measure(backends, loads=None, conditions=CONDITIONS, repeats: int = 30,
-            load_seconds: float = LOAD_SECONDS, log=None) -> dict:
+def measure(
+    backends,
+    loads=None,
+    conditions=CONDITIONS,
+    repeats: int = 30,
+    load_seconds: float = LOAD_SECONDS,
+    log=None,
+) -> dict:
     """Time every workload on every backend under every condition.
 
     Parameters
@@ -302,8 +321,11 @@ def measure(backends, loads=None, conditions=CONDITIONS, repeats: int = 30,
             w(problem, backend)
         for condition in conditions:
             log(f"{backend}: {condition} ...")
-            entry = {"backend": backend, "condition": condition,
-                     "load_average_start": os.getloadavg()}
+            entry = {
+                "backend": backend,
+                "condition": condition,
+                "load_average_start": os.getloadavg(),
+            }
             procs = start_load(condition, backend, load_seconds)
             entry["pids"] = [p.pid for p in procs]
             entry["load_average_loaded"] = os.getloadavg()
@@ -311,17 +333,28 @@ def measure(backends, loads=None, conditions=CONDITIONS, repeats: int = 30,
                 samples = _time(loads, problem, backend, mod, threads, repeats)
             finally:
                 ended = stop_load(procs)
-            for w, kept in zip(loads, samples):
+            for w, kept in zip(loads, samples, strict=False):
                 many, one = statistics.median(kept["default"]), statistics.median(kept["one"])
                 ratio = many / one
-                report["rows"].append({
-                    "backend": backend, "workload": w.label, "shape": w.shape,
-                    "method": w.method, "steps": w.steps, "runs": w.runs or 1,
-                    "condition": condition, "threads": threads,
-                    "ns_per_step": many, "ns_per_step_one_thread": one, "ratio": ratio,
-                    "slow_calls": sum(ns > TARGET * one for ns in kept["default"]),
-                    "verdict": "PASS" if ratio <= TARGET else "FAIL",
-                    "samples": kept["default"], "samples_one_thread": kept["one"]})
+                report["rows"].append(
+                    {
+                        "backend": backend,
+                        "workload": w.label,
+                        "shape": w.shape,
+                        "method": w.method,
+                        "steps": w.steps,
+                        "runs": w.runs or 1,
+                        "condition": condition,
+                        "threads": threads,
+                        "ns_per_step": many,
+                        "ns_per_step_one_thread": one,
+                        "ratio": ratio,
+                        "slow_calls": sum(ns > TARGET * one for ns in kept["default"]),
+                        "verdict": "PASS" if ratio <= TARGET else "FAIL",
+                        "samples": kept["default"],
+                        "samples_one_thread": kept["one"],
+                    }
+                )
             # a background process that had ended by itself loaded only part of the timing
             entry["ended_early"] = [s is not None for s in ended]
             entry["load_average_end"] = os.getloadavg()
@@ -347,10 +380,20 @@ def machine(backends=()) -> dict:
         pass
     package = Path(fastperm.__file__).resolve().parent  # the fastperm being measured
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=package,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=package,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=package,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."],
+            cwd=package,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", ""
     info = {
@@ -361,12 +404,23 @@ def machine(backends=()) -> dict:
         "load_average": os.getloadavg(),
         "python": sys.version.split()[0],
         "fastperm": str(package),
-        "fastperm_commit": (commit + (" + uncommitted changes in fastperm/" if dirty else "")
-                            if commit else "not a git checkout"),
+        "fastperm_commit": (
+            commit + (" + uncommitted changes in fastperm/" if dirty else "")
+            if commit
+            else "not a git checkout"
+        ),
         "threads": {b: fastperm.backends.get(b).threads() for b in backends},
-        "env": {v: os.environ[v] for v in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS",
-                                           "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
-                                           "GOMP_SPINCOUNT") if v in os.environ},
+        "env": {
+            v: os.environ[v]
+            for v in (
+                "OMP_WAIT_POLICY",
+                "OMP_NUM_THREADS",
+                "NUMBA_NUM_THREADS",
+                "NUMBA_THREADING_LAYER",
+                "GOMP_SPINCOUNT",
+            )
+            if v in os.environ
+        },
     }
     if "numba" in backends:
         import numba
@@ -392,9 +446,13 @@ def format_report(report: dict) -> str:
         f"load average at start: {_loadavg(m['load_average'])}; "
         f"at end: {_loadavg(report['load_average_end'])}",
         f"fastperm: {m['fastperm']} ({m['fastperm_commit']}); Python {m['python']}"
-        + (f"; numba {m['numba']} (threading layer {m['numba_threading_layer']})"
-           if "numba" in m else ""),
-        "default threads: " + ", ".join(f"{b} {t}" for b, t in m["threads"].items())
+        + (
+            f"; numba {m['numba']} (threading layer {m['numba_threading_layer']})"
+            if "numba" in m
+            else ""
+        ),
+        "default threads: "
+        + ", ".join(f"{b} {t}" for b, t in m["threads"].items())
         + (f"; env: {m['env']}" if m["env"] else ""),
         f"d = {D}, n = {N}; ns/step: median of TrainResult.seconds per step; "
         f"target: default threads <= {TARGET}x one thread (verdict on the medians)",
@@ -403,43 +461,71 @@ def format_report(report: dict) -> str:
     ]
     for c in report["conditions"]:
         procs = f"{len(c['pids'])} background process(es)" if c["pids"] else "nothing started"
-        early = " (some ENDED EARLY: part of the timing was not loaded)" \
-            if any(c["ended_early"]) else ""
-        lines.append(f"{c['backend']:6} {c['condition']:13}: {procs}{early}; load average "
-                     f"{_loadavg(c['load_average_start'])} at start, "
-                     f"{_loadavg(c['load_average_end'])} at end")
+        early = (
+            " (some ENDED EARLY: part of the timing was not loaded)"
+            if any(c["ended_early"])
+            else ""
+        )
+        lines.append(
+            f"{c['backend']:6} {c['condition']:13}: {procs}{early}; load average "
+            f"{_loadavg(c['load_average_start'])} at start, "
+            f"{_loadavg(c['load_average_end'])} at end"
+        )
     lines.append("")
-    head = (f"{'backend':7} {'workload':30} {'condition':13} {'default':>10} "
-            f"{'1 thread':>10} {'ratio':>7} {'slow':>6}  verdict")
+    head = (
+        f"{'backend':7} {'workload':30} {'condition':13} {'default':>10} "
+        f"{'1 thread':>10} {'ratio':>7} {'slow':>6}  verdict"
+    )
     lines += [head, "-" * len(head)]
     order = {c: i for i, c in enumerate(CONDITIONS)}
-    rows = sorted(report["rows"], key=lambda r: (r["backend"], r["runs"] > 1, r["workload"],
-                                                 order.get(r["condition"], 99)))
+    rows = sorted(
+        report["rows"],
+        key=lambda r: (r["backend"], r["runs"] > 1, r["workload"], order.get(r["condition"], 99)),
+    )
     for r in rows:
-        lines.append(f"{r['backend']:7} {r['workload']:30} {r['condition']:13} "
-                     f"{r['ns_per_step']:10.1f} {r['ns_per_step_one_thread']:10.1f} "
-                     f"{r['ratio']:7.2f} {r['slow_calls']:>2}/{len(r['samples']):<3}  "
-                     f"{r['verdict']}")
+        lines.append(
+            f"{r['backend']:7} {r['workload']:30} {r['condition']:13} "
+            f"{r['ns_per_step']:10.1f} {r['ns_per_step_one_thread']:10.1f} "
+            f"{r['ratio']:7.2f} {r['slow_calls']:>2}/{len(r['samples']):<3}  "
+            f"{r['verdict']}"
+        )
     fails = sum(r["verdict"] == "FAIL" for r in rows)
-    lines += ["", f"{len(rows) - fails} of {len(rows)} rows within {TARGET}x of one thread "
-                  f"(ns/step with the default threads: {', '.join(f'{b} {t}' for b, t in m['threads'].items())})"]
+    threads = ", ".join(f"{b} {t}" for b, t in m["threads"].items())
+    lines += [
+        "",
+        f"{len(rows) - fails} of {len(rows)} rows within {TARGET}x of one thread "
+        f"(ns/step with the default threads: {threads})",
+    ]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default=None,
-                        help="comma-separated compiled CPU backends (default: all available)")
-    parser.add_argument("--conditions", default=",".join(CONDITIONS),
-                        help=f"comma-separated, from {', '.join(CONDITIONS)}")
-    parser.add_argument("--quick", action="store_true",
-                        help="3 repeats, single runs of a quarter of the steps")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds (default 30; quick 3)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="cap on the steps of every workload")
-    parser.add_argument("--load-seconds", type=float, default=LOAD_SECONDS,
-                        help="lifetime bound of each background process")
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated compiled CPU backends (default: all available)",
+    )
+    parser.add_argument(
+        "--conditions",
+        default=",".join(CONDITIONS),
+        help=f"comma-separated, from {', '.join(CONDITIONS)}",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 repeats, single runs of a quarter of the steps"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds (default 30; quick 3)"
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="cap on the steps of every workload"
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=LOAD_SECONDS,
+        help="lifetime bound of each background process",
+    )
     parser.add_argument("--json", default=None, help="also write the report here")
     args = parser.parse_args(argv)
 
@@ -447,16 +533,24 @@ def main(argv=None):
     backends = have if args.backends is None else [b for b in args.backends.split(",") if b]
     missing = [b for b in backends if b not in have]
     if missing:
-        parser.error(f"not an available compiled CPU backend: {', '.join(missing)} "
-                     f"(available: {', '.join(have) or 'none'})")
+        parser.error(
+            f"not an available compiled CPU backend: {', '.join(missing)} "
+            f"(available: {', '.join(have) or 'none'})"
+        )
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     unknown = [c for c in conditions if c not in CONDITIONS]
     if unknown:
         parser.error(f"unknown condition(s) {unknown}; choose from {CONDITIONS}")
     repeats = args.repeats or (3 if args.quick else 30)
     t0 = time.perf_counter()
-    report = measure(backends, workloads(args.quick, args.max_steps), conditions, repeats,
-                     args.load_seconds, log=lambda line: print(line, file=sys.stderr, flush=True))
+    report = measure(
+        backends,
+        workloads(args.quick, args.max_steps),
+        conditions,
+        repeats,
+        args.load_seconds,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     report["seconds"] = time.perf_counter() - t0
     report["repeats"] = repeats
     print(format_report(report))

@@ -65,8 +65,11 @@ def as_float_array(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
 
 def as_int(name: str, v, *, minimum: int, maximum: int | None = None) -> int:
     """``v`` as a Python int in ``[minimum, maximum]``; floats and bools are refused."""
-    if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral)
-            or (isinstance(v, np.generic) and v.dtype.kind not in "iu")):
+    if (
+        isinstance(v, (bool, np.bool_))
+        or not isinstance(v, numbers.Integral)
+        or (isinstance(v, np.generic) and v.dtype.kind not in "iu")
+    ):
         raise TypeError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
     v = int(v)
     if v < minimum:
@@ -81,9 +84,7 @@ def as_k(v) -> int | float:
     if is_real_scalar(v) and not isinstance(v, numbers.Integral):
         if math.isinf(v) and v > 0:
             return math.inf
-        raise TypeError(
-            f"k must be an integer >= 1 or math.inf (the expected gradient), got {v!r}"
-        )
+        raise TypeError(f"k must be an integer >= 1 or math.inf (the expected gradient), got {v!r}")
     return as_int("k", v, minimum=1, maximum=2**32 - 1)
 
 
@@ -148,8 +149,9 @@ def as_array_param(name, v, check, dtype):
     if arr.ndim == 0:
         return np.array([check(name, arr.item())], dtype=dtype)
     if arr.ndim != 1 or arr.shape[0] == 0:
-        raise ValueError(f"{name} must be a scalar or a non-empty 1-D sequence, "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a scalar or a non-empty 1-D sequence, got shape {arr.shape}"
+        )
     # the dtype is explicit: NumPy would store [0, 2**64 - 1] as float64, changing the seed
     return np.array([check(f"{name}[{i}]", x) for i, x in enumerate(arr)], dtype=dtype)
 
@@ -161,8 +163,10 @@ def seeds_and_lr(seeds, lr):
     try:
         seeds, lr = np.broadcast_arrays(seeds, lr)
     except ValueError:
-        raise ValueError(f"seeds ({seeds.shape[0]}) and lr ({lr.shape[0]}) must have equal "
-                         "lengths or one of them length 1; use np.meshgrid for a grid") from None
+        raise ValueError(
+            f"seeds ({seeds.shape[0]}) and lr ({lr.shape[0]}) must have equal "
+            "lengths or one of them length 1; use np.meshgrid for a grid"
+        ) from None
     return np.ascontiguousarray(seeds, dtype=np.uint64), np.ascontiguousarray(lr, dtype=np.float64)
 
 
@@ -171,8 +175,10 @@ def finite_result(out, what: str, inputs: str) -> None:
     the inputs to rescale (compiled kernels do not warn, NumPy does: neither is enough)."""
     bad = out.size - np.count_nonzero(np.isfinite(out))
     if bad:
-        raise FloatingPointError(f"{bad} of {out.size} entries of the {what} are not finite: "
-                                 f"{inputs} too large for float64; rescale them")
+        raise FloatingPointError(
+            f"{bad} of {out.size} entries of the {what} are not finite: "
+            f"{inputs} too large for float64; rescale them"
+        )
 
 
 def moments_fit(**arrays):
@@ -183,9 +189,11 @@ def moments_fit(**arrays):
     for name, a in arrays.items():
         top = float(np.max(np.abs(a), initial=0.0)) * a.shape[-1]
         if top > math.sqrt(np.finfo(np.float64).max):
-            raise ValueError(f"{name} is too large for the closed form (k = inf): d·max|{name}| "
-                             f"= {top:.3g} exceeds 1.3e154, where its second moments may "
-                             "overflow float64; rescale the problem")
+            raise ValueError(
+                f"{name} is too large for the closed form (k = inf): d·max|{name}| "
+                f"= {top:.3g} exceeds 1.3e154, where its second moments may "
+                "overflow float64; rescale the problem"
+            )
 
 
 def copies_fit(k, d):
@@ -193,9 +201,11 @@ def copies_fit(k, d):
     need = int(k) * d * 8
     total = _physical_memory()
     if total is not None and need > total // 2:
-        raise MemoryError(f"k = {int(k)} needs {need / 2**30:.3g} GiB for the copies of one "
-                          f"example (k·d·8 bytes, d = {d}); this machine has "
-                          f"{total / 2**30:.3g} GiB: use a smaller k")
+        raise MemoryError(
+            f"k = {int(k)} needs {need / 2**30:.3g} GiB for the copies of one "
+            f"example (k·d·8 bytes, d = {d}); this machine has "
+            f"{total / 2**30:.3g} GiB: use a smaller k"
+        )
 
 
 @functools.lru_cache(maxsize=1)

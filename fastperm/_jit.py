@@ -72,8 +72,10 @@ class HealingCache(FunctionCache):
         except Exception as exc:  # any failure to read an entry: it is damaged
             self.discard(f"{type(exc).__name__}: {exc}")
             return None
-        if data is not None and (tuple(data.signature.args) != tuple(sig)
-                                 or data.fndesc.qualname != self._py_func.__qualname__):
+        if data is not None and (
+            tuple(data.signature.args) != tuple(sig)
+            or data.fndesc.qualname != self._py_func.__qualname__
+        ):
             self.discard(f"the entry is {data.fndesc.qualname}{data.signature}'s")
             return None
         return data
@@ -81,8 +83,9 @@ class HealingCache(FunctionCache):
     def discard(self, why):
         """Delete this function's index and data files, with one warning per process."""
         files = self._cache_file
-        paths = [files._index_path] + glob.glob(os.path.join(
-            files._cache_path, glob.escape(self._impl.filename_base) + ".*.nbc"))
+        paths = [files._index_path] + glob.glob(
+            os.path.join(files._cache_path, glob.escape(self._impl.filename_base) + ".*.nbc")
+        )
         for path in paths:
             try:
                 os.remove(path)
@@ -90,10 +93,14 @@ class HealingCache(FunctionCache):
                 pass
         if not _warned:
             _warned.append(True)
-            warnings.warn(f"fastperm: the Numba cache of {self._py_func.__qualname__} in "
-                          f"{files._cache_path} could not be loaded ({why}); its files were "
-                          "deleted and the kernel is compiled again (`fastperm cache clear` "
-                          "removes every cached kernel)", KernelCacheWarning, stacklevel=2)
+            warnings.warn(
+                f"fastperm: the Numba cache of {self._py_func.__qualname__} in "
+                f"{files._cache_path} could not be loaded ({why}); its files were "
+                "deleted and the kernel is compiled again (`fastperm cache clear` "
+                "removes every cached kernel)",
+                KernelCacheWarning,
+                stacklevel=2,
+            )
 
 
 def _package_stamp():
@@ -111,6 +118,7 @@ _warned: list = []
 CACHED: list = []
 
 if HAVE_NUMBA:
+
     def njit(*args, **kwargs):
         """``numba.njit``; with ``cache=True`` the on-disk cache heals itself
         (:class:`HealingCache`)."""
@@ -137,9 +145,13 @@ def cache_files():
         files = dispatcher._cache._cache_file
         dirs.add(files._cache_path)
         paths += glob.glob(glob.escape(files._index_path))
-        paths += glob.glob(os.path.join(files._cache_path, glob.escape(
-            dispatcher._cache._impl.filename_base) + ".*.nbc"))
+        paths += glob.glob(
+            os.path.join(
+                files._cache_path, glob.escape(dispatcher._cache._impl.filename_base) + ".*.nbc"
+            )
+        )
     return sorted(dirs), sorted(set(paths))
+
 
 FASTMATH = frozenset({"reassoc", "contract"})
 
@@ -162,11 +174,9 @@ def specialise(fn, suffix, **names):
     (so each copy needs its own name), and a function bound as a global, unlike a closure
     variable or an argument, keeps the signature cacheable.
     """
-    code = fn.__code__.replace(co_name=fn.__name__ + suffix,
-                               co_qualname=fn.__qualname__ + suffix)
+    code = fn.__code__.replace(co_name=fn.__name__ + suffix, co_qualname=fn.__qualname__ + suffix)
     scope = {**fn.__globals__, **names} if names else fn.__globals__
-    copy = types.FunctionType(code, scope, fn.__name__ + suffix, fn.__defaults__,
-                              fn.__closure__)
+    copy = types.FunctionType(code, scope, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
     copy.__qualname__ = fn.__qualname__ + suffix
     copy.__doc__ = fn.__doc__
     return copy

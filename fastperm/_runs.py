@@ -55,8 +55,11 @@ def record_steps(steps: int, record_every: int) -> np.ndarray:
 def run_outputs(runs: int, records: int, width: int) -> dict:
     """The outputs every training family writes: ``loss_out`` (runs, records), ``w_out``
     (runs, width) and ``status_out`` (runs,)."""
-    return {"loss_out": np.empty((runs, records)), "w_out": np.empty((runs, width)),
-            "status_out": np.empty(runs, dtype=np.int64)}
+    return {
+        "loss_out": np.empty((runs, records)),
+        "w_out": np.empty((runs, width)),
+        "status_out": np.empty(runs, dtype=np.int64),
+    }
 
 
 @dataclass
@@ -114,8 +117,9 @@ def as_threads(threads):
 
 def as_cache_bytes(cache_bytes):
     """``None`` (:data:`fastperm.knobs.CACHE_BYTES`, read at the call) or an int >= 0."""
-    return _checks.as_int("cache_bytes", knobs.CACHE_BYTES if cache_bytes is None
-                          else cache_bytes, minimum=0)
+    return _checks.as_int(
+        "cache_bytes", knobs.CACHE_BYTES if cache_bytes is None else cache_bytes, minimum=0
+    )
 
 
 def threads_for(kern, runs: int, work: float, threads=None) -> int:
@@ -138,8 +142,10 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
     cache = False
     if "cache" in spec.arg_names:
         holders = call.runs if getattr(kern, "CACHE_PER_RUN", False) else nthreads
-        cache = (call.cache_bytes_per_holder > 0
-                 and holders * call.cache_bytes_per_holder <= call.cache_bytes)
+        cache = (
+            call.cache_bytes_per_holder > 0
+            and holders * call.cache_bytes_per_holder <= call.cache_bytes
+        )
         values["cache"] = cache
     t0 = time.perf_counter()
     kern.compile((call.family,))  # JIT compilation (or a cache load) stays out of the timing
@@ -159,9 +165,12 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
             if len(chunks) == 1:
                 args = [values[name] for name in spec.arg_names]
             else:  # a chunk of runs: its slice of every per-run argument (a shared start stays)
-                args = [values[name][lo:hi] if name in spec.per_run and
-                        values[name].shape[0] == call.runs else values[name]
-                        for name in spec.arg_names]
+                args = [
+                    values[name][lo:hi]
+                    if name in spec.per_run and values[name].shape[0] == call.runs
+                    else values[name]
+                    for name in spec.arg_names
+                ]
             fn(*args)
             if bar is not None:
                 bar.update(hi - lo)
@@ -178,8 +187,9 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
         if name in values and diverged.any():
             values[name][diverged] = np.nan
     seeds = call.seeds if call.seeds is not None else values.get("seeds")
-    warn_divergence(values["status_out"], values["lr"], seeds, values["record_steps"][:-1],
-                    values["loss_out"])
+    warn_divergence(
+        values["status_out"], values["lr"], seeds, values["record_steps"][:-1], values["loss_out"]
+    )
     return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
 
 
@@ -187,8 +197,9 @@ def _set_threads(kern, n):
     try:
         kern.set_threads(n)
     except ValueError as exc:
-        raise ValueError(f"threads = {n} is more than backend {kern.name!r} allows: {exc}") \
-            from None
+        raise ValueError(
+            f"threads = {n} is more than backend {kern.name!r} allows: {exc}"
+        ) from None
 
 
 def _chunks(runs, progress, threads):
@@ -212,15 +223,21 @@ def warn_divergence(status, lr, seeds, steps_rec, loss):
     bad = np.flatnonzero(status >= 0)
     r = int(bad[0])
     ok = np.isfinite(loss[r])
-    last = (f"last recorded loss {loss[r][ok][-1]:.6g} at step {int(steps_rec[ok][-1])}"
-            if ok.any() else "no finite loss recorded")
+    last = (
+        f"last recorded loss {loss[r][ok][-1]:.6g} at step {int(steps_rec[ok][-1])}"
+        if ok.any()
+        else "no finite loss recorded"
+    )
     seed = f"seed={int(seeds[r])}, " if seeds is not None else ""
     which = f"run {r} ({seed}lr={lr[r]:g})" if len(status) > 1 else "the run"
     more = f"; {bad.size} of {len(status)} runs diverged" if len(status) > 1 else ""
-    warnings.warn(f"{which} diverged at step {int(status[r])} (a residual, parameter or loss "
-                  f"overflowed), "
-                  f"{last}{more}. Try a smaller lr.", DivergenceWarning,
-                  stacklevel=outside_stacklevel())
+    warnings.warn(
+        f"{which} diverged at step {int(status[r])} (a residual, parameter or loss "
+        f"overflowed), "
+        f"{last}{more}. Try a smaller lr.",
+        DivergenceWarning,
+        stacklevel=outside_stacklevel(),
+    )
 
 
 def outside_stacklevel() -> int:

@@ -62,13 +62,15 @@ class DeepLinear:
     def __init__(self, sizes):
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 1:
             raise ValueError(f"sizes must list [d, h_1, ..., h_L], got {sizes!r}")
-        self.sizes = np.array([_checks.as_int(f"sizes[{i}]", s, minimum=1)
-                               for i, s in enumerate(sizes)], dtype=np.int64)
+        self.sizes = np.array(
+            [_checks.as_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)],
+            dtype=np.int64,
+        )
         self.L = len(sizes) - 1
         self.d = int(self.sizes[0])
         offs = [0]
-        for l in range(1, self.L + 1):
-            offs.append(offs[-1] + int(self.sizes[l] * self.sizes[l - 1]))
+        for layer in range(1, self.L + 1):
+            offs.append(offs[-1] + int(self.sizes[layer] * self.sizes[layer - 1]))
         self.offs = np.array(offs, dtype=np.int64)  # offs[l-1]: start of W_l; offs[L]: u
         self.P = offs[-1] + int(self.sizes[-1])
 
@@ -124,14 +126,30 @@ class DeepLinear:
         sigma = _checks.as_nonnegative_real("sigma", sigma)
         eps = _checks.as_float_array("eps", eps, 2)
         if eps.shape[1] != self.d:
-            raise ValueError(f"eps has {eps.shape[1]} entries per draw; the network takes "
-                             f"d = {self.d}")
-        return np.stack([_maths.expected_grad(theta, self.sizes, self.offs, x + sigma * e, y, 0.0)
-                         for e in eps])
+            raise ValueError(
+                f"eps has {eps.shape[1]} entries per draw; the network takes d = {self.d}"
+            )
+        return np.stack(
+            [_maths.expected_grad(theta, self.sizes, self.offs, x + sigma * e, y, 0.0) for e in eps]
+        )
 
 
-def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="fixed",
-          theta0=None, record_every=1, backend=None, cache_bytes=None, threads=None):
+def train(
+    problem,
+    net,
+    k,
+    *,
+    sigma,
+    seeds=(0,),
+    lr=1e-3,
+    steps=1000,
+    sampling="fixed",
+    theta0=None,
+    record_every=1,
+    backend=None,
+    cache_bytes=None,
+    threads=None,
+):
     """Noise-augmented SGD of a deep linear network on a linear problem, R runs in one call.
 
     Step t visits example ``i = t mod n`` and steps with the mean gradient over its k
@@ -186,8 +204,9 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
         T0 = _checks.as_float_array("theta0", theta0, (1, 2))
         T0 = T0[None, :] if T0.ndim == 1 else T0
         if T0.shape[1] != net.P or T0.shape[0] not in (1, R):
-            raise ValueError(f"theta0 must be (P,) or (runs, P) with P = {net.P}, runs = {R}; "
-                             f"got {T0.shape}")
+            raise ValueError(
+                f"theta0 must be (P,) or (runs, P) with P = {net.P}, runs = {R}; got {T0.shape}"
+            )
         T0 = np.ascontiguousarray(T0)
     with np.errstate(all="ignore"):
         V0 = np.stack([net.end_to_end(t) for t in T0])
@@ -196,20 +215,53 @@ def train(problem, net, k, *, sigma, seeds=(0,), lr=1e-3, steps=1000, sampling="
     n, d = problem.X.shape
     kk = _runs.k_code(k)
     out = _runs.run_outputs(R, rec.shape[0] - 1, net.P)
-    values = {"X": problem.X, "y": problem.y, "w_star": problem.w_star, "Theta0": T0,
-              "sizes": net.sizes, "offs": net.offs, "lr": lr, "seeds": seeds, "k": kk,
-              "sigma": sigma, "steps": steps, "fresh": sampling == "fresh", "record_steps": rec,
-              "loss_out": out["loss_out"], "theta_out": out["w_out"],
-              "status_out": out["status_out"]}
+    values = {
+        "X": problem.X,
+        "y": problem.y,
+        "w_star": problem.w_star,
+        "Theta0": T0,
+        "sizes": net.sizes,
+        "offs": net.offs,
+        "lr": lr,
+        "seeds": seeds,
+        "k": kk,
+        "sigma": sigma,
+        "steps": steps,
+        "fresh": sampling == "fresh",
+        "record_steps": rec,
+        "loss_out": out["loss_out"],
+        "theta_out": out["w_out"],
+        "status_out": out["status_out"],
+    }
     keep = kk > 0 and sampling == "fixed" and steps > n
-    call = _runs.Call("deep_linear_runs", values, R, R * steps * 4.0 * net.P * max(kk, 1),
-                      cache_bytes_per_holder=n * kk * d * 8 if keep else 0,
-                      cache_bytes=cache_bytes)
+    call = _runs.Call(
+        "deep_linear_runs",
+        values,
+        R,
+        R * steps * 4.0 * net.P * max(kk, 1),
+        cache_bytes_per_holder=n * kk * d * 8 if keep else 0,
+        cache_bytes=cache_bytes,
+    )
     done = _runs.run(call, backend=backend, threads=threads)
     loss, theta, status = values["loss_out"], values["theta_out"], values["status_out"]
     with np.errstate(all="ignore"):  # a diverged run's θ is NaN (reported above)
         V = np.stack([_maths.end_to_end(t, net.sizes, net.offs) for t in theta])
-    return TrainResult(rec[:-1], loss, V, status, done.seconds, k, lr, seeds, sampling,
-                       f"gaussian(sigma={sigma:g}) on {net!r}", done.backend,
-                       meta={"theta": theta, "threads": done.threads, "cache": done.cache,
-                             "compile_seconds": done.compile_seconds})
+    return TrainResult(
+        rec[:-1],
+        loss,
+        V,
+        status,
+        done.seconds,
+        k,
+        lr,
+        seeds,
+        sampling,
+        f"gaussian(sigma={sigma:g}) on {net!r}",
+        done.backend,
+        meta={
+            "theta": theta,
+            "threads": done.threads,
+            "cache": done.cache,
+            "compile_seconds": done.compile_seconds,
+        },
+    )

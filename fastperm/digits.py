@@ -1,4 +1,5 @@
-"""The digits study: Lie brackets of examples for mutually exclusive labels and independent sigmoids.
+"""The digits study: Lie brackets of examples for mutually exclusive labels and independent
+sigmoids.
 
 An article trained a ResNet on CelebA's 40 binary attributes and computed the
 brackets ``[v_x, v_y]`` of test examples at checkpoints. It found that (1) the
@@ -32,8 +33,9 @@ def load(seed: int = 0, test_fraction: float = 0.25):
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
-        raise ImportError("the digits study needs scikit-learn: pip install 'fastperm[study]'") \
-            from exc
+        raise ImportError(
+            "the digits study needs scikit-learn: pip install 'fastperm[study]'"
+        ) from exc
     data = load_digits()
     X = data.data / 16.0
     labels = data.target.astype(np.int64)
@@ -44,8 +46,22 @@ def load(seed: int = 0, test_fraction: float = 0.25):
     return X[n_test:], Y[n_test:], X[:n_test], Y[:n_test], labels[n_test:], labels[:n_test]
 
 
-def train_adam(model, theta, X, Y, *, steps, lr=3e-3, batch=32, seed=0, checkpoints=(),
-               beta1=0.9, beta2=0.999, eps=1e-8, progress=None):
+def train_adam(
+    model,
+    theta,
+    X,
+    Y,
+    *,
+    steps,
+    lr=3e-3,
+    batch=32,
+    seed=0,
+    checkpoints=(),
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-8,
+    progress=None,
+):
     """Adam on the mean per-example loss (Kingma & Ba, 2015); returns θ at each checkpoint step."""
     rs = np.random.default_rng(seed)
     m = np.zeros_like(theta)
@@ -60,7 +76,7 @@ def train_adam(model, theta, X, Y, *, steps, lr=3e-3, batch=32, seed=0, checkpoi
         g = model.grad(theta, X[idx], Y[idx]).mean(axis=0)
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
-        theta -= lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+        theta -= lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
         if not np.all(np.isfinite(theta)):
             raise FloatingPointError(f"Adam diverged at step {t}: non-finite parameters")
         if t in want:
@@ -78,8 +94,16 @@ def confusions(model, theta, X, labels):
     return C, float(np.mean(pred == labels))
 
 
-def run(out_dir, *, steps: int = 1500, hidden: int = 32, seed: int = 0, n_examples: int = 6,
-        batch_size: int = 32, progress: bool = True):
+def run(
+    out_dir,
+    *,
+    steps: int = 1500,
+    hidden: int = 32,
+    seed: int = 0,
+    n_examples: int = 6,
+    batch_size: int = 32,
+    progress: bool = True,
+):
     """Train, bracket, plot and summarise. Returns a dict of the results; writes into ``out_dir``.
 
     Files: ``rms_loglog.png`` (RMS bracket vs RMS gradient per tensor, fitted
@@ -95,8 +119,9 @@ def run(out_dir, *, steps: int = 1500, hidden: int = 32, seed: int = 0, n_exampl
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, unit="step", desc="training (Adam)")
-    saved = train_adam(model, model.init(seed), Xtr, Ytr, steps=steps, seed=seed,
-                       checkpoints=cps, progress=bar)
+    saved = train_adam(
+        model, model.init(seed), Xtr, Ytr, steps=steps, seed=seed, checkpoints=cps, progress=bar
+    )
     if bar is not None:
         bar.close()
     thetas = [saved[c] for c in cps]
@@ -107,7 +132,7 @@ def run(out_dir, *, steps: int = 1500, hidden: int = 32, seed: int = 0, n_exampl
     b = lie.brackets(model, final, Xp, Yp, pairs=pairs)
     Xbatch = Xte[:batch_size]
     J = lie.logit_perturbation(model, final, b, Xbatch)  # (pairs, batch, 10)
-    per_logit = np.sqrt(np.mean(J ** 2, axis=1))  # (pairs, 10)
+    per_logit = np.sqrt(np.mean(J**2, axis=1))  # (pairs, 10)
     C, acc = confusions(model, final, Xte, lte)
 
     _plot_rms(rms, cps, os.path.join(out_dir, "rms_loglog.png"))
@@ -115,8 +140,18 @@ def run(out_dir, *, steps: int = 1500, hidden: int = 32, seed: int = 0, n_exampl
     text = _summary(model, rms, cps, per_logit, pairs, lp, C, acc, steps)
     with open(os.path.join(out_dir, "summary.txt"), "w") as f:
         f.write(text + "\n")
-    return dict(model=model, checkpoints=cps, thetas=thetas, tensor_rms=rms, pairs=pairs,
-                labels=lp, per_logit=per_logit, confusion=C, accuracy=acc, summary=text)
+    return dict(
+        model=model,
+        checkpoints=cps,
+        thetas=thetas,
+        tensor_rms=rms,
+        pairs=pairs,
+        labels=lp,
+        per_logit=per_logit,
+        confusion=C,
+        accuracy=acc,
+        summary=text,
+    )
 
 
 def _top_confusions(C, k=5):
@@ -128,43 +163,59 @@ def _top_confusions(C, k=5):
 
 
 def _summary(model, rms, cps, per_logit, pairs, lp, C, acc, steps):
-    lines = [f"MLP 64-{model.sizes[1]}-10, tanh, 10 independent sigmoids (mean BCE), Adam "
-             f"{steps} steps; test accuracy {acc:.3f}",
-             f"checkpoints (steps): {cps}",
-             "",
-             "(a) log10 RMS bracket vs log10 RMS gradient, per tensor, over "
-             f"{len(pairs)} pairs × {len(cps)} checkpoints:",
-             rms.summary(),
-             "",
-             "(b) logits most perturbed by swapping each pair (RMS of J_f·[v_a, v_b] over a "
-             "batch of 32 test examples, final checkpoint):"]
+    lines = [
+        f"MLP 64-{model.sizes[1]}-10, tanh, 10 independent sigmoids (mean BCE), Adam "
+        f"{steps} steps; test accuracy {acc:.3f}",
+        f"checkpoints (steps): {cps}",
+        "",
+        "(a) log10 RMS bracket vs log10 RMS gradient, per tensor, over "
+        f"{len(pairs)} pairs × {len(cps)} checkpoints:",
+        rms.summary(),
+        "",
+        "(b) logits most perturbed by swapping each pair (RMS of J_f·[v_a, v_b] over a "
+        "batch of 32 test examples, final checkpoint):",
+    ]
     hits = 0
     for q, (a, c) in enumerate(pairs):
         top = np.argsort(per_logit[q])[::-1][:3]
         own = {int(lp[a]), int(lp[c])}
         hit = set(int(t) for t in top[:2]) == own
         hits += hit
-        lines.append(f"  pair ({a}: digit {lp[a]}, {c}: digit {lp[c]}): top logits "
-                     + ", ".join(f"{t} ({per_logit[q, t]:.2e})" for t in top)
-                     + ("   <- the pair's own digits" if hit else ""))
-    lines.append(f"  pairs whose two most perturbed logits are their own two digits: {hits} "
-                 f"of {len(pairs)}")
+        lines.append(
+            f"  pair ({a}: digit {lp[a]}, {c}: digit {lp[c]}): top logits "
+            + ", ".join(f"{t} ({per_logit[q, t]:.2e})" for t in top)
+            + ("   <- the pair's own digits" if hit else "")
+        )
+    lines.append(
+        f"  pairs whose two most perturbed logits are their own two digits: {hits} of {len(pairs)}"
+    )
     firsts = np.bincount(per_logit.argmax(axis=1), minlength=10)
-    lines.append("  most perturbed logit, counted over pairs: "
-                 + ", ".join(f"{d} ({firsts[d]})" for d in np.argsort(firsts)[::-1] if firsts[d]))
+    lines.append(
+        "  most perturbed logit, counted over pairs: "
+        + ", ".join(f"{d} ({firsts[d]})" for d in np.argsort(firsts)[::-1] if firsts[d])
+    )
     conf = _top_confusions(C)
-    lines += ["", "(c) digits the model confuses most on the test set (both directions): "
-              + ", ".join(f"{i}↔{j} ({n})" for i, j, n in conf)]
+    lines += [
+        "",
+        "(c) digits the model confuses most on the test set (both directions): "
+        + ", ".join(f"{i}↔{j} ({n})" for i, j, n in conf),
+    ]
     confused = {frozenset((i, j)) for i, j, _ in conf}
     rel = []
     for q, (a, c) in enumerate(pairs):
         top = np.argsort(per_logit[q])[::-1][:3]
-        among = [(int(t), int(u)) for i, t in enumerate(top) for u in top[i + 1:]
-                 if frozenset((int(t), int(u))) in confused]
+        among = [
+            (int(t), int(u))
+            for i, t in enumerate(top)
+            for u in top[i + 1 :]
+            if frozenset((int(t), int(u))) in confused
+        ]
         if among:
             rel.append(f"pair ({a}, {c}): {', '.join(f'{t}↔{u}' for t, u in among)}")
-    lines.append("  top-3 perturbed logits that form a most-confused digit pair: "
-                 + ("; ".join(rel) if rel else "none"))
+    lines.append(
+        "  top-3 perturbed logits that form a most-confused digit pair: "
+        + ("; ".join(rel) if rel else "none")
+    )
     return "\n".join(lines)
 
 
@@ -176,21 +227,27 @@ def _plot_rms(rms, cps, path):
 
     fig, ax = plt.subplots(figsize=(6.5, 5), constrained_layout=True)
     colours = plt.get_cmap("tab10")(np.arange(len(rms.slope)))
-    for (name, colour) in zip(rms.slope, colours):
+    for name, colour in zip(rms.slope, colours, strict=False):
         x, y = rms.rms_grad[name].ravel(), rms.rms_bracket[name].ravel()
         ok = (x > 0) & (y > 0)
-        ax.scatter(x[ok], y[ok], s=12, color=colour, alpha=0.7,
-                   label=f"{name}: slope {rms.slope[name]:.2f}, r = {rms.corr[name]:.2f}")
+        ax.scatter(
+            x[ok],
+            y[ok],
+            s=12,
+            color=colour,
+            alpha=0.7,
+            label=f"{name}: slope {rms.slope[name]:.2f}, r = {rms.corr[name]:.2f}",
+        )
         if np.isfinite(rms.slope[name]):
             xs = np.logspace(np.log10(x[ok].min()), np.log10(x[ok].max()), 20)
-            ax.plot(xs, 10 ** (rms.slope[name] * np.log10(xs) + rms.intercept[name]),
-                    color=colour, lw=1)
+            ax.plot(
+                xs, 10 ** (rms.slope[name] * np.log10(xs) + rms.intercept[name]), color=colour, lw=1
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("RMS of the gradient in the tensor (pair mean)")
     ax.set_ylabel("RMS of the bracket [v_a, v_b] in the tensor")
-    ax.set_title(f"digits MLP: {rms.pairs.shape[0]} pairs × {len(cps)} checkpoints",
-                 fontsize=10)
+    ax.set_title(f"digits MLP: {rms.pairs.shape[0]} pairs × {len(cps)} checkpoints", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     fig.savefig(path, dpi=140)
     plt.close(fig)
@@ -214,7 +271,8 @@ def _plot_heatmap(per_logit, pairs, lp, path):
         for digit in {int(lp[a]), int(lp[c])}:
             ax.add_patch(plt.Rectangle((digit - 0.5, q - 0.5), 1, 1, fill=False, ec="cyan", lw=1))
     fig.colorbar(im, ax=ax, label="RMS over 32 test examples of J_f·[v_a, v_b] (row-normalised)")
-    ax.set_title("logits perturbed by swapping two examples (cyan: the pair's own digits)",
-                 fontsize=9)
+    ax.set_title(
+        "logits perturbed by swapping two examples (cyan: the pair's own digits)", fontsize=9
+    )
     fig.savefig(path, dpi=140)
     plt.close(fig)

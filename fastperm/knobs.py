@@ -36,13 +36,15 @@ TILE_BYTES = 768 * 1024
 CUDA_BLOCK = 0
 
 
-
 def as_thread_count(n, limit=None) -> int:
     """``n`` as every backend's ``set_threads`` takes it: an int >= 1 (a bool, a float, a
     string or a NumPy non-integer is a TypeError), at most ``limit`` where the backend has
     one (a ValueError naming it)."""
-    if (isinstance(n, bool) or not isinstance(n, numbers.Integral)
-            or getattr(getattr(n, "dtype", None), "kind", "i") not in "iu"):
+    if (
+        isinstance(n, bool)
+        or not isinstance(n, numbers.Integral)
+        or getattr(getattr(n, "dtype", None), "kind", "i") not in "iu"
+    ):
         raise TypeError(f"threads must be an integer, got {n!r} ({type(n).__name__})")
     n = int(n)
     if n < 1:

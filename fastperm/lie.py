@@ -90,28 +90,34 @@ def row_norms(A):
 
 def _as_model(model):
     if not isinstance(model, Model):
-        raise TypeError(f"model must be a fastperm.models model (MLP, LinearRegression, "
-                        f"MultiLabelLogistic or CustomModel), got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a fastperm.models model (MLP, LinearRegression, "
+            f"MultiLabelLogistic or CustomModel), got {type(model).__name__}"
+        )
     return model
 
 
 def _as_pairs(pairs, B):
     arr = _checks.as_array("pairs", pairs)
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
-        raise ValueError(f"pairs must be a non-empty sequence of (a, b) index pairs, "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"pairs must be a non-empty sequence of (a, b) index pairs, got shape {arr.shape}"
+        )
     if arr.dtype.kind not in "iu":
         raise TypeError(f"pairs must hold integer indices, got dtype {arr.dtype}")
     bad = np.flatnonzero((arr < 0).any(axis=1) | (arr >= B).any(axis=1))
     if bad.size:
-        raise ValueError(f"pairs[{bad[0]}] = {tuple(arr[bad[0]])} is out of range for "
-                         f"B = {B} examples")
+        raise ValueError(
+            f"pairs[{bad[0]}] = {tuple(arr[bad[0]])} is out of range for B = {B} examples"
+        )
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def _as_order(order):
-    if not (isinstance(order, numbers.Integral) and _checks.is_real_scalar(order)) \
-            or order not in STENCILS:
+    if (
+        not (isinstance(order, numbers.Integral) and _checks.is_real_scalar(order))
+        or order not in STENCILS
+    ):
         raise ValueError(f"order must be 2 or 4, got {order!r}")
     return int(order)
 
@@ -132,8 +138,9 @@ def _as_h(h, G, theta, order):
     else:
         arr = _checks.as_float_array("h", h, 1)
         if arr.shape[0] != B:
-            raise ValueError(f"h has {arr.shape[0]} entries; expected a scalar or one per "
-                             f"example ({B})")
+            raise ValueError(
+                f"h has {arr.shape[0]} entries; expected a scalar or one per example ({B})"
+            )
         if np.any(arr <= 0):
             raise ValueError(f"h must be > 0; h[{int(np.argmax(arr <= 0))}] = {arr.min()}")
     with np.errstate(all="ignore"):
@@ -146,11 +153,14 @@ def _as_h(h, G, theta, order):
     moved = step[step > 0]
     floor = 1e3 * EPS * max(1.0, float(np.max(np.abs(theta))))
     if moved.size and (moved.max() > 1.0 or moved.min() < floor):
-        warnings.warn(f"h moves θ by h·‖g_x‖ in [{moved.min():.3g}, {moved.max():.3g}]: outside "
-                      f"[{floor:.3g}, 1], the stencil measures a secant (too wide) or rounding "
-                      "noise (too narrow), not the Hessian; the default h (default_step) moves "
-                      "θ by about 6e-6", RuntimeWarning, 
-                      stacklevel=_runs.outside_stacklevel())
+        warnings.warn(
+            f"h moves θ by h·‖g_x‖ in [{moved.min():.3g}, {moved.max():.3g}]: outside "
+            f"[{floor:.3g}, 1], the stencil measures a secant (too wide) or rounding "
+            "noise (too narrow), not the Hessian; the default h (default_step) moves "
+            "θ by about 6e-6",
+            RuntimeWarning,
+            stacklevel=_runs.outside_stacklevel(),
+        )
     return arr
 
 
@@ -164,11 +174,17 @@ def _kernels(model, backend):
 def _as_out(out, shape):
     if out is None:
         return np.empty(shape)
-    if not (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == shape
-            and out.flags.c_contiguous and out.flags.writeable):
-        got = (f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
-        raise ValueError(f"out must be a writeable C-contiguous float64 array of shape {shape}, "
-                         f"got {got}")
+    if not (
+        isinstance(out, np.ndarray)
+        and out.dtype == np.float64
+        and out.shape == shape
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
+        got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
+        raise ValueError(
+            f"out must be a writeable C-contiguous float64 array of shape {shape}, got {got}"
+        )
     return out
 
 
@@ -184,8 +200,18 @@ def _run(kern, model, theta, X, Y, G, h, order, pairs, out=None):
     return out
 
 
-def brackets(model, theta, X, Y, pairs=None, h=None, order: int = 2, backend=None,
-             return_error: bool = False, out=None):
+def brackets(
+    model,
+    theta,
+    X,
+    Y,
+    pairs=None,
+    h=None,
+    order: int = 2,
+    backend=None,
+    return_error: bool = False,
+    out=None,
+):
     """Lie brackets ``[v_x, v_y] = H_y g_x − H_x g_y`` of training examples.
 
     Parameters
@@ -231,16 +257,19 @@ def brackets(model, theta, X, Y, pairs=None, h=None, order: int = 2, backend=Non
     pairs = _pairs_for(pairs, X.shape[0], all_pairs=None)
     order = _as_order(order)
     if order == 4 and getattr(model, "activation", None) == "relu":
-        warnings.warn("order=4 assumes a smooth model; with ReLU the five-point stencil can "
-                      "cross kinks and be inaccurate. Use order=2.", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "order=4 assumes a smooth model; with ReLU the five-point stencil can "
+            "cross kinks and be inaccurate. Use order=2.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     kern = _kernels(model, backend)
     out, G, h = _compute(kern, model, theta, X, Y, pairs, h, order, out)
     if not return_error:
         return out
     coarse = _run(kern, model, theta, X, Y, G, 2 * h, order, pairs)
-    _checks.finite_result(coarse, "brackets at 2h (the error estimate)",
-                            "theta, X, Y or h are")
-    err = row_norms(out - coarse) / (2 ** order - 1)
+    _checks.finite_result(coarse, "brackets at 2h (the error estimate)", "theta, X, Y or h are")
+    err = row_norms(out - coarse) / (2**order - 1)
     return out, err
 
 
@@ -266,7 +295,6 @@ def _compute(kern, model, theta, X, Y, pairs, h, order, out=None):
     return out, G, h
 
 
-
 def exact_brackets(model, theta, X, Y):
     """All-pairs brackets with exact Hessian-vector products, by the complex step.
 
@@ -281,8 +309,10 @@ def exact_brackets(model, theta, X, Y):
     """
     model = _as_model(model)
     if not isinstance(model, MLP):
-        raise TypeError("exact_brackets needs a built-in model (MLP, LinearRegression, "
-                        "MultiLabelLogistic): a CustomModel's gradient may not take complex θ")
+        raise TypeError(
+            "exact_brackets needs a built-in model (MLP, LinearRegression, "
+            "MultiLabelLogistic): a CustomModel's gradient may not take complex θ"
+        )
     theta, X, Y = model.check(theta, X, Y)
     if X.shape[0] < 2:
         raise ValueError(f"X must hold at least 2 examples to form pairs, got B = {X.shape[0]}")
@@ -353,16 +383,22 @@ def logit_perturbation(model, theta, bracket, X_batch):
     single = v.ndim == 1
     V = v[None] if single else v
     if V.shape[1] != model.P:
-        raise ValueError(f"bracket has {V.shape[1]} entries per pair but the model has P = {model.P}")
+        raise ValueError(
+            f"bracket has {V.shape[1]} entries per pair but the model has P = {model.P}"
+        )
     if isinstance(model, MLP):  # complex-analytic forward pass: exact complex step
         t = 1e-30
         out = model.logits(theta + 1j * t * V, X).imag / t
     else:  # a custom model's logits may not take complex θ: central differences
         norm = np.sqrt(np.sum(V * V, axis=1))
         s = EPS ** (1 / 3) / np.where(norm > 0, norm, 1.0)
-        out = np.stack([(model.logits(theta + s[q] * V[q], X)
-                         - model.logits(theta - s[q] * V[q], X)) / (2 * s[q])
-                        for q in range(V.shape[0])])
+        out = np.stack(
+            [
+                (model.logits(theta + s[q] * V[q], X) - model.logits(theta - s[q] * V[q], X))
+                / (2 * s[q])
+                for q in range(V.shape[0])
+            ]
+        )
     return out[0] if single else out
 
 
@@ -389,16 +425,20 @@ class TensorRMS:
     pairs: np.ndarray
 
     def summary(self) -> str:
-        lines = [f"{'tensor':<8}{'slope':>8}{'corr':>8}{'median rms bracket':>20}"
-                 f"{'median rms grad':>18}"]
+        lines = [
+            f"{'tensor':<8}{'slope':>8}{'corr':>8}{'median rms bracket':>20}{'median rms grad':>18}"
+        ]
         for k in self.slope:
-            lines.append(f"{k:<8}{self.slope[k]:>8.3f}{self.corr[k]:>8.3f}"
-                         f"{np.median(self.rms_bracket[k]):>20.3e}{np.median(self.rms_grad[k]):>18.3e}")
+            lines.append(
+                f"{k:<8}{self.slope[k]:>8.3f}{self.corr[k]:>8.3f}"
+                f"{np.median(self.rms_bracket[k]):>20.3e}{np.median(self.rms_grad[k]):>18.3e}"
+            )
         return "\n".join(lines)
 
 
-def tensor_rms(model, checkpoints, X, Y, pairs=None, h=None, order: int = 2,
-               backend=None) -> TensorRMS:
+def tensor_rms(
+    model, checkpoints, X, Y, pairs=None, h=None, order: int = 2, backend=None
+) -> TensorRMS:
     """RMS of brackets vs RMS of gradients per named tensor, over pairs and checkpoints.
 
     Parameters
@@ -428,7 +468,7 @@ def tensor_rms(model, checkpoints, X, Y, pairs=None, h=None, order: int = 2,
         for k, (sl, _) in model.tensors.items():
             rb[k][c] = np.sqrt(np.mean(b[:, sl] ** 2, axis=1))
             ga, gb = G[pairs[:, 0], sl], G[pairs[:, 1], sl]
-            rg[k][c] = np.sqrt(0.5 * (np.mean(ga ** 2, axis=1) + np.mean(gb ** 2, axis=1)))
+            rg[k][c] = np.sqrt(0.5 * (np.mean(ga**2, axis=1) + np.mean(gb**2, axis=1)))
     slope, intercept, corr = {}, {}, {}
     for k in model.tensors:
         ok = (rb[k] > 0) & (rg[k] > 0)

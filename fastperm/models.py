@@ -87,8 +87,9 @@ class Model:
     @property
     def shape(self):
         """Deprecated name of :attr:`layout` (it is not an array shape)."""
-        warnings.warn("Model.shape is deprecated: use Model.layout", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "Model.shape is deprecated: use Model.layout", DeprecationWarning, stacklevel=2
+        )
         return self.layout
 
     def bracket_aux(self, theta, X, Y, G):
@@ -118,11 +119,14 @@ class Model:
         if Y.ndim == 1:  # K = 1: one target per example; else one example's K targets
             Y = Y[:, None] if self.K == 1 else Y[None, :]
         if Y.shape[1] != self.K:
-            raise ValueError(f"Y has {Y.shape[1]} targets per example but {self.name} has "
-                             f"K = {self.K} outputs")
+            raise ValueError(
+                f"Y has {Y.shape[1]} targets per example but {self.name} has K = {self.K} outputs"
+            )
         if Y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} examples (rows) but Y has {Y.shape[0]}: "
-                             "one row of targets per example")
+            raise ValueError(
+                f"X has {X.shape[0]} examples (rows) but Y has {Y.shape[0]}: "
+                "one row of targets per example"
+            )
         return X, Y
 
     def _check_eval(self, theta, X, Y=_NO_Y):
@@ -132,8 +136,10 @@ class Model:
         if theta.dtype.kind not in "fiuc":
             raise TypeError(f"theta must hold real or complex numbers, got dtype {theta.dtype}")
         if theta.ndim == 0 or theta.shape[-1] != self.P:
-            raise ValueError(f"theta has shape {theta.shape}; {self.name} takes (P,) or a "
-                             f"stack (..., P) with P = {self.P}")
+            raise ValueError(
+                f"theta has shape {theta.shape}; {self.name} takes (P,) or a "
+                f"stack (..., P) with P = {self.P}"
+            )
         if not np.all(np.isfinite(theta)):
             raise ValueError("theta has non-finite value(s) (NaN or inf)")
         if theta.dtype.kind in "iu":
@@ -156,8 +162,10 @@ class Model:
 
     def unflatten(self, theta) -> dict:
         """The named tensors of θ, as views with their shapes."""
-        return {k: theta[..., sl].reshape(theta.shape[:-1] + shape)
-                for k, (sl, shape) in self.tensors.items()}
+        return {
+            k: theta[..., sl].reshape(theta.shape[:-1] + shape)
+            for k, (sl, shape) in self.tensors.items()
+        }
 
     def __repr__(self):
         return f"{self.name}(P={self.P})"
@@ -196,21 +204,32 @@ class MLP(Model):
         L = len(self.sizes) - 1
         self.tensors = {}
         pw, pb, p = [], [], 0
-        for l in range(L):
-            nin, nout = self.sizes[l], self.sizes[l + 1]
+        for layer in range(L):
+            nin, nout = self.sizes[layer], self.sizes[layer + 1]
             pw.append(p)
-            self.tensors[f"W{l + 1}"] = (slice(p, p + nout * nin), (nout, nin))
+            self.tensors[f"W{layer + 1}"] = (slice(p, p + nout * nin), (nout, nin))
             p += nout * nin
             pb.append(p)
             if self.bias:
-                self.tensors[f"b{l + 1}"] = (slice(p, p + nout), (nout,))
+                self.tensors[f"b{layer + 1}"] = (slice(p, p + nout), (nout,))
                 p += nout
         self.P = p
         ao = np.concatenate([[0], np.cumsum(self.sizes[1:])])[:-1]
         # layout: [L, activation, loss, bias, sizes (L+1), W offsets (L), b offsets (L),
         # act offsets (L)]
-        self.layout = np.array([L, ACTIVATIONS[self.activation], LOSSES[self.loss_name],
-                               int(self.bias), *self.sizes, *pw, *pb, *ao], dtype=np.int64)
+        self.layout = np.array(
+            [
+                L,
+                ACTIVATIONS[self.activation],
+                LOSSES[self.loss_name],
+                int(self.bias),
+                *self.sizes,
+                *pw,
+                *pb,
+                *ao,
+            ],
+            dtype=np.int64,
+        )
         self.work_size = int(sum(self.sizes[1:]) + 2 * max(self.sizes))
         #: the bracket drivers use mlp_directional: its work size, and the first
         #: parameter it reads from the stencil points (layers 2.. only)
@@ -219,8 +238,10 @@ class MLP(Model):
         self.stencil_start = pw[1] if L > 1 else self.P
 
     def __repr__(self):
-        return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss_name!r}, "
-                f"P={self.P})")
+        return (
+            f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss_name!r}, "
+            f"P={self.P})"
+        )
 
     @property
     def kernel(self):
@@ -264,11 +285,11 @@ class MLP(Model):
         T = self.unflatten(np.asarray(theta))
         acts = [X]
         L = len(self.sizes) - 1
-        for l in range(L):
-            z = np.einsum("...oi,...bi->...bo", T[f"W{l + 1}"], acts[-1])
+        for layer in range(L):
+            z = np.einsum("...oi,...bi->...bo", T[f"W{layer + 1}"], acts[-1])
             if self.bias:
-                z = z + T[f"b{l + 1}"][..., None, :]
-            acts.append(self._act(z) if l < L - 1 else z)
+                z = z + T[f"b{layer + 1}"][..., None, :]
+            acts.append(self._act(z) if layer < L - 1 else z)
         return T, acts
 
     def _logits(self, theta, X):
@@ -312,13 +333,15 @@ class MLP(Model):
         delta = self._output_delta(z, Y)
         lead = np.broadcast_shapes(theta.shape[:-1] + (1,), z.shape[:-1])
         out = np.zeros(lead + (self.P,), dtype=np.result_type(theta, X, z))
-        for l in range(len(self.sizes) - 2, -1, -1):
-            sl, shape = self.tensors[f"W{l + 1}"]
-            out[..., sl] = (delta[..., :, None] * acts[l][..., None, :]).reshape(lead + (-1,))
+        for layer in range(len(self.sizes) - 2, -1, -1):
+            sl, shape = self.tensors[f"W{layer + 1}"]
+            out[..., sl] = (delta[..., :, None] * acts[layer][..., None, :]).reshape(lead + (-1,))
             if self.bias:
-                out[..., self.tensors[f"b{l + 1}"][0]] = delta
-            if l > 0:
-                delta = np.einsum("...bo,...oi->...bi", delta, T[f"W{l + 1}"]) * self._dact(acts[l])
+                out[..., self.tensors[f"b{layer + 1}"][0]] = delta
+            if layer > 0:
+                delta = np.einsum("...bo,...oi->...bi", delta, T[f"W{layer + 1}"]) * self._dact(
+                    acts[layer]
+                )
         return out
 
 
@@ -335,7 +358,7 @@ class LinearRegression(MLP):
 
 
 class MultiLabelLogistic(MLP):
-    """``z = Wx + b``, K independent sigmoids, loss = mean binary cross-entropy over the K labels."""
+    """``z = Wx + b``, K independent sigmoids, loss: mean binary cross-entropy over the K labels."""
 
     name = "MultiLabelLogistic"
 
@@ -370,15 +393,34 @@ class CustomModel(Model):
 
     name = "CustomModel"
 
-    def __init__(self, kernel, *, P, d, K, work_size=0, layout=(), tensors=None,
-                 numpy_grad=None, loss=None, logits=None, init=None, shape=None):
+    def __init__(
+        self,
+        kernel,
+        *,
+        P,
+        d,
+        K,
+        work_size=0,
+        layout=(),
+        tensors=None,
+        numpy_grad=None,
+        loss=None,
+        logits=None,
+        init=None,
+        shape=None,
+    ):
         if shape is not None:
-            warnings.warn("CustomModel(shape=...) is deprecated: use layout=...",
-                          DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "CustomModel(shape=...) is deprecated: use layout=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             layout = shape
         if not hasattr(kernel, "py_func"):
-            raise TypeError("kernel must be a numba.njit function "
-                            "grad(theta, x, y, layout, work, out, alpha, beta)")
+            raise TypeError(
+                "kernel must be a numba.njit function "
+                "grad(theta, x, y, layout, work, out, alpha, beta)"
+            )
         self.kernel = kernel
         self.P = _checks.as_int("P", P, minimum=1)
         self.d = _checks.as_int("d", d, minimum=1)
@@ -386,17 +428,27 @@ class CustomModel(Model):
         self.work_size = _checks.as_int("work_size", work_size, minimum=0)
         self.layout = np.asarray(layout, dtype=np.int64).reshape(-1)
         self.tensors = tensors or {"theta": (slice(0, self.P), (self.P,))}
-        for name, fn in (("numpy_grad", numpy_grad), ("loss", loss), ("logits", logits),
-                         ("init", init)):
+        for name, fn in (
+            ("numpy_grad", numpy_grad),
+            ("loss", loss),
+            ("logits", logits),
+            ("init", init),
+        ):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}")
-        self._numpy_grad, self._loss_fn, self._logits_fn, self._init = (numpy_grad, loss,
-                                                                        logits, init)
+        self._numpy_grad, self._loss_fn, self._logits_fn, self._init = (
+            numpy_grad,
+            loss,
+            logits,
+            init,
+        )
 
     def _need(self, fn, what):
         if fn is None:
-            raise ValueError(f"model: this CustomModel was given no {what} "
-                             f"(CustomModel(..., {what}=fn) enables it)")
+            raise ValueError(
+                f"model: this CustomModel was given no {what} "
+                f"(CustomModel(..., {what}=fn) enables it)"
+            )
         return fn
 
     def _grad(self, theta, X, Y):

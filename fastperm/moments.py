@@ -61,4 +61,4 @@ def circulant_spectrum(X):
     (n, d//2 + 1)."""
     d = X.shape[1]
     F = np.fft.rfft(X, axis=1)
-    return (F.real ** 2 + F.imag ** 2) / d
+    return (F.real**2 + F.imag**2) / d

@@ -17,8 +17,16 @@ def k_label(k) -> str:
     return "k = 1 (plain SGD)" if k == 1 else f"k = {k}"
 
 
-def figure1(curves: dict, *, d: int, n: int, lr: float, sampling: str,
-            augmentation: str = "permutation", ax=None):
+def figure1(
+    curves: dict,
+    *,
+    d: int,
+    n: int,
+    lr: float,
+    sampling: str,
+    augmentation: str = "permutation",
+    ax=None,
+):
     """Loss curves per k, mean over seeds with a ±1 standard deviation band.
 
     Reproduces Figure 1 of the post "Perturbation Invariant Gradients:
@@ -48,11 +56,17 @@ def figure1(curves: dict, *, d: int, n: int, lr: float, sampling: str,
     else:
         fig = ax.figure
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(curves)))
-    for (k, (steps, loss)), colour in zip(curves.items(), colours):
+    for (k, (steps, loss)), colour in zip(curves.items(), colours, strict=False):
         mean = loss.mean(axis=0)
         sd = loss.std(axis=0)
-        ax.plot(steps, mean, color=colour, lw=2 if math.isinf(k) else 1.5, label=k_label(k),
-                ls="--" if math.isinf(k) else "-")
+        ax.plot(
+            steps,
+            mean,
+            color=colour,
+            lw=2 if math.isinf(k) else 1.5,
+            label=k_label(k),
+            ls="--" if math.isinf(k) else "-",
+        )
         ax.fill_between(steps, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
         if sampling == "fixed" and not math.isinf(k):
             ax.axhline(1 - min(n * k, d) / d, color=colour, ls=":", lw=1)
@@ -61,17 +75,32 @@ def figure1(curves: dict, *, d: int, n: int, lr: float, sampling: str,
     ax.set_ylabel("mean((w − w*)²)")
     ax.set_ylim(bottom=0)
     ax.set_xlim(0, max(s[-1] for s, _ in curves.values()))
-    ax.set_title(f"{augmentation} augmentation, {sampling} copies: d = {d}, n = {n}, "
-                 f"lr = {lr:g}, mean ± sd over {seeds} seeds", fontsize=10)
+    ax.set_title(
+        f"{augmentation} augmentation, {sampling} copies: d = {d}, n = {n}, "
+        f"lr = {lr:g}, mean ± sd over {seeds} seeds",
+        fontsize=10,
+    )
     ax.legend(frameon=False, fontsize=9)
     if sampling == "fixed":
-        ax.text(0.99, 0.01, "dotted: plateau 1 − min(nk, d)/d", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8, color="0.4")
+        ax.text(
+            0.99,
+            0.01,
+            "dotted: plateau 1 − min(nk, d)/d",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="0.4",
+        )
     return fig
 
 
-SCHEME_STYLES = {"vanilla": ("0.45", "-"), "DA k=∞": ("C3", "--"), "FA": ("C2", "-"),
-                 "EA": ("C0", "-.")}
+SCHEME_STYLES = {
+    "vanilla": ("0.45", "-"),
+    "DA k=∞": ("C3", "--"),
+    "FA": ("C2", "-"),
+    "EA": ("C0", "-."),
+}
 
 
 def schemes_figure(results: dict, *, d: int, n: int, lr: float):
@@ -95,21 +124,26 @@ def schemes_figure(results: dict, *, d: int, n: int, lr: float):
     import matplotlib.pyplot as plt
 
     starts = list(dict.fromkeys(s for s, _ in results))
-    fig, axes = plt.subplots(2, len(starts), figsize=(11, 6.5), sharex=True,
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(starts), figsize=(11, 6.5), sharex=True, constrained_layout=True, squeeze=False
+    )
     for col, start in enumerate(starts):
         for (s, label), res in results.items():
             if s != start:
                 continue
             colour, ls = SCHEME_STYLES.get(label, ("C1", "-"))
             z = 3 if ls != "-" else 2  # dashed lines on top: they may coincide with FA
-            axes[0, col].plot(res.steps, res.loss.mean(axis=0), color=colour, ls=ls, label=label,
-                              zorder=z)
-            axes[1, col].plot(res.steps, res.distance.mean(axis=0), color=colour, ls=ls,
-                              label=label, zorder=z)
-        axes[0, col].set_title(f"start {start} span(1)" + (" (w0 = 0)" if start == "inside"
-                                                            else " (w0 ~ N(0, 0.25 I))"),
-                               fontsize=10)
+            axes[0, col].plot(
+                res.steps, res.loss.mean(axis=0), color=colour, ls=ls, label=label, zorder=z
+            )
+            axes[1, col].plot(
+                res.steps, res.distance.mean(axis=0), color=colour, ls=ls, label=label, zorder=z
+            )
+        axes[0, col].set_title(
+            f"start {start} span(1)"
+            + (" (w0 = 0)" if start == "inside" else " (w0 ~ N(0, 0.25 I))"),
+            fontsize=10,
+        )
         axes[0, col].set_ylabel("mean((w − w*)²)")
         axes[0, col].set_ylim(bottom=0)
         axes[1, col].set_ylim(bottom=0)
@@ -117,6 +151,9 @@ def schemes_figure(results: dict, *, d: int, n: int, lr: float):
         axes[1, col].set_xlabel("step")
     axes[0, 0].legend(frameon=False, fontsize=9, loc="upper right")
     runs = next(iter(results.values())).loss.shape[0]
-    fig.suptitle(f"Symmetry schemes on the linear permutation problem: d = {d}, n = {n}, "
-                 f"lr = {lr:g}, mean over {runs} runs", fontsize=11)
+    fig.suptitle(
+        f"Symmetry schemes on the linear permutation problem: d = {d}, n = {n}, "
+        f"lr = {lr:g}, mean over {runs} runs",
+        fontsize=11,
+    )
     return fig

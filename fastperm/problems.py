@@ -47,8 +47,7 @@ class LinearProblem:
             raise ValueError(f"w_star has {w_star.shape[0]} entries but X has d = {d} columns")
         # the problem owns its data: copies (the caller's arrays keep their flags, and a later
         # write to them cannot change a validated problem), read-only from here on
-        X, y, w_star = (np.array(a, dtype=np.float64, order="C", copy=True)
-                        for a in (X, y, w_star))
+        X, y, w_star = (np.array(a, dtype=np.float64, order="C", copy=True) for a in (X, y, w_star))
         for a in (X, y, w_star):
             a.setflags(write=False)
         self.X, self.y, self.w_star = X, y, w_star
@@ -102,8 +101,9 @@ class LinearProblem:
         if W0.ndim == 1:
             W0 = W0[None, :]
         if W0.shape[1] != self.d:
-            raise ValueError(f"w0 has {W0.shape[1]} entries per run but the problem has "
-                             f"d = {self.d}")
+            raise ValueError(
+                f"w0 has {W0.shape[1]} entries per run but the problem has d = {self.d}"
+            )
         if W0.shape[0] not in (1, runs or 1):
             raise ValueError(f"w0 has {W0.shape[0]} rows; expected 1 or one per run ({runs})")
         self.check_start(W0, "w0")
@@ -121,12 +121,17 @@ class LinearProblem:
         if bad.size:
             r = int(bad[0])
             row = f" (run {r})" if W.shape[0] > 1 else ""
-            what = (f"the loss mean((w − w*)²) is {loss[r]}" if not np.isfinite(loss[r])
-                    else "the residuals X·w − y overflow")
-            raise ValueError(f"{name}{row} cannot start training on this problem: {what} "
-                             f"(max |w| = {np.max(np.abs(W[r])):.3g}, max |w*| = "
-                             f"{np.max(np.abs(self.w_star)):.3g}, max |X| = "
-                             f"{np.max(np.abs(self.X)):.3g}); rescale {name} or the problem")
+            what = (
+                f"the loss mean((w − w*)²) is {loss[r]}"
+                if not np.isfinite(loss[r])
+                else "the residuals X·w − y overflow"
+            )
+            raise ValueError(
+                f"{name}{row} cannot start training on this problem: {what} "
+                f"(max |w| = {np.max(np.abs(W[r])):.3g}, max |w*| = "
+                f"{np.max(np.abs(self.w_star)):.3g}, max |X| = "
+                f"{np.max(np.abs(self.X)):.3g}); rescale {name} or the problem"
+            )
 
     def __repr__(self) -> str:
         return f"LinearProblem(n={self.n}, d={self.d})"
@@ -135,7 +140,9 @@ class LinearProblem:
 def as_problem(problem) -> LinearProblem:
     """``problem`` if it is a :class:`LinearProblem`, else a TypeError saying how to make one."""
     if not isinstance(problem, LinearProblem):
-        raise TypeError("problem must be a fastperm.LinearProblem "
-                        f"(LinearProblem.sample(...) or LinearProblem(X, y, w_star)), "
-                        f"got {type(problem).__name__}")
+        raise TypeError(
+            "problem must be a fastperm.LinearProblem "
+            f"(LinearProblem.sample(...) or LinearProblem(X, y, w_star)), "
+            f"got {type(problem).__name__}"
+        )
     return problem

@@ -56,5 +56,7 @@ class TrainResult:
         k = "inf" if math.isinf(self.k) else self.k
         last = self.loss[..., -1]
         last = f"{float(last):.6g}" if np.ndim(last) == 0 else f"mean {np.nanmean(last):.6g}"
-        return (f"TrainResult(k={k}, runs={self.runs}, steps={int(self.steps[-1])}, "
-                f"final loss {last}, {self.ns_per_step:.1f} ns/step, backend={self.backend!r})")
+        return (
+            f"TrainResult(k={k}, runs={self.runs}, steps={int(self.steps[-1])}, "
+            f"final loss {last}, {self.ns_per_step:.1f} ns/step, backend={self.backend!r})"
+        )

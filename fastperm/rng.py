@@ -150,7 +150,7 @@ def resample_indices(seed: int, stream: int, count: int, d: int) -> np.ndarray:
 
 
 def augmented_indices(augmentation: str, seed: int, stream: int, count: int, d: int) -> np.ndarray:
-    """Indices ``p`` such that ``x[p]`` is the augmented copy keyed by ``(seed, stream, counter)``."""
+    """Indices ``p`` such that ``x[p]`` is the copy keyed by ``(seed, stream, counter)``."""
     if augmentation == "permutation":
         return permutation(seed, stream, count, d)
     if augmentation == "resample":
@@ -164,12 +164,12 @@ def word(k: int, q: int) -> int:
 
 
 def gaussian_noise(seed: int, stream: int, count: int, d: int) -> np.ndarray:
-    """The d standard normal draws of ``(seed, stream, counter)`` (Box–Muller on 53-bit uniforms)."""
+    """The d standard normal draws of ``(seed, stream, counter)`` (Box–Muller, 53-bit uniforms)."""
     k = key(seed, stream, count)
     out = np.empty(d)
     for m in range(d):
-        u1 = ((word(k, 2 * m) >> 11) + 1) * 2.0 ** -53
-        u2 = (word(k, 2 * m + 1) >> 11) * 2.0 ** -53
+        u1 = ((word(k, 2 * m) >> 11) + 1) * 2.0**-53
+        u2 = (word(k, 2 * m + 1) >> 11) * 2.0**-53
         out[m] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
     return out
 
@@ -177,7 +177,7 @@ def gaussian_noise(seed: int, stream: int, count: int, d: int) -> np.ndarray:
 def mask_keep(seed: int, stream: int, count: int, d: int, p: float) -> np.ndarray:
     """Which of the d entries a mask with keep probability p keeps (bool array)."""
     draws = Draws(key(seed, stream, count))
-    return np.array([draws.next32() < p * 2.0 ** 32 for _ in range(d)])
+    return np.array([draws.next32() < p * 2.0**32 for _ in range(d)])
 
 
 def cyclic_shift(seed: int, stream: int, count: int, d: int) -> int:

@@ -62,8 +62,20 @@ class SchemeResult:
         return "DA k=∞" if math.isinf(self.k) else f"DA k={int(self.k)}"
 
 
-def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None, seeds=(0,),
-        record_every=1, backend=None, threads=None):
+def run(
+    problem,
+    scheme,
+    *,
+    k=16,
+    sampling="fixed",
+    lr=1e-3,
+    steps=1000,
+    w0=None,
+    seeds=(0,),
+    record_every=1,
+    backend=None,
+    threads=None,
+):
     """Train with one scheme; R runs (one per seed) in one call.
 
     Parameters
@@ -102,18 +114,46 @@ def run(problem, scheme, *, k=16, sampling="fixed", lr=1e-3, steps=1000, w0=None
     R = seeds.shape[0]
     lr_runs = np.full(R, lr)
     out = _runs.run_outputs(R, rec.shape[0] - 1, d)
-    values = {"X": problem.X, "y": problem.y, "w_star": problem.w_star, "W0": W0,
-              "lr": lr_runs, "seeds": seeds, "scheme": codes.SCHEMES[scheme], "k": kk,
-              "fresh": sampling == "fresh", "steps": steps, "record_steps": rec,
-              "dist_out": np.empty_like(out["loss_out"]), **out}
+    values = {
+        "X": problem.X,
+        "y": problem.y,
+        "w_star": problem.w_star,
+        "W0": W0,
+        "lr": lr_runs,
+        "seeds": seeds,
+        "scheme": codes.SCHEMES[scheme],
+        "k": kk,
+        "fresh": sampling == "fresh",
+        "steps": steps,
+        "record_steps": rec,
+        "dist_out": np.empty_like(out["loss_out"]),
+        **out,
+    }
     call = _runs.Call("scheme_runs", values, R, R * steps * 3.0 * d * max(kk, 1))
     done = _runs.run(call, backend=backend, threads=threads)
-    return SchemeResult(scheme, k, rec[:-1], values["loss_out"], values["dist_out"],
-                        values["w_out"], values["status_out"], done.backend)
+    return SchemeResult(
+        scheme,
+        k,
+        rec[:-1],
+        values["loss_out"],
+        values["dist_out"],
+        values["w_out"],
+        values["status_out"],
+        done.backend,
+    )
 
 
-def compare(problem=None, *, k=16, lr=1e-3, steps=1000, seeds=range(5), outside_scale=0.5,
-            record_every=5, backend=None):
+def compare(
+    problem=None,
+    *,
+    k=16,
+    lr=1e-3,
+    steps=1000,
+    seeds=range(5),
+    outside_scale=0.5,
+    record_every=5,
+    backend=None,
+):
     """Every scheme (vanilla, DA k-fold, DA k = ∞, FA, EA) from two starts: inside span(1)
     (w0 = 0) and outside (w0 ~ N(0, outside_scale²) per coordinate, drawn from its own
     stream so that it is independent of the problem's data: a start drawn with the data's
@@ -122,12 +162,23 @@ def compare(problem=None, *, k=16, lr=1e-3, steps=1000, seeds=range(5), outside_
     Returns ``{("inside" | "outside", label): SchemeResult}``.
     """
     problem = problem or LinearProblem.sample(d=400, n=40, seed=0)
-    starts = {"inside": np.zeros(problem.d),
-              "outside": outside_scale * np.random.default_rng(987_654_321).standard_normal(problem.d)}
+    starts = {
+        "inside": np.zeros(problem.d),
+        "outside": outside_scale * np.random.default_rng(987_654_321).standard_normal(problem.d),
+    }
     out = {}
     for where, w0 in starts.items():
         for scheme, kk in (("vanilla", 1), ("da", k), ("da", math.inf), ("fa", 1), ("ea", 1)):
-            res = run(problem, scheme, k=kk, lr=lr, steps=steps, w0=w0, seeds=list(seeds),
-                      record_every=record_every, backend=backend)
+            res = run(
+                problem,
+                scheme,
+                k=kk,
+                lr=lr,
+                steps=steps,
+                w0=w0,
+                seeds=list(seeds),
+                record_every=record_every,
+                backend=backend,
+            )
             out[(where, res.label)] = res
     return out

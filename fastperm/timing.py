@@ -39,18 +39,20 @@ RATIOS = {
 
 
 def stable_lr(d: int) -> float:
-    """Step size 0.4/d: ``lr·E‖x‖² = 0.4`` for x ~ N(0, I_d), stable at every d (1e-3 at d = 400)."""
+    """Step size 0.4/d: ``lr·E‖x‖² = 0.4`` for x ~ N(0, I_d), stable at any d (1e-3 at d = 400)."""
     return 0.4 / d
 
 
-def ns_per_step(problem, method: str, *, steps: int, backend=None, repeat: int = 3,
-                lr: float | None = None) -> float:
+def ns_per_step(
+    problem, method: str, *, steps: int, backend=None, repeat: int = 3, lr: float | None = None
+) -> float:
     """Best-of-``repeat`` wall time per step of one run of ``method`` (a key of :data:`METHODS`)."""
     return measure(problem, [method], steps=steps, backend=backend, repeat=repeat, lr=lr)[method]
 
 
-def measure(problem, methods, *, steps: int, backend=None, repeat: int = 3,
-            lr: float | None = None) -> dict:
+def measure(
+    problem, methods, *, steps: int, backend=None, repeat: int = 3, lr: float | None = None
+) -> dict:
     """ns/step of each method, best of ``repeat``, the methods interleaved round-robin."""
     lr = stable_lr(problem.d) if lr is None else lr
     for m in methods:  # compile (or load the cache) and touch the data
@@ -70,8 +72,9 @@ def ratios(ns: dict) -> dict:
     return {name: ns[a] / ns[b] for name, (a, b) in RATIOS.items() if a in ns and b in ns}
 
 
-def calibrated_steps(problem, method: str, *, backend=None, seconds: float = 0.1,
-                     most: int = 20000, least: int = 5) -> int:
+def calibrated_steps(
+    problem, method: str, *, backend=None, seconds: float = 0.1, most: int = 20000, least: int = 5
+) -> int:
     """Steps that make one run of ``method`` last about ``seconds`` (at most ``most``)."""
     k, sampling = METHODS[method]
     lr = stable_lr(problem.d)
@@ -87,8 +90,16 @@ def calibrated_steps(problem, method: str, *, backend=None, seconds: float = 0.1
     return int(min(most, max(least, steps * seconds / max(took, 1e-9))))
 
 
-def quick_table(backends=None, *, d: int = 400, n: int = 40, steps: int = 20000,
-                seconds_per_run: float = 0.5, repeat: int = 3, progress: bool = True):
+def quick_table(
+    backends=None,
+    *,
+    d: int = 400,
+    n: int = 40,
+    steps: int = 20000,
+    seconds_per_run: float = 0.5,
+    repeat: int = 3,
+    progress: bool = True,
+):
     """Rows ``(backend, method, steps, ns/step)`` for every method and available backend.
 
     Compiled backends run the reference workload (T = ``steps``); slower ones
@@ -119,9 +130,18 @@ def quick_table(backends=None, *, d: int = 400, n: int = 40, steps: int = 20000,
 BRACKET_MLPS = ("64-32-10", "64-256-10")
 
 
-def runs_per_second(method: str, runs: int, *, backend=None, d: int = 400, n: int = 40,
-                    steps: int = 1000, record_every: int = 100, repeat: int = 1,
-                    seed: int = 0) -> float:
+def runs_per_second(
+    method: str,
+    runs: int,
+    *,
+    backend=None,
+    d: int = 400,
+    n: int = 40,
+    steps: int = 1000,
+    record_every: int = 100,
+    repeat: int = 1,
+    seed: int = 0,
+) -> float:
     """Independent training runs per second: ``runs`` runs of ``steps`` steps in one
     :func:`fastperm.train_many` call (seeds 0 … runs − 1), best of ``repeat`` calls.
 
@@ -130,8 +150,14 @@ def runs_per_second(method: str, runs: int, *, backend=None, d: int = 400, n: in
     """
     k, sampling = METHODS[method]
     problem = LinearProblem.sample(d=d, n=n, seed=seed)
-    kw = dict(seeds=np.arange(runs, dtype=np.uint64), lr=stable_lr(d), steps=steps,
-              sampling=sampling, record_every=record_every, backend=backend)
+    kw = dict(
+        seeds=np.arange(runs, dtype=np.uint64),
+        lr=stable_lr(d),
+        steps=steps,
+        sampling=sampling,
+        record_every=record_every,
+        backend=backend,
+    )
     train_many(problem, k, **dict(kw, seeds=np.arange(min(runs, 2), dtype=np.uint64), steps=2))
     best = math.inf
     for _ in range(repeat):
@@ -151,8 +177,9 @@ def bracket_workload(sizes: str, *, B: int = 32, seed: int = 0):
     return model, model.init(seed), X, Y
 
 
-def brackets_per_second(sizes: str, *, backend=None, B: int = 32, repeat: int = 3,
-                        seed: int = 0) -> float:
+def brackets_per_second(
+    sizes: str, *, backend=None, B: int = 32, repeat: int = 3, seed: int = 0
+) -> float:
     """All B(B − 1)/2 brackets of :func:`bracket_workload`, best of ``repeat`` calls with the
     output buffer reused; brackets per second."""
     from . import lie
@@ -168,8 +195,16 @@ def brackets_per_second(sizes: str, *, backend=None, B: int = 32, repeat: int = 
     return B * (B - 1) / 2 / best
 
 
-def closed_form_costs(augmentation, *, d: int = 400, n: int = 40, steps: int = 2000,
-                      k: int = 16, repeat: int = 3, backend=None) -> dict:
+def closed_form_costs(
+    augmentation,
+    *,
+    d: int = 400,
+    n: int = 40,
+    steps: int = 2000,
+    k: int = 16,
+    repeat: int = 3,
+    backend=None,
+) -> dict:
     """ns/step of a k = ∞ run (the closed form) and of a k-fold run (fixed copies) with the
     same augmentation on the reference problem, interleaved, best of ``repeat``.
 
@@ -185,13 +220,30 @@ def closed_form_costs(augmentation, *, d: int = 400, n: int = 40, steps: int = 2
         sigma = augmentation[2]
 
         def run(kk):
-            r = deep_linear.train(problem, net, kk, sigma=sigma, lr=lr / 4, steps=steps,
-                                  record_every=steps, backend=backend)
+            r = deep_linear.train(
+                problem,
+                net,
+                kk,
+                sigma=sigma,
+                lr=lr / 4,
+                steps=steps,
+                record_every=steps,
+                backend=backend,
+            )
             return r.seconds
     else:
+
         def run(kk):
-            return train(problem, kk, lr=lr, steps=steps, augmentation=augmentation,
-                         record_every=steps, backend=backend).seconds
+            return train(
+                problem,
+                kk,
+                lr=lr,
+                steps=steps,
+                augmentation=augmentation,
+                record_every=steps,
+                backend=backend,
+            ).seconds
+
     best = {"k=inf": math.inf, f"k={k}": math.inf}
     run(math.inf), run(k)  # compile
     for _ in range(repeat):

@@ -45,8 +45,21 @@ def _work(k, d, n, steps, fresh, family) -> float:
     return 3.0 * steps * d
 
 
-def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every, backend,
-         cache_bytes, progress, threads):
+def _run(
+    problem,
+    k,
+    lr,
+    seeds,
+    steps,
+    sampling,
+    augmentation,
+    W0,
+    record_every,
+    backend,
+    cache_bytes,
+    progress,
+    threads,
+):
     aug = augment.as_augmentation(augmentation)
     aug.check_d(problem.d)  # for every k: the kernels trust the indices it carries
     if k == 1:
@@ -55,9 +68,16 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
     R = lr.shape[0]
     n, d = problem.X.shape
     fresh = sampling == "fresh"
-    values = {"X": problem.X, "y": problem.y, "w_star": problem.w_star, "W0": W0, "lr": lr,
-              "steps": steps, "record_steps": rec,
-              **_runs.run_outputs(R, rec.shape[0] - 1, d)}
+    values = {
+        "X": problem.X,
+        "y": problem.y,
+        "w_star": problem.w_star,
+        "W0": W0,
+        "lr": lr,
+        "steps": steps,
+        "record_steps": rec,
+        **_runs.run_outputs(R, rec.shape[0] - 1, d),
+    }
     if math.isinf(k):
         _checks.moments_fit(X=problem.X, w0=W0, w_star=problem.w_star)
         family, plan = aug.closed_form(problem.X)
@@ -65,19 +85,30 @@ def _run(problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
         call = _runs.Call(family, values, R, R * _work(k, d, n, steps, fresh, family))
     else:
         kind, fparams, gidx, gptr = aug.sampler()  # says so before any work if there is none
-        values.update(seeds=seeds, k=int(k), fresh=fresh, kind=kind, fparams=fparams,
-                      gidx=gidx, gptr=gptr)
+        values.update(
+            seeds=seeds, k=int(k), fresh=fresh, kind=kind, fparams=fparams, gidx=gidx, gptr=gptr
+        )
         _checks.copies_fit(k, d)
         # keep the fixed copies only if some example is visited twice (within the budget)
         keep = not fresh and k > 1 and steps > n
-        call = _runs.Call("sgd_runs", values, R, R * _work(k, d, n, steps, fresh, "sgd_runs"),
-                          kind=kind, cache_bytes_per_holder=n * int(k) * d * 8 if keep else 0,
-                          cache_bytes=cache_bytes)
+        call = _runs.Call(
+            "sgd_runs",
+            values,
+            R,
+            R * _work(k, d, n, steps, fresh, "sgd_runs"),
+            kind=kind,
+            cache_bytes_per_holder=n * int(k) * d * 8 if keep else 0,
+            cache_bytes=cache_bytes,
+        )
     call.seeds = seeds
     done = _runs.run(call, backend=backend, threads=threads, progress=progress)
     loss, w, status = values["loss_out"], values["w_out"], values["status_out"]
-    meta = {"cache": done.cache, "compile_seconds": done.compile_seconds,
-            "threads": done.threads, "family": call.family}
+    meta = {
+        "cache": done.cache,
+        "compile_seconds": done.compile_seconds,
+        "threads": done.threads,
+        "family": call.family,
+    }
     return rec[:-1], loss, w, status, done.seconds, done.backend, meta
 
 
@@ -100,8 +131,21 @@ def _common(problem, k, steps, sampling, augmentation, record_every, cache_bytes
     return problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads
 
 
-def train(problem, k, *, lr=1e-3, steps=1000, sampling="fixed", augmentation="permutation",
-          w0=None, seed=0, record_every=1, backend=None, cache_bytes=None, threads=None):
+def train(
+    problem,
+    k,
+    *,
+    lr=1e-3,
+    steps=1000,
+    sampling="fixed",
+    augmentation="permutation",
+    w0=None,
+    seed=0,
+    record_every=1,
+    backend=None,
+    cache_bytes=None,
+    threads=None,
+):
     """One training run on a linear problem, as one compiled call.
 
     Parameters
@@ -156,21 +200,58 @@ def train(problem, k, *, lr=1e-3, steps=1000, sampling="fixed", augmentation="pe
         When w becomes non-finite; ``.diverged_step`` holds the step.
     """
     problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
-        problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads)
+        problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads
+    )
     lr = np.array([_checks.as_positive_real("lr", lr)])
     seed = _checks.as_seed("seed", seed)
     W0 = problem.start(w0)
     steps_rec, loss, w, status, seconds, name, meta = _run(
-        problem, k, lr, np.array([seed], dtype=np.uint64), steps, sampling, augmentation, W0,
-        record_every, backend, cache_bytes, False, threads)
-    return TrainResult(steps_rec, loss[0], w[0], None if status[0] < 0 else int(status[0]),
-                       seconds, k, float(lr[0]), seed, sampling, augmentation, name,
-                       meta=meta)
+        problem,
+        k,
+        lr,
+        np.array([seed], dtype=np.uint64),
+        steps,
+        sampling,
+        augmentation,
+        W0,
+        record_every,
+        backend,
+        cache_bytes,
+        False,
+        threads,
+    )
+    return TrainResult(
+        steps_rec,
+        loss[0],
+        w[0],
+        None if status[0] < 0 else int(status[0]),
+        seconds,
+        k,
+        float(lr[0]),
+        seed,
+        sampling,
+        augmentation,
+        name,
+        meta=meta,
+    )
 
 
-def train_many(problem, k, *, seeds=(0,), lr=1e-3, steps=1000, sampling="fixed",
-               augmentation="permutation", w0=None, record_every=1, backend=None,
-               cache_bytes=None, progress=False, threads=None):
+def train_many(
+    problem,
+    k,
+    *,
+    seeds=(0,),
+    lr=1e-3,
+    steps=1000,
+    sampling="fixed",
+    augmentation="permutation",
+    w0=None,
+    record_every=1,
+    backend=None,
+    cache_bytes=None,
+    progress=False,
+    threads=None,
+):
     """Many independent training runs in one compiled call, parallel over runs.
 
     ``seeds`` and ``lr`` are scalars or 1-D sequences, broadcast against each
@@ -199,11 +280,25 @@ def train_many(problem, k, *, seeds=(0,), lr=1e-3, steps=1000, sampling="fixed",
         are the per-run arrays.
     """
     problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
-        problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads)
+        problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads
+    )
     seeds, lr = _checks.seeds_and_lr(seeds, lr)
     W0 = problem.start(w0, lr.shape[0])
     steps_rec, loss, w, status, seconds, name, meta = _run(
-        problem, k, lr, seeds, steps, sampling, augmentation, W0, record_every, backend,
-        cache_bytes, progress, threads)
-    return TrainResult(steps_rec, loss, w, status, seconds, k, lr, seeds, sampling,
-                       augmentation, name, meta=meta)
+        problem,
+        k,
+        lr,
+        seeds,
+        steps,
+        sampling,
+        augmentation,
+        W0,
+        record_every,
+        backend,
+        cache_bytes,
+        progress,
+        threads,
+    )
+    return TrainResult(
+        steps_rec, loss, w, status, seconds, k, lr, seeds, sampling, augmentation, name, meta=meta
+    )

@@ -35,7 +35,9 @@ def backend(request):
     return request.param
 
 
-@pytest.fixture(params=COMPILED or [pytest.param(None, marks=pytest.mark.skip("no compiled backend"))])
+@pytest.fixture(
+    params=COMPILED or [pytest.param(None, marks=pytest.mark.skip("no compiled backend"))]
+)
 def compiled(request):
     """Name of a compiled backend under test (checked against the reference)."""
     return request.param

@@ -33,9 +33,13 @@ from fastperm.deep_linear import train as deep_train
 #: cases derandomised so that CI runs the same ones every time; FASTPERM_FUZZ_EXAMPLES
 #: scales it (e.g. 2000 for a long local run, with a random seed: FASTPERM_FUZZ_RANDOM=1)
 EXAMPLES = int(os.environ.get("FASTPERM_FUZZ_EXAMPLES", "1000"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
-                    derandomize=not os.environ.get("FASTPERM_FUZZ_RANDOM"),
-                    suppress_health_check=list(HealthCheck), database=None)
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not os.environ.get("FASTPERM_FUZZ_RANDOM"),
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 NAMED = (ValueError, TypeError, MemoryError, FloatingPointError)
 CPU = [b for b in ("numpy", "numba", "cython") if b in backends.available()]
 
@@ -50,7 +54,8 @@ entry = st.one_of(ordinary, ordinary, ordinary, extreme, invalid)
 def arrays(shape, elements=entry):
     n = int(np.prod(shape))
     return st.lists(elements, min_size=n, max_size=n).map(
-        lambda v: np.array(v, dtype=np.float64).reshape(shape))
+        lambda v: np.array(v, dtype=np.float64).reshape(shape)
+    )
 
 
 def shapes_off_by_one(shape):
@@ -60,8 +65,11 @@ def shapes_off_by_one(shape):
 
 
 ks = st.one_of(st.sampled_from([1, 2, 3, 5, math.inf]), st.sampled_from([0, -1, 2.5, True, "3"]))
-lrs = st.one_of(st.sampled_from([1e-3, 1e-2, 0.3]), st.sampled_from([3.0, 1e3, 1e308]),
-                st.sampled_from([0.0, -1e-3, math.nan, math.inf]))
+lrs = st.one_of(
+    st.sampled_from([1e-3, 1e-2, 0.3]),
+    st.sampled_from([3.0, 1e3, 1e308]),
+    st.sampled_from([0.0, -1e-3, math.nan, math.inf]),
+)
 steps_ = st.one_of(st.sampled_from([0, 1, 7, 60]), st.sampled_from([-1, 2.0]))
 seeds = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([-1, 2**64, 1.5]))
 samplings = st.sampled_from(["fixed", "fresh", "fixed", "bogus"])
@@ -99,8 +107,9 @@ def augmentations(draw, d, indices=True):
     if kind == "gaussian":
         return Deferred(augment.Gaussian, draw(st.sampled_from([0.0, 0.3, 2.0, -1.0])))
     if kind == "mask":
-        return Deferred(augment.Mask, draw(st.sampled_from([0.2, 1.0, 0.0])),
-                        rescale=draw(st.booleans()))
+        return Deferred(
+            augment.Mask, draw(st.sampled_from([0.2, 1.0, 0.0])), rescale=draw(st.booleans())
+        )
     if kind == "shift":
         return Deferred(augment.CyclicShift)
     size = draw(st.sampled_from([d, d, d - 1, d + 1, 1000]))
@@ -117,7 +126,9 @@ class Problem(fastperm.LinearProblem):
 
     def __repr__(self):
         with np.printoptions(precision=17):
-            return f"Problem(X={self.X.tolist()}, y={self.y.tolist()}, w_star={self.w_star.tolist()})"
+            return (
+                f"Problem(X={self.X.tolist()}, y={self.y.tolist()}, w_star={self.w_star.tolist()})"
+            )
 
 
 @st.composite
@@ -134,6 +145,7 @@ def problems(draw):
 
 
 # -- the rule ----------------------------------------------------------------------------------
+
 
 def outcome(call):
     """``("error", type, message)`` or ``("result", value, divergence warnings)``; any other
@@ -155,7 +167,8 @@ def _expected_warning(w):
     if issubclass(w.category, fastperm.DivergenceWarning):
         return True
     return w.category is RuntimeWarning and any(
-        s in str(w.message) for s in ("stencil measures", "order=4 assumes"))
+        s in str(w.message) for s in ("stencil measures", "order=4 assumes")
+    )
 
 
 def check_same(outcomes, compare):
@@ -185,8 +198,9 @@ def close(a, b, rtol=1e-7):
 
 def same_runs(a, b):
     """Two training results: the same divergence steps, losses and final parameters."""
-    assert np.array_equal(np.asarray(a.diverged_step, dtype=object),
-                          np.asarray(b.diverged_step, dtype=object))
+    assert np.array_equal(
+        np.asarray(a.diverged_step, dtype=object), np.asarray(b.diverged_step, dtype=object)
+    )
     close(a.loss, b.loss)
     ok = np.isfinite(np.atleast_2d(b.w)).all(axis=-1)
     close(np.atleast_2d(a.w)[ok], np.atleast_2d(b.w)[ok])
@@ -194,12 +208,19 @@ def same_runs(a, b):
 
 # -- the cases ---------------------------------------------------------------------------------
 
+
 @st.composite
 def train_cases(draw, indices=False):
     p = draw(problems())
-    kw = dict(k=draw(ks), lr=draw(lrs), steps=draw(steps_), sampling=draw(samplings),
-              augmentation=draw(augmentations(p.d, indices)), seed=draw(seeds),
-              record_every=draw(st.sampled_from([1, 1, 4, 0])))
+    kw = dict(
+        k=draw(ks),
+        lr=draw(lrs),
+        steps=draw(steps_),
+        sampling=draw(samplings),
+        augmentation=draw(augmentations(p.d, indices)),
+        seed=draw(seeds),
+        record_every=draw(st.sampled_from([1, 1, 4, 0])),
+    )
     if draw(st.booleans()):
         kw["w0"] = draw(arrays(draw(shapes_off_by_one((p.d,)))))
     return p, kw
@@ -209,8 +230,10 @@ def run_train(case):
     p, kw = case
     kw = dict(kw)
     k = kw.pop("k")
-    check_same({b: outcome(lambda b=b: fastperm.train(p, k, backend=b, **built(kw)))
-                for b in CPU}, same_runs)
+    check_same(
+        {b: outcome(lambda b=b: fastperm.train(p, k, backend=b, **built(kw))) for b in CPU},
+        same_runs,
+    )
 
 
 @st.composite
@@ -227,22 +250,31 @@ def run_train_many(case):
     p, kw = case
     kw = dict(kw)
     k = kw.pop("k")
-    check_same({b: outcome(lambda b=b: fastperm.train_many(p, k, backend=b, **built(kw)))
-                for b in CPU}, same_runs)
+    check_same(
+        {b: outcome(lambda b=b: fastperm.train_many(p, k, backend=b, **built(kw))) for b in CPU},
+        same_runs,
+    )
 
 
 @st.composite
 def gradient_cases(draw, indices=False):
     n = draw(st.integers(1, 4))
     d = draw(st.integers(1, 6))
-    return dict(w=draw(arrays(draw(shapes_off_by_one((d,))))), x=draw(arrays((n, d))),
-                y=draw(arrays(draw(shapes_off_by_one((n,))))), k=draw(ks), seed=draw(seeds),
-                augmentation=draw(augmentations(d, indices)))
+    return dict(
+        w=draw(arrays(draw(shapes_off_by_one((d,))))),
+        x=draw(arrays((n, d))),
+        y=draw(arrays(draw(shapes_off_by_one((n,))))),
+        k=draw(ks),
+        seed=draw(seeds),
+        augmentation=draw(augmentations(d, indices)),
+    )
 
 
 def run_gradient(kw):
-    check_same({b: outcome(lambda b=b: fastperm.augmented_gradient(backend=b, **built(kw)))
-                for b in CPU}, close)
+    check_same(
+        {b: outcome(lambda b=b: fastperm.augmented_gradient(backend=b, **built(kw))) for b in CPU},
+        close,
+    )
     expected = {k: v for k, v in kw.items() if k in ("w", "x", "y", "augmentation")}
     got = outcome(lambda: fastperm.expected_gradient(**built(expected)))
     if got[0] == "result":
@@ -252,20 +284,31 @@ def run_gradient(kw):
 @st.composite
 def bracket_cases(draw):
     sizes = draw(st.sampled_from([[3, 2], [3, 4, 2], [2, 3, 3, 1]]))
-    m = models.MLP(sizes, activation=draw(st.sampled_from(["tanh", "relu"])),
-                   loss=draw(st.sampled_from(["bce", "mse"])), bias=draw(st.booleans()))
+    m = models.MLP(
+        sizes,
+        activation=draw(st.sampled_from(["tanh", "relu"])),
+        loss=draw(st.sampled_from(["bce", "mse"])),
+        bias=draw(st.booleans()),
+    )
     B = draw(st.integers(1, 4))
     theta = m.init(draw(st.integers(0, 9))) * draw(st.sampled_from([1.0, 1.0, 3.0, 1e100]))
     if draw(st.integers(0, 4)) == 0:
         theta = draw(arrays((m.P,)))
-    X = draw(arrays(draw(shapes_off_by_one((B, m.d))),
-                    st.one_of(ordinary, ordinary, ordinary, extreme, invalid)))
+    X = draw(
+        arrays(
+            draw(shapes_off_by_one((B, m.d))),
+            st.one_of(ordinary, ordinary, ordinary, extreme, invalid),
+        )
+    )
     Y = draw(arrays(draw(shapes_off_by_one((B, m.K))), st.floats(0, 1)))
-    kw = dict(order=draw(st.sampled_from([2, 2, 4, 3])),
-              h=draw(st.sampled_from([None, None, 1e-4, 5e-324, 1e300, -1.0])))
+    kw = dict(
+        order=draw(st.sampled_from([2, 2, 4, 3])),
+        h=draw(st.sampled_from([None, None, 1e-4, 5e-324, 1e300, -1.0])),
+    )
     if draw(st.booleans()):
-        kw["pairs"] = draw(st.lists(st.tuples(st.integers(-1, B), st.integers(-1, B)),
-                                    min_size=1, max_size=4))
+        kw["pairs"] = draw(
+            st.lists(st.tuples(st.integers(-1, B), st.integers(-1, B)), min_size=1, max_size=4)
+        )
     return m, theta, X, Y, kw
 
 
@@ -296,9 +339,14 @@ def run_brackets(case):
 @st.composite
 def scheme_cases(draw):
     p = draw(problems())
-    kw = dict(scheme=draw(st.sampled_from(["vanilla", "da", "fa", "ea", "bogus"])), k=draw(ks),
-              lr=draw(lrs), steps=draw(steps_), sampling=draw(samplings),
-              seeds=draw(st.lists(seeds, min_size=1, max_size=2)))
+    kw = dict(
+        scheme=draw(st.sampled_from(["vanilla", "da", "fa", "ea", "bogus"])),
+        k=draw(ks),
+        lr=draw(lrs),
+        steps=draw(steps_),
+        sampling=draw(samplings),
+        seeds=draw(st.lists(seeds, min_size=1, max_size=2)),
+    )
     if draw(st.booleans()):
         kw["w0"] = draw(arrays(draw(shapes_off_by_one((p.d,)))))
     return p, kw
@@ -307,16 +355,20 @@ def scheme_cases(draw):
 def run_schemes(case):
     p, kw = case
     impl = [b for b in CPU if b in ("numpy", "numba")]
-    check_same({b: outcome(lambda b=b: schemes.run(p, backend=b, **kw)) for b in impl},
-               same_runs)
+    check_same({b: outcome(lambda b=b: schemes.run(p, backend=b, **kw)) for b in impl}, same_runs)
 
 
 @st.composite
 def deep_linear_cases(draw):
     p = draw(problems())
     net = DeepLinear([p.d, draw(st.integers(1, 3)), 1])
-    kw = dict(k=draw(ks), sigma=draw(st.sampled_from([0.0, 0.3, -1.0, math.inf])),
-              lr=draw(lrs), steps=draw(steps_), sampling=draw(samplings))
+    kw = dict(
+        k=draw(ks),
+        sigma=draw(st.sampled_from([0.0, 0.3, -1.0, math.inf])),
+        lr=draw(lrs),
+        steps=draw(steps_),
+        sampling=draw(samplings),
+    )
     if draw(st.booleans()):
         kw["theta0"] = draw(arrays((net.P,)))
     return p, net, kw
@@ -327,5 +379,6 @@ def run_deep_linear(case):
     kw = dict(kw)
     k = kw.pop("k")
     impl = [b for b in CPU if b in ("numpy", "numba")]
-    check_same({b: outcome(lambda b=b: deep_train(p, net, k, backend=b, **kw)) for b in impl},
-               same_runs)
+    check_same(
+        {b: outcome(lambda b=b: deep_train(p, net, k, backend=b, **kw)) for b in impl}, same_runs
+    )

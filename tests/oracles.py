@@ -23,4 +23,6 @@ def linear_brackets(theta, X, y, bias=True):
     Xt = np.hstack([X, np.ones((X.shape[0], 1))]) if bias else X
     r = Xt @ theta - y
     dots = Xt @ Xt.T
-    return dots[:, :, None] * (r[:, None, None] * Xt[None, :, :] - r[None, :, None] * Xt[:, None, :])
+    return dots[:, :, None] * (
+        r[:, None, None] * Xt[None, :, :] - r[None, :, None] * Xt[:, None, :]
+    )

@@ -34,8 +34,13 @@ def test_unavailable_backend_says_why(monkeypatch):
 
 def test_progress_chunks_do_not_change_results(compiled):
     p = fastperm.LinearProblem.sample(d=8, n=3, seed=1)
-    kw = dict(seeds=range(7), lr=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07], steps=20,
-              sampling="fresh", backend=compiled)
+    kw = dict(
+        seeds=range(7),
+        lr=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07],
+        steps=20,
+        sampling="fresh",
+        backend=compiled,
+    )
     a = fastperm.train_many(p, 3, **kw)
     b = fastperm.train_many(p, 3, progress=True, **kw)
     np.testing.assert_array_equal(a.loss, b.loss)
@@ -46,9 +51,11 @@ def test_import_is_light_and_submodules_lazy():
     import subprocess
     import sys
 
-    code = ("import sys, fastperm; assert 'numba' not in sys.modules, 'numba imported'; "
-            "assert fastperm.lie.brackets and fastperm.models.MLP and fastperm.timing.METHODS; "
-            "print('ok')")
+    code = (
+        "import sys, fastperm; assert 'numba' not in sys.modules, 'numba imported'; "
+        "assert fastperm.lie.brackets and fastperm.models.MLP and fastperm.timing.METHODS; "
+        "print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
@@ -92,6 +99,8 @@ def test_auto_skips_backends_without_a_needed_kernel(monkeypatch):
     monkeypatch.setattr(backends, "AUTO", ("cython", "numpy"))
     assert backends.get(needs="scheme_runs").name == "numpy"
     assert backends.get().name == "cython"
-    with pytest.raises(ValueError, match="backend 'cython' does not implement deep_linear_runs; "
-                                         "backends that do: .*numpy"):
+    with pytest.raises(
+        ValueError,
+        match="backend 'cython' does not implement deep_linear_runs; backends that do: .*numpy",
+    ):
         backends.get("cython", needs="deep_linear_runs")

@@ -10,41 +10,74 @@ import warnings
 
 import numpy as np
 import pytest
+from tolerance import rel_max
 
 import fastperm
 from fastperm import augment, backends, lie, models, schemes
 from fastperm.deep_linear import DeepLinear
 from fastperm.deep_linear import train as deep_train
-from tolerance import rel_max
 
 TD = np.array([1, 2, 3], dtype="timedelta64[s]")
 
 
 # -- arrays: ragged nestings and non-real dtypes are refused by name --------------------------
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: fastperm.LinearProblem([[1, 2], [3]], [1, 2], [1, 1]), "X"),
-    (lambda: fastperm.train(fastperm.LinearProblem.sample(d=2, n=2), 1, w0=[[1, 2], [3]]), "w0"),
-    (lambda: fastperm.expected_gradient(np.ones(2), [[1, 2], [3]], [1, 2]), "x"),
-    (lambda: lie.brackets(models.MLP([2, 2]), np.zeros(6), np.ones((2, 2)), [[1, 0], [1]]), "Y"),
-])
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: fastperm.LinearProblem([[1, 2], [3]], [1, 2], [1, 1]), "X"),
+        (
+            lambda: fastperm.train(fastperm.LinearProblem.sample(d=2, n=2), 1, w0=[[1, 2], [3]]),
+            "w0",
+        ),
+        (lambda: fastperm.expected_gradient(np.ones(2), [[1, 2], [3]], [1, 2]), "x"),
+        (
+            lambda: lie.brackets(models.MLP([2, 2]), np.zeros(6), np.ones((2, 2)), [[1, 0], [1]]),
+            "Y",
+        ),
+    ],
+)
 def test_ragged_arrays_named(call, name):
     with pytest.raises(ValueError, match=f"^{name} is ragged"):
         call()
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: fastperm.LinearProblem(np.ones((2, 3)).astype("timedelta64[s]"), np.ones(2),
-                                    np.ones(3)), "X"),
-    (lambda: fastperm.augmented_gradient(TD, np.ones(3), 1.0, 2), "w"),
-    (lambda: fastperm.train(fastperm.LinearProblem.sample(d=3, n=2), 1,
-                            lr=np.timedelta64(1, "s")), "lr"),
-    (lambda: fastperm.train(fastperm.LinearProblem.sample(d=3, n=2), 1,
-                            steps=np.timedelta64(1, "s")), "steps"),
-    (lambda: augment.BlockPermutation([TD]), r"groups\[0\]"),
-    (lambda: lie.brackets(models.MLP([2, 2]), np.zeros(6), np.ones((2, 2)), np.ones((2, 2)),
-                          pairs=np.array([[0, 1]], dtype="timedelta64[s]")), "pairs"),
-])
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (
+            lambda: fastperm.LinearProblem(
+                np.ones((2, 3)).astype("timedelta64[s]"), np.ones(2), np.ones(3)
+            ),
+            "X",
+        ),
+        (lambda: fastperm.augmented_gradient(TD, np.ones(3), 1.0, 2), "w"),
+        (
+            lambda: fastperm.train(
+                fastperm.LinearProblem.sample(d=3, n=2), 1, lr=np.timedelta64(1, "s")
+            ),
+            "lr",
+        ),
+        (
+            lambda: fastperm.train(
+                fastperm.LinearProblem.sample(d=3, n=2), 1, steps=np.timedelta64(1, "s")
+            ),
+            "steps",
+        ),
+        (lambda: augment.BlockPermutation([TD]), r"groups\[0\]"),
+        (
+            lambda: lie.brackets(
+                models.MLP([2, 2]),
+                np.zeros(6),
+                np.ones((2, 2)),
+                np.ones((2, 2)),
+                pairs=np.array([[0, 1]], dtype="timedelta64[s]"),
+            ),
+            "pairs",
+        ),
+    ],
+)
 def test_timedelta_is_not_a_number(call, name):
     """NumPy files timedelta64 under the integers; it is refused like any non-real dtype."""
     with pytest.raises((TypeError, ValueError), match=f"^{name}"):
@@ -52,6 +85,7 @@ def test_timedelta_is_not_a_number(call, name):
 
 
 # -- models: shapes, non-finite values and missing targets named ------------------------------
+
 
 @pytest.fixture
 def mlp():
@@ -86,8 +120,16 @@ def test_brackets_name_the_argument(mlp):
 
 
 @pytest.mark.parametrize("name", backends.available())
-@pytest.mark.parametrize("n, exc", [(2.5, TypeError), (True, TypeError), ("2", TypeError),
-                                    (np.float64(2), TypeError), (0, ValueError)])
+@pytest.mark.parametrize(
+    "n, exc",
+    [
+        (2.5, TypeError),
+        (True, TypeError),
+        ("2", TypeError),
+        (np.float64(2), TypeError),
+        (0, ValueError),
+    ],
+)
 def test_set_threads_same_refusals_on_every_backend(name, n, exc):
     kern = backends.get(name)
     with pytest.raises(exc, match="^threads must be"):
@@ -109,17 +151,33 @@ def test_scalar_parameters_checked():
 
 # -- a start where training cannot begin is an error of the argument -------------------------
 
-@pytest.mark.parametrize("call, match", [
-    (lambda p: fastperm.train(p, 1, w0=np.full(4, 1e200), steps=0), "^w0 cannot start"),
-    (lambda p: fastperm.train(p, 3, w0=np.full(4, 1e200), steps=5), "^w0 cannot start"),
-    (lambda p: fastperm.train_many(p, 2, seeds=[0, 1], w0=[np.zeros(4), np.full(4, 1e155)]),
-     r"^w0 \(run 1\) cannot start training"),
-    (lambda p: schemes.run(p, "fa", w0=np.full(4, 1e200), steps=3), "^w0 cannot start"),
-    (lambda p: fastperm.train(fastperm.LinearProblem(p.X, p.y, np.full(4, 1e200)), 1),
-     "^w0 cannot start"),  # the default start, w* too large
-    (lambda p: deep_train(p, DeepLinear([4, 3, 1]), 2, sigma=0.1,
-                          theta0=np.full(DeepLinear([4, 3, 1]).P, 1e120)), "^theta0 cannot start"),
-])
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda p: fastperm.train(p, 1, w0=np.full(4, 1e200), steps=0), "^w0 cannot start"),
+        (lambda p: fastperm.train(p, 3, w0=np.full(4, 1e200), steps=5), "^w0 cannot start"),
+        (
+            lambda p: fastperm.train_many(p, 2, seeds=[0, 1], w0=[np.zeros(4), np.full(4, 1e155)]),
+            r"^w0 \(run 1\) cannot start training",
+        ),
+        (lambda p: schemes.run(p, "fa", w0=np.full(4, 1e200), steps=3), "^w0 cannot start"),
+        (
+            lambda p: fastperm.train(fastperm.LinearProblem(p.X, p.y, np.full(4, 1e200)), 1),
+            "^w0 cannot start",
+        ),  # the default start, w* too large
+        (
+            lambda p: deep_train(
+                p,
+                DeepLinear([4, 3, 1]),
+                2,
+                sigma=0.1,
+                theta0=np.full(DeepLinear([4, 3, 1]).P, 1e120),
+            ),
+            "^theta0 cannot start",
+        ),
+    ],
+)
 def test_non_finite_start_refused(backend, call, match):
     """Before: ``loss == [inf]`` and no divergence for steps = 0; "diverged at step 1" on the
     compiled backends but step 0 on NumPy (schemes) for steps > 0."""
@@ -129,25 +187,30 @@ def test_non_finite_start_refused(backend, call, match):
 
 
 def test_divergence_message_names_what_overflowed(small):
-    with pytest.warns(fastperm.DivergenceWarning,
-                      match=r"diverged at step \d+ \(a residual, parameter or loss overflowed\)"):
+    with pytest.warns(
+        fastperm.DivergenceWarning,
+        match=r"diverged at step \d+ \(a residual, parameter or loss overflowed\)",
+    ):
         fastperm.train(small, 1, lr=1e3, steps=400)
 
 
 # -- non-finite gradients: one FloatingPointError on every backend ---------------------------
+
 
 def test_augmented_gradient_overflow_raises_everywhere(backend):
     """Before: inf with no warning on numba and cython, a RuntimeWarning on numpy."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no backend-specific RuntimeWarning first
         with pytest.raises(FloatingPointError, match="augmented gradient are not finite"):
-            fastperm.augmented_gradient(np.full(4, 1e200), np.full(4, 1e200), 1.0, 3,
-                                        backend=backend)
+            fastperm.augmented_gradient(
+                np.full(4, 1e200), np.full(4, 1e200), 1.0, 3, backend=backend
+            )
         with pytest.raises(FloatingPointError, match="expected gradient are not finite"):
             fastperm.expected_gradient(np.full(4, 1e200), np.full(4, 1e200), 1.0)
 
 
 # -- brackets: the first-layer shortcut without overflow; h checked --------------------------
+
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("scale", [1e200, 1e307])

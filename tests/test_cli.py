@@ -10,20 +10,55 @@ from fastperm import cli
 
 def test_figure1_small(tmp_path, capsys):
     out = tmp_path / "f.png"
-    code = cli.main(["figure1", "--seeds", "2", "--steps", "50", "--d", "20", "--n", "4",
-                     "--out", str(out), "--quiet"])
+    code = cli.main(
+        [
+            "figure1",
+            "--seeds",
+            "2",
+            "--steps",
+            "50",
+            "--d",
+            "20",
+            "--n",
+            "4",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert out.exists() and out.stat().st_size > 10_000
     text = capsys.readouterr().out
     assert "step 10" in text and "step 25" in text and "step 50" in text
-    rows = [line.split()[0] for line in text.splitlines() if line[:6].strip() in
-            {"1", "2", "4", "8", "16", "inf"}]
+    rows = [
+        line.split()[0]
+        for line in text.splitlines()
+        if line[:6].strip() in {"1", "2", "4", "8", "16", "inf"}
+    ]
     assert rows == ["1", "2", "4", "8", "16", "inf"]
 
 
 def test_figure1_fresh_and_custom_k(tmp_path, capsys):
-    code = cli.main(["figure1", "--seeds", "1", "--steps", "20", "--d", "10", "--n", "3",
-                     "--sampling", "fresh", "--k", "1,inf", "--out", "", "--quiet"])
+    code = cli.main(
+        [
+            "figure1",
+            "--seeds",
+            "1",
+            "--steps",
+            "20",
+            "--d",
+            "10",
+            "--n",
+            "3",
+            "--sampling",
+            "fresh",
+            "--k",
+            "1,inf",
+            "--out",
+            "",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert "fresh permutation" in capsys.readouterr().out
 

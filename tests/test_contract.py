@@ -77,8 +77,11 @@ def test_no_backend_kernel_outside_the_contract():
     for name in _backend_names():
         mod = backends.get(name)
         public = [a for a in dir(mod) if not a.startswith("_")]
-        kernels = [a for a in public if a.endswith(("_runs", "_grads", "_gradient"))
-                   or a.startswith("brackets_")]
+        kernels = [
+            a
+            for a in public
+            if a.endswith(("_runs", "_grads", "_gradient")) or a.startswith("brackets_")
+        ]
         extra = set(kernels) - set(contract.FAMILIES)
         assert not extra, (name, extra)
 
@@ -114,7 +117,7 @@ def _imports(path):
     for node in tree.body:  # module level only: imports inside functions run later
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - node.level + 1]
+                base = package[: len(package) - node.level + 1]
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
@@ -129,8 +132,12 @@ def _imports(path):
 
 def _is_module(name):
     base = ROOT.parent.joinpath(*name.split("."))
-    return base.with_suffix(".py").exists() or (base / "__init__.py").exists() or any(
-        base.parent.glob(base.name + ".*.so")) or base.with_suffix(".pyx").exists()
+    return (
+        base.with_suffix(".py").exists()
+        or (base / "__init__.py").exists()
+        or any(base.parent.glob(base.name + ".*.so"))
+        or base.with_suffix(".pyx").exists()
+    )
 
 
 def _module_name(path):
@@ -153,7 +160,7 @@ def test_no_module_level_import_cycle():
         stack.append(m)
         for nxt in graph[m]:
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt]
                 # a submodule importing a name from its own package's __init__ while that
                 # __init__ imports the submodule is a real cycle too
                 raise AssertionError(" -> ".join(cycle))
@@ -170,8 +177,14 @@ def test_no_module_level_import_cycle():
 def test_backends_do_not_import_front_ends():
     """Imports run one way: backends import only the RNG specification and the leaf modules
     (codes, moments, knobs, _jit), never a front end, the harness or the contract."""
-    allowed = {"fastperm.rng", "fastperm.codes", "fastperm.moments", "fastperm.knobs",
-               "fastperm._jit", "fastperm"}
+    allowed = {
+        "fastperm.rng",
+        "fastperm.codes",
+        "fastperm.moments",
+        "fastperm.knobs",
+        "fastperm._jit",
+        "fastperm",
+    }
     for path in (ROOT / "backends").rglob("*.py"):
         mod = _module_name(path)
         if mod in ("fastperm.backends", "fastperm.backends.contract"):

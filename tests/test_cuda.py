@@ -24,7 +24,8 @@ from fastperm.train import record_steps
 pytestmark = pytest.mark.skipif(
     not {"cuda", "numba"} <= set(backends.available()),
     reason="needs the cuda backend (pip install numba-cuda; a GPU or NUMBA_ENABLE_CUDASIM=1) "
-           "and numba: " + backends.unavailable().get("cuda", ""))
+    "and numba: " + backends.unavailable().get("cuda", ""),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,9 +56,16 @@ def test_deterministic_runs_match_numba(problem, k, augmentation):
     assert _rel(b.w, a.w) < 1e-10
 
 
-@pytest.mark.parametrize("sampling,augmentation,cache_bytes", [
-    ("fixed", "permutation", 2**20), ("fixed", "permutation", 0), ("fixed", "resample", 2**20),
-    ("fresh", "permutation", 2**20), ("fresh", "resample", 0)])
+@pytest.mark.parametrize(
+    "sampling,augmentation,cache_bytes",
+    [
+        ("fixed", "permutation", 2**20),
+        ("fixed", "permutation", 0),
+        ("fixed", "resample", 2**20),
+        ("fresh", "permutation", 2**20),
+        ("fresh", "resample", 0),
+    ],
+)
 def test_kfold_same_permutations_same_curve(problem, sampling, augmentation, cache_bytes):
     kw = dict(KW, sampling=sampling, augmentation=augmentation, cache_bytes=cache_bytes)
     a = fastperm.train_many(problem, 3, backend="numba", **kw)
@@ -81,10 +89,12 @@ def test_block_size_does_not_change_results(problem):
 @pytest.mark.parametrize("augmentation", ["permutation", "resample"])
 def test_augmented_gradient_matches_numba(problem, augmentation):
     w = np.linspace(-1, 1, problem.d)
-    a = fastperm.augmented_gradient(w, problem.X, problem.y, 4, seed=9,
-                                    augmentation=augmentation, backend="numba")
-    b = fastperm.augmented_gradient(w, problem.X, problem.y, 4, seed=9,
-                                    augmentation=augmentation, backend="cuda")
+    a = fastperm.augmented_gradient(
+        w, problem.X, problem.y, 4, seed=9, augmentation=augmentation, backend="numba"
+    )
+    b = fastperm.augmented_gradient(
+        w, problem.X, problem.y, 4, seed=9, augmentation=augmentation, backend="cuda"
+    )
     assert _rel(b, a) < 1e-12
 
 
@@ -104,8 +114,11 @@ def test_divergence_same_step_as_numba():
 def test_device_generator_matches_spec(d):
     from fastperm.backends.numba_cuda import rng as dev
 
-    for seed, stream, index, copy in [(0, 0, 0, 1), (2**64 - 1, 1, 2**32 - 1, 2**32 - 1),
-                                      (7, 0, 123, 9)]:
+    for seed, stream, index, copy in [
+        (0, 0, 0, 1),
+        (2**64 - 1, 1, 2**32 - 1, 2**32 - 1),
+        (7, 0, 123, 9),
+    ]:
         want = spec.permutation(seed, stream, spec.counter(index, copy), d)
         np.testing.assert_array_equal(dev.permutation(seed, stream, index, copy, d), want)
         want = spec.resample_indices(seed, stream, spec.counter(index, copy), d)
@@ -131,9 +144,19 @@ def test_device_arrays_in_and_out(problem):
     cu = backends.get("cuda")
     rec = record_steps(10, 5)
     R = 2
-    loss, w, status = np.empty((R, rec.shape[0] - 1)), np.empty((R, problem.d)), np.empty(R, np.int64)
-    args = (problem.X, problem.y, problem.w_star, np.zeros((1, problem.d)), np.array([0.05, 0.1]),
-            np.array([1, 2], dtype=np.uint64))
+    loss, w, status = (
+        np.empty((R, rec.shape[0] - 1)),
+        np.empty((R, problem.d)),
+        np.empty(R, np.int64),
+    )
+    args = (
+        problem.X,
+        problem.y,
+        problem.w_star,
+        np.zeros((1, problem.d)),
+        np.array([0.05, 0.1]),
+        np.array([1, 2], dtype=np.uint64),
+    )
     sampler = fastperm.augment.Permutation().sampler()
     cu.sgd_runs(*args, 3, 10, False, *sampler, rec, True, loss, w, status)
     dargs = [cuda.to_device(a) for a in args]
@@ -216,8 +239,13 @@ def test_auto_never_picks_cuda():
 
 
 def test_info_reports_device():
-    out = subprocess.run([sys.executable, "-m", "fastperm.cli", "info"], capture_output=True,
-                         text=True, timeout=300, env=dict(os.environ))
+    out = subprocess.run(
+        [sys.executable, "-m", "fastperm.cli", "info"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert out.returncode == 0, out.stderr
     assert "cuda:" in out.stdout
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
@@ -226,16 +254,19 @@ def test_info_reports_device():
 
 def test_without_gpu_the_error_says_what_is_missing():
     """No simulator and no driver: asking for the backend names the missing piece."""
-    code = ("import fastperm\n"
-            "try:\n"
-            "    fastperm.train(fastperm.LinearProblem.sample(d=3, n=2), 1, backend='cuda')\n"
-            "except fastperm.backends.BackendUnavailableError as e:\n"
-            "    print('ERROR', e)\n"
-            "else:\n"
-            "    print('RAN')\n")
+    code = (
+        "import fastperm\n"
+        "try:\n"
+        "    fastperm.train(fastperm.LinearProblem.sample(d=3, n=2), 1, backend='cuda')\n"
+        "except fastperm.backends.BackendUnavailableError as e:\n"
+        "    print('ERROR', e)\n"
+        "else:\n"
+        "    print('RAN')\n"
+    )
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stderr
     if out.stdout.startswith("RAN"):
         pytest.skip("a GPU is present here")

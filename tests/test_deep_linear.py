@@ -2,7 +2,6 @@
 finite differences of the expected loss; compiled training vs the NumPy reference."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -40,10 +39,12 @@ def test_expected_gradient_vs_monte_carlo(sizes, point):
     r = Xn @ v - y
     a = [None] * (net.L + 1)
     a[net.L] = u
-    for l in range(net.L, 0, -1):
-        a[l - 1] = Ws[l - 1].T @ a[l]
-    parts = [(r[:, None, None] * a[l][None, :, None] * h[l - 1][:, None, :]).reshape(len(r), -1)
-             for l in range(1, net.L + 1)]
+    for layer in range(net.L, 0, -1):
+        a[layer - 1] = Ws[layer - 1].T @ a[layer]
+    parts = [
+        (r[:, None, None] * a[layer][None, :, None] * h[layer - 1][:, None, :]).reshape(len(r), -1)
+        for layer in range(1, net.L + 1)
+    ]
     G = np.concatenate(parts + [r[:, None] * h[net.L]], axis=1)
     exact = net.expected_grad(theta, x, y, sigma)
     se = G.std(axis=0, ddof=1) / math.sqrt(G.shape[0])
@@ -62,11 +63,15 @@ def test_expected_gradient_is_gradient_of_ridge_on_v(sizes, point):
 
     def expected_loss(th):
         v = net.end_to_end(th)
-        return 0.5 * (v @ x - y) ** 2 + 0.5 * sigma ** 2 * v @ v
+        return 0.5 * (v @ x - y) ** 2 + 0.5 * sigma**2 * v @ v
 
     h = 1e-6
-    fd = np.array([(expected_loss(theta + h * e) - expected_loss(theta - h * e)) / (2 * h)
-                   for e in np.eye(net.P)])
+    fd = np.array(
+        [
+            (expected_loss(theta + h * e) - expected_loss(theta - h * e)) / (2 * h)
+            for e in np.eye(net.P)
+        ]
+    )
     np.testing.assert_allclose(net.expected_grad(theta, x, y, sigma), fd, rtol=1e-7, atol=1e-8)
 
 
@@ -76,8 +81,7 @@ def test_expected_gradient_is_gradient_of_ridge_on_v(sizes, point):
 def test_compiled_training_matches_reference(sizes, k, sampling):
     problem = fastperm.LinearProblem.sample(d=5, n=4, seed=1)
     net = dl.DeepLinear(sizes)
-    kw = dict(sigma=0.4, seeds=[1, 2**64 - 1], lr=0.02, steps=40, sampling=sampling,
-              record_every=3)
+    kw = dict(sigma=0.4, seeds=[1, 2**64 - 1], lr=0.02, steps=40, sampling=sampling, record_every=3)
     a = dl.train(problem, net, k, backend="numba", **kw)
     b = dl.train(problem, net, k, backend="numpy", **kw)
     assert np.abs(a.loss - b.loss).max() < 1e-12 * np.abs(b.loss).max()

@@ -35,11 +35,15 @@ def test_run_small(tmp_path):
     a, b = res["pairs"][4]
     br = lie.brackets(m, theta, Xte[:6], Yte[:6], pairs=[(a, b)])[0]
     J = lie.logit_perturbation(m, theta, br, Xte[:32])
-    np.testing.assert_allclose(res["per_logit"][4], np.sqrt(np.mean(J ** 2, axis=0)), rtol=1e-9)
+    np.testing.assert_allclose(res["per_logit"][4], np.sqrt(np.mean(J**2, axis=0)), rtol=1e-9)
     assert "slope" in res["summary"] and "confuses most" in res["summary"]
 
 
 def test_cli(tmp_path, capsys):
-    assert cli.main(["lie-digits", "--out", str(tmp_path), "--steps", "20", "--hidden", "6",
-                     "--quiet"]) == 0
+    assert (
+        cli.main(
+            ["lie-digits", "--out", str(tmp_path), "--steps", "20", "--hidden", "6", "--quiet"]
+        )
+        == 0
+    )
     assert "(c) digits the model confuses most" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from fastperm import augment
 
 def _exhaustive_gradient(copies, probs, w, x, y):
     """E[(wᵀx' − y) x'] over an enumerated distribution."""
-    return sum(p * (c @ w - y) * c for c, p in zip(copies, probs))
+    return sum(p * (c @ w - y) * c for c, p in zip(copies, probs, strict=False))
 
 
 def _cyclic_copies(x):
@@ -39,7 +39,7 @@ def _block_copies(x, groups):
     copies = []
     for choice in itertools.product(*per_group):
         c = x.copy()
-        for g, perm in zip(groups, choice):
+        for g, perm in zip(groups, choice, strict=False):
             c[list(g)] = x[list(perm)]
         copies.append(c)
     return copies, [1 / len(copies)] * len(copies)
@@ -57,10 +57,17 @@ def test_cyclic_shift_exhaustive(d):
     x, w, y = rs.standard_normal(d), rs.standard_normal(d), 1.3
     copies, probs = _cyclic_copies(x)
     aug = augment.CyclicShift()
-    np.testing.assert_allclose(aug.expected_gradient(w, x, y),
-                               _exhaustive_gradient(copies, probs, w, x, y), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(aug.second_moment(x), sum(p * np.outer(c, c) for c, p in
-                                                         zip(copies, probs)), atol=1e-12)
+    np.testing.assert_allclose(
+        aug.expected_gradient(w, x, y),
+        _exhaustive_gradient(copies, probs, w, x, y),
+        rtol=0,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        aug.second_moment(x),
+        sum(p * np.outer(c, c) for c, p in zip(copies, probs, strict=False)),
+        atol=1e-12,
+    )
     M = aug.second_moment(x)  # circulant and symmetric
     np.testing.assert_allclose(M, M.T, atol=1e-14)
     np.testing.assert_allclose(M[1:, 1:], M[:-1, :-1], atol=1e-14)
@@ -77,8 +84,15 @@ def test_mask_exhaustive(example, p, rescale):
         np.testing.assert_allclose(augment.Mask(p, True).mean(x), x, atol=1e-15)
 
 
-@pytest.mark.parametrize("groups", [[[0, 2, 4], [1], [3, 5]], [[0, 1, 2, 3, 4, 5]],
-                                    [[5, 0], [1, 4], [2, 3]], [[i] for i in range(6)]])
+@pytest.mark.parametrize(
+    "groups",
+    [
+        [[0, 2, 4], [1], [3, 5]],
+        [[0, 1, 2, 3, 4, 5]],
+        [[5, 0], [1, 4], [2, 3]],
+        [[i] for i in range(6)],
+    ],
+)
 def test_block_permutation_exhaustive(example, groups):
     x, w, y = example
     copies, probs = _block_copies(x, groups)
@@ -98,12 +112,18 @@ def test_gaussian_is_ridge(example):
     x, w, y = example
     for sigma in (0.0, 0.4, 3.0):
         got = augment.Gaussian(sigma).expected_gradient(w, x, y)
-        np.testing.assert_allclose(got, (w @ x - y) * x + sigma ** 2 * w, atol=1e-13)
+        np.testing.assert_allclose(got, (w @ x - y) * x + sigma**2 * w, atol=1e-13)
 
 
-AUGS = [augment.Gaussian(0.5), augment.Mask(0.4), augment.Mask(0.6, rescale=True),
-        augment.CyclicShift(), augment.BlockPermutation([[0, 3], [1, 2, 4, 5]]),
-        augment.Permutation(), augment.Resample()]
+AUGS = [
+    augment.Gaussian(0.5),
+    augment.Mask(0.4),
+    augment.Mask(0.6, rescale=True),
+    augment.CyclicShift(),
+    augment.BlockPermutation([[0, 3], [1, 2, 4, 5]]),
+    augment.Permutation(),
+    augment.Resample(),
+]
 
 
 @pytest.mark.parametrize("aug", AUGS, ids=repr)
@@ -123,12 +143,17 @@ def test_closed_form_vs_monte_carlo(example, aug):
 def test_moments_user_defined_equals_builtin(example):
     x, w, y = example
     sigma = 0.7
-    user = augment.Moments(mean=lambda v: v, second_moment=lambda v: np.outer(v, v)
-                           + sigma ** 2 * np.eye(v.shape[0]),
-                           sample=lambda v, rng: v + sigma * rng.standard_normal(v.shape[0]),
-                           name="my noise")
-    np.testing.assert_allclose(user.expected_gradient(w, x, y),
-                               augment.Gaussian(sigma).expected_gradient(w, x, y), atol=1e-13)
+    user = augment.Moments(
+        mean=lambda v: v,
+        second_moment=lambda v: np.outer(v, v) + sigma**2 * np.eye(v.shape[0]),
+        sample=lambda v, rng: v + sigma * rng.standard_normal(v.shape[0]),
+        name="my noise",
+    )
+    np.testing.assert_allclose(
+        user.expected_gradient(w, x, y),
+        augment.Gaussian(sigma).expected_gradient(w, x, y),
+        atol=1e-13,
+    )
     assert user.sample(x, rng=0, size=3).shape == (3, 6)
     bad = augment.Moments(mean=lambda v: v[:2], second_moment=lambda v: np.eye(v.shape[0]))
     with pytest.raises(ValueError, match="mean returned shape"):

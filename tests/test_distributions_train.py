@@ -15,9 +15,14 @@ from fastperm import rng as spec
 needs_numba = pytest.mark.skipif("numba" not in backends.available(), reason="needs numba")
 
 D = 12
-AUGS = [augment.Gaussian(0.3), augment.Mask(0.5), augment.Mask(0.7, rescale=True),
-        augment.CyclicShift(), augment.BlockPermutation([[0, 3, 5], [1, 2], [4, 6, 7, 8, 9, 10, 11]]),
-        augment.BlockPermutation([[i] for i in range(D)])]
+AUGS = [
+    augment.Gaussian(0.3),
+    augment.Mask(0.5),
+    augment.Mask(0.7, rescale=True),
+    augment.CyclicShift(),
+    augment.BlockPermutation([[0, 3, 5], [1, 2], [4, 6, 7, 8, 9, 10, 11]]),
+    augment.BlockPermutation([[i] for i in range(D)]),
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +57,9 @@ def test_expected_runs_match_reference_and_dense_oracle(problem, aug, compiled):
 @pytest.mark.parametrize("sampling", ["fixed", "fresh"])
 @pytest.mark.parametrize("aug", AUGS[:5], ids=repr)
 def test_kfold_runs_match_reference(problem, aug, sampling, compiled):
-    kw = dict(lr=0.03, steps=40, seeds=[1, 2**64 - 1], sampling=sampling, augmentation=aug,
-              record_every=3)
+    kw = dict(
+        lr=0.03, steps=40, seeds=[1, 2**64 - 1], sampling=sampling, augmentation=aug, record_every=3
+    )
     a = fastperm.train_many(problem, 3, backend=compiled, **kw)
     b = fastperm.train_many(problem, 3, backend="numpy", **kw)
     assert _rel(a.loss, b.loss) < 1e-12 and _rel(a.w, b.w) < 1e-12
@@ -96,8 +102,7 @@ def test_block_runs_at_large_d():
     one group equals the permutation path. (Its cost: asv ``ClosedForms``.)"""
     big = fastperm.LinearProblem.sample(d=100_000, n=10, seed=0)
     aug = augment.BlockPermutation([range(50_000), range(50_000, 100_000)])
-    r = fastperm.train(big, math.inf, lr=1e-6, steps=100_000, record_every=10_000,
-                       augmentation=aug)
+    r = fastperm.train(big, math.inf, lr=1e-6, steps=100_000, record_every=10_000, augmentation=aug)
     assert np.isfinite(r.loss).all() and r.loss[-1] < r.loss[0]
     one = augment.BlockPermutation([range(100_000)])
     a = fastperm.train(big, math.inf, lr=1e-6, steps=1000, augmentation=one)
@@ -109,10 +114,12 @@ def test_divergence_reported_with_the_step(problem, compiled):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastperm.DivergenceWarning)
         for aug in AUGS[:5]:
-            a = fastperm.train(problem, math.inf, lr=60.0, steps=400, augmentation=aug,
-                               backend=compiled)
-            b = fastperm.train(problem, math.inf, lr=60.0, steps=400, augmentation=aug,
-                               backend="numpy")
+            a = fastperm.train(
+                problem, math.inf, lr=60.0, steps=400, augmentation=aug, backend=compiled
+            )
+            b = fastperm.train(
+                problem, math.inf, lr=60.0, steps=400, augmentation=aug, backend="numpy"
+            )
             assert a.diverged_step is not None and abs(a.diverged_step - b.diverged_step) <= 3
     with pytest.warns(fastperm.DivergenceWarning, match="diverged at step"):
         fastperm.train(problem, math.inf, lr=60.0, steps=400, augmentation=augment.Mask(0.5))
@@ -127,7 +134,6 @@ def test_unsupported_combinations_say_so(problem):
     for name in ("cuda",):
         if name in backends.available():
             with pytest.raises(ValueError, match="does not implement .*backends that do: .*numpy"):
-                fastperm.train(problem, math.inf, augmentation=augment.Gaussian(0.1),
-                               backend=name)
+                fastperm.train(problem, math.inf, augmentation=augment.Gaussian(0.1), backend=name)
             with pytest.raises(ValueError, match="does not implement .*backends that do: .*numpy"):
                 fastperm.train(problem, 2, augmentation=augment.Gaussian(0.1), backend=name)

@@ -12,7 +12,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import COMPILED
 
 SCRIPT = textwrap.dedent("""
@@ -48,8 +47,13 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("backend", COMPILED)
 def test_fork_pool_after_parallel_use(backend, tmp_path):
     try:  # run outside the source tree: `python -c` there would import its uncompiled copy
-        out = subprocess.run([sys.executable, "-c", SCRIPT, backend], capture_output=True,
-                             text=True, timeout=120, cwd=tmp_path)
+        out = subprocess.run(
+            [sys.executable, "-c", SCRIPT, backend],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{backend}: the fork pool hung (deadlocked children)")
     assert out.stdout.strip().endswith("ok"), (out.returncode, out.stderr[-3000:])

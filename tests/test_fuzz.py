@@ -20,9 +20,8 @@ import pytest
 
 pytest.importorskip("hypothesis")
 
-from hypothesis import given  # noqa: E402
-
 import fuzz_cases as fc  # noqa: E402
+from hypothesis import given  # noqa: E402
 
 
 @fc.SETTINGS
@@ -79,7 +78,14 @@ def test_fuzz_index_carrying_augmentations_in_a_subprocess(tmp_path):
     """Block permutations whose groups do not partition range(d) — the inputs that crashed
     k-fold training before issue 13 — through every entry point that takes them."""
     script = INDEXED.format(tests=str(pathlib.Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=900, cwd=tmp_path, env=dict(os.environ))
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), \
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env=dict(os.environ),
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), (
         f"exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    )

@@ -66,7 +66,9 @@ def test_gradient_sum_identity(rng):
     w, x = rng.standard_normal(d), rng.standard_normal(d)
     y = 1.3
     s1 = x.sum()
-    assert fastperm.expected_gradient(w, x, y).sum() == pytest.approx(s1 * s1 * w.sum() / d - y * s1)
+    assert fastperm.expected_gradient(w, x, y).sum() == pytest.approx(
+        s1 * s1 * w.sum() / d - y * s1
+    )
 
 
 @pytest.mark.parametrize("augmentation", ["permutation", "resample"])
@@ -82,11 +84,16 @@ def test_augmented_gradient_uses_the_spec_copies(backend, augmentation, rng):
     y = rng.standard_normal(3)
     w = rng.standard_normal(8)
     k, seed = 5, 77
-    got = fastperm.augmented_gradient(w, X, y, k, seed=seed, augmentation=augmentation,
-                                      backend=backend)
+    got = fastperm.augmented_gradient(
+        w, X, y, k, seed=seed, augmentation=augmentation, backend=backend
+    )
     for i in range(3):
-        rows = [X[i]] + [X[i][spec.augmented_indices(augmentation, seed, spec.STREAM_FIXED,
-                                                     spec.counter(i, j), 8)] for j in range(1, k)]
+        rows = [X[i]] + [
+            X[i][
+                spec.augmented_indices(augmentation, seed, spec.STREAM_FIXED, spec.counter(i, j), 8)
+            ]
+            for j in range(1, k)
+        ]
         A = np.array(rows)
         np.testing.assert_allclose(got[i], A.T @ (A @ w - y[i]) / k, rtol=1e-12, atol=1e-14)
 
@@ -100,8 +107,10 @@ def test_augmented_gradient_converges_to_closed_form(augmentation, rng):
     est = fastperm.augmented_gradient(w, x, y, k, seed=9, augmentation=augmentation)
     exact = fastperm.expected_gradient(w, x, y, augmentation=augmentation)
     # standard error from the copies themselves (same draws as the estimate)
-    rows = [x] + [x[spec.augmented_indices(augmentation, 9, spec.STREAM_FIXED,
-                                           spec.counter(0, j), d)] for j in range(1, 400)]
+    rows = [x] + [
+        x[spec.augmented_indices(augmentation, 9, spec.STREAM_FIXED, spec.counter(0, j), d)]
+        for j in range(1, 400)
+    ]
     A = np.array(rows)
     sd = ((A @ w - y)[:, None] * A).std(axis=0)
     assert np.all(np.abs(est - exact) <= 5 * sd / math.sqrt(k) + 1e-12), (est, exact)
@@ -109,14 +118,17 @@ def test_augmented_gradient_converges_to_closed_form(augmentation, rng):
     assert np.abs(est - (w @ x - y) * x).max() > 10 * (5 * sd / math.sqrt(k)).max()
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(x=[1.0, np.nan]), "x has 1 non-finite"),
-    (dict(w=[1.0]), "w has 1 entries but x has d = 2"),
-    (dict(y=[1.0, 2.0]), "y has 2 entries but x has 1"),
-    (dict(x=np.zeros((0, 2))), "at least one example"),
-    (dict(x=np.zeros(0), w=np.zeros(0)), "at least one feature"),
-    (dict(augmentation="flip"), "augmentation must be one of"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(x=[1.0, np.nan]), "x has 1 non-finite"),
+        (dict(w=[1.0]), "w has 1 entries but x has d = 2"),
+        (dict(y=[1.0, 2.0]), "y has 2 entries but x has 1"),
+        (dict(x=np.zeros((0, 2))), "at least one example"),
+        (dict(x=np.zeros(0), w=np.zeros(0)), "at least one feature"),
+        (dict(augmentation="flip"), "augmentation must be one of"),
+    ],
+)
 def test_bad_input(bad, match):
     args = dict(w=[1.0, 2.0], x=[0.5, 1.0], y=1.0, augmentation="permutation")
     args.update(bad)

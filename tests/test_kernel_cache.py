@@ -35,8 +35,14 @@ RUN = textwrap.dedent("""
 
 def _run(cache_dir):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
-    out = subprocess.run([sys.executable, "-c", RUN], capture_output=True, text=True, env=env,
-                         timeout=600, cwd=cache_dir)  # outside the source tree
+    out = subprocess.run(
+        [sys.executable, "-c", RUN],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=cache_dir,
+    )  # outside the source tree
     assert out.returncode == 0, out.stderr[-3000:]
     result, warned = out.stdout.strip().splitlines()
     return result, int(warned)
@@ -45,7 +51,7 @@ def _run(cache_dir):
 def _truncate(files):
     for f in files:
         data = f.read_bytes()
-        f.write_bytes(data[:len(data) // 2])
+        f.write_bytes(data[: len(data) // 2])
 
 
 def _flip(files):
@@ -60,7 +66,7 @@ def _swap(files):
     """Give each function's compiled code (data file) another function's, pairwise: its index
     still points to it, so the load succeeds with the wrong kernel."""
     group = sorted(f for f in files if f.suffix == ".nbc")
-    for a, b in zip(group[::2], group[1::2]):
+    for a, b in zip(group[::2], group[1::2], strict=False):
         da, db = a.read_bytes(), b.read_bytes()
         a.write_bytes(db)
         b.write_bytes(da)
@@ -71,8 +77,9 @@ def _empty(files):
         f.write_bytes(b"")
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip, _swap, _empty],
-                         ids=["truncated", "flipped", "swapped", "empty"])
+@pytest.mark.parametrize(
+    "damage", [_truncate, _flip, _swap, _empty], ids=["truncated", "flipped", "swapped", "empty"]
+)
 def test_damaged_cache_heals(tmp_path, damage):
     clean, warned = _run(tmp_path)
     assert warned == 0
@@ -91,8 +98,14 @@ def test_cache_clear_and_info(tmp_path):
     _run(tmp_path)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "fastperm.cli", *args], capture_output=True,
-                              text=True, env=env, timeout=300, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "fastperm.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            cwd=tmp_path,
+        )
 
     info = cli("cache", "info")
     assert info.returncode == 0 and "file(s) in" in info.stdout and str(tmp_path) in info.stdout
@@ -132,8 +145,14 @@ def test_cold_and_cached_builds_agree(tmp_path):
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     for name in ("cold", "cached"):
-        out = subprocess.run([sys.executable, "-c", BITS, str(tmp_path / f"{name}.npy")],
-                             capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+        out = subprocess.run(
+            [sys.executable, "-c", BITS, str(tmp_path / f"{name}.npy")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+            cwd=tmp_path,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
     cold, cached = np.load(tmp_path / "cold.npy"), np.load(tmp_path / "cached.npy")
     differ = np.flatnonzero(cold != cached)

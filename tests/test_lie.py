@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from oracles import exact_brackets, linear_brackets
 from tolerance import rel_norm as _rel
 
 from fastperm import lie, models
 from fastperm._jit import HAVE_NUMBA, njit
-from oracles import exact_brackets, linear_brackets
 
 MODELS = [
     models.MLP([6, 5, 4, 3], activation="tanh", loss="bce"),
@@ -33,13 +33,18 @@ def _pairwise_rel(b, ex):
 
 # -- models -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", MODELS, ids=repr)
 def test_gradient_vs_finite_differences_of_loss(model):
     theta, X, Y = _data(model, 3)
     G = model.grad(theta, X, Y)
     e = 1e-6
-    fd = np.array([(model.loss(theta + e * u, X, Y) - model.loss(theta - e * u, X, Y)) / (2 * e)
-                   for u in np.eye(model.P)]).T
+    fd = np.array(
+        [
+            (model.loss(theta + e * u, X, Y) - model.loss(theta - e * u, X, Y)) / (2 * e)
+            for u in np.eye(model.P)
+        ]
+    ).T
     assert np.abs(G - fd).max() < 1e-8 * max(1.0, np.abs(G).max())
 
 
@@ -54,8 +59,9 @@ def test_compiled_gradient_matches_numpy_and_accumulates(model):
         np.testing.assert_allclose(out, G[b], rtol=1e-13, atol=1e-15)
         acc = np.arange(model.P, dtype=float)
         model.kernel(theta, X[b], Y[b], model.layout, work, acc, -2.0, 0.5)
-        np.testing.assert_allclose(acc, -2.0 * G[b] + 0.5 * np.arange(model.P), rtol=1e-13,
-                                   atol=1e-14)
+        np.testing.assert_allclose(
+            acc, -2.0 * G[b] + 0.5 * np.arange(model.P), rtol=1e-13, atol=1e-14
+        )
 
 
 def test_tensor_layout():
@@ -76,6 +82,7 @@ def test_bce_loss_is_stable():
 
 # -- closed forms and exact oracles -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_regression_closed_form(backend, bias):
     rs = np.random.default_rng(2)
@@ -92,7 +99,7 @@ def test_swap_identity_exact_for_least_squares():
     exact = linear_brackets(theta, X, y)[0, 1]
     for lr in (1e-3, 0.1, 0.7):
         swap = lie.swap_difference(m, theta, (X[0], y[0]), (X[1], y[1]), lr)
-        np.testing.assert_allclose(swap / lr ** 2, exact, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(swap / lr**2, exact, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("model", MODELS[:3], ids=repr)
@@ -107,13 +114,15 @@ def test_default_h_within_1e8_of_exact(model, backend):
 
 
 def test_digit_sized_mlp_within_1e8_of_exact():
-    """MLP 64-32-10 on [0, 1] inputs with one-hot targets (the digits setting), at init and moved."""
+    """MLP 64-32-10 on [0, 1] inputs, one-hot targets (the digits setting), at init and moved."""
     m = models.MLP([64, 32, 10])
     rs = np.random.default_rng(5)
     X = rs.random((10, 64))
     Y = np.eye(10)[rs.integers(0, 10, 10)]
     for theta in (m.init(0), m.init(1) * 3.0):
-        assert _pairwise_rel(lie.brackets(m, theta, X, Y), exact_brackets(m, theta, X, Y)).max() < 1e-8
+        assert (
+            _pairwise_rel(lie.brackets(m, theta, X, Y), exact_brackets(m, theta, X, Y)).max() < 1e-8
+        )
 
 
 def test_complex_step_oracle_can_fail():
@@ -125,6 +134,7 @@ def test_complex_step_oracle_can_fail():
 
 
 # -- structure and identities ----------------------------------------------------------------
+
 
 def test_antisymmetric_zero_diagonal(backend):
     m = MODELS[0]
@@ -151,14 +161,14 @@ def test_pairs_match_all_pairs(backend):
 
 def _field_bracket(model, theta, X, Y, a, b, c, t):
     """[[v_a, v_b], v_c] = −H_c V + DV·g_c with V = [v_a, v_b] (FD brackets, order 4)."""
-    gc = model.grad(theta, X[c:c + 1], Y[c:c + 1])[0]
+    gc = model.grad(theta, X[c : c + 1], Y[c : c + 1])[0]
 
     def V(th):
         return lie.brackets(model, th, X, Y, pairs=[(a, b)], order=4)[0]
 
     v = V(theta)
     s = 1e-30
-    Hc_v = model.grad(theta + 1j * s * v, X[c:c + 1], Y[c:c + 1])[0].imag / s
+    Hc_v = model.grad(theta + 1j * s * v, X[c : c + 1], Y[c : c + 1])[0].imag / s
     DV_gc = (V(theta + t * gc) - V(theta - t * gc)) / (2 * t)
     return -Hc_v + DV_gc
 
@@ -166,9 +176,12 @@ def _field_bracket(model, theta, X, Y, a, b, c, t):
 def test_jacobi_identity():
     m = models.MLP([4, 3, 2])
     theta, X, Y = _data(m, 3, seed=6)
-    t = 1e-4 * np.sqrt(np.mean(theta ** 2)) / np.sqrt(np.mean(m.grad(theta, X, Y) ** 2))
-    terms = [_field_bracket(m, theta, X, Y, 0, 1, 2, t), _field_bracket(m, theta, X, Y, 1, 2, 0, t),
-             _field_bracket(m, theta, X, Y, 2, 0, 1, t)]
+    t = 1e-4 * np.sqrt(np.mean(theta**2)) / np.sqrt(np.mean(m.grad(theta, X, Y) ** 2))
+    terms = [
+        _field_bracket(m, theta, X, Y, 0, 1, 2, t),
+        _field_bracket(m, theta, X, Y, 1, 2, 0, t),
+        _field_bracket(m, theta, X, Y, 2, 0, 1, t),
+    ]
     scale = max(np.linalg.norm(T) for T in terms)
     assert np.linalg.norm(sum(terms)) < 1e-5 * scale
     assert np.linalg.norm(terms[0] + terms[1] - terms[2]) > 1e-2 * scale  # can fail
@@ -176,19 +189,23 @@ def test_jacobi_identity():
 
 # -- convergence orders ------------------------------------------------------------------------
 
+
 def _slope(x, y):
     return np.polyfit(np.log(x), np.log(y), 1)[0]
 
 
-@pytest.mark.parametrize("order, factors, want", [(2, [30, 100, 300, 1000], 2.0),
-                                                  (4, [4, 8, 16, 32], 4.0)])
+@pytest.mark.parametrize(
+    "order, factors, want", [(2, [30, 100, 300, 1000], 2.0), (4, [4, 8, 16, 32], 4.0)]
+)
 def test_fd_error_falls_with_the_order(order, factors, want):
     m = MODELS[0]
     theta, X, Y = _data(m, 3, seed=7)
     ex = exact_brackets(m, theta, X, Y)[0, 1]
     h0 = lie.default_step(theta, m.grad(theta, X, Y), order)
-    errs = [np.linalg.norm(lie.brackets(m, theta, X, Y, pairs=[(0, 1)], h=f * h0,
-                                        order=order)[0] - ex) for f in factors]
+    errs = [
+        np.linalg.norm(lie.brackets(m, theta, X, Y, pairs=[(0, 1)], h=f * h0, order=order)[0] - ex)
+        for f in factors
+    ]
     assert abs(_slope(factors, errs) - want) < 0.3, errs
 
 
@@ -209,12 +226,15 @@ def test_swap_identity_converges_at_rate_eps():
     theta, X, Y = _data(m, 2, seed=9)
     exact = exact_brackets(m, theta, X, Y)[0, 1]
     eps = np.array([1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
-    errs = [np.linalg.norm(lie.swap_difference(m, theta, (X[0], Y[0]), (X[1], Y[1]), e) / e ** 2
-                           - exact) for e in eps]
+    errs = [
+        np.linalg.norm(lie.swap_difference(m, theta, (X[0], Y[0]), (X[1], Y[1]), e) / e**2 - exact)
+        for e in eps
+    ]
     assert abs(_slope(eps, errs) - 1.0) < 0.15, errs
 
 
 # -- backends ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("order", [2, 4])
 @pytest.mark.parametrize("model", MODELS, ids=repr)
@@ -272,6 +292,7 @@ def test_custom_model():
 
 # -- analyses ------------------------------------------------------------------------------------
 
+
 def test_logit_perturbation_is_the_directional_derivative():
     m = MODELS[0]
     theta, X, Y = _data(m, 4)
@@ -305,23 +326,27 @@ def test_tensor_rms():
 
 # -- bad input -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(theta=np.zeros(3)), ValueError, "theta has 3 entries"),
-    (dict(X=np.zeros((4, 5))), ValueError, "X has 5 features"),
-    (dict(Y=np.zeros((4, 2))), ValueError, "Y has 2 targets per example"),
-    (dict(X=np.full((4, 6), np.nan)), ValueError, "X has 24 non-finite"),
-    (dict(X=np.zeros((1, 6)), Y=np.zeros((1, 3))), ValueError, "at least 2 examples"),
-    (dict(pairs=[(0, 4)]), ValueError, "out of range"),
-    (dict(pairs=[(0, -1)]), ValueError, "out of range"),
-    (dict(pairs=[0, 1]), ValueError, "pairs must be"),
-    (dict(pairs=[(0.0, 1.0)]), TypeError, "integer"),
-    (dict(h=0.0), ValueError, "h must be finite and > 0"),
-    (dict(h=-1e-3), ValueError, "h must be finite and > 0"),
-    (dict(h=[1e-3, 1e-3]), ValueError, "h has 2 entries"),
-    (dict(order=3), ValueError, "order must be 2 or 4"),
-    (dict(backend="gpu"), ValueError, "backend must be one of"),
-    (dict(out=np.empty((4, 4, 3))), ValueError, "out must be"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(theta=np.zeros(3)), ValueError, "theta has 3 entries"),
+        (dict(X=np.zeros((4, 5))), ValueError, "X has 5 features"),
+        (dict(Y=np.zeros((4, 2))), ValueError, "Y has 2 targets per example"),
+        (dict(X=np.full((4, 6), np.nan)), ValueError, "X has 24 non-finite"),
+        (dict(X=np.zeros((1, 6)), Y=np.zeros((1, 3))), ValueError, "at least 2 examples"),
+        (dict(pairs=[(0, 4)]), ValueError, "out of range"),
+        (dict(pairs=[(0, -1)]), ValueError, "out of range"),
+        (dict(pairs=[0, 1]), ValueError, "pairs must be"),
+        (dict(pairs=[(0.0, 1.0)]), TypeError, "integer"),
+        (dict(h=0.0), ValueError, "h must be finite and > 0"),
+        (dict(h=-1e-3), ValueError, "h must be finite and > 0"),
+        (dict(h=[1e-3, 1e-3]), ValueError, "h has 2 entries"),
+        (dict(order=3), ValueError, "order must be 2 or 4"),
+        (dict(backend="gpu"), ValueError, "backend must be one of"),
+        (dict(out=np.empty((4, 4, 3))), ValueError, "out must be"),
+    ],
+)
 def test_bad_input(kwargs, exc, match):
     m = MODELS[0]
     theta, X, Y = _data(m, 4)
@@ -349,6 +374,7 @@ def test_bad_model_and_swap_arguments():
 @pytest.mark.skipif(not HAVE_NUMBA, reason="a CustomModel's gradient is a Numba function")
 def test_logit_perturbation_custom_model_uses_finite_differences():
     """A custom logits that casts θ to float would lose a complex step; FD is used instead."""
+
     def logits(th, X):
         th = np.asarray(th, dtype=float)
         return np.tanh(X @ th)[:, None]
@@ -418,8 +444,9 @@ def test_exact_brackets_public():
     if not HAVE_NUMBA:
         return  # a CustomModel needs a Numba gradient
     with pytest.raises(TypeError, match="needs a built-in model"):
-        lie.exact_brackets(models.CustomModel(_ls_grad, P=4, d=4, K=1), np.zeros(4),
-                           np.zeros((2, 4)), np.zeros(2))
+        lie.exact_brackets(
+            models.CustomModel(_ls_grad, P=4, d=4, K=1), np.zeros(4), np.zeros((2, 4)), np.zeros(2)
+        )
 
 
 def test_layout_is_the_models_structure_and_shape_is_deprecated():

@@ -14,7 +14,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import _backends_under_test
 
 SCRIPT = textwrap.dedent("""
@@ -56,8 +55,13 @@ SCRIPT = textwrap.dedent("""
 def test_block_groups_checked_against_d_for_every_k(backend, tmp_path):
     """Groups that do not partition range(d) are refused for every k, sampling and entry point
     (k-fold training used to run on them and corrupt memory)."""
-    out = subprocess.run([sys.executable, "-c", SCRIPT, backend], capture_output=True,
-                         text=True, timeout=600, cwd=tmp_path)  # the installed package
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, backend],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )  # the installed package
     assert out.returncode == 0, f"exit {out.returncode}\n{out.stderr[-3000:]}"
     assert out.stdout.split() == ["refused", str(2 * (4 * 2 * 2 + 2))], out.stdout
 
@@ -80,14 +84,17 @@ PLANTED = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") != "1",
-                    reason="the bounds-checked CI run (NUMBA_BOUNDSCHECK=1) only")
+@pytest.mark.skipif(
+    os.environ.get("NUMBA_BOUNDSCHECK") != "1",
+    reason="the bounds-checked CI run (NUMBA_BOUNDSCHECK=1) only",
+)
 def test_bounds_checked_run_catches_a_planted_overrun(tmp_path):
     """In the bounds-checked run, an out-of-range index handed straight to a kernel (bypassing
     the front end's check) raises IndexError: the run really checks."""
     pytest.importorskip("numba")
-    out = subprocess.run([sys.executable, "-c", PLANTED], capture_output=True, text=True,
-                         timeout=600, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", PLANTED], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     assert out.stdout.strip() == "caught", (out.returncode, out.stdout, out.stderr[-2000:])
 
 

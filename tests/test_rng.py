@@ -70,8 +70,12 @@ def test_bounded_rejection_path_matches_spec(twin):
 def test_reproducible_and_keyed():
     a = spec.permutation(5, 0, spec.counter(1, 1), 50)
     assert np.array_equal(a, spec.permutation(5, 0, spec.counter(1, 1), 50))
-    for other in [(6, 0, spec.counter(1, 1)), (5, 1, spec.counter(1, 1)),
-                  (5, 0, spec.counter(2, 1)), (5, 0, spec.counter(1, 2))]:
+    for other in [
+        (6, 0, spec.counter(1, 1)),
+        (5, 1, spec.counter(1, 1)),
+        (5, 0, spec.counter(2, 1)),
+        (5, 0, spec.counter(1, 2)),
+    ]:
         assert not np.array_equal(a, spec.permutation(*other, 50))
 
 

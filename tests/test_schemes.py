@@ -53,12 +53,27 @@ def test_fa_keeps_the_distance_of_its_start(problem, backend):
 
 
 @pytest.mark.skipif("numba" not in backends.available(), reason="needs numba")
-@pytest.mark.parametrize("scheme,k,sampling", [("vanilla", 1, "fixed"), ("da", 3, "fixed"),
-                                               ("da", 3, "fresh"), ("da", math.inf, "fixed"),
-                                               ("fa", 1, "fixed"), ("ea", 1, "fixed")])
+@pytest.mark.parametrize(
+    "scheme,k,sampling",
+    [
+        ("vanilla", 1, "fixed"),
+        ("da", 3, "fixed"),
+        ("da", 3, "fresh"),
+        ("da", math.inf, "fixed"),
+        ("fa", 1, "fixed"),
+        ("ea", 1, "fixed"),
+    ],
+)
 def test_numba_matches_reference(problem, scheme, k, sampling):
-    kw = dict(k=k, sampling=sampling, w0=_outside(problem.d), steps=60, lr=2e-3, seeds=[3, 4],
-              record_every=7)
+    kw = dict(
+        k=k,
+        sampling=sampling,
+        w0=_outside(problem.d),
+        steps=60,
+        lr=2e-3,
+        seeds=[3, 4],
+        record_every=7,
+    )
     a = schemes.run(problem, scheme, backend="numba", **kw)
     b = schemes.run(problem, scheme, backend="numpy", **kw)
     np.testing.assert_allclose(a.loss, b.loss, rtol=1e-12)
@@ -70,8 +85,7 @@ def test_da_kfold_matches_train(problem):
     """The DA scheme is train(..., k) with the same copies: same loss curve."""
     w0 = _outside(problem.d)
     for k, sampling in ((3, "fixed"), (3, "fresh"), (math.inf, "fixed")):
-        a = schemes.run(problem, "da", k=k, sampling=sampling, w0=w0, steps=80, lr=2e-3,
-                        seeds=[5])
+        a = schemes.run(problem, "da", k=k, sampling=sampling, w0=w0, steps=80, lr=2e-3, seeds=[5])
         b = fastperm.train(problem, k, sampling=sampling, w0=w0, steps=80, lr=2e-3, seed=5)
         np.testing.assert_allclose(a.loss[0], b.loss, rtol=1e-11)
 
@@ -89,6 +103,22 @@ def test_figure_schemes_cli(tmp_path):
     from fastperm import cli
 
     out = tmp_path / "schemes.png"
-    assert cli.main(["figure-schemes", "--out", str(out), "--d", "40", "--n", "5",
-                     "--steps", "100", "--seeds", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "figure-schemes",
+                "--out",
+                str(out),
+                "--d",
+                "40",
+                "--n",
+                "5",
+                "--steps",
+                "100",
+                "--seeds",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 10_000

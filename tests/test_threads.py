@@ -53,8 +53,7 @@ def test_threads_restored_and_validated(compiled, small):
     with pytest.raises(TypeError, match="threads must be an integer"):
         fastperm.train(small, 1, steps=3, threads=2.5)
     with pytest.raises(ValueError, match="threads = 10000 is more than backend"):
-        fastperm.train_many(small, 1, seeds=range(10000), steps=1, threads=10000,
-                            backend=compiled)
+        fastperm.train_many(small, 1, seeds=range(10000), steps=1, threads=10000, backend=compiled)
 
 
 def test_threads_on_every_front_end(small):

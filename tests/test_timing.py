@@ -29,8 +29,21 @@ def test_calibrated_steps_bounded():
 
 
 def test_bench_cli(capsys):
-    code = cli.main(["bench", "--d", "20", "--n", "4", "--steps", "200", "--seconds", "0.02",
-                     "--quiet", "--no-brackets"])
+    code = cli.main(
+        [
+            "bench",
+            "--d",
+            "20",
+            "--n",
+            "4",
+            "--steps",
+            "200",
+            "--seconds",
+            "0.02",
+            "--quiet",
+            "--no-brackets",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     for m in timing.METHODS:

@@ -25,8 +25,9 @@ METHODS = [
 
 @pytest.mark.parametrize("k, sampling, augmentation", METHODS)
 def test_compiled_matches_reference(compiled, small, k, sampling, augmentation):
-    kw = dict(lr=0.02, steps=37, sampling=sampling, augmentation=augmentation, seed=5,
-              record_every=4)
+    kw = dict(
+        lr=0.02, steps=37, sampling=sampling, augmentation=augmentation, seed=5, record_every=4
+    )
     ref = fastperm.train(small, k, backend="numpy", **kw)
     got = fastperm.train(small, k, backend=compiled, **kw)
     np.testing.assert_array_equal(got.steps, ref.steps)
@@ -46,8 +47,10 @@ def test_seed_changes_augmented_runs_only(compiled, small):
 
 
 def test_reproducible(backend, small):
-    runs = [fastperm.train(small, 3, lr=0.02, steps=25, sampling="fresh", seed=8, backend=backend)
-            for _ in range(2)]
+    runs = [
+        fastperm.train(small, 3, lr=0.02, steps=25, sampling="fresh", seed=8, backend=backend)
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(runs[0].loss, runs[1].loss)
     np.testing.assert_array_equal(runs[0].w, runs[1].w)
 
@@ -59,20 +62,39 @@ def test_expected_path_vs_explicit_loop(compiled, rng):
     p = fastperm.LinearProblem(X, X @ w_star + 0.1 * rng.standard_normal(7), w_star)
     w0 = rng.standard_normal(30)
     for aug in ("permutation", "resample"):
-        got = fastperm.train(p, math.inf, lr=0.01, steps=3000, w0=w0, augmentation=aug,
-                             record_every=7, backend=compiled)
+        got = fastperm.train(
+            p,
+            math.inf,
+            lr=0.01,
+            steps=3000,
+            w0=w0,
+            augmentation=aug,
+            record_every=7,
+            backend=compiled,
+        )
         rec = np.append(got.steps, 3001)
         loss = np.empty((1, got.steps.size))
         w = np.empty((1, 30))
         status = np.empty(1, dtype=np.int64)
-        reference.expected_runs(p.X, p.y, p.w_star, w0[None], np.array([0.01]), 3000,
-                                fastperm.rng.KIND_RESAMPLE if aug == "resample"
-                                else fastperm.rng.KIND_PERMUTATION, rec, loss, w, status)
+        reference.expected_runs(
+            p.X,
+            p.y,
+            p.w_star,
+            w0[None],
+            np.array([0.01]),
+            3000,
+            fastperm.rng.KIND_RESAMPLE if aug == "resample" else fastperm.rng.KIND_PERMUTATION,
+            rec,
+            loss,
+            w,
+            status,
+        )
         assert _rel(got.loss, loss[0]) < 1e-10
         assert _rel(got.w, w[0]) < 1e-10
         # and the path really is the expected gradient: one explicit step by hand
-        one = fastperm.train(p, math.inf, lr=0.01, steps=1, w0=w0, augmentation=aug,
-                             backend=compiled)
+        one = fastperm.train(
+            p, math.inf, lr=0.01, steps=1, w0=w0, augmentation=aug, backend=compiled
+        )
         g = fastperm.expected_gradient(w0, X[0], p.y[0], augmentation=aug)
         np.testing.assert_allclose(one.w, w0 - 0.01 * g, rtol=1e-13, atol=1e-15)
 
@@ -103,8 +125,7 @@ def test_fixed_copies_repeat_each_epoch_fresh_do_not(backend):
     w1 = w0 - 0.01 * g0
     g1 = fastperm.augmented_gradient(w1, p.X[0], p.y[0], 3, seed=4)
     np.testing.assert_allclose(fixed.w, w1 - 0.01 * g1, rtol=1e-13)
-    fresh = fastperm.train(p, 3, lr=0.01, steps=2, w0=w0, seed=4, sampling="fresh",
-                           backend=backend)
+    fresh = fastperm.train(p, 3, lr=0.01, steps=2, w0=w0, seed=4, sampling="fresh", backend=backend)
     assert _rel(fresh.w, fixed.w) > 1e-8
 
 
@@ -118,8 +139,15 @@ def test_cache_never_changes_results(compiled, small):
 
 def _plateau(p, k, seed):
     """Loss of the projection of w* onto the span of the n·k fixed copies (spec permutations)."""
-    A = np.array([p.X[i][spec.permutation(seed, spec.STREAM_FIXED, spec.counter(i, j), p.d)]
-                  if j else p.X[i] for i in range(p.n) for j in range(k)])
+    A = np.array(
+        [
+            p.X[i][spec.permutation(seed, spec.STREAM_FIXED, spec.counter(i, j), p.d)]
+            if j
+            else p.X[i]
+            for i in range(p.n)
+            for j in range(k)
+        ]
+    )
     coef, *_ = np.linalg.lstsq(A.T, p.w_star, rcond=None)
     return np.mean((A.T @ coef - p.w_star) ** 2)
 
@@ -143,7 +171,7 @@ def test_reference_figure_ordering():
     """d = 400, n = 40, 1000 steps: k = 1 above 2, 4, 8, 16 above ∞ (the post's Figure 1)."""
     p = fastperm.LinearProblem.sample(d=400, n=40, seed=0)
     final = [fastperm.train(p, k, seed=0).loss[-1] for k in (1, 2, 4, 8, 16, math.inf)]
-    assert all(a > b for a, b in zip(final, final[1:])), final
+    assert all(a > b for a, b in zip(final, final[1:], strict=False)), final
     assert final[0] > 0.85 and final[0] < 0.9  # heading to 1 − 40/400
 
 
@@ -151,12 +179,28 @@ def test_train_many_equals_train(compiled, small):
     seeds = [0, 1, 2, 3, 4]
     lrs = [0.01, 0.02, 0.03, 0.01, 0.02]
     for k in (1, 3, math.inf):
-        many = fastperm.train_many(small, k, seeds=seeds, lr=lrs, steps=30, sampling="fresh",
-                                   backend=compiled, record_every=3)
+        many = fastperm.train_many(
+            small,
+            k,
+            seeds=seeds,
+            lr=lrs,
+            steps=30,
+            sampling="fresh",
+            backend=compiled,
+            record_every=3,
+        )
         assert many.loss.shape == (5, many.steps.size) and many.w.shape == (5, small.d)
         for r in range(5):
-            one = fastperm.train(small, k, seed=seeds[r], lr=lrs[r], steps=30, sampling="fresh",
-                                 backend=compiled, record_every=3)
+            one = fastperm.train(
+                small,
+                k,
+                seed=seeds[r],
+                lr=lrs[r],
+                steps=30,
+                sampling="fresh",
+                backend=compiled,
+                record_every=3,
+            )
             np.testing.assert_array_equal(many.loss[r], one.loss)
             np.testing.assert_array_equal(many.w[r], one.w)
 
@@ -226,7 +270,7 @@ def test_train_many_divergence_per_run(backend, small):
 def test_steps_zero_and_record_every(backend, small):
     r = fastperm.train(small, 2, steps=0, backend=backend)
     assert r.steps.tolist() == [0] and r.loss.shape == (1,)
-    assert r.loss[0] == pytest.approx(np.mean(small.w_star ** 2))
+    assert r.loss[0] == pytest.approx(np.mean(small.w_star**2))
     r = fastperm.train(small, 2, steps=10, record_every=4, backend=backend)
     assert r.steps.tolist() == [0, 4, 8, 10]
 
@@ -236,50 +280,73 @@ def test_result_repr_and_timing(small):
     assert "TrainResult(k=2" in repr(r) and r.seconds >= 0 and r.ns_per_step >= 0
 
 
-PROBLEM_ARGS = dict(lr=1e-3, steps=5, sampling="fixed", augmentation="permutation",
-                    w0=None, seed=0, record_every=1, backend=None)
+PROBLEM_ARGS = dict(
+    lr=1e-3,
+    steps=5,
+    sampling="fixed",
+    augmentation="permutation",
+    w0=None,
+    seed=0,
+    record_every=1,
+    backend=None,
+)
 
 
-@pytest.mark.parametrize("k, exc", [(0, ValueError), (-1, ValueError), (2.5, TypeError),
-                                    (True, TypeError), ("2", TypeError), (-math.inf, TypeError),
-                                    (math.nan, TypeError)])
+@pytest.mark.parametrize(
+    "k, exc",
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (2.5, TypeError),
+        (True, TypeError),
+        ("2", TypeError),
+        (-math.inf, TypeError),
+        (math.nan, TypeError),
+    ],
+)
 def test_bad_k(small, k, exc):
     with pytest.raises(exc, match="k must be"):
         fastperm.train(small, k)
 
 
-@pytest.mark.parametrize("name, value, exc, match", [
-    ("lr", 0.0, ValueError, "lr must be finite and > 0"),
-    ("lr", -1e-3, ValueError, "lr must be finite and > 0"),
-    ("lr", math.inf, ValueError, "lr must be finite and > 0"),
-    ("lr", math.nan, ValueError, "lr must be finite and > 0"),
-    ("lr", "fast", TypeError, "lr must be a real number"),
-    ("steps", -1, ValueError, "steps must be >= 0"),
-    ("steps", 10.0, TypeError, "steps must be an integer"),
-    ("record_every", 0, ValueError, "record_every must be >= 1"),
-    ("sampling", "random", ValueError, "sampling must be one of"),
-    ("augmentation", "rotate", ValueError, "augmentation must be one of"),
-    ("backend", "fortran", ValueError, "backend must be one of"),
-    ("seed", -1, ValueError, "seed must be >= 0"),
-    ("w0", [1.0, 2.0], ValueError, "w0 has 2 entries per run but the problem has d = 12"),
-    ("w0", [np.inf] * 12, ValueError, "w0 has 12 non-finite"),
-])
+@pytest.mark.parametrize(
+    "name, value, exc, match",
+    [
+        ("lr", 0.0, ValueError, "lr must be finite and > 0"),
+        ("lr", -1e-3, ValueError, "lr must be finite and > 0"),
+        ("lr", math.inf, ValueError, "lr must be finite and > 0"),
+        ("lr", math.nan, ValueError, "lr must be finite and > 0"),
+        ("lr", "fast", TypeError, "lr must be a real number"),
+        ("steps", -1, ValueError, "steps must be >= 0"),
+        ("steps", 10.0, TypeError, "steps must be an integer"),
+        ("record_every", 0, ValueError, "record_every must be >= 1"),
+        ("sampling", "random", ValueError, "sampling must be one of"),
+        ("augmentation", "rotate", ValueError, "augmentation must be one of"),
+        ("backend", "fortran", ValueError, "backend must be one of"),
+        ("seed", -1, ValueError, "seed must be >= 0"),
+        ("w0", [1.0, 2.0], ValueError, "w0 has 2 entries per run but the problem has d = 12"),
+        ("w0", [np.inf] * 12, ValueError, "w0 has 12 non-finite"),
+    ],
+)
 def test_bad_train_arguments(small, name, value, exc, match):
     args = dict(PROBLEM_ARGS, **{name: value})
     with pytest.raises(exc, match=match):
         fastperm.train(small, 2, **args)
 
 
-@pytest.mark.parametrize("X, y, w_star, exc, match", [
-    (np.full((2, 3), np.nan), np.zeros(2), np.zeros(3), ValueError, "X has 6 non-finite"),
-    (np.ones((2, 3)), [0.0, np.inf], np.zeros(3), ValueError, "y has 1 non-finite"),
-    (np.ones((2, 3)), np.zeros(3), np.zeros(3), ValueError, "y has 3 entries but X has n = 2"),
-    (np.ones((2, 3)), np.zeros(2), np.zeros(2), ValueError, "w_star has 2 entries"),
-    (np.ones((0, 3)), np.zeros(0), np.zeros(3), ValueError, "n >= 1"),
-    (np.ones((2, 0)), np.zeros(2), np.zeros(0), ValueError, "d >= 1"),
-    (np.ones(3), np.zeros(2), np.zeros(3), ValueError, "X must be 2-D"),
-    (np.array([["a", "b"]]), np.zeros(1), np.zeros(2), TypeError, "X must hold real numbers"),
-])
+@pytest.mark.parametrize(
+    "X, y, w_star, exc, match",
+    [
+        (np.full((2, 3), np.nan), np.zeros(2), np.zeros(3), ValueError, "X has 6 non-finite"),
+        (np.ones((2, 3)), [0.0, np.inf], np.zeros(3), ValueError, "y has 1 non-finite"),
+        (np.ones((2, 3)), np.zeros(3), np.zeros(3), ValueError, "y has 3 entries but X has n = 2"),
+        (np.ones((2, 3)), np.zeros(2), np.zeros(2), ValueError, "w_star has 2 entries"),
+        (np.ones((0, 3)), np.zeros(0), np.zeros(3), ValueError, "n >= 1"),
+        (np.ones((2, 0)), np.zeros(2), np.zeros(0), ValueError, "d >= 1"),
+        (np.ones(3), np.zeros(2), np.zeros(3), ValueError, "X must be 2-D"),
+        (np.array([["a", "b"]]), np.zeros(1), np.zeros(2), TypeError, "X must hold real numbers"),
+    ],
+)
 def test_bad_problem(X, y, w_star, exc, match):
     with pytest.raises(exc, match=match):
         fastperm.LinearProblem(X, y, w_star)
@@ -304,8 +371,9 @@ def test_dtypes_and_layout_are_converted(backend):
     w_star = np.ones(10)
     base = fastperm.LinearProblem(X.astype(np.float64), X @ w_star, w_star)
     ints = fastperm.LinearProblem(X, X @ w_star, w_star.astype(np.int64))
-    f32 = fastperm.LinearProblem(X.astype(np.float32), (X @ w_star).astype(np.float32),
-                                 w_star.astype(np.float32))
+    f32 = fastperm.LinearProblem(
+        X.astype(np.float32), (X @ w_star).astype(np.float32), w_star.astype(np.float32)
+    )
     big = np.zeros((4, 20))
     big[:, ::2] = X
     strided = fastperm.LinearProblem(big[:, ::2], X @ w_star, w_star)
@@ -313,10 +381,12 @@ def test_dtypes_and_layout_are_converted(backend):
     ref = fastperm.train(base, 3, lr=0.01, steps=9, backend=backend)
     for p in (ints, f32, strided):
         assert p.X.dtype == np.float64 and p.X.flags.c_contiguous
-        np.testing.assert_array_equal(fastperm.train(p, 3, lr=0.01, steps=9, backend=backend).loss,
-                                      ref.loss)
-    r = fastperm.train(base, 1, lr=0.01, steps=3, w0=np.zeros(10, dtype=np.float32)[::1],
-                       backend=backend)
+        np.testing.assert_array_equal(
+            fastperm.train(p, 3, lr=0.01, steps=9, backend=backend).loss, ref.loss
+        )
+    r = fastperm.train(
+        base, 1, lr=0.01, steps=3, w0=np.zeros(10, dtype=np.float32)[::1], backend=backend
+    )
     assert r.w.dtype == np.float64
 
 

@@ -12,7 +12,7 @@ import numpy as np
 def _layers(model, theta):
     T = model.unflatten(theta)
     L = len(model.sizes) - 1
-    return [(T[f"W{l + 1}"], T[f"b{l + 1}"]) for l in range(L)]
+    return [(T[f"W{layer + 1}"], T[f"b{layer + 1}"]) for layer in range(L)]
 
 
 def torch_func_runner(model, theta, X, Y):
@@ -21,16 +21,17 @@ def torch_func_runner(model, theta, X, Y):
     from torch.func import grad, jvp, vmap
 
     torch.set_num_threads(1)
-    params = [torch.as_tensor(np.ascontiguousarray(a)) for pair in _layers(model, theta)
-              for a in pair]
+    params = [
+        torch.as_tensor(np.ascontiguousarray(a)) for pair in _layers(model, theta) for a in pair
+    ]
     Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
 
     def loss(ps, x, y):
         a = x
         n = len(ps) // 2
-        for l in range(n):
-            a = ps[2 * l] @ a + ps[2 * l + 1]
-            if l < n - 1:
+        for layer in range(n):
+            a = ps[2 * layer] @ a + ps[2 * layer + 1]
+            if layer < n - 1:
                 a = torch.tanh(a)
         return torch.nn.functional.binary_cross_entropy_with_logits(a, y)
 
@@ -64,9 +65,9 @@ def jax_runner(model, theta, X, Y):
     def loss(ps, x, y):
         a = x
         n = len(ps) // 2
-        for l in range(n):
-            a = ps[2 * l] @ a + ps[2 * l + 1]
-            if l < n - 1:
+        for layer in range(n):
+            a = ps[2 * layer] @ a + ps[2 * layer + 1]
+            if layer < n - 1:
                 a = jnp.tanh(a)
         return jnp.mean(jnp.maximum(a, 0) - a * y + jnp.log1p(jnp.exp(-jnp.abs(a))))
 

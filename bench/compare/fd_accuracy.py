@@ -39,8 +39,12 @@ def cases(rs):
             Y = np.eye(m.K)[rs.integers(0, m.K, 10)]
             sets = [("uniform", X, Y)] + ([("digits", *digits)] if digits and m.d == 64 else [])
             for data_name, XX, YY in sets:
-                for label, theta in (("init", m.init(0)), ("init×3", 3 * m.init(1)),
-                                     ("init×5", 5 * m.init(2)), ("θ=0", np.zeros(m.P))):
+                for label, theta in (
+                    ("init", m.init(0)),
+                    ("init×3", 3 * m.init(1)),
+                    ("init×5", 5 * m.init(2)),
+                    ("θ=0", np.zeros(m.P)),
+                ):
                     yield f"{sizes} {act} {data_name} {label}", m, theta, XX, YY
 
 
@@ -53,7 +57,7 @@ def main():
     for name, m, theta, X, Y in cases(rs):
         errs = [worst(m, theta, X, Y, 2, f) for f in factors]
         e4 = worst(m, theta, X, Y, 4, 1.0) if m.activation == "tanh" else float("nan")
-        for f, e in zip(factors, errs):
+        for f, e in zip(factors, errs, strict=False):
             top[f] = max(top[f], e)
         if m.activation == "tanh":
             top4 = max(top4, e4)

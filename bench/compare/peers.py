@@ -34,16 +34,20 @@ def numpy_sgd(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
     loss = np.empty(steps + 1)
     loss[0] = np.mean((w - w_star) ** 2)
     if k > 1 and sampling == "fixed":
-        blocks = [np.stack([X[i]] + [X[i][gen.permutation(d)] for _ in range(k - 1)])
-                  for i in range(n)]
+        blocks = [
+            np.stack([X[i]] + [X[i][gen.permutation(d)] for _ in range(k - 1)]) for i in range(n)
+        ]
     for t in range(steps):
         i = t % n
         if k == 1:
             x = X[i]
             w -= lr * (x @ w - y[i]) * x
         else:
-            A = blocks[i] if sampling == "fixed" else np.stack(
-                [X[i]] + [X[i][gen.permutation(d)] for _ in range(k - 1)])
+            A = (
+                blocks[i]
+                if sampling == "fixed"
+                else np.stack([X[i]] + [X[i][gen.permutation(d)] for _ in range(k - 1)])
+            )
             w -= (lr / k) * (A.T @ (A @ w - y[i]))
         loss[t + 1] = np.mean((w - w_star) ** 2)
     return loss, w
@@ -64,7 +68,8 @@ def numpy_expected(X, y, w_star, lr, steps):
 
 
 def jax_runner(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
-    """A zero-argument callable running one jitted ``lax.scan`` training run (compiled on first call)."""
+    """A zero-argument callable running one jitted ``lax.scan`` training run (compiled on first
+    call)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -85,6 +90,7 @@ def jax_runner(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
             i = t % n
             return w - lr * (a[i] * w + (c[i] * w.sum() - e[i]))
     elif k == 1:
+
         def update(w, t):
             i = t % n
             return w - lr * (Xj[i] @ w - yj[i]) * Xj[i]
@@ -96,6 +102,7 @@ def jax_runner(X, y, w_star, k, lr, steps, sampling="fixed", seed=0):
             A = blocks[t % n]
             return w - (lr / k) * (A.T @ (A @ w - yj[t % n]))
     else:
+
         def update(w, t):
             i = t % n
             A = permuted(Xj[i], jax.random.split(jax.random.fold_in(key, t), k - 1))
@@ -169,8 +176,9 @@ def runner(contender, problem, k, lr, steps, sampling="fixed", seed=0):
 
         backend = contender.split("-", 1)[1]
         _require_timed(backend)
-        return lambda: fastperm.train(problem, k, lr=lr, steps=steps, sampling=sampling,
-                                      seed=seed, backend=backend)
+        return lambda: fastperm.train(
+            problem, k, lr=lr, steps=steps, sampling=sampling, seed=seed, backend=backend
+        )
     if contender == "numpy":
         if math.isinf(k):
             return lambda: numpy_expected(X, y, ws, lr, steps)
@@ -204,8 +212,9 @@ def table(d=400, n=40, steps=20000, lr=1e-3, repeat=5):
         if math.isinf(k):
             sec, _ = _best(lambda: numpy_expected(p.X, p.y, p.w_star, lr, steps), 2)
         else:
-            sec, _ = _best(lambda k=k, s=sampling: numpy_sgd(p.X, p.y, p.w_star, k, lr, steps, s),
-                           2)
+            sec, _ = _best(
+                lambda k=k, s=sampling: numpy_sgd(p.X, p.y, p.w_star, k, lr, steps, s), 2
+            )
         rows.append((label, fp[label], sec * 1e9 / steps))
     return rows
 
@@ -222,8 +231,10 @@ def scaling(d=400, n=40, steps=1000, runs=64, k=16, sampling="fresh"):
     for threads in sorted({1, total}):
         numba.set_num_threads(threads)
         fastperm.train_many(p, k, seeds=range(2), steps=5, sampling=sampling)
-        best = min(fastperm.train_many(p, k, seeds=range(runs), steps=steps,
-                                       sampling=sampling).seconds for _ in range(3))
+        best = min(
+            fastperm.train_many(p, k, seeds=range(runs), steps=steps, sampling=sampling).seconds
+            for _ in range(3)
+        )
         out[threads] = runs * steps / best
     numba.set_num_threads(total)
     return out
@@ -232,29 +243,39 @@ def scaling(d=400, n=40, steps=1000, runs=64, k=16, sampling="fresh"):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20000)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for train_many scaling (the table always uses 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads for train_many scaling (the table always uses 1)",
+    )
     args = parser.parse_args()
     import numba
 
     numba.set_num_threads(1)
-    print(f"d=400 n=40 T={args.steps}, one thread, best of 5 (fastperm) / 2 (NumPy); "
-          f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs")
+    print(
+        f"d=400 n=40 T={args.steps}, one thread, best of 5 (fastperm) / 2 (NumPy); "
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs"
+    )
     print(f"{'method':<12}{'fastperm ns/step':>18}{'NumPy loop ns/step':>20}{'speed-up':>10}")
     rows = table(steps=args.steps)
     for label, fp, nploop in rows:
         print(f"{label:<12}{fp:>18.1f}{nploop:>20.0f}{nploop / fp:>9.0f}x")
     by = {r[0]: r[1] for r in rows}
-    print(f"ratios: k=16 fixed / k=inf = {by['k=16 fixed'] / by['k=inf']:.0f}, "
-          f"k=16 fresh / k=inf = {by['k=16 fresh'] / by['k=inf']:.0f}, "
-          f"k=inf / k=1 = {by['k=inf'] / by['k=1']:.3f}")
+    print(
+        f"ratios: k=16 fixed / k=inf = {by['k=16 fixed'] / by['k=inf']:.0f}, "
+        f"k=16 fresh / k=inf = {by['k=16 fresh'] / by['k=inf']:.0f}, "
+        f"k=inf / k=1 = {by['k=inf'] / by['k=1']:.3f}"
+    )
     if args.threads > 1:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
         for k, sampling in [(1, "fixed"), (16, "fixed"), (16, "fresh"), (math.inf, "fixed")]:
             tp = scaling(k=k, sampling=sampling)
             one, many = tp[1], tp[max(tp)]
-            print(f"train_many 64 runs, k={k} {sampling}: {one:,.0f} steps/s on 1 thread, "
-                  f"{many:,.0f} on {max(tp)}: {many / one:.2f}x")
+            print(
+                f"train_many 64 runs, k={k} {sampling}: {one:,.0f} steps/s on 1 thread, "
+                f"{many:,.0f} on {max(tp)}: {many / one:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Turn pytest-benchmark JSON into markdown tables: ns per unit of work and ratios to fastperm-numba.
+"""Turn pytest-benchmark JSON into markdown tables: ns per unit of work and ratios to
+fastperm-numba.
 
 One table per unit (training steps, brackets); each benchmark's ``extra_info``
 gives the ``count`` of units one call does and the ``unit``.
@@ -22,18 +23,25 @@ def table(data) -> str:
         unit = info.get("unit", "step")
         count = info.get("count", info.get("steps", 1))
         units.setdefault(unit, {}).setdefault(b["group"], {})[info.get("contender", b["name"])] = (
-            b["stats"]["min"] * 1e9 / count)
-    head = (f"{when}, {cpu}, {machine.get('cpu', {}).get('count', '?')} CPUs, "
-            f"Python {machine.get('python_version', '?')}")
+            b["stats"]["min"] * 1e9 / count
+        )
+    head = (
+        f"{when}, {cpu}, {machine.get('cpu', {}).get('count', '?')} CPUs, "
+        f"Python {machine.get('python_version', '?')}"
+    )
     return "\n\n".join(_unit_table(unit, groups, head) for unit, groups in units.items())
 
 
 def _unit_table(unit, groups, head) -> str:
-    contenders = sorted({c for g in groups.values() for c in g},
-                        key=lambda c: (not c.startswith("fastperm"), c))
-    lines = [f"ns per {unit} (min over rounds) and ratio to fastperm-numba; {head}", "",
-             "| workload | " + " | ".join(contenders) + " |",
-             "|---|" + "---:|" * len(contenders)]
+    contenders = sorted(
+        {c for g in groups.values() for c in g}, key=lambda c: (not c.startswith("fastperm"), c)
+    )
+    lines = [
+        f"ns per {unit} (min over rounds) and ratio to fastperm-numba; {head}",
+        "",
+        "| workload | " + " | ".join(contenders) + " |",
+        "|---|" + "---:|" * len(contenders),
+    ]
     for group, row in groups.items():
         base = row.get("fastperm-numba")
         cells = []

@@ -15,16 +15,20 @@ as a warm-up round.
 import math
 
 import numpy as np
+import peers
 import pytest
 
 import fastperm
-import peers
 
 D, N, T = 400, 40, 2000
 LR = 0.4 / D
 PROBLEM = fastperm.LinearProblem.sample(d=D, n=N, seed=0)
-METHODS = {"k=1": (1, "fixed"), "k=16 fixed": (16, "fixed"), "k=16 fresh": (16, "fresh"),
-           "k=inf": (math.inf, "fixed")}
+METHODS = {
+    "k=1": (1, "fixed"),
+    "k=16 fixed": (16, "fixed"),
+    "k=16 fresh": (16, "fresh"),
+    "k=inf": (math.inf, "fixed"),
+}
 CONTENDERS = [f"fastperm-{b}" for b in fastperm.backends.KNOWN] + ["numpy", "jax", "torch"]
 
 
@@ -40,8 +44,7 @@ def test_train(benchmark, contender, method):
         pytest.skip(str(exc))
     run()  # compile / warm caches outside the timing
     benchmark.group = f"{method}, d={D}, n={N}, T={T}"
-    benchmark.extra_info.update(contender=contender, method=method, count=T, unit="step", d=D,
-                                n=N)
+    benchmark.extra_info.update(contender=contender, method=method, count=T, unit="step", d=D, n=N)
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
 
 
@@ -63,9 +66,9 @@ def _digits():
 @pytest.mark.parametrize("contender", BRACKET_CONTENDERS)
 def test_brackets(benchmark, contender, sizes):
     """All 496 brackets among 32 digits (float64); fastperm's are checked to 1e-8 per pair."""
-    from fastperm import lie, models
-
     import bracket_peers
+
+    from fastperm import lie, models
 
     X, Y = _digits()
     model = models.MLP([int(s) for s in sizes.split("-")])
@@ -113,15 +116,22 @@ def test_batched_runs(benchmark, backend, method):
     except ImportError as exc:
         pytest.skip(str(exc))
     k, sampling = METHODS[method]
-    kw = dict(seeds=np.arange(RUNS, dtype=np.uint64), lr=LR, steps=1000, sampling=sampling,
-              record_every=100, backend=backend)
+    kw = dict(
+        seeds=np.arange(RUNS, dtype=np.uint64),
+        lr=LR,
+        steps=1000,
+        sampling=sampling,
+        record_every=100,
+        backend=backend,
+    )
     fastperm.train_many(PROBLEM, k, **dict(kw, steps=2))  # compile outside the timing
 
     def run():
         return fastperm.train_many(PROBLEM, k, **kw)
 
     benchmark.group = f"{RUNS} runs, {method}, d={D}, n={N}, 1000 steps"
-    benchmark.extra_info.update(contender=f"fastperm-{backend}", method=method, count=RUNS,
-                                unit="run", d=D, n=N)
+    benchmark.extra_info.update(
+        contender=f"fastperm-{backend}", method=method, count=RUNS, unit="run", d=D, n=N
+    )
     result = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     assert result.loss.shape == (RUNS, 11) and (result.diverged_step == -1).all()

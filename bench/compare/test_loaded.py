@@ -50,15 +50,29 @@ def test_loaded_runs_end_to_end(tmp_path, capsys):
         pytest.skip("no compiled CPU backend (numba or cython) here")
     backend = "numba" if "numba" in backends else backends[0]
     out = tmp_path / "loaded.json"
-    loaded.main(["--quick", "--backends", backend, "--max-steps", "200", "--repeats", "1",
-                 "--load-seconds", "60", "--json", str(out)])
+    loaded.main(
+        [
+            "--quick",
+            "--backends",
+            backend,
+            "--max-steps",
+            "200",
+            "--repeats",
+            "1",
+            "--load-seconds",
+            "60",
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
 
     report = json.loads(out.read_text())
     workloads = loaded.workloads(quick=True, max_steps=200)
     keys = [(r["backend"], r["workload"], r["condition"]) for r in report["rows"]]
-    assert sorted(keys) == sorted((backend, w.label, c) for w in workloads
-                                  for c in loaded.CONDITIONS)
+    assert sorted(keys) == sorted(
+        (backend, w.label, c) for w in workloads for c in loaded.CONDITIONS
+    )
     for r in report["rows"]:
         assert math.isfinite(r["ns_per_step"]) and r["ns_per_step"] > 0
         assert math.isfinite(r["ns_per_step_one_thread"]) and r["ns_per_step_one_thread"] > 0
@@ -71,6 +85,5 @@ def test_loaded_runs_end_to_end(tmp_path, capsys):
     assert len(pids["fastperm load"]) == 1
     # stopped by the benchmark, not by their own time bound
     assert not any(any(c["ended_early"]) for c in report["conditions"])
-    left = [p for ps in pids.values() for p in ps
-            if _running_benchmark_process(p, loaded.MARKER)]
+    left = [p for ps in pids.values() for p in ps if _running_benchmark_process(p, loaded.MARKER)]
     assert left == []

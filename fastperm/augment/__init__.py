@@ -36,12 +36,31 @@ import numpy as np
 
 from .. import _checks
 from ..moments import coefficients
-from .distributions import (Augmentation, BlockPermutation, CyclicShift, Gaussian, Mask,
-                            Moments, Permutation, Resample)
+from .distributions import (
+    Augmentation,
+    BlockPermutation,
+    CyclicShift,
+    Gaussian,
+    Mask,
+    Moments,
+    Permutation,
+    Resample,
+)
 
-__all__ = ["Augmentation", "BlockPermutation", "CyclicShift", "Gaussian", "Mask", "Moments",
-           "Permutation", "Resample", "as_augmentation", "augmented_gradient", "coefficients",
-           "expected_gradient"]
+__all__ = [
+    "Augmentation",
+    "BlockPermutation",
+    "CyclicShift",
+    "Gaussian",
+    "Mask",
+    "Moments",
+    "Permutation",
+    "Resample",
+    "as_augmentation",
+    "augmented_gradient",
+    "coefficients",
+    "expected_gradient",
+]
 
 _BY_NAME = {"permutation": Permutation, "resample": Resample}
 

@@ -55,8 +55,7 @@ import numpy as np
 
 from .. import _checks
 from ..moments import block_moments, circulant_spectrum, coefficients
-from ..rng import (KIND_BLOCK, KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK, KIND_PERMUTATION,
-                   KIND_RESAMPLE)
+from ..rng import KIND_BLOCK, KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK, KIND_PERMUTATION, KIND_RESAMPLE
 
 
 def _rng(rng):
@@ -88,9 +87,11 @@ class Augmentation:
         distribution's copies for k-fold training (specification in :mod:`fastperm.rng`).
 
         Raises ValueError for a distribution without one."""
-        raise ValueError(f"augmentation: {self!r} has no sampler in the compiled kernels: "
-                         "k-fold training and augmented_gradient need one (use k = inf, or "
-                         ".sample())")
+        raise ValueError(
+            f"augmentation: {self!r} has no sampler in the compiled kernels: "
+            "k-fold training and augmented_gradient need one (use k = inf, or "
+            ".sample())"
+        )
 
     def closed_form(self, X):
         """The closed-form plan for k = ∞ on examples X (n, d): ``(family, args)``, the kernel
@@ -188,21 +189,25 @@ class Gaussian(Augmentation):
     def __init__(self, sigma):
         self.sigma = _checks.as_nonnegative_real("sigma", sigma)
         if not math.isfinite(self.sigma * self.sigma):  # the closed form needs σ²
-            raise ValueError(f"sigma must be at most ~1e154 (sigma² must be finite), "
-                             f"got {self.sigma:g}")
+            raise ValueError(
+                f"sigma must be at most ~1e154 (sigma² must be finite), got {self.sigma:g}"
+            )
 
     def sampler(self):
         return KIND_GAUSSIAN, np.array([self.sigma, 0.0]), _NO_I, _NO_I
 
     def closed_form(self, X):
-        return "diag_rank1_runs", {"beta": 1.0, "gamma": 1.0,
-                                   "D": np.full((1, X.shape[1]), self.sigma ** 2)}
+        return "diag_rank1_runs", {
+            "beta": 1.0,
+            "gamma": 1.0,
+            "D": np.full((1, X.shape[1]), self.sigma**2),
+        }
 
     def _mean(self, X):
         return X.copy()
 
     def _second_moment_times(self, X, w):
-        return (X @ w)[:, None] * X + self.sigma ** 2 * w[None, :]
+        return (X @ w)[:, None] * X + self.sigma**2 * w[None, :]
 
     def _sample(self, x, rng, n):
         return x[None, :] + self.sigma * rng.standard_normal((n, x.shape[0]))
@@ -229,22 +234,27 @@ class Mask(Augmentation):
         self.rescale = bool(rescale)
         self.scale = 1.0 / self.p if self.rescale else 1.0
         if not math.isfinite(self.scale * self.scale):  # the closed form needs (1/p)²
-            raise ValueError(f"p must be at least ~1e-154 with rescale=True (1/p² must be "
-                             f"finite), got {self.p:g}")
+            raise ValueError(
+                f"p must be at least ~1e-154 with rescale=True (1/p² must be "
+                f"finite), got {self.p:g}"
+            )
 
     def sampler(self):
         return KIND_MASK, np.array([self.p, self.scale]), _NO_I, _NO_I
 
     def closed_form(self, X):
-        s2, p = self.scale ** 2, self.p
-        return "diag_rank1_runs", {"beta": s2 * p * p, "gamma": self.scale * p,
-                                   "D": np.ascontiguousarray(s2 * p * (1 - p) * X * X)}
+        s2, p = self.scale**2, self.p
+        return "diag_rank1_runs", {
+            "beta": s2 * p * p,
+            "gamma": self.scale * p,
+            "D": np.ascontiguousarray(s2 * p * (1 - p) * X * X),
+        }
 
     def _mean(self, X):
         return self.scale * self.p * X
 
     def _second_moment_times(self, X, w):
-        s2, p = self.scale ** 2, self.p
+        s2, p = self.scale**2, self.p
         return s2 * (p * p * (X @ w)[:, None] * X + p * (1 - p) * X * X * w[None, :])
 
     def _sample(self, x, rng, n):
@@ -293,7 +303,9 @@ class BlockPermutation(Augmentation):
 
     def __init__(self, groups):
         if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__") or len(groups) == 0:
-            raise ValueError(f"groups must be a non-empty sequence of index sequences, got {groups!r}")
+            raise ValueError(
+                f"groups must be a non-empty sequence of index sequences, got {groups!r}"
+            )
         gs = []
         for q, g in enumerate(groups):
             arr = _checks.as_array(f"groups[{q}]", g)
@@ -314,9 +326,11 @@ class BlockPermutation(Augmentation):
 
     def check_d(self, d):
         if d != self.d:
-            raise ValueError(f"augmentation: BlockPermutation groups partition range({self.d}) "
-                             f"but the inputs have d = {d} features; the groups must cover "
-                             f"every index 0..{d - 1} exactly once")
+            raise ValueError(
+                f"augmentation: BlockPermutation groups partition range({self.d}) "
+                f"but the inputs have d = {d} features; the groups must cover "
+                f"every index 0..{d - 1} exactly once"
+            )
 
     def sampler(self):
         return KIND_BLOCK, _NO_F, self.gidx, self.gptr
@@ -339,8 +353,7 @@ class BlockPermutation(Augmentation):
         S = np.array([w[g].sum() for g in self.groups])  # block sums of w
         lab = self.labels
         cross = (m * S[None, :]).sum(axis=1, keepdims=True) - m * S[None, :]  # Σ_{H≠G} m_H S_H
-        return ((diag - c)[:, lab] * w[None, :] + (c * S[None, :])[:, lab]
-                + (m * cross)[:, lab])
+        return (diag - c)[:, lab] * w[None, :] + (c * S[None, :])[:, lab] + (m * cross)[:, lab]
 
     def _sample(self, x, rng, n):
         out = np.repeat(x[None, :], n, axis=0)
@@ -387,8 +400,10 @@ class Moments(Augmentation):
         return np.stack([self._call(self._mean_fn, x, (d,), "mean") for x in X])
 
     def closed_form(self, X):
-        return "dense_runs", {"M": np.ascontiguousarray(self.matrices(X)),
-                              "mu": np.ascontiguousarray(self._mean(X))}
+        return "dense_runs", {
+            "M": np.ascontiguousarray(self.matrices(X)),
+            "mu": np.ascontiguousarray(self._mean(X)),
+        }
 
     def matrices(self, X):
         """The second moments of every row: (n, d, d)."""
@@ -400,10 +415,13 @@ class Moments(Augmentation):
 
     def _sample(self, x, rng, n):
         if self._sample_fn is None:
-            raise ValueError(f"augmentation: {self.name} was given no sample function "
-                             "(Moments(..., sample=fn) draws copies)")
-        return np.stack([self._call(lambda v: self._sample_fn(v, rng), x, x.shape, "sample")
-                         for _ in range(n)])
+            raise ValueError(
+                f"augmentation: {self.name} was given no sample function "
+                "(Moments(..., sample=fn) draws copies)"
+            )
+        return np.stack(
+            [self._call(lambda v: self._sample_fn(v, rng), x, x.shape, "sample") for _ in range(n)]
+        )
 
     def __repr__(self):
         return f"Moments({self.name})"

@@ -100,8 +100,10 @@ def get(backend=None, needs=None, kind=None):
         The backend is known but cannot be imported here (the message says why).
     """
     if needs is not None and needs not in contract.FAMILIES:
-        raise ValueError(f"needs must be a kernel family of the contract "
-                         f"({', '.join(contract.FAMILIES)}), got {needs!r}")
+        raise ValueError(
+            f"needs must be a kernel family of the contract "
+            f"({', '.join(contract.FAMILIES)}), got {needs!r}"
+        )
     if backend is None or backend == "auto":
         forced = os.environ.get(ENV_VAR, "").strip()
         if forced and forced != "auto":
@@ -129,15 +131,18 @@ def _check_needs(mod, needs, kind):
         return mod
     have = [n for n in available() if _has(_loaded[n], needs, kind)]
     what = needs if kind is None or not hasattr(mod, needs) else f"{needs} for this augmentation"
-    raise ValueError(f"backend {mod.name!r} does not implement {what}; backends that do: "
-                     f"{', '.join(have) or 'none here'}")
+    raise ValueError(
+        f"backend {mod.name!r} does not implement {what}; backends that do: "
+        f"{', '.join(have) or 'none here'}"
+    )
 
 
 def capabilities() -> dict[str, dict[str, bool]]:
     """``{backend: {family: implemented}}`` for every backend that imports here, over every
     kernel family of the contract (the matrix ``fastperm info`` prints)."""
-    return {name: {fam: _has(_loaded[name], fam) for fam in contract.FAMILIES}
-            for name in available()}
+    return {
+        name: {fam: _has(_loaded[name], fam) for fam in contract.FAMILIES} for name in available()
+    }
 
 
 def capability_table() -> str:
@@ -153,18 +158,21 @@ def capability_table() -> str:
     for n in names:
         kinds = getattr(_loaded[n], contract.SAMPLER_KINDS_ATTR, None)
         if kinds is not None:
-            lines.append(f"({n} draws augmentation kinds {sorted(kinds)} only: "
-                         f"see fastperm.rng.KIND_*)")
+            lines.append(
+                f"({n} draws augmentation kinds {sorted(kinds)} only: see fastperm.rng.KIND_*)"
+            )
     return "\n".join(lines)
 
 
 def _get_named(name, source):
     if not isinstance(name, str) or name not in KNOWN:
-        raise ValueError(f"{source} must be one of {', '.join(map(repr, KNOWN))} or 'auto'; "
-                         f"got {name!r}")
+        raise ValueError(
+            f"{source} must be one of {', '.join(map(repr, KNOWN))} or 'auto'; got {name!r}"
+        )
     mod = _load(name)
     if mod is None:
         raise BackendUnavailableError(
             f"backend {name!r} is not available here: {_errors[name]}. "
-            f"Available: {', '.join(available()) or 'none'}")
+            f"Available: {', '.join(available()) or 'none'}"
+        )
     return mod

@@ -27,9 +27,15 @@ def fourier_setup(X, w_star, W0, R):
     wt[0] = 1.0
     if d % 2 == 0:
         wt[F - 1] = 1.0
-    return (lam, np.ascontiguousarray(X.sum(axis=1)), np.ascontiguousarray(Wf.real),
-            np.ascontiguousarray(Wf.imag), np.ascontiguousarray(sf.real),
-            np.ascontiguousarray(sf.imag), wt)
+    return (
+        lam,
+        np.ascontiguousarray(X.sum(axis=1)),
+        np.ascontiguousarray(Wf.real),
+        np.ascontiguousarray(Wf.imag),
+        np.ascontiguousarray(sf.real),
+        np.ascontiguousarray(sf.imag),
+        wt,
+    )
 
 
 def fourier_finish(RE, IM, w_out):
@@ -51,7 +57,7 @@ class BlockState:
         G = gptr.shape[0] - 1
         self.labels = np.empty(d, dtype=np.int64)
         for g in range(G):
-            self.labels[gidx[gptr[g]:gptr[g + 1]]] = g
+            self.labels[gidx[gptr[g] : gptr[g + 1]]] = g
         onehot = np.zeros((d, G))
         onehot[np.arange(d), self.labels] = 1.0
         self.size, mg, diag, c = block_moments(X, self.labels, G)
@@ -72,5 +78,4 @@ class BlockState:
 
     def finish(self, w_out):
         """``w_out[r] = α_G u + δ_G + μ*_G`` per group, from the final ALPHA and DELTA."""
-        w_out[:] = (self.ALPHA[:, self.labels] * self.u
-                    + (self.DELTA + self.ustar)[:, self.labels])
+        w_out[:] = self.ALPHA[:, self.labels] * self.u + (self.DELTA + self.ustar)[:, self.labels]

@@ -85,8 +85,10 @@ class Family:
     def docstring(self) -> str:
         """The family's contract as a NumPy-style docstring."""
         params = "\n".join(f"{a.name} : {a.role}\n    {a.doc}" for a in self.args)
-        return (f"{self.name}({', '.join(self.arg_names)})\n\n{self.summary}\n\nParameters\n----------\n{params}\n\n"
-                f"Returns\n-------\n{self.returns}\n")
+        return (
+            f"{self.name}({', '.join(self.arg_names)})\n\n{self.summary}\n\n"
+            f"Parameters\n----------\n{params}\n\nReturns\n-------\n{self.returns}\n"
+        )
 
 
 def _a(name, role, doc):
@@ -101,12 +103,20 @@ W0 = _a("W0", "start", "(1, d) or (R, d) starts")
 LR = _a("lr", "run", "(R,) step sizes")
 SEEDS = _a("seeds", "run", "(R,) uint64 keys of the runs' random copies (:mod:`fastperm.rng`)")
 STEPS = _a("steps", "setting", "number of updates T; step t visits example ``t mod n``")
-FRESH = _a("fresh", "setting", "draw copies anew every step (keyed by the step) instead of "
-                                "once per example (keyed by the example)")
+FRESH = _a(
+    "fresh",
+    "setting",
+    "draw copies anew every step (keyed by the step) instead of "
+    "once per example (keyed by the example)",
+)
 KIND = _a("kind", "setting", "augmentation kind code (``fastperm.rng.KIND_*``)")
 FPARAMS = _a("fparams", "setting", "(2,) float parameters of the kind (σ; p and scale)")
-GIDX = _a("gidx", "setting", "(d,) int64 entries of the groups, group g at "
-                              "``gidx[gptr[g]:gptr[g + 1]]`` (block permutations)")
+GIDX = _a(
+    "gidx",
+    "setting",
+    "(d,) int64 entries of the groups, group g at "
+    "``gidx[gptr[g]:gptr[g + 1]]`` (block permutations)",
+)
 GPTR = _a("gptr", "setting", "(G + 1,) int64 group boundaries in gidx")
 RECORD = _a("record_steps", "schedule", "(m + 2,) int64 recorded steps and the sentinel")
 LOSS = _a("loss_out", "output", "(R, m + 1) recorded losses ``mean((w − w_star)²)``")
@@ -116,99 +126,244 @@ STATUS = _a("status_out", "output", "(R,) int64 -1 or the divergence step")
 RUNS_RETURN = "None: results are written to the outputs."
 
 # -- arguments shared by the bracket families ---------------------------------------------------
-MODEL_ARGS = (_a("model", "setting", "a :class:`fastperm.models.Model`"),
-              _a("theta", "input", "(P,) parameters"), _a("X", "input", "(B, d) inputs"),
-              _a("Y", "input", "(B, K) targets"))
+MODEL_ARGS = (
+    _a("model", "setting", "a :class:`fastperm.models.Model`"),
+    _a("theta", "input", "(P,) parameters"),
+    _a("X", "input", "(B, d) inputs"),
+    _a("Y", "input", "(B, K) targets"),
+)
 BRACKET_ARGS = MODEL_ARGS + (
-    _a("G", "input", "(B, P) gradients at θ"), _a("h", "input", "(B,) finite-difference steps"),
-    _a("c", "setting", "(S,) stencil offsets"), _a("w", "setting", "(S,) weights"))
+    _a("G", "input", "(B, P) gradients at θ"),
+    _a("h", "input", "(B,) finite-difference steps"),
+    _a("c", "setting", "(S,) stencil offsets"),
+    _a("w", "setting", "(S,) weights"),
+)
 
-FAMILIES = {f.name: f for f in (
-    Family("sgd_runs", "sgd",
-           "R runs of k-fold augmented SGD on the linear problem (k = 1: plain SGD). Step t, "
-           "example i = t mod n, copies A_0 = x_i, A_1 … A_{k−1}: "
-           "``w ← w − (lr/k) Σ_j (A_j·w − y_i) A_j``.",
-           (X, Y, W_STAR, W0, LR, SEEDS, _a("k", "setting", "copies per step (≥ 1)"), STEPS,
-            FRESH, KIND, FPARAMS, GIDX, GPTR, RECORD,
-            _a("cache", "schedule", "the kernel may keep the n·k fixed copies (the caller "
-                                    "checked the memory budget); never changes results"),
-            LOSS, W_OUT, STATUS), RUNS_RETURN),
-    Family("expected_runs", "sgd",
-           "R runs with the exact expected gradient (k = ∞) over permutations or resampling: "
-           "every coordinate follows the same affine map (O(T + d) per run where compiled).",
-           (X, Y, W_STAR, W0, LR, STEPS,
-            _a("kind", "setting", "``KIND_PERMUTATION`` or ``KIND_RESAMPLE``"),
-            RECORD, LOSS, W_OUT, STATUS), RUNS_RETURN),
-    Family("augmented_gradient", "sgd",
-           "``out[i]`` = the mean gradient over the k fixed copies of row i (copy j keyed by "
-           "``(seed, STREAM_FIXED, counter(i, j))``, as training draws them).",
-           (_a("w", "input", "(d,) parameters"), X, Y, _a("k", "setting", "copies (≥ 1)"),
-            _a("seed", "setting", "uint64 key of the copies"), KIND, FPARAMS, GIDX, GPTR,
-            _a("out", "output", "(n, d) gradients")), RUNS_RETURN),
-    Family("diag_rank1_runs", "closed_forms",
-           "k = ∞ runs for a second moment ``β x xᵀ + diag(D_i)`` and mean ``γ x`` "
-           "(Gaussian noise, masking): one fused O(d) pass per step.",
-           (X, Y, W_STAR, W0, LR, _a("beta", "setting", "rank-one coefficient β"),
-            _a("gamma", "setting", "mean coefficient γ"),
-            _a("D", "input", "(n, d), or (1, d) when the same for every example"),
-            STEPS, RECORD, LOSS, W_OUT, STATUS), RUNS_RETURN),
-    Family("circulant_runs", "closed_forms",
-           "k = ∞ runs for cyclic shifts (circulant second moment), kept in the Fourier "
-           "domain: O(d) per step.",
-           (X, Y, W_STAR, W0, LR, STEPS, RECORD, LOSS, W_OUT, STATUS), RUNS_RETURN),
-    Family("block_runs", "closed_forms",
-           "k = ∞ runs for permutations within groups: O(G) per step, O(T·G + n·d) per run.",
-           (X, Y, W_STAR, W0, LR, GIDX, GPTR, STEPS, RECORD, LOSS, W_OUT, STATUS),
-           RUNS_RETURN),
-    Family("dense_runs", "closed_forms",
-           "k = ∞ runs for user moments: ``w ← w − lr (M_i w − y_i μ_i)``, O(d²) per step.",
-           (_a("M", "input", "(n, d, d) second moments E[x'x'ᵀ]"),
-            _a("mu", "input", "(n, d) means E[x']"), Y, W_STAR, W0, LR, STEPS, RECORD, LOSS,
-            W_OUT, STATUS), RUNS_RETURN),
-    Family("deep_linear_runs", "deep_linear",
-           "R runs of Gaussian-noise-augmented SGD of a deep linear network "
-           "``f(x) = uᵀ W_L ⋯ W_1 x`` (:mod:`fastperm.deep_linear`); the loss is that of the "
-           "end-to-end vector v, recorded before each step.",
-           (X, Y, W_STAR, _a("Theta0", "start", "(1, P) or (R, P) starts"),
-            _a("sizes", "setting", "(L + 1,) int64 layer widths [d, h_1, …, h_L]"),
-            _a("offs", "setting", "(L + 1,) int64 offsets of W_1 … W_L and u in θ"),
-            LR, SEEDS, _a("k", "setting", "noisy copies per step; 0: k = ∞ (exact)"),
-            _a("sigma", "setting", "noise standard deviation"), STEPS, FRESH, RECORD,
-            _a("cache", "schedule", "the kernel may keep the n·k fixed noisy copies (the "
-                                    "caller checked the memory budget); never changes results"),
-            LOSS,
-            _a("theta_out", "output", "(R, P) final parameters"), STATUS), RUNS_RETURN),
-    Family("scheme_runs", "schemes",
-           "R runs of a symmetry scheme on the linear permutation problem "
-           "(:mod:`fastperm.schemes`), recording the loss and the distance of w to span(1).",
-           (X, Y, W_STAR, W0, LR, SEEDS,
-            _a("scheme", "setting", "``fastperm.codes.SCHEMES``: vanilla, DA, FA, EA"),
-            _a("k", "setting", "copies for DA; 0: k = ∞ (the exact group average)"), FRESH, STEPS, RECORD, LOSS,
-            _a("dist_out", "output", "(R, m + 1) distance of w to span(1)"), W_OUT, STATUS),
-           RUNS_RETURN),
-    Family("example_grads", "lie",
-           "``out[b] = g_b(θ)``, the per-example gradients of a model.",
-           MODEL_ARGS + (_a("out", "output", "(B, P) gradients"),),
-           RUNS_RETURN),
-    Family("brackets_all", "lie",
-           "``out[x, y] = [v_x, v_y] = H_y g_x − H_x g_y`` for all pairs, with "
-           "``H_y g_x ≈ Σ_j w_j g_y(θ + c_j h_x G[x]) / h_x``.",
-           BRACKET_ARGS + (_a("out", "output", "(B, B, P) brackets"),), RUNS_RETURN),
-    Family("brackets_pairs", "lie",
-           "``out[q] = [v_a, v_b]`` for the listed pairs (a, b) (zero where a = b).",
-           BRACKET_ARGS + (_a("pairs", "input", "(Q, 2) int64 pairs, in range"),
-                           _a("out", "output", "(Q, P) brackets")), RUNS_RETURN),
-)}
+FAMILIES = {
+    f.name: f
+    for f in (
+        Family(
+            "sgd_runs",
+            "sgd",
+            "R runs of k-fold augmented SGD on the linear problem (k = 1: plain SGD). Step t, "
+            "example i = t mod n, copies A_0 = x_i, A_1 … A_{k−1}: "
+            "``w ← w − (lr/k) Σ_j (A_j·w − y_i) A_j``.",
+            (
+                X,
+                Y,
+                W_STAR,
+                W0,
+                LR,
+                SEEDS,
+                _a("k", "setting", "copies per step (≥ 1)"),
+                STEPS,
+                FRESH,
+                KIND,
+                FPARAMS,
+                GIDX,
+                GPTR,
+                RECORD,
+                _a(
+                    "cache",
+                    "schedule",
+                    "the kernel may keep the n·k fixed copies (the caller "
+                    "checked the memory budget); never changes results",
+                ),
+                LOSS,
+                W_OUT,
+                STATUS,
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "expected_runs",
+            "sgd",
+            "R runs with the exact expected gradient (k = ∞) over permutations or resampling: "
+            "every coordinate follows the same affine map (O(T + d) per run where compiled).",
+            (
+                X,
+                Y,
+                W_STAR,
+                W0,
+                LR,
+                STEPS,
+                _a("kind", "setting", "``KIND_PERMUTATION`` or ``KIND_RESAMPLE``"),
+                RECORD,
+                LOSS,
+                W_OUT,
+                STATUS,
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "augmented_gradient",
+            "sgd",
+            "``out[i]`` = the mean gradient over the k fixed copies of row i (copy j keyed by "
+            "``(seed, STREAM_FIXED, counter(i, j))``, as training draws them).",
+            (
+                _a("w", "input", "(d,) parameters"),
+                X,
+                Y,
+                _a("k", "setting", "copies (≥ 1)"),
+                _a("seed", "setting", "uint64 key of the copies"),
+                KIND,
+                FPARAMS,
+                GIDX,
+                GPTR,
+                _a("out", "output", "(n, d) gradients"),
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "diag_rank1_runs",
+            "closed_forms",
+            "k = ∞ runs for a second moment ``β x xᵀ + diag(D_i)`` and mean ``γ x`` "
+            "(Gaussian noise, masking): one fused O(d) pass per step.",
+            (
+                X,
+                Y,
+                W_STAR,
+                W0,
+                LR,
+                _a("beta", "setting", "rank-one coefficient β"),
+                _a("gamma", "setting", "mean coefficient γ"),
+                _a("D", "input", "(n, d), or (1, d) when the same for every example"),
+                STEPS,
+                RECORD,
+                LOSS,
+                W_OUT,
+                STATUS,
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "circulant_runs",
+            "closed_forms",
+            "k = ∞ runs for cyclic shifts (circulant second moment), kept in the Fourier "
+            "domain: O(d) per step.",
+            (X, Y, W_STAR, W0, LR, STEPS, RECORD, LOSS, W_OUT, STATUS),
+            RUNS_RETURN,
+        ),
+        Family(
+            "block_runs",
+            "closed_forms",
+            "k = ∞ runs for permutations within groups: O(G) per step, O(T·G + n·d) per run.",
+            (X, Y, W_STAR, W0, LR, GIDX, GPTR, STEPS, RECORD, LOSS, W_OUT, STATUS),
+            RUNS_RETURN,
+        ),
+        Family(
+            "dense_runs",
+            "closed_forms",
+            "k = ∞ runs for user moments: ``w ← w − lr (M_i w − y_i μ_i)``, O(d²) per step.",
+            (
+                _a("M", "input", "(n, d, d) second moments E[x'x'ᵀ]"),
+                _a("mu", "input", "(n, d) means E[x']"),
+                Y,
+                W_STAR,
+                W0,
+                LR,
+                STEPS,
+                RECORD,
+                LOSS,
+                W_OUT,
+                STATUS,
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "deep_linear_runs",
+            "deep_linear",
+            "R runs of Gaussian-noise-augmented SGD of a deep linear network "
+            "``f(x) = uᵀ W_L ⋯ W_1 x`` (:mod:`fastperm.deep_linear`); the loss is that of the "
+            "end-to-end vector v, recorded before each step.",
+            (
+                X,
+                Y,
+                W_STAR,
+                _a("Theta0", "start", "(1, P) or (R, P) starts"),
+                _a("sizes", "setting", "(L + 1,) int64 layer widths [d, h_1, …, h_L]"),
+                _a("offs", "setting", "(L + 1,) int64 offsets of W_1 … W_L and u in θ"),
+                LR,
+                SEEDS,
+                _a("k", "setting", "noisy copies per step; 0: k = ∞ (exact)"),
+                _a("sigma", "setting", "noise standard deviation"),
+                STEPS,
+                FRESH,
+                RECORD,
+                _a(
+                    "cache",
+                    "schedule",
+                    "the kernel may keep the n·k fixed noisy copies (the "
+                    "caller checked the memory budget); never changes results",
+                ),
+                LOSS,
+                _a("theta_out", "output", "(R, P) final parameters"),
+                STATUS,
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "scheme_runs",
+            "schemes",
+            "R runs of a symmetry scheme on the linear permutation problem "
+            "(:mod:`fastperm.schemes`), recording the loss and the distance of w to span(1).",
+            (
+                X,
+                Y,
+                W_STAR,
+                W0,
+                LR,
+                SEEDS,
+                _a("scheme", "setting", "``fastperm.codes.SCHEMES``: vanilla, DA, FA, EA"),
+                _a("k", "setting", "copies for DA; 0: k = ∞ (the exact group average)"),
+                FRESH,
+                STEPS,
+                RECORD,
+                LOSS,
+                _a("dist_out", "output", "(R, m + 1) distance of w to span(1)"),
+                W_OUT,
+                STATUS,
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "example_grads",
+            "lie",
+            "``out[b] = g_b(θ)``, the per-example gradients of a model.",
+            MODEL_ARGS + (_a("out", "output", "(B, P) gradients"),),
+            RUNS_RETURN,
+        ),
+        Family(
+            "brackets_all",
+            "lie",
+            "``out[x, y] = [v_x, v_y] = H_y g_x − H_x g_y`` for all pairs, with "
+            "``H_y g_x ≈ Σ_j w_j g_y(θ + c_j h_x G[x]) / h_x``.",
+            BRACKET_ARGS + (_a("out", "output", "(B, B, P) brackets"),),
+            RUNS_RETURN,
+        ),
+        Family(
+            "brackets_pairs",
+            "lie",
+            "``out[q] = [v_a, v_b]`` for the listed pairs (a, b) (zero where a = b).",
+            BRACKET_ARGS
+            + (
+                _a("pairs", "input", "(Q, 2) int64 pairs, in range"),
+                _a("out", "output", "(Q, P) brackets"),
+            ),
+            RUNS_RETURN,
+        ),
+    )
+}
 
 #: what every backend module offers besides its kernels
 BACKEND_API = {
     "name": "the backend's name in :data:`fastperm.backends.KNOWN`",
     "compile": "compile(families=None): compile (or load from a cache) the kernels of these "
-               "families (None: all it times), outside any timing; a no-op where nothing "
-               "compiles at run time",
+    "families (None: all it times), outside any timing; a no-op where nothing "
+    "compiles at run time",
     "threads": "threads its parallel drivers use for calls from this Python thread",
     "set_threads": "set_threads(n): set that count for this Python thread; n is checked by "
-                   ":func:`fastperm.knobs.as_thread_count` (the same refusals on every backend)",
+    ":func:`fastperm.knobs.as_thread_count` (the same refusals on every backend)",
 }
 
 

@@ -23,7 +23,7 @@ MIX2 = np.uint64(spec.MIX2)
 MASK32 = np.uint64(spec.MASK32)
 TWO32 = np.uint64(1 << 32)
 S11, S27, S30, S31, S32 = (np.uint64(s) for s in (11, 27, 30, 31, 32))
-TWO_M53 = 2.0 ** -53
+TWO_M53 = 2.0**-53
 
 
 def mix64(z):

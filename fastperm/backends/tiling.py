@@ -13,7 +13,8 @@ def block_pairs(P, B):
     """``(block, nb, ntasks)`` for B examples of P parameters.
 
     ``block`` examples per block, so that two (block × block × P) float64 tiles fit in
-    :data:`fastperm.knobs.TILE_BYTES`; ``nb`` blocks; ``ntasks = nb (nb + 1) / 2`` block pairs (I ≤ J).
+    :data:`fastperm.knobs.TILE_BYTES`; ``nb`` blocks; ``ntasks = nb (nb + 1) / 2`` block pairs
+    (I ≤ J).
     """
     block = max(1, min(B, int((knobs.TILE_BYTES / (16.0 * P)) ** 0.5)))
     nb = (B + block - 1) // block

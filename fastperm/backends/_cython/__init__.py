@@ -8,14 +8,28 @@ there, this import fails and fastperm runs on its other backends
 (``fastperm info`` says which).
 """
 
+from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .lie import brackets_all, brackets_pairs, example_grads
 from .parallel import CYTHON_VERSION, have_openmp, set_threads, threads
-from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .sgd import augmented_gradient, compile, expected_runs, sgd_runs
 
 name = "cython"
 
-__all__ = ["CYTHON_VERSION", "augmented_gradient", "block_runs", "brackets_all", "brackets_pairs",
-           "circulant_runs", "compile", "dense_runs", "diag_rank1_runs",
-           "example_grads", "expected_runs",
-           "have_openmp", "name", "set_threads", "sgd_runs", "threads"]
+__all__ = [
+    "CYTHON_VERSION",
+    "augmented_gradient",
+    "block_runs",
+    "brackets_all",
+    "brackets_pairs",
+    "circulant_runs",
+    "compile",
+    "dense_runs",
+    "diag_rank1_runs",
+    "example_grads",
+    "expected_runs",
+    "have_openmp",
+    "name",
+    "set_threads",
+    "sgd_runs",
+    "threads",
+]

@@ -44,7 +44,21 @@ def compile(families=None):
 _ready: set = set()  # families whose modules compile() has done
 
 
-__all__ = ["augmented_gradient", "block_runs", "brackets_all", "brackets_pairs",
-           "circulant_runs", "compile", "deep_linear_runs", "dense_runs", "diag_rank1_runs",
-           "example_grads", "expected_runs", "name",
-           "scheme_runs", "set_threads", "sgd_runs", "threads"]
+__all__ = [
+    "augmented_gradient",
+    "block_runs",
+    "brackets_all",
+    "brackets_pairs",
+    "circulant_runs",
+    "compile",
+    "deep_linear_runs",
+    "dense_runs",
+    "diag_rank1_runs",
+    "example_grads",
+    "expected_runs",
+    "name",
+    "scheme_runs",
+    "set_threads",
+    "sgd_runs",
+    "threads",
+]

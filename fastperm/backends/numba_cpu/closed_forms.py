@@ -65,23 +65,40 @@ def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, lo
     return -1
 
 
-def _diag_rank1_body(X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out,
-                     status_out):
+def _diag_rank1_body(
+    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out, status_out
+):
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
-        status_out[r] = _diag_rank1_run(X, y, w_star, w, lr[r], beta, gamma, D, steps,
-                                        record_steps, loss_out[r])
+        status_out[r] = _diag_rank1_run(
+            X, y, w_star, w, lr[r], beta, gamma, D, steps, record_steps, loss_out[r]
+        )
 
 
 _diag_rank1_driver = Twins(_diag_rank1_body)
 
 
-def diag_rank1_runs(X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out,
-                    status_out):
+def diag_rank1_runs(
+    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out, status_out
+):
     """``D`` is (n, d), or (1, d) when the same for every example (Gaussian noise: σ²)."""
-    _diag_rank1_driver(chunks(lr.shape[0]), X, y, w_star, W0, lr, beta, gamma, D, steps,
-                       record_steps, loss_out, w_out, status_out)
+    _diag_rank1_driver(
+        chunks(lr.shape[0]),
+        X,
+        y,
+        w_star,
+        W0,
+        lr,
+        beta,
+        gamma,
+        D,
+        steps,
+        record_steps,
+        loss_out,
+        w_out,
+        status_out,
+    )
 
 
 @njit(**JIT)
@@ -126,11 +143,13 @@ def _fourier_run(lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, l
     return -1
 
 
-def _fourier_body(lam, s1, y, RE, IM, sre, sim, wt, d, lr, steps, record_steps, loss_out,
-                  status_out):
+def _fourier_body(
+    lam, s1, y, RE, IM, sre, sim, wt, d, lr, steps, record_steps, loss_out, status_out
+):
     for r in prange(lr.shape[0]):
-        status_out[r] = _fourier_run(lam, s1, y, RE[r], IM[r], sre, sim, wt, d, lr[r], steps,
-                                     record_steps, loss_out[r])
+        status_out[r] = _fourier_run(
+            lam, s1, y, RE[r], IM[r], sre, sim, wt, d, lr[r], steps, record_steps, loss_out[r]
+        )
 
 
 _fourier_driver = Twins(_fourier_body)
@@ -139,8 +158,23 @@ _fourier_driver = Twins(_fourier_body)
 def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
     """Cyclic shifts: FFTs at set-up and at the end only (NumPy); the steps in Fourier space."""
     lam, s1, RE, IM, sre, sim, wt = fourier_setup(X, w_star, W0, lr.shape[0])
-    _fourier_driver(chunks(lr.shape[0]), lam, s1, y, RE, IM, sre, sim, wt, X.shape[1], lr, steps,
-                    record_steps, loss_out, status_out)
+    _fourier_driver(
+        chunks(lr.shape[0]),
+        lam,
+        s1,
+        y,
+        RE,
+        IM,
+        sre,
+        sim,
+        wt,
+        X.shape[1],
+        lr,
+        steps,
+        record_steps,
+        loss_out,
+        status_out,
+    )
     fourier_finish(RE, IM, w_out)
 
 
@@ -149,14 +183,19 @@ def _block_loss(alpha, delta, size, U, V, Wss, d):
     """``mean((w − w*)²) = Σ_G (α_G² U_G − 2α_G V_G + W_G + d_G δ_G²) / d``."""
     s = 0.0
     for g in range(alpha.shape[0]):
-        s += (alpha[g] * alpha[g] * U[g] - 2.0 * alpha[g] * V[g] + Wss[g]
-              + size[g] * delta[g] * delta[g])
+        s += (
+            alpha[g] * alpha[g] * U[g]
+            - 2.0 * alpha[g] * V[g]
+            + Wss[g]
+            + size[g] * delta[g] * delta[g]
+        )
     return s / d
 
 
 @njit(**JIT)
-def _block_run(a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, record_steps,
-               loss_row):
+def _block_run(
+    a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, record_steps, loss_row
+):
     """One block-permutation run: ``alpha``, ``delta`` (G,) updated in place."""
     n, G = a.shape
     loss_row[0] = _block_loss(alpha, delta, size, U, V, Wss, d)
@@ -170,8 +209,12 @@ def _block_run(a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, 
         for g in range(G):
             M = delta[g] + ustar[g]
             alpha[g] -= lr * a[i, g] * alpha[g]
-            delta[g] -= lr * (a[i, g] * M + c[i, g] * size[g] * M
-                              + mg[i, g] * (T - mg[i, g] * size[g] * M) - y[i] * mg[i, g])
+            delta[g] -= lr * (
+                a[i, g] * M
+                + c[i, g] * size[g] * M
+                + mg[i, g] * (T - mg[i, g] * size[g] * M)
+                - y[i] * mg[i, g]
+            )
             ok = ok and np.isfinite(alpha[g]) and np.isfinite(delta[g])
         if not ok:
             return stop(loss_row, q, t + 1)
@@ -183,22 +226,72 @@ def _block_run(a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, 
     return -1
 
 
-def _block_body(a, c, mg, size, ustar, U, V, Wss, d, y, ALPHA, DELTA, lr, steps, record_steps,
-                loss_out, status_out):
+def _block_body(
+    a,
+    c,
+    mg,
+    size,
+    ustar,
+    U,
+    V,
+    Wss,
+    d,
+    y,
+    ALPHA,
+    DELTA,
+    lr,
+    steps,
+    record_steps,
+    loss_out,
+    status_out,
+):
     for r in prange(lr.shape[0]):
-        status_out[r] = _block_run(a, c, mg, size, ustar, U[r], V[r], Wss, d, y, ALPHA[r],
-                                   DELTA[r], lr[r], steps, record_steps, loss_out[r])
+        status_out[r] = _block_run(
+            a,
+            c,
+            mg,
+            size,
+            ustar,
+            U[r],
+            V[r],
+            Wss,
+            d,
+            y,
+            ALPHA[r],
+            DELTA[r],
+            lr[r],
+            steps,
+            record_steps,
+            loss_out[r],
+        )
 
 
 _block_driver = Twins(_block_body)
 
 
-def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
-               status_out):
+def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out, status_out):
     """Block permutations in O(T·G + n·d): set-up of the block moments in NumPy."""
     b = BlockState(X, w_star, W0, lr.shape[0], gidx, gptr)
-    _block_driver(chunks(lr.shape[0]), b.a, b.c, b.mg, b.size, b.ustar, b.U, b.V, b.Wss,
-                  X.shape[1], y, b.ALPHA, b.DELTA, lr, steps, record_steps, loss_out, status_out)
+    _block_driver(
+        chunks(lr.shape[0]),
+        b.a,
+        b.c,
+        b.mg,
+        b.size,
+        b.ustar,
+        b.U,
+        b.V,
+        b.Wss,
+        X.shape[1],
+        y,
+        b.ALPHA,
+        b.DELTA,
+        lr,
+        steps,
+        record_steps,
+        loss_out,
+        status_out,
+    )
     b.finish(w_out)
 
 
@@ -212,8 +305,8 @@ def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, g):
         for m in range(d):
             acc = -y[i] * mu[i, m]
             Mi = M[i, m]
-            for l in range(d):
-                acc += Mi[l] * w[l]
+            for col in range(d):
+                acc += Mi[col] * w[col]
             g[m] = acc
         s = 0.0
         for m in range(d):
@@ -232,8 +325,9 @@ def _dense_body(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, 
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
-        status_out[r] = _dense_run(M, mu, y, w_star, w, lr[r], steps, record_steps, loss_out[r],
-                                   np.empty(mu.shape[1]))
+        status_out[r] = _dense_run(
+            M, mu, y, w_star, w, lr[r], steps, record_steps, loss_out[r], np.empty(mu.shape[1])
+        )
 
 
 _dense_driver = Twins(_dense_body)
@@ -241,8 +335,20 @@ _dense_driver = Twins(_dense_body)
 
 def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
     """User moments: O(d²) per step, one run per ``prange`` iteration."""
-    _dense_driver(chunks(lr.shape[0]), M, mu, y, w_star, W0, lr, steps, record_steps, loss_out,
-                  w_out, status_out)
+    _dense_driver(
+        chunks(lr.shape[0]),
+        M,
+        mu,
+        y,
+        w_star,
+        W0,
+        lr,
+        steps,
+        record_steps,
+        loss_out,
+        w_out,
+        status_out,
+    )
 
 
 @warmup.once
@@ -255,6 +361,16 @@ def compile():
     out = (loss, w, status)
     diag_rank1_runs(X, y, w_star, W0, lr, 1.0, 1.0, np.ones((1, 2)), 1, rec, *out)
     circulant_runs(X, y, w_star, W0, lr, 1, rec, *out)
-    block_runs(X, y, w_star, W0, lr, np.arange(2, dtype=np.int64),
-               np.array([0, 2], dtype=np.int64), 1, rec, *out)
+    block_runs(
+        X,
+        y,
+        w_star,
+        W0,
+        lr,
+        np.arange(2, dtype=np.int64),
+        np.array([0, 2], dtype=np.int64),
+        1,
+        rec,
+        *out,
+    )
     dense_runs(np.ones((1, 2, 2)), np.ones((1, 2)), y, w_star, W0, lr, 1, rec, *out)

@@ -30,9 +30,9 @@ def _noisy_copy(x, sigma, kk, out):
 
 
 @njit(inline="always", **JIT)
-def _layer(theta, sizes, offs, l):
+def _layer(theta, sizes, offs, layer):
     """W_l as a 2-D view of θ (row-major, h_l × h_{l−1}); loops over views vectorise."""
-    return theta[offs[l - 1]:offs[l]].reshape((sizes[l], sizes[l - 1]))
+    return theta[offs[layer - 1] : offs[layer]].reshape((sizes[layer], sizes[layer - 1]))
 
 
 @njit(inline="always", **JIT)
@@ -41,20 +41,40 @@ def _forward(theta, sizes, offs, x, H):
     L = sizes.shape[0] - 1
     for m in range(sizes[0]):
         H[0, m] = x[m]
-    for l in range(1, L + 1):
-        W = _layer(theta, sizes, offs, l)
-        src = H[l - 1]
+    for layer in range(1, L + 1):
+        W = _layer(theta, sizes, offs, layer)
+        src = H[layer - 1]
         for o in range(W.shape[0]):
             row = W[o]
             s = 0.0
             for i in range(W.shape[1]):
                 s += row[i] * src[i]
-            H[l, o] = s
+            H[layer, o] = s
 
 
 @njit(**JIT)
-def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps, fresh,
-                     record_steps, loss_row, H, HV, A, M, xbuf, cache):
+def _deep_linear_run(
+    X,
+    y,
+    w_star,
+    theta,
+    sizes,
+    offs,
+    lr,
+    seed,
+    k,
+    sigma,
+    steps,
+    fresh,
+    record_steps,
+    loss_row,
+    H,
+    HV,
+    A,
+    M,
+    xbuf,
+    cache,
+):
     n, d = X.shape
     L = sizes.shape[0] - 1
     hL = sizes[L]
@@ -66,13 +86,13 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
         # backward vectors at θ_t: A[L] = u, A[l−1] = W_lᵀ A[l]; A[0] = v
         for o in range(hL):
             A[L, o] = theta[ub + o]
-        for l in range(L, 0, -1):
-            W = _layer(theta, sizes, offs, l)
-            dst = A[l - 1]
+        for layer in range(L, 0, -1):
+            W = _layer(theta, sizes, offs, layer)
+            dst = A[layer - 1]
             for i in range(W.shape[1]):
                 dst[i] = 0.0
             for o in range(W.shape[0]):
-                ao = A[l, o]
+                ao = A[layer, o]
                 row = W[o]
                 for i in range(W.shape[1]):
                     dst[i] += ao * row[i]
@@ -88,9 +108,9 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
         if t == steps:
             break
         i = t % n
-        for l in range(L + 1):
-            for o in range(sizes[l]):
-                M[l, o] = 0.0
+        for layer in range(L + 1):
+            for o in range(sizes[layer]):
+                M[layer, o] = 0.0
         if k == 0:  # exact: m_l = r h_l + σ² B_{l+1} v
             _forward(theta, sizes, offs, X[i], H)
             _forward(theta, sizes, offs, A[0], HV)
@@ -98,9 +118,9 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
             for o in range(hL):
                 r += theta[ub + o] * H[L, o]
             s2 = sigma * sigma
-            for l in range(L + 1):
-                for o in range(sizes[l]):
-                    M[l, o] = r * H[l, o] + s2 * HV[l, o]
+            for layer in range(L + 1):
+                for o in range(sizes[layer]):
+                    M[layer, o] = r * H[layer, o] + s2 * HV[layer, o]
         else:
             for j in range(k):
                 if keep:
@@ -115,9 +135,9 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
                 for o in range(hL):
                     r += theta[ub + o] * H[L, o]
                 rk = r / k
-                for l in range(L + 1):
-                    for o in range(sizes[l]):
-                        M[l, o] += rk * H[l, o]
+                for layer in range(L + 1):
+                    for o in range(sizes[layer]):
+                        M[layer, o] += rk * H[layer, o]
         ok = True
         for o in range(hL):
             ok = ok and np.isfinite(M[L, o])
@@ -125,11 +145,11 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
             ok = ok and np.isfinite(M[0, m])
         if not ok:
             return stop(loss_row, q, t)
-        for l in range(1, L + 1):
-            W = _layer(theta, sizes, offs, l)
-            src = M[l - 1]
+        for layer in range(1, L + 1):
+            W = _layer(theta, sizes, offs, layer)
+            src = M[layer - 1]
             for o in range(W.shape[0]):
-                c = lr * A[l, o]
+                c = lr * A[layer, o]
                 row = W[o]
                 for ii in range(W.shape[1]):
                     row[ii] -= c * src[ii]
@@ -138,13 +158,30 @@ def _deep_linear_run(X, y, w_star, theta, sizes, offs, lr, seed, k, sigma, steps
     return -1
 
 
-def _deep_linear_body(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
-                      record_steps, cache, loss_out, theta_out, status_out):
+def _deep_linear_body(
+    X,
+    y,
+    w_star,
+    Theta0,
+    sizes,
+    offs,
+    lr,
+    seeds,
+    k,
+    sigma,
+    steps,
+    fresh,
+    record_steps,
+    cache,
+    loss_out,
+    theta_out,
+    status_out,
+):
     n, d = X.shape
     L = sizes.shape[0] - 1
     width = 0
-    for l in range(L + 1):
-        width = max(width, sizes[l])
+    for layer in range(L + 1):
+        width = max(width, sizes[layer])
     # keep the fixed noisy copies when allowed (the caller checked the memory budget)
     keep = k > 0 and not fresh and cache
     for r in prange(lr.shape[0]):
@@ -155,20 +192,74 @@ def _deep_linear_body(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, st
         A = np.empty((L + 1, width))
         M = np.empty((L + 1, width))
         copies = np.empty((n if keep else 1, k if keep else 1, d if keep else 1))
-        status_out[r] = _deep_linear_run(X, y, w_star, theta, sizes, offs, lr[r], seeds[r], k,
-                                         sigma, steps, fresh, record_steps, loss_out[r], H, HV,
-                                         A, M, np.empty(d), copies)
+        status_out[r] = _deep_linear_run(
+            X,
+            y,
+            w_star,
+            theta,
+            sizes,
+            offs,
+            lr[r],
+            seeds[r],
+            k,
+            sigma,
+            steps,
+            fresh,
+            record_steps,
+            loss_out[r],
+            H,
+            HV,
+            A,
+            M,
+            np.empty(d),
+            copies,
+        )
 
 
 _deep_linear_driver = Twins(_deep_linear_body)
 
 
-def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
-                     record_steps, cache, loss_out, theta_out, status_out):
+def deep_linear_runs(
+    X,
+    y,
+    w_star,
+    Theta0,
+    sizes,
+    offs,
+    lr,
+    seeds,
+    k,
+    sigma,
+    steps,
+    fresh,
+    record_steps,
+    cache,
+    loss_out,
+    theta_out,
+    status_out,
+):
     """R runs (contract: :mod:`fastperm.backends.contract`); k = 0 is k = ∞.
     One run per ``prange`` iteration (serial when one thread or one run)."""
-    _deep_linear_driver(chunks(lr.shape[0]), X, y, w_star, Theta0, sizes, offs, lr, seeds, k,
-                        sigma, steps, fresh, record_steps, cache, loss_out, theta_out, status_out)
+    _deep_linear_driver(
+        chunks(lr.shape[0]),
+        X,
+        y,
+        w_star,
+        Theta0,
+        sizes,
+        offs,
+        lr,
+        seeds,
+        k,
+        sigma,
+        steps,
+        fresh,
+        record_steps,
+        cache,
+        loss_out,
+        theta_out,
+        status_out,
+    )
 
 
 @warmup.once
@@ -178,5 +269,22 @@ def compile():
     lr, seeds, rec, loss, _, status = warmup.runs(3)
     sizes, offs = np.array([2, 1], dtype=np.int64), np.array([0, 2], dtype=np.int64)
     for k, fresh in ((0, False), (2, False), (2, True)):
-        deep_linear_runs(X, y, v, np.ones((1, 3)), sizes, offs, lr, seeds, k, 0.5, 1, fresh, rec,
-                         True, loss, np.empty((2, 3)), status)
+        deep_linear_runs(
+            X,
+            y,
+            v,
+            np.ones((1, 3)),
+            sizes,
+            offs,
+            lr,
+            seeds,
+            k,
+            0.5,
+            1,
+            fresh,
+            rec,
+            True,
+            loss,
+            np.empty((2, 3)),
+            status,
+        )

@@ -52,13 +52,14 @@ def _directional(grad, layout, pts, w, hx, X, Y, yi, work, dst):
 
 @njit(**JIT)
 def _block_pair(task, nb):
-    """The ``task``-th block pair (I, J), I <= J, in row-major order of the upper triangle."""
-    I = 0
+    """The ``task``-th block pair (bx, by), bx <= by, in row-major order of the upper
+    triangle (the blocks of examples x and y)."""
+    bx = 0
     rem = task
-    while rem >= nb - I:
-        rem -= nb - I
-        I += 1
-    return I, I + rem
+    while rem >= nb - bx:
+        rem -= nb - bx
+        bx += 1
+    return bx, bx + rem
 
 
 @njit(**JIT)
@@ -83,6 +84,7 @@ def _combine(out, x0, x1, y0, y1, diagonal):
 # Numba's cache index cannot hold signatures that contain other jitted functions — a stale
 # entry made a later save fail with "underlying object has vanished"). Each specialisation
 # is a pair of twins (_jit.Twins): serial when the call has one chunk of work.
+
 
 @njit(inline="always", **JIT)
 def _mlp_gradient(model, theta, x, y, layout, work, dst):
@@ -110,8 +112,9 @@ def _example_grads_body(model, layout, work_size, theta, X, Y, out):
         gradient(model, theta, X[b], Y[b], layout, work, out[b])  # noqa: F821 (specialised)
 
 
-def _all_pairs_body(model, layout, work_size, start, aux, theta, X, Y, G, h, c, w, out, block,
-                    nchunks):
+def _all_pairs_body(
+    model, layout, work_size, start, aux, theta, X, Y, G, h, c, w, out, block, nchunks
+):
     """Tasks (block pairs) ``t = k, k + nchunks, ...`` go to chunk k, which allocates its
     scratch once."""
     B, P = G.shape
@@ -121,26 +124,51 @@ def _all_pairs_body(model, layout, work_size, start, aux, theta, X, Y, G, h, c, 
         pts = np.empty((c.shape[0], P))
         work = np.empty(max(work_size, 1))
         for task in range(k, ntasks, nchunks):
-            I, J = _block_pair(task, nb)
-            x0, x1 = I * block, min(B, (I + 1) * block)
-            y0, y1 = J * block, min(B, (J + 1) * block)
+            bx, by = _block_pair(task, nb)
+            x0, x1 = bx * block, min(B, (bx + 1) * block)
+            y0, y1 = by * block, min(B, (by + 1) * block)
             for x in range(x0, x1):  # D[x→y] into out[x, y]
                 _stencil_points(theta, G[x], h[x], c, pts, start)
                 for y in range(y0, y1):
                     if y != x:
-                        stencil(model, layout, pts, w, c, h[x], x, y, aux, X, Y,  # noqa: F821
-                                work, out[x, y])
-            if I != J:  # D[y→x] into out[y, x]
+                        stencil(  # noqa: F821 (bound per copy by specialise)
+                            model,
+                            layout,
+                            pts,
+                            w,
+                            c,
+                            h[x],
+                            x,
+                            y,
+                            aux,
+                            X,
+                            Y,
+                            work,
+                            out[x, y],
+                        )
+            if bx != by:  # D[y→x] into out[y, x]
                 for y in range(y0, y1):
                     _stencil_points(theta, G[y], h[y], c, pts, start)
                     for x in range(x0, x1):
-                        stencil(model, layout, pts, w, c, h[y], y, x, aux, X, Y,  # noqa: F821
-                                work, out[y, x])
-            _combine(out, x0, x1, y0, y1, I == J)
+                        stencil(  # noqa: F821 (bound per copy by specialise)
+                            model,
+                            layout,
+                            pts,
+                            w,
+                            c,
+                            h[y],
+                            y,
+                            x,
+                            aux,
+                            X,
+                            Y,
+                            work,
+                            out[y, x],
+                        )
+            _combine(out, x0, x1, y0, y1, bx == by)
 
 
-def _pairs_body(model, layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out,
-                nchunks):
+def _pairs_body(model, layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, out, nchunks):
     P = G.shape[1]
     npairs = pairs.shape[0]
     for k in prange(nchunks):
@@ -163,10 +191,14 @@ def _pairs_body(model, layout, work_size, start, aux, theta, X, Y, G, h, c, w, p
 
 def _drivers(suffix, gradient, stencil, cache):
     """The three drivers for one kind of model (twins each)."""
-    return {name: Twins(specialise(body, suffix, gradient=gradient, stencil=stencil),
-                        cache=cache)
-            for name, body in (("grads", _example_grads_body), ("all", _all_pairs_body),
-                               ("pairs", _pairs_body))}
+    return {
+        name: Twins(specialise(body, suffix, gradient=gradient, stencil=stencil), cache=cache)
+        for name, body in (
+            ("grads", _example_grads_body),
+            ("all", _all_pairs_body),
+            ("pairs", _pairs_body),
+        )
+    }
 
 
 _MLP = _drivers("_mlp", _mlp_gradient, _mlp_stencil, cache=True)
@@ -177,16 +209,29 @@ _NO_AUX = np.zeros((1, 1))
 def _model_args(model, theta, X, Y, G):
     """``(drivers, model, work_size, start, aux)`` for a built-in MLP or a CustomModel."""
     if model.builtin:
-        return (_MLP, 0, max(model.work_size, model.directional_work), model.stencil_start,
-                model.bracket_aux(theta, X, Y, G))
+        return (
+            _MLP,
+            0,
+            max(model.work_size, model.directional_work),
+            model.stencil_start,
+            model.bracket_aux(theta, X, Y, G),
+        )
     return _GENERIC, model.kernel, model.work_size, 0, _NO_AUX
 
 
 def example_grads(model, theta, X, Y, out):
     """``out[b] = g_b(θ)`` (``prange`` over examples; serial for one example or thread)."""
     drivers = _MLP if model.builtin else _GENERIC
-    drivers["grads"](chunks(X.shape[0]), 0 if model.builtin else model.kernel, model.layout,
-                     model.work_size, theta, X, Y, out)
+    drivers["grads"](
+        chunks(X.shape[0]),
+        0 if model.builtin else model.kernel,
+        model.layout,
+        model.work_size,
+        theta,
+        X,
+        Y,
+        out,
+    )
 
 
 def brackets_all(model, theta, X, Y, G, h, c, w, out):
@@ -194,13 +239,45 @@ def brackets_all(model, theta, X, Y, G, h, c, w, out):
     block, _, ntasks = block_pairs(G.shape[1], G.shape[0])
     nchunks = chunks(ntasks)
     drivers, fn, work_size, start, aux = _model_args(model, theta, X, Y, G)
-    drivers["all"](nchunks, fn, model.layout, work_size, start, aux, theta, X, Y, G, h, c, w,
-                   out, block, nchunks)
+    drivers["all"](
+        nchunks,
+        fn,
+        model.layout,
+        work_size,
+        start,
+        aux,
+        theta,
+        X,
+        Y,
+        G,
+        h,
+        c,
+        w,
+        out,
+        block,
+        nchunks,
+    )
 
 
 def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
     """The listed pairs, dealt to one chunk per thread (serial for one chunk)."""
     nchunks = chunks(pairs.shape[0])
     drivers, fn, work_size, start, aux = _model_args(model, theta, X, Y, G)
-    drivers["pairs"](nchunks, fn, model.layout, work_size, start, aux, theta, X, Y, G, h, c, w,
-                     pairs, out, nchunks)
+    drivers["pairs"](
+        nchunks,
+        fn,
+        model.layout,
+        work_size,
+        start,
+        aux,
+        theta,
+        X,
+        Y,
+        G,
+        h,
+        c,
+        w,
+        pairs,
+        out,
+        nchunks,
+    )

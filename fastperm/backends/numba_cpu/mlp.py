@@ -32,21 +32,21 @@ def _dactivate(a, act):
 
 
 @njit(inline="always", **JIT)
-def _layer_matrix(v, layout, l):
+def _layer_matrix(v, layout, layer):
     """Layer l's (out × in) block of a parameter-shaped vector (θ or a gradient), as a view."""
     L = layout[0]
-    nin = layout[4 + l]
-    nout = layout[5 + l]
-    off = layout[5 + L + l]
-    return v[off:off + nout * nin].reshape((nout, nin))
+    nin = layout[4 + layer]
+    nout = layout[5 + layer]
+    off = layout[5 + L + layer]
+    return v[off : off + nout * nin].reshape((nout, nin))
 
 
 @njit(inline="always", **JIT)
-def _layer_output(work, layout, l):
+def _layer_output(work, layout, layer):
     """Layer l's activations in the work buffer, as a view."""
     L = layout[0]
-    off = layout[5 + 3 * L + l]
-    return work[off:off + layout[5 + l]]
+    off = layout[5 + 3 * L + layer]
+    return work[off : off + layout[5 + layer]]
 
 
 @njit(inline="always", **JIT)
@@ -109,25 +109,33 @@ def _mlp_backprop(theta, x, y, layout, work, out, alpha, beta, acc0, z1):
     pb = pw + L
     nact = 0
     maxs = 0
-    for l in range(L + 1):
-        maxs = max(maxs, layout[sz + l])
-        if l > 0:
-            nact += layout[sz + l]
-    dA = work[nact:nact + maxs]
-    dB = work[nact + maxs:nact + 2 * maxs]
+    for layer in range(L + 1):
+        maxs = max(maxs, layout[sz + layer])
+        if layer > 0:
+            nact += layout[sz + layer]
+    dA = work[nact : nact + maxs]
+    dB = work[nact + maxs : nact + 2 * maxs]
     # forward
-    for l in range(L):
-        W = _layer_matrix(theta, layout, l)
-        dst = _layer_output(work, layout, l)
-        if l == 0:
+    for layer in range(L):
+        W = _layer_matrix(theta, layout, layer)
+        dst = _layer_output(work, layout, layer)
+        if layer == 0:
             if z1.shape[0] > 0:
                 for o in range(dst.shape[0]):
                     dst[o] = _activate(z1[o], act) if L > 1 else z1[o]
             else:
-                _affine(W, theta, layout[pb + l], bias, x, dst, L > 1, act)
+                _affine(W, theta, layout[pb + layer], bias, x, dst, L > 1, act)
         else:
-            _affine(W, theta, layout[pb + l], bias, _layer_output(work, layout, l - 1), dst,
-                    l < L - 1, act)
+            _affine(
+                W,
+                theta,
+                layout[pb + layer],
+                bias,
+                _layer_output(work, layout, layer - 1),
+                dst,
+                layer < L - 1,
+                act,
+            )
     # output delta: alpha · dL/dz
     K = layout[sz + L]
     z = _layer_output(work, layout, L - 1)
@@ -144,19 +152,19 @@ def _mlp_backprop(theta, x, y, layout, work, out, alpha, beta, acc0, z1):
     cur = dA
     nxt = dB
     # backward
-    for l in range(L - 1, -1, -1):
-        G = _layer_matrix(out, layout, l)
-        gb = out[layout[pb + l]:layout[pb + l] + G.shape[0]]
-        if l == 0:
+    for layer in range(L - 1, -1, -1):
+        G = _layer_matrix(out, layout, layer)
+        gb = out[layout[pb + layer] : layout[pb + layer] + G.shape[0]]
+        if layer == 0:
             if acc0.shape[0] > 0:
                 for o in range(G.shape[0]):
                     acc0[o] += cur[o]
             else:
                 _outer(cur, x, G, gb, bias, beta)
         else:
-            src = _layer_output(work, layout, l - 1)
+            src = _layer_output(work, layout, layer - 1)
             _outer(cur, src, G, gb, bias, beta)
-            W = _layer_matrix(theta, layout, l)
+            W = _layer_matrix(theta, layout, layer)
             nin = W.shape[1]
             for i in range(nin):
                 nxt[i] = 0.0
@@ -184,7 +192,8 @@ def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     the update is formed as ``2^e_y (G̃ · 2^eₓ (c_j h_x δ₁ₓ))``: ``2^eₓ h_x δ₁ₓ`` is at most
     ``h_x ‖g_x‖``, so no intermediate overflows where the plain path ``θ + c_j h_x g_x`` is
     finite. (``ldexp`` calls, not products: fastmath may reorder a chain of products,
-    and hoisting ``2^eₓ · 2^e_y G̃`` out of the loop overflowed.) The first layer's gradient, ``δ₁ ⊗ x_y``, has the
+    and hoisting ``2^eₓ · 2^e_y G̃`` out of the loop overflowed.) The first layer's gradient,
+    ``δ₁ ⊗ x_y``, has the
     same x_y at every stencil point, so its stencil sum is written once:
     ``(Σ_j w_j δ₁(θ_j)/h_x) ⊗ x_y``. Deeper layers are evaluated at ``pts[j]``,
     which the driver fills from ``stencil_start`` on. ``work``: ``directional_work``
@@ -196,8 +205,8 @@ def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     bias = layout[3] != 0
     H1 = layout[5]
     base = work.shape[0] - 2 * H1
-    acc = work[base:base + H1]
-    z1 = work[base + H1:base + 2 * H1]
+    acc = work[base : base + H1]
+    z1 = work[base + H1 : base + 2 * H1]
     inner = work[:base]
     for k in range(H1):
         acc[k] = 0.0
@@ -215,10 +224,12 @@ def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
                 z1[o] = aux[yi, o] + s * aux[xi, H1 + o]
             else:
                 z1[o] = aux[yi, o] + math.ldexp(
-                    math.ldexp(c[j] * hx * aux[xi, H1 + o], ex) * gram, ey)
-        _mlp_backprop(pts[j], X[yi], Y[yi], layout, inner, out, w[j] * invh,
-                      0.0 if j == 0 else 1.0, acc, z1)
-    _outer(acc, X[yi], _layer_matrix(out, layout, 0), out[b1:b1 + H1], bias, 0.0)
+                    math.ldexp(c[j] * hx * aux[xi, H1 + o], ex) * gram, ey
+                )
+        _mlp_backprop(
+            pts[j], X[yi], Y[yi], layout, inner, out, w[j] * invh, 0.0 if j == 0 else 1.0, acc, z1
+        )
+    _outer(acc, X[yi], _layer_matrix(out, layout, 0), out[b1 : b1 + H1], bias, 0.0)
 
 
 @njit(inline="always", **JIT)

@@ -99,8 +99,13 @@ def draw_buffer(d):
 @njit(**JIT)
 def _spec_indices(seed, stream, index, copy, d, resample):
     out = np.empty(d, dtype=np.float64)
-    augment_into(np.arange(d).astype(np.float64), make_key(seed, stream, index, copy), draw_buffer(d),
-                 resample, out)
+    augment_into(
+        np.arange(d).astype(np.float64),
+        make_key(seed, stream, index, copy),
+        draw_buffer(d),
+        resample,
+        out,
+    )
     return out.astype(np.int64)
 
 
@@ -132,10 +137,16 @@ def bounded_draws(key, r, count):
     return out, c
 
 
-# -- the other augmentations of the specification (kinds of fastperm.augment.distributions) ----------
+# -- the other augmentations of the specification (kinds of fastperm.augment.distributions) ---
 
-from ...rng import (KIND_BLOCK, KIND_CYCLIC, KIND_GAUSSIAN, KIND_MASK,  # noqa: E402, F401
-                     KIND_PERMUTATION, KIND_RESAMPLE)
+from ...rng import (  # noqa: E402, F401
+    KIND_BLOCK,
+    KIND_CYCLIC,
+    KIND_GAUSSIAN,
+    KIND_MASK,
+    KIND_PERMUTATION,
+    KIND_RESAMPLE,
+)
 
 
 @njit(**JIT)

@@ -9,14 +9,13 @@ import numpy as np
 from numba import prange
 
 from ... import rng as spec
-from ...codes import DA, FA, K_EXPECTED, VANILLA
 from ..._jit import JIT, Twins, njit
+from ...codes import DA, FA, K_EXPECTED, VANILLA
 from . import warmup
 from .parallel import chunks
 from .rng import KIND_PERMUTATION, draw_buffer
 from .sgd import _fill_copies
 from .vec import dot, stop
-
 
 
 @njit(**JIT)
@@ -38,8 +37,24 @@ def _record(w, w_star, loss_row, dist_row, q):
 
 
 @njit(**JIT)
-def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps, loss_row,
-                dist_row, block, buf, res):
+def _scheme_run(
+    X,
+    y,
+    w_star,
+    w,
+    lr,
+    seed,
+    scheme,
+    k,
+    fresh,
+    steps,
+    record_steps,
+    loss_row,
+    dist_row,
+    block,
+    buf,
+    res,
+):
     n, d = X.shape
     q = 0
     if record_steps[0] == 0:
@@ -67,8 +82,18 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
             for j in range(d):
                 w[j] -= lr * r * x[j]
         elif scheme == DA and not expected:
-            _fill_copies(x, seed, spec.STREAM_FRESH if fresh else spec.STREAM_FIXED,
-                         t if fresh else i, KIND_PERMUTATION, fp, gi, gi, buf, block)
+            _fill_copies(
+                x,
+                seed,
+                spec.STREAM_FRESH if fresh else spec.STREAM_FIXED,
+                t if fresh else i,
+                KIND_PERMUTATION,
+                fp,
+                gi,
+                gi,
+                buf,
+                block,
+            )
             ok = True
             for c in range(k):
                 r = -y[i]
@@ -106,26 +131,87 @@ def _scheme_run(X, y, w_star, w, lr, seed, scheme, k, fresh, steps, record_steps
     return -1
 
 
-def _scheme_body(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_steps, loss_out,
-                 dist_out, w_out, status_out):
+def _scheme_body(
+    X,
+    y,
+    w_star,
+    W0,
+    lr,
+    seeds,
+    scheme,
+    k,
+    fresh,
+    steps,
+    record_steps,
+    loss_out,
+    dist_out,
+    w_out,
+    status_out,
+):
     n, d = X.shape
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
         block = np.empty((max(k, 1), d))
-        status_out[r] = _scheme_run(X, y, w_star, w, lr[r], seeds[r], scheme, k, fresh, steps,
-                                    record_steps, loss_out[r], dist_out[r], block,
-                                    draw_buffer(d), np.empty(max(k, 1)))
+        status_out[r] = _scheme_run(
+            X,
+            y,
+            w_star,
+            w,
+            lr[r],
+            seeds[r],
+            scheme,
+            k,
+            fresh,
+            steps,
+            record_steps,
+            loss_out[r],
+            dist_out[r],
+            block,
+            draw_buffer(d),
+            np.empty(max(k, 1)),
+        )
 
 
 _scheme_driver = Twins(_scheme_body)
 
 
-def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_steps, loss_out,
-                dist_out, w_out, status_out):
+def scheme_runs(
+    X,
+    y,
+    w_star,
+    W0,
+    lr,
+    seeds,
+    scheme,
+    k,
+    fresh,
+    steps,
+    record_steps,
+    loss_out,
+    dist_out,
+    w_out,
+    status_out,
+):
     """One run per ``prange`` iteration (serial when one thread or one run)."""
-    _scheme_driver(chunks(lr.shape[0]), X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps,
-                   record_steps, loss_out, dist_out, w_out, status_out)
+    _scheme_driver(
+        chunks(lr.shape[0]),
+        X,
+        y,
+        w_star,
+        W0,
+        lr,
+        seeds,
+        scheme,
+        k,
+        fresh,
+        steps,
+        record_steps,
+        loss_out,
+        dist_out,
+        w_out,
+        status_out,
+    )
 
 
 @warmup.once
@@ -133,7 +219,26 @@ def compile():
     """Compile (or load from Numba's cache) both twins for the types fastperm passes."""
     X, y, v = warmup.problem(2)
     lr, seeds, rec, loss, w, status = warmup.runs(2)
-    for scheme, k, fresh in ((VANILLA, 1, False), (DA, 2, False), (DA, 2, True),
-                             (DA, K_EXPECTED, False)):
-        scheme_runs(X, y, v, np.zeros((1, 2)), lr, seeds, scheme, k, fresh, 1, rec, loss,
-                    np.empty_like(loss), w, status)
+    for scheme, k, fresh in (
+        (VANILLA, 1, False),
+        (DA, 2, False),
+        (DA, 2, True),
+        (DA, K_EXPECTED, False),
+    ):
+        scheme_runs(
+            X,
+            y,
+            v,
+            np.zeros((1, 2)),
+            lr,
+            seeds,
+            scheme,
+            k,
+            fresh,
+            1,
+            rec,
+            loss,
+            np.empty_like(loss),
+            w,
+            status,
+        )

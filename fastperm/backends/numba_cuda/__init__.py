@@ -18,8 +18,7 @@ check_available()
 
 from .device import SIMULATOR, block, describe, set_block  # noqa: E402
 from .lie import brackets_all, brackets_pairs, example_grads  # noqa: E402
-from .sgd import (SAMPLER_KINDS, augmented_gradient, compile, expected_runs,  # noqa: E402
-                  sgd_runs)
+from .sgd import SAMPLER_KINDS, augmented_gradient, compile, expected_runs, sgd_runs  # noqa: E402
 
 name = "cuda"
 
@@ -40,6 +39,20 @@ def set_threads(n):
     as_thread_count(n)
 
 
-__all__ = ["SAMPLER_KINDS", "SIMULATOR", "augmented_gradient", "block", "brackets_all", "brackets_pairs",
-           "compile", "describe", "example_grads", "expected_runs", "name", "set_block",
-           "set_threads", "sgd_runs", "threads"]
+__all__ = [
+    "SAMPLER_KINDS",
+    "SIMULATOR",
+    "augmented_gradient",
+    "block",
+    "brackets_all",
+    "brackets_pairs",
+    "compile",
+    "describe",
+    "example_grads",
+    "expected_runs",
+    "name",
+    "set_block",
+    "set_threads",
+    "sgd_runs",
+    "threads",
+]

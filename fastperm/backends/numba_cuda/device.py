@@ -25,7 +25,6 @@ SIMULATOR = bool(config.ENABLE_CUDASIM)
 MAX_BLOCK = 256
 
 
-
 def check_available():
     """Raise ImportError saying what is missing when no GPU can be used."""
     if SIMULATOR:
@@ -37,7 +36,8 @@ def check_available():
         raise ImportError(
             f"numba.cuda found no usable GPU ({reason}). The cuda backend needs an NVIDIA GPU, "
             "its driver, and `pip install 'fastperm[cuda]'`; to run the kernels on the CPU "
-            "for testing, set NUMBA_ENABLE_CUDASIM=1 before numba is imported") from None
+            "for testing, set NUMBA_ENABLE_CUDASIM=1 before numba is imported"
+        ) from None
 
 
 def describe() -> str:
@@ -48,8 +48,10 @@ def describe() -> str:
     name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
     free, total = cuda.current_context().get_memory_info()
     cc = ".".join(map(str, dev.compute_capability))
-    return (f"{name}, compute capability {cc}, {dev.MULTIPROCESSOR_COUNT} SMs, "
-            f"{total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free)")
+    return (
+        f"{name}, compute capability {cc}, {dev.MULTIPROCESSOR_COUNT} SMs, "
+        f"{total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free)"
+    )
 
 
 def concurrent_blocks() -> int:
@@ -65,8 +67,9 @@ def set_block(n):
         raise TypeError(f"block must be an int, got {type(n).__name__}")
     n = int(n)
     if n != 0 and not (1 <= n <= MAX_BLOCK and n & (n - 1) == 0):
-        raise ValueError(f"block must be 0 (automatic) or a power of two in [1, {MAX_BLOCK}], "
-                         f"got {n}")
+        raise ValueError(
+            f"block must be 0 (automatic) or a power of two in [1, {MAX_BLOCK}], got {n}"
+        )
     knobs.CUDA_BLOCK = n
 
 
@@ -100,7 +103,7 @@ class Outputs:
         self.dev = [a if is_device(a) else cuda.device_array(a.shape, a.dtype) for a in arrays]
 
     def finish(self):
-        for h, d in zip(self.host, self.dev):
+        for h, d in zip(self.host, self.dev, strict=False):
             if d is not h:
                 d.copy_to_host(h)
             else:

@@ -54,10 +54,10 @@ def _stencil_grad(layout, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
     bias = layout[3] != 0
     nact = 0
     maxs = 0
-    for l in range(L + 1):
-        maxs = max(maxs, layout[4 + l])
-        if l > 0:
-            nact += layout[4 + l]
+    for layer in range(L + 1):
+        maxs = max(maxs, layout[4 + layer])
+        if layer > 0:
+            nact += layout[4 + layer]
     K = layout[4 + L]
     invh = 1.0 / hx
     for jpt in range(c.shape[0]):
@@ -65,20 +65,20 @@ def _stencil_grad(layout, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
         alpha = wts[jpt] * invh
         first = jpt == 0
         # forward
-        for l in range(L):
-            nin = layout[4 + l]
-            nout = layout[5 + l]
-            woff = layout[5 + L + l]
-            boff = layout[5 + 2 * L + l]
-            dst = layout[5 + 3 * L + l]
-            src = layout[5 + 3 * L + l - 1] if l > 0 else 0
+        for layer in range(L):
+            nin = layout[4 + layer]
+            nout = layout[5 + layer]
+            woff = layout[5 + L + layer]
+            boff = layout[5 + 2 * L + layer]
+            dst = layout[5 + 3 * L + layer]
+            src = layout[5 + 3 * L + layer - 1] if layer > 0 else 0
             for o in range(tid, nout, nt):
                 z = (theta[boff + o] + s * Gx[boff + o]) if bias else 0.0
                 base = woff + o * nin
                 for i in range(nin):
-                    xi = x[i] if l == 0 else sh[src + i]
+                    xi = x[i] if layer == 0 else sh[src + i]
                     z += (theta[base + i] + s * Gx[base + i]) * xi
-                sh[dst + o] = _act(z, act) if l < L - 1 else z
+                sh[dst + o] = _act(z, act) if layer < L - 1 else z
             cuda.syncthreads()
         # output delta: alpha · dL/dz
         zoff = layout[5 + 3 * L + L - 1]
@@ -97,23 +97,23 @@ def _stencil_grad(layout, theta, Gx, c, wts, hx, x, yv, sh, out, tid, nt):
                 sh[cur + o] = alpha * (z - yv[o]) / K
         cuda.syncthreads()
         # backward
-        for l in range(L - 1, -1, -1):
-            nin = layout[4 + l]
-            nout = layout[5 + l]
-            woff = layout[5 + L + l]
-            boff = layout[5 + 2 * L + l]
-            src = layout[5 + 3 * L + l - 1] if l > 0 else 0
+        for layer in range(L - 1, -1, -1):
+            nin = layout[4 + layer]
+            nout = layout[5 + layer]
+            woff = layout[5 + L + layer]
+            boff = layout[5 + 2 * L + layer]
+            src = layout[5 + 3 * L + layer - 1] if layer > 0 else 0
             for f in range(tid, nout * nin, nt):
                 o = f // nin
                 i = f - o * nin
-                xi = x[i] if l == 0 else sh[src + i]
+                xi = x[i] if layer == 0 else sh[src + i]
                 g = sh[cur + o] * xi
                 out[woff + f] = g if first else out[woff + f] + g
             if bias:
                 for o in range(tid, nout, nt):
                     g = sh[cur + o]
                     out[boff + o] = g if first else out[boff + o] + g
-            if l > 0:
+            if layer > 0:
                 for i in range(tid, nin, nt):
                     v = 0.0
                     for o in range(nout):
@@ -130,8 +130,9 @@ def _example_grads_kernel(layout, theta, X, Y, c, wts, out):
     """Block b: ``out[b] = g_b(θ)`` (the one-point stencil c = 0, w = 1)."""
     sh = cuda.shared.array(0, float64)
     b = cuda.blockIdx.x
-    _stencil_grad(layout, theta, theta, c, wts, 1.0, X[b], Y[b], sh, out[b],
-                  cuda.threadIdx.x, cuda.blockDim.x)
+    _stencil_grad(
+        layout, theta, theta, c, wts, 1.0, X[b], Y[b], sh, out[b], cuda.threadIdx.x, cuda.blockDim.x
+    )
 
 
 @cuda.jit
@@ -182,13 +183,15 @@ def _check(model, what):
         raise TypeError(
             f"the cuda backend computes {what} for the built-in models only (MLP, "
             f"LinearRegression, MultiLabelLogistic), not {model.name}: a CustomModel's gradient "
-            f"is a CPU (Numba) function; use backend='numba'")
+            f"is a CPU (Numba) function; use backend='numba'"
+        )
     need = model.work_size * 8
     if need > SHARED_BYTES:
         raise ValueError(
             f"the model's layers are too wide for the cuda backend: a block keeps the "
             f"activations in {need} bytes of shared memory, more than {SHARED_BYTES}; use "
-            f"backend='numba'")
+            f"backend='numba'"
+        )
     return need
 
 
@@ -207,9 +210,19 @@ def example_grads(model, theta, X, Y, out):
     res = device.Outputs(out)
     nt = device.block(max(model.sizes))
     zero, one = np.zeros(1), np.ones(1)
-    _launch(_example_grads_kernel, X.shape[0], nt, shared, device.to_device(model.layout),
-            device.to_device(theta), device.to_device(X), device.to_device(Y),
-            device.to_device(zero), device.to_device(one), *res.dev)
+    _launch(
+        _example_grads_kernel,
+        X.shape[0],
+        nt,
+        shared,
+        device.to_device(model.layout),
+        device.to_device(theta),
+        device.to_device(X),
+        device.to_device(Y),
+        device.to_device(zero),
+        device.to_device(one),
+        *res.dev,
+    )
     res.finish()
 
 
@@ -219,10 +232,22 @@ def _directional(model, theta, X, Y, G, h, c, w, pairs):
     Q = pairs.shape[0]
     D = cuda.device_array((Q, model.P))
     nt = device.block(max(model.sizes))
-    _launch(_directional_kernel, Q, nt, shared, device.to_device(model.layout),
-            device.to_device(theta), device.to_device(X), device.to_device(Y),
-            device.to_device(G), device.to_device(h), device.to_device(c),
-            device.to_device(w), device.to_device(pairs), D)
+    _launch(
+        _directional_kernel,
+        Q,
+        nt,
+        shared,
+        device.to_device(model.layout),
+        device.to_device(theta),
+        device.to_device(X),
+        device.to_device(Y),
+        device.to_device(G),
+        device.to_device(h),
+        device.to_device(c),
+        device.to_device(w),
+        device.to_device(pairs),
+        D,
+    )
     return D
 
 

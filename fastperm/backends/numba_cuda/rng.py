@@ -26,7 +26,8 @@ mix64, make_key, word, draw, normal = scalars.compiled(_device, "_cuda")
 
 @cuda.jit(device=True)
 def bounded(key, c, r):
-    """Unbiased integer in ``[0, r)`` from draws ``c, c+1, ...`` (Lemire); returns (value, next c)."""
+    """Unbiased integer in ``[0, r)`` from draws ``c, c+1, ...`` (Lemire); returns (value,
+    next c)."""
     ru = np.uint64(r)
     m = draw(key, c) * ru
     c += 1

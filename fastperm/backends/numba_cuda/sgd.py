@@ -133,8 +133,9 @@ def _plain_kernel(X, y, w_star, W0, lr, steps, rec, loss, w_out, status):
 
 
 @cuda.jit
-def _kfold_kernel(X, y, w_star, W0, lr, seeds, steps, fresh, resample, rec, copies, res, loss,
-                  w_out, status):
+def _kfold_kernel(
+    X, y, w_star, W0, lr, seeds, steps, fresh, resample, rec, copies, res, loss, w_out, status
+):
     """k-fold augmented SGD: block r runs run r. ``copies[r]`` is (n, k, d) when the fixed
     copies are kept, else (1, k, d); ``res[r]`` holds the k residuals of the step."""
     red = cuda.shared.array(MAX_BLOCK, float64)
@@ -200,8 +201,26 @@ def _kfold_kernel(X, y, w_star, W0, lr, seeds, steps, fresh, resample, rec, copi
         status[r] = st
 
 
-def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
-             record_steps, cache, loss_out, w_out, status_out):
+def sgd_runs(
+    X,
+    y,
+    w_star,
+    W0,
+    lr,
+    seeds,
+    k,
+    steps,
+    fresh,
+    kind,
+    fparams,
+    gidx,
+    gptr,
+    record_steps,
+    cache,
+    loss_out,
+    w_out,
+    status_out,
+):
     """Driver: R blocks (contract: :mod:`fastperm.backends.contract`; arrays may be device
     arrays). Draws the kinds of :data:`SAMPLER_KINDS` only: permutations and resampling
     (``fparams``, ``gidx``, ``gptr`` are unused)."""
@@ -215,15 +234,28 @@ def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, 
     args = [device.to_device(a) for a in (X, y, w_star, W0, lr, record_steps)]
     with device.quiet_simulator():
         if k == 1:
-            _plain_kernel[R, nt](args[0], args[1], args[2], args[3], args[4], steps, args[5],
-                                 *out.dev)
+            _plain_kernel[R, nt](
+                args[0], args[1], args[2], args[3], args[4], steps, args[5], *out.dev
+            )
         else:
             keep = cache and not fresh
             copies = cuda.device_array((R, n if keep else 1, k, d))
             res = cuda.device_array((R, k))
-            _kfold_kernel[R, nt](args[0], args[1], args[2], args[3], args[4],
-                                 device.to_device(seeds), steps, fresh, resample, args[5],
-                                 copies, res, *out.dev)
+            _kfold_kernel[R, nt](
+                args[0],
+                args[1],
+                args[2],
+                args[3],
+                args[4],
+                device.to_device(seeds),
+                steps,
+                fresh,
+                resample,
+                args[5],
+                copies,
+                res,
+                *out.dev,
+            )
     out.finish()
 
 
@@ -234,8 +266,9 @@ SAMPLER_KINDS = (spec.KIND_PERMUTATION, spec.KIND_RESAMPLE)
 def _resample(kind):
     """The device kernels' flag for a kind of :data:`SAMPLER_KINDS`."""
     if kind not in SAMPLER_KINDS:  # the registry refuses other kinds before any call
-        raise ValueError(f"the cuda backend draws permutations and resampling only, "
-                         f"got augmentation kind {kind}")
+        raise ValueError(
+            f"the cuda backend draws permutations and resampling only, got augmentation kind {kind}"
+        )
     return kind == spec.KIND_RESAMPLE
 
 
@@ -326,8 +359,7 @@ def _per_thread(count, nt):
     return (count + nt - 1) // nt, nt
 
 
-def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out,
-                  status_out):
+def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out, status_out):
     """Driver: the coefficients (one thread per example), then one thread per run."""
     resample = _resample(kind)
     R = lr.shape[0]
@@ -340,9 +372,17 @@ def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_o
     out = device.Outputs(loss_out, w_out, status_out)
     with device.quiet_simulator():
         _coefficients_kernel[_per_thread(n, nt)](Xd, yd, resample, a, A, e)
-        _expected_kernel[_per_thread(R, nt)](a, A, e, device.to_device(w_star),
-                                             device.to_device(W0), device.to_device(lr), steps,
-                                             device.to_device(record_steps), *out.dev)
+        _expected_kernel[_per_thread(R, nt)](
+            a,
+            A,
+            e,
+            device.to_device(w_star),
+            device.to_device(W0),
+            device.to_device(lr),
+            steps,
+            device.to_device(record_steps),
+            *out.dev,
+        )
     out.finish()
 
 
@@ -379,8 +419,14 @@ def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     copies = cuda.device_array((n, k, d))
     with device.quiet_simulator():
         _augmented_gradient_kernel[_per_thread(n, nt)](
-            device.to_device(w), device.to_device(X), device.to_device(y), np.uint64(seed),
-            resample, copies, *res.dev)
+            device.to_device(w),
+            device.to_device(X),
+            device.to_device(y),
+            np.uint64(seed),
+            resample,
+            copies,
+            *res.dev,
+        )
     res.finish()
 
 
@@ -400,11 +446,28 @@ def compile(families=None):
     for k in (1, 2):
         for fresh in (False, True):
             for kind in SAMPLER_KINDS:
-                sgd_runs(X, v, v, X, v, u, k, 1, fresh, kind, fparams, gidx, gptr, rec, True,
-                         loss, w, status)
+                sgd_runs(
+                    X,
+                    v,
+                    v,
+                    X,
+                    v,
+                    u,
+                    k,
+                    1,
+                    fresh,
+                    kind,
+                    fparams,
+                    gidx,
+                    gptr,
+                    rec,
+                    True,
+                    loss,
+                    w,
+                    status,
+                )
     expected_runs(X, v, v, X, v, 1, spec.KIND_PERMUTATION, rec, loss, w, status)
-    augmented_gradient(v, X, v, 2, 0, spec.KIND_PERMUTATION, fparams, gidx, gptr,
-                       np.empty((1, 1)))
+    augmented_gradient(v, X, v, 2, 0, spec.KIND_PERMUTATION, fparams, gidx, gptr, np.empty((1, 1)))
     _compiled.append(True)
 
 

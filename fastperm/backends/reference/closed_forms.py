@@ -7,10 +7,10 @@ import numpy as np
 
 from .sgd import _finish, _mse
 
-
 # -- k = ∞ for the augmentations of fastperm.augment.distributions (contract:
 # fastperm.backends.numba_cpu.closed_forms). Each step is done the explicit way:
 # w ← w − lr (M_i w − y_i μ_i), with M_i w computed in the original coordinates.
+
 
 def _explicit_runs(grad, n, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
     """``grad(i, w)`` is the expected gradient of example i; returns None when its scalar
@@ -36,14 +36,16 @@ def _explicit_runs(grad, n, w_star, W0, lr, steps, record_steps, loss_out, w_out
         w_out[r] = w
 
 
-def diag_rank1_runs(X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out,
-                    status_out):
+def diag_rank1_runs(
+    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out, status_out
+):
     def grad(i, w):
         c = beta * (X[i] @ w) - gamma * y[i]
         return None if not np.isfinite(c) else c * X[i] + D[i % D.shape[0]] * w
 
-    _explicit_runs(grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                   status_out)
+    _explicit_runs(
+        grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out
+    )
 
 
 def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
@@ -54,13 +56,13 @@ def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, s
     def grad(i, w):  # E[x'x'ᵀ] w by FFT, minus y E[x']
         return np.fft.irfft(lam[i] * np.fft.rfft(w), n=d) - y[i] * mean[i]
 
-    _explicit_runs(grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                   status_out)
+    _explicit_runs(
+        grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out
+    )
 
 
-def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
-               status_out):
-    groups = [gidx[gptr[g]:gptr[g + 1]] for g in range(gptr.shape[0] - 1)]
+def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out, status_out):
+    groups = [gidx[gptr[g] : gptr[g + 1]] for g in range(gptr.shape[0] - 1)]
 
     def moments(x):
         out = []
@@ -81,10 +83,21 @@ def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, 
             g_out[g] = (diag - c) * w[g] + c * sums[G] + m * other - y[i] * m
         return g_out
 
-    _explicit_runs(grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out,
-                   status_out)
+    _explicit_runs(
+        grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out
+    )
 
 
 def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
-    _explicit_runs(lambda i, w: M[i] @ w - y[i] * mu[i], mu.shape[0], w_star, W0, lr, steps,
-                   record_steps, loss_out, w_out, status_out)
+    _explicit_runs(
+        lambda i, w: M[i] @ w - y[i] * mu[i],
+        mu.shape[0],
+        w_star,
+        W0,
+        lr,
+        steps,
+        record_steps,
+        loss_out,
+        w_out,
+        status_out,
+    )

@@ -12,8 +12,11 @@ from .sgd import _finish, _mse
 def unpack(theta, sizes, offs):
     """``([W_1, …, W_L], u)`` as views of θ (W_l of shape (sizes[l], sizes[l − 1]))."""
     L = len(sizes) - 1
-    Ws = [theta[offs[l - 1]:offs[l]].reshape(sizes[l], sizes[l - 1]) for l in range(1, L + 1)]
-    return Ws, theta[offs[L]:]
+    Ws = [
+        theta[offs[layer - 1] : offs[layer]].reshape(sizes[layer], sizes[layer - 1])
+        for layer in range(1, L + 1)
+    ]
+    return Ws, theta[offs[L] :]
 
 
 def end_to_end(theta, sizes, offs):
@@ -35,8 +38,8 @@ def expected_grad(theta, sizes, offs, x, y, sigma):
         h.append(W @ h[-1])
     a = [None] * (L + 1)
     a[L] = u
-    for l in range(L, 0, -1):
-        a[l - 1] = Ws[l - 1].T @ a[l]
+    for layer in range(L, 0, -1):
+        a[layer - 1] = Ws[layer - 1].T @ a[layer]
     v = a[0]
     r = v @ x - float(y)
     hv = [v]  # B_{l+1} v
@@ -44,14 +47,31 @@ def expected_grad(theta, sizes, offs, x, y, sigma):
         hv.append(W @ hv[-1])
     g = np.empty(theta.shape[0])
     gW, gu = unpack(g, sizes, offs)
-    for l in range(1, L + 1):
-        gW[l - 1][:] = np.outer(a[l], r * h[l - 1] + sigma ** 2 * hv[l - 1])
-    gu[:] = r * h[L] + sigma ** 2 * hv[L]
+    for layer in range(1, L + 1):
+        gW[layer - 1][:] = np.outer(a[layer], r * h[layer - 1] + sigma**2 * hv[layer - 1])
+    gu[:] = r * h[L] + sigma**2 * hv[L]
     return g
 
 
-def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, steps, fresh,
-                     record_steps, cache, loss_out, theta_out, status_out):
+def deep_linear_runs(
+    X,
+    y,
+    w_star,
+    Theta0,
+    sizes,
+    offs,
+    lr,
+    seeds,
+    k,
+    sigma,
+    steps,
+    fresh,
+    record_steps,
+    cache,
+    loss_out,
+    theta_out,
+    status_out,
+):
     """Noise-augmented SGD of :class:`fastperm.deep_linear.DeepLinear` (k = 0: exact expected
     gradient), with the NumPy gradients above; loss = mean((v − w*)²) before each step."""
     n, d = X.shape
@@ -75,10 +95,24 @@ def deep_linear_runs(X, y, w_star, Theta0, sizes, offs, lr, seeds, k, sigma, ste
                     g = expected_grad(theta, sizes, offs, X[i], y[i], sigma)
                 else:
                     index = t if fresh else i
-                    g = np.mean([expected_grad(theta, sizes, offs, X[i] + sigma *
-                                               rng.gaussian_noise(int(seeds[r]), stream,
-                                                                  rng.counter(index, j), d),
-                                               y[i], 0.0) for j in range(k)], axis=0)
+                    g = np.mean(
+                        [
+                            expected_grad(
+                                theta,
+                                sizes,
+                                offs,
+                                X[i]
+                                + sigma
+                                * rng.gaussian_noise(
+                                    int(seeds[r]), stream, rng.counter(index, j), d
+                                ),
+                                y[i],
+                                0.0,
+                            )
+                            for j in range(k)
+                        ],
+                        axis=0,
+                    )
                 if not np.all(np.isfinite(g)):
                     status_out[r] = _finish(loss_out[r], q, t)
                     break

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # -- Lie brackets (contract: fastperm.backends.numba_cpu.lie) ---------------------------------
 # ``example_grads(model, theta, X, Y, out)``: out[b] = g_b(θ).
 # ``brackets_all(model, theta, X, Y, G, h, c, w, out)``: out[x, y] = [v_x, v_y] (B, B, P) with
@@ -13,6 +12,7 @@ import numpy as np
 # ``brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out)``: out[q] = [v_a, v_b].
 # The reference evaluates every stencil point for every example at once with the model's
 # NumPy gradient, materialising (S, B, B, P): readable, memory-hungry, for tests.
+
 
 def example_grads(model, theta, X, Y, out):
     out[:] = model._grad(theta, X, Y)

@@ -6,14 +6,29 @@ from __future__ import annotations
 import numpy as np
 
 from ... import rng
-from ...moments import coefficients
 from ...codes import DA, FA, K_EXPECTED, VANILLA
+from ...moments import coefficients
 from ...rng import KIND_PERMUTATION
 from .sgd import _augmented_block, _finish, _mse
 
 
-def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_steps, loss_out,
-                dist_out, w_out, status_out):
+def scheme_runs(
+    X,
+    y,
+    w_star,
+    W0,
+    lr,
+    seeds,
+    scheme,
+    k,
+    fresh,
+    steps,
+    record_steps,
+    loss_out,
+    dist_out,
+    w_out,
+    status_out,
+):
     """The schemes of :mod:`fastperm.schemes` (codes: :mod:`fastperm.codes`; DA with k = 0 is
     k = ∞), each step written out; loss and distance to span(1) at the recorded steps."""
     n, d = X.shape
@@ -42,12 +57,18 @@ def scheme_runs(X, y, w_star, W0, lr, seeds, scheme, k, fresh, steps, record_ste
                     res = np.array([w @ x - y[i]])
                     g = res[0] * x
                 elif scheme == DA and k != K_EXPECTED:
-                    A = _augmented_block(x, k, seeds[r], rng.STREAM_FRESH if fresh else
-                                         rng.STREAM_FIXED, t if fresh else i, KIND_PERMUTATION)
+                    A = _augmented_block(
+                        x,
+                        k,
+                        seeds[r],
+                        rng.STREAM_FRESH if fresh else rng.STREAM_FIXED,
+                        t if fresh else i,
+                        KIND_PERMUTATION,
+                    )
                     res = A @ w - y[i]
                     g = A.T @ res / k
                 elif scheme == DA:  # k = ∞
-                    a, c, e = coefficients(x[None, :], y[i:i + 1], "permutation")
+                    a, c, e = coefficients(x[None, :], y[i : i + 1], "permutation")
                     g = a[0] * w + c[0] * w.sum() - e[0]
                 elif scheme == FA:
                     g = (x.mean() * w.sum() - y[i]) * x.mean() * np.ones(d)

@@ -27,7 +27,7 @@ def _spec_copy(x, kind, fparams, gidx, gptr, seed, stream, count):
     if kind == KIND_CYCLIC:
         s = rng.cyclic_shift(seed, stream, count, d)
         return x[(np.arange(d) - s) % d]
-    groups = [gidx[gptr[g]:gptr[g + 1]] for g in range(gptr.shape[0] - 1)]
+    groups = [gidx[gptr[g] : gptr[g + 1]] for g in range(gptr.shape[0] - 1)]
     return x[rng.block_permutation(seed, stream, count, groups)]
 
 
@@ -36,8 +36,9 @@ def _augmented_block(x, k, seed, stream, index, kind, fparams=None, gidx=None, g
     block = np.empty((k, x.shape[0]))  # allocated once (the front end checked that it fits)
     block[0] = x
     for j in range(1, k):
-        block[j] = _spec_copy(x, kind, fparams, gidx, gptr, int(seed), stream,
-                              rng.counter(index, j))
+        block[j] = _spec_copy(
+            x, kind, fparams, gidx, gptr, int(seed), stream, rng.counter(index, j)
+        )
     return block
 
 
@@ -51,8 +52,26 @@ def _finish(loss_row, q, status_row_value):
     return status_row_value
 
 
-def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, gptr,
-                  record_steps, cache, loss_out, w_out, status_out):
+def sgd_runs(
+    X,
+    y,
+    w_star,
+    W0,
+    lr,
+    seeds,
+    k,
+    steps,
+    fresh,
+    kind,
+    fparams,
+    gidx,
+    gptr,
+    record_steps,
+    cache,
+    loss_out,
+    w_out,
+    status_out,
+):
     n = X.shape[0]
     aug = (kind, fparams, gidx, gptr)
     for r in range(lr.shape[0]):
@@ -64,7 +83,7 @@ def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, 
         for t in range(steps):
             i = t % n
             if k == 1:
-                A = X[i:i + 1]
+                A = X[i : i + 1]
             elif fresh:
                 A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FRESH, t, *aug)
             else:
@@ -88,8 +107,7 @@ def sgd_runs(X, y, w_star, W0, lr, seeds, k, steps, fresh, kind, fparams, gidx, 
         w_out[r] = w
 
 
-def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out,
-                  status_out):
+def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out, status_out):
     n = X.shape[0]
     a, c, e = coefficients(X, y, "resample" if kind == KIND_RESAMPLE else "permutation")
     for r in range(lr.shape[0]):
