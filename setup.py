@@ -35,10 +35,19 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-FASTMATH = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
-            "-fno-trapping-math", "-ffp-contract=fast", "-freciprocal-math",
-            "-funroll-loops", "-fvariable-expansion-in-unroller",
-            "-falign-functions=64", "-falign-loops=64"]
+FASTMATH = [
+    "-O3",
+    "-fno-math-errno",
+    "-fassociative-math",
+    "-fno-signed-zeros",
+    "-fno-trapping-math",
+    "-ffp-contract=fast",
+    "-freciprocal-math",
+    "-funroll-loops",
+    "-fvariable-expansion-in-unroller",
+    "-falign-functions=64",
+    "-falign-loops=64",
+]
 OPENMP = ["-fopenmp"]
 
 
@@ -53,8 +62,10 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # compiler missing or broken
-            print(f"fastperm: compiled fallback not built ({exc}); other backends still work",
-                  file=sys.stderr)
+            print(
+                f"fastperm: compiled fallback not built ({exc}); other backends still work",
+                file=sys.stderr,
+            )
 
     def build_extension(self, ext):
         base_compile = list(ext.extra_compile_args)
@@ -62,22 +73,31 @@ class OptionalBuildExt(build_ext):
         attempts = []
         if self.unix:
             native = [] if os.environ.get("FASTPERM_PORTABLE") else ["-march=native"]
-            attempts = [(FASTMATH + native + OPENMP, OPENMP), (FASTMATH + native, []),
-                        (FASTMATH, [])]
+            attempts = [
+                (FASTMATH + native + OPENMP, OPENMP),
+                (FASTMATH + native, []),
+                (FASTMATH, []),
+            ]
         attempts.append(([], []))
         for cflags, lflags in attempts:
             ext.extra_compile_args = base_compile + cflags
             ext.extra_link_args = base_link + lflags
             try:
                 super().build_extension(ext)
-                print(f"fastperm: built {ext.name} with {' '.join(cflags) or 'default flags'}",
-                      file=sys.stderr)
+                print(
+                    f"fastperm: built {ext.name} with {' '.join(cflags) or 'default flags'}",
+                    file=sys.stderr,
+                )
                 return
             except Exception as exc:
-                print(f"fastperm: {ext.name} with {' '.join(cflags) or 'default flags'} "
-                      f"failed ({exc})", file=sys.stderr)
-        print(f"fastperm: extension {ext.name} not built; other backends still work",
-              file=sys.stderr)
+                print(
+                    f"fastperm: {ext.name} with {' '.join(cflags) or 'default flags'} "
+                    f"failed ({exc})",
+                    file=sys.stderr,
+                )
+        print(
+            f"fastperm: extension {ext.name} not built; other backends still work", file=sys.stderr
+        )
 
 
 def cython_extensions():
@@ -91,13 +111,20 @@ def cython_extensions():
     except ImportError as exc:
         print(f"fastperm: Cython fallback not built ({exc})", file=sys.stderr)
         return []
-    exts = [Extension(src[:-4].replace(os.sep, "."), [src], include_dirs=[here])
-            for src in sources]
+    exts = [Extension(src[:-4].replace(os.sep, "."), [src], include_dirs=[here]) for src in sources]
     checked = os.environ.get("FASTPERM_BOUNDSCHECK", "") not in ("", "0")
     directives = {"boundscheck": checked, "wraparound": False}
+    # the generated C goes to a build folder, never next to the sources
+    c_dir = os.environ.get("FASTPERM_CYTHON_BUILD_DIR", os.path.join("build", "cython"))
     try:
-        return cythonize(exts, language_level=3, quiet=True, compiler_directives=directives,
-                         force=True)  # the directives may differ from the last build
+        return cythonize(
+            exts,
+            language_level=3,
+            quiet=True,
+            compiler_directives=directives,
+            force=True,  # the directives may differ from the last build
+            build_dir=c_dir,
+        )
     except Exception as exc:  # a Cython error must not break the pure-Python install
         print(f"fastperm: Cython fallback not generated ({exc})", file=sys.stderr)
         return []

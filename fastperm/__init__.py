@@ -33,16 +33,28 @@ from .gradients import augmented_gradient
 from .problems import LinearProblem
 from .train import DivergenceWarning, TrainResult, train, train_many
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version, written once in ``pyproject.toml``, as the installed metadata says."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fastperm")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 _LAZY = ("lie", "models", "timing", "plot", "digits", "deep_linear", "schemes")
 
 
 def __getattr__(name):
-    """Import the heavier submodules on first access (PEP 562), keeping ``import fastperm`` light."""
+    """Import the heavier submodules on first access (PEP 562): ``import fastperm`` stays light."""
     if name in _LAZY:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DivergenceWarning",

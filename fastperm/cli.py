@@ -21,8 +21,7 @@ import platform
 import sys
 
 #: the figure formats ``--out`` accepts (matplotlib writes them without extra packages)
-FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff",
-                  ".webp")
+FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
 
 
 class _UsageError(Exception):
@@ -40,10 +39,12 @@ def _int_at_least(name: str, low: int):
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{name} must be an integer >= {low}, got {text!r}") from None
+                f"{name} must be an integer >= {low}, got {text!r}"
+            ) from None
         if v < low:
             raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {v}")
         return v
+
     return convert
 
 
@@ -56,6 +57,7 @@ def _positive_real(name: str):
         if not (math.isfinite(v) and v > 0):
             raise argparse.ArgumentTypeError(f"{name} must be finite and > 0, got {v}")
         return v
+
     return convert
 
 
@@ -69,7 +71,8 @@ def _dpi(text):
 def _writable_folder(folder: str, what: str):
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(
-            f"{what}: folder {folder!r} does not exist (or is not a folder)")
+            f"{what}: folder {folder!r} does not exist (or is not a folder)"
+        )
     if not os.access(folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"{what}: folder {folder!r} is not writable")
 
@@ -81,12 +84,14 @@ def _figure_path(text):
         return ""
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is a folder; give a file name such as {os.path.join(text, 'figure.png')}")
+            f"{text!r} is a folder; give a file name such as {os.path.join(text, 'figure.png')}"
+        )
     _writable_folder(os.path.dirname(text) or ".", text)
     ext = os.path.splitext(text)[1].lower()
     if ext not in FIGURE_FORMATS:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: the file name must end in one of {', '.join(FIGURE_FORMATS)}")
+            f"{text!r}: the file name must end in one of {', '.join(FIGURE_FORMATS)}"
+        )
     return text
 
 
@@ -110,7 +115,8 @@ def _k_list(text: str):
                 ks.append(int(part))
             except ValueError:
                 raise argparse.ArgumentTypeError(
-                    f"--k takes integers >= 1 and 'inf', comma-separated; got {part!r}") from None
+                    f"--k takes integers >= 1 and 'inf', comma-separated; got {part!r}"
+                ) from None
     return ks
 
 
@@ -135,8 +141,16 @@ def figure1(args) -> int:
     with tqdm(total=len(jobs), unit="run", desc="figure1", disable=args.quiet) as bar:
         for k, s in jobs:
             problem = fastperm.LinearProblem.sample(d=args.d, n=args.n, seed=s)
-            r = fastperm.train(problem, k, lr=args.lr, steps=args.steps, sampling=args.sampling,
-                               augmentation=args.augmentation, seed=s, backend=args.backend)
+            r = fastperm.train(
+                problem,
+                k,
+                lr=args.lr,
+                steps=args.steps,
+                sampling=args.sampling,
+                augmentation=args.augmentation,
+                seed=s,
+                backend=args.backend,
+            )
             losses[k].append(r.loss)
             steps_rec = r.steps
             timing[k] = timing.get(k, 0.0) + r.seconds
@@ -146,14 +160,19 @@ def figure1(args) -> int:
 
     report = _report_steps(args.steps)
     cols = "".join(f"{'step ' + str(s):>20}" for s in report)
-    print(f"\nloss mean((w - w*)^2), mean ± sd over {args.seeds} seeds "
-          f"(d={args.d}, n={args.n}, lr={args.lr:g}, {args.sampling} {args.augmentation})")
+    print(
+        f"\nloss mean((w - w*)^2), mean ± sd over {args.seeds} seeds "
+        f"(d={args.d}, n={args.n}, lr={args.lr:g}, {args.sampling} {args.augmentation})"
+    )
     print(f"{'k':>6}{cols}{'ns/step':>12}{'plateau':>10}")
     for k in ks:
         _, loss = curves[k]
         cells = "".join(f"{loss[:, s].mean():>12.4f} ± {loss[:, s].std():<5.3f}" for s in report)
-        plateau = (f"{1 - min(args.n * k, args.d) / args.d:>10.3f}"
-                   if args.sampling == "fixed" and not math.isinf(k) else f"{'':>10}")
+        plateau = (
+            f"{1 - min(args.n * k, args.d) / args.d:>10.3f}"
+            if args.sampling == "fixed" and not math.isinf(k)
+            else f"{'':>10}"
+        )
         ns = timing[k] * 1e9 / (max(args.steps, 1) * args.seeds)
         name = "inf" if math.isinf(k) else str(k)
         print(f"{name:>6}{cells}{ns:>12.1f}{plateau}")
@@ -161,8 +180,14 @@ def figure1(args) -> int:
     if args.out:
         from .plot import figure1 as plot_figure1
 
-        fig = plot_figure1(curves, d=args.d, n=args.n, lr=args.lr, sampling=args.sampling,
-                           augmentation=args.augmentation)
+        fig = plot_figure1(
+            curves,
+            d=args.d,
+            n=args.n,
+            lr=args.lr,
+            sampling=args.sampling,
+            augmentation=args.augmentation,
+        )
         fig.savefig(args.out, dpi=args.dpi)
         print(f"\nwrote {args.out}")
     return 0
@@ -179,17 +204,24 @@ def bench(args) -> int:
 
         for name in backends.available():
             backends.get(name).set_threads(args.threads)
-    rows = timing.quick_table(args.backend, d=args.d, n=args.n, steps=args.steps,
-                              seconds_per_run=args.seconds, progress=not args.quiet)
+    rows = timing.quick_table(
+        args.backend,
+        d=args.d,
+        n=args.n,
+        steps=args.steps,
+        seconds_per_run=args.seconds,
+        progress=not args.quiet,
+    )
     names = list(dict.fromkeys(b for b, _, _, _ in rows))
     cell = {(b, m): (t, ns) for b, m, t, ns in rows}
-    print(f"fastperm bench: d={args.d}, n={args.n}, one run per call, best of 3, "
-          f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"fastperm bench: d={args.d}, n={args.n}, one run per call, best of 3, "
+        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'ns/step':<12}" + "".join(f"{b:>22}" for b in names))
     for m in timing.METHODS:
-        print(f"{m:<12}" + "".join(f"{cell[b, m][1]:>12.1f} (T={cell[b, m][0]:>6})"
-                                   for b in names))
+        print(f"{m:<12}" + "".join(f"{cell[b, m][1]:>12.1f} (T={cell[b, m][0]:>6})" for b in names))
     print(f"{'ratio':<22}" + "".join(f"{b:>12}" for b in names))
     per = {b: timing.ratios({m: cell[b, m][1] for m in timing.METHODS}) for b in names}
     for r in timing.RATIOS:
@@ -197,19 +229,24 @@ def bench(args) -> int:
     if not args.no_brackets:
         print(f"{'brackets/s (B=32)':<22}" + "".join(f"{b:>12}" for b in names))
         for mlp in timing.BRACKET_MLPS:
-            print(f"{'MLP ' + mlp:<22}" + "".join(
-                f"{timing.brackets_per_second(mlp, backend=b):>12,.0f}" for b in names))
+            print(
+                f"{'MLP ' + mlp:<22}"
+                + "".join(f"{timing.brackets_per_second(mlp, backend=b):>12,.0f}" for b in names)
+            )
     return 0
 
 
 def lie_digits(args) -> int:
     from . import digits
 
-    res = digits.run(args.out, steps=args.steps, hidden=args.hidden, seed=args.seed,
-                     progress=not args.quiet)
+    res = digits.run(
+        args.out, steps=args.steps, hidden=args.hidden, seed=args.seed, progress=not args.quiet
+    )
     print(res["summary"])
-    print(f"\nwrote {args.out}/rms_loglog.png, {args.out}/logit_perturbation.png, "
-          f"{args.out}/summary.txt")
+    print(
+        f"\nwrote {args.out}/rms_loglog.png, {args.out}/logit_perturbation.png, "
+        f"{args.out}/summary.txt"
+    )
     return 0
 
 
@@ -218,18 +255,30 @@ def figure_schemes(args) -> int:
     from fastperm import plot, schemes
 
     problem = fastperm.LinearProblem.sample(d=args.d, n=args.n, seed=0)
-    results = schemes.compare(problem, k=args.k, lr=args.lr, steps=args.steps,
-                              seeds=range(args.seeds), record_every=max(1, args.steps // 200),
-                              backend=args.backend)
-    print(f"step {args.steps}: loss / distance to span(1), mean over {args.seeds} runs "
-          f"(d={args.d}, n={args.n}, lr={args.lr:g})")
-    print(f"{'scheme':>10} {'inside: loss':>14} {'distance':>10} {'outside: loss':>15} "
-          f"{'distance':>10}")
+    results = schemes.compare(
+        problem,
+        k=args.k,
+        lr=args.lr,
+        steps=args.steps,
+        seeds=range(args.seeds),
+        record_every=max(1, args.steps // 200),
+        backend=args.backend,
+    )
+    print(
+        f"step {args.steps}: loss / distance to span(1), mean over {args.seeds} runs "
+        f"(d={args.d}, n={args.n}, lr={args.lr:g})"
+    )
+    print(
+        f"{'scheme':>10} {'inside: loss':>14} {'distance':>10} {'outside: loss':>15} "
+        f"{'distance':>10}"
+    )
     labels = list(dict.fromkeys(label for _, label in results))
     for label in labels:
         a, b = results[("inside", label)], results[("outside", label)]
-        print(f"{label:>10} {a.loss[:, -1].mean():14.4f} {a.distance[:, -1].mean():10.3g} "
-              f"{b.loss[:, -1].mean():15.4f} {b.distance[:, -1].mean():10.3g}")
+        print(
+            f"{label:>10} {a.loss[:, -1].mean():14.4f} {a.distance[:, -1].mean():10.3g} "
+            f"{b.loss[:, -1].mean():15.4f} {b.distance[:, -1].mean():10.3g}"
+        )
     if args.out:
         fig = plot.schemes_figure(results, d=args.d, n=args.n, lr=args.lr)
         fig.savefig(args.out, dpi=args.dpi)
@@ -249,14 +298,17 @@ def info(args) -> int:
     try:
         import numba
 
-        print(f"numba    {numba.__version__}, {numba.get_num_threads()} threads "
-              f"({numba.threading_layer() if _threads_started() else 'layer chosen at first use'})")
+        print(
+            f"numba    {numba.__version__}, {numba.get_num_threads()} threads "
+            f"({numba.threading_layer() if _threads_started() else 'layer chosen at first use'})"
+        )
     except ImportError:
         print("numba    not installed")
     if "cython" in backends.available():
         cy = backends.get("cython")
-        how = (f"OpenMP, {cy.threads()} threads" if cy.have_openmp()
-               else "without OpenMP (one thread)")
+        how = (
+            f"OpenMP, {cy.threads()} threads" if cy.have_openmp() else "without OpenMP (one thread)"
+        )
         print(f"cython   kernels built with Cython {cy.CYTHON_VERSION} ({how})")
     else:
         print("cython   kernels not built (no C compiler at install time?)")
@@ -267,14 +319,17 @@ def info(args) -> int:
     print(f"backends available: {', '.join(backends.available())}")
     for name, why in backends.unavailable().items():
         print(f"  {name}: unavailable ({why})")
-    print(f"auto selects: {backends.get().name}"
-          + (f" (forced by ${backends.ENV_VAR})" if backends.os.environ.get(backends.ENV_VAR)
-             else ""))
+    print(
+        f"auto selects: {backends.get().name}"
+        + (f" (forced by ${backends.ENV_VAR})" if backends.os.environ.get(backends.ENV_VAR) else "")
+    )
     found = _kernel_cache()
     if found is not None:
         dirs, files = found
-        print(f"numba kernel cache: {len(files)} file(s) in {', '.join(dirs)} "
-              "(`fastperm cache clear` deletes them)")
+        print(
+            f"numba kernel cache: {len(files)} file(s) in {', '.join(dirs)} "
+            "(`fastperm cache clear` deletes them)"
+        )
     print("\nkernel families (fastperm.backends.contract) by backend:")
     print(backends.capability_table())
     return 0
@@ -328,10 +383,10 @@ def _problem_options(p):
     """--d, --n, --lr, --steps: the linear problem and its SGD runs (figure commands)."""
     p.add_argument("--d", type=_int_at_least("d", 1), default=400, help="features (default 400)")
     p.add_argument("--n", type=_int_at_least("n", 1), default=40, help="examples (default 40)")
-    p.add_argument("--lr", type=_positive_real("lr"), default=1e-3,
-                   help="step size (default 1e-3)")
-    p.add_argument("--steps", type=_int_at_least("steps", 1), default=1000,
-                   help="SGD steps (default 1000)")
+    p.add_argument("--lr", type=_positive_real("lr"), default=1e-3, help="step size (default 1e-3)")
+    p.add_argument(
+        "--steps", type=_int_at_least("steps", 1), default=1000, help="SGD steps (default 1000)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,70 +394,131 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("figure1", help="k-fold augmentation vs expected gradient (Figure 1)",
-                       description="Loss curves for k = 1, 2, 4, 8, 16, ∞ on the linear "
-                                   "permutation problem; seed s samples the data and the "
-                                   "augmentation of run s.")
-    f.add_argument("--out", type=_figure_path, default="figure1.png",
-                   help="PNG/PDF/SVG to write ('' for none; checked before computing)")
-    f.add_argument("--seeds", type=_int_at_least("seeds", 1), default=5,
-                   help="runs per k (default 5)")
-    f.add_argument("--sampling", choices=["fixed", "fresh"], default="fixed",
-                   help="fixed: copies drawn once per example (default); fresh: every step")
-    f.add_argument("--augmentation", choices=["permutation", "resample"], default="permutation",
-                   help="random permutations of x (default) or entries resampled")
-    f.add_argument("--k", type=_k_list, default=_k_list("1,2,4,8,16,inf"),
-                   help="comma-separated k values (default 1,2,4,8,16,inf)")
+    f = sub.add_parser(
+        "figure1",
+        help="k-fold augmentation vs expected gradient (Figure 1)",
+        description="Loss curves for k = 1, 2, 4, 8, 16, ∞ on the linear "
+        "permutation problem; seed s samples the data and the "
+        "augmentation of run s.",
+    )
+    f.add_argument(
+        "--out",
+        type=_figure_path,
+        default="figure1.png",
+        help="PNG/PDF/SVG to write ('' for none; checked before computing)",
+    )
+    f.add_argument(
+        "--seeds", type=_int_at_least("seeds", 1), default=5, help="runs per k (default 5)"
+    )
+    f.add_argument(
+        "--sampling",
+        choices=["fixed", "fresh"],
+        default="fixed",
+        help="fixed: copies drawn once per example (default); fresh: every step",
+    )
+    f.add_argument(
+        "--augmentation",
+        choices=["permutation", "resample"],
+        default="permutation",
+        help="random permutations of x (default) or entries resampled",
+    )
+    f.add_argument(
+        "--k",
+        type=_k_list,
+        default=_k_list("1,2,4,8,16,inf"),
+        help="comma-separated k values (default 1,2,4,8,16,inf)",
+    )
     _problem_options(f)
     f.add_argument("--backend", default=None, help="numba (default), cython or numpy")
     f.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=figure1)
 
-    b = sub.add_parser("bench", help="quick ns/step table per method and backend (< 60 s)",
-                       description="Times one training run per method and backend on the "
-                                   "reference problem; compiled backends run T steps, the "
-                                   "NumPy reference as many as fit in about half a second.")
-    b.add_argument("--backend", action="append", default=None,
-                   help="backend to time (repeatable; default: all available)")
+    b = sub.add_parser(
+        "bench",
+        help="quick ns/step table per method and backend (< 60 s)",
+        description="Times one training run per method and backend on the "
+        "reference problem; compiled backends run T steps, the "
+        "NumPy reference as many as fit in about half a second.",
+    )
+    b.add_argument(
+        "--backend",
+        action="append",
+        default=None,
+        help="backend to time (repeatable; default: all available)",
+    )
     b.add_argument("--d", type=_int_at_least("d", 1), default=400, help="features (default 400)")
     b.add_argument("--n", type=_int_at_least("n", 1), default=40, help="examples (default 40)")
-    b.add_argument("--steps", type=_int_at_least("steps", 1), default=20000,
-                   help="steps T of a compiled run (default 20000)")
-    b.add_argument("--seconds", type=_positive_real("seconds"), default=0.5,
-                   help="time budget of one run of a slow backend (default 0.5)")
-    b.add_argument("--threads", type=_int_at_least("threads", 1), default=None,
-                   help="threads of the parallel kernels (every backend)")
+    b.add_argument(
+        "--steps",
+        type=_int_at_least("steps", 1),
+        default=20000,
+        help="steps T of a compiled run (default 20000)",
+    )
+    b.add_argument(
+        "--seconds",
+        type=_positive_real("seconds"),
+        default=0.5,
+        help="time budget of one run of a slow backend (default 0.5)",
+    )
+    b.add_argument(
+        "--threads",
+        type=_int_at_least("threads", 1),
+        default=None,
+        help="threads of the parallel kernels (every backend)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument("--no-brackets", action="store_true", help="skip the bracket throughput rows")
     b.set_defaults(func=bench)
 
-    g = sub.add_parser("lie-digits", help="Lie brackets of examples on scikit-learn's digits",
-                       description="Train MLP([64, H, 10]) with 10 independent sigmoids on the "
-                                   "digits, bracket the first 6 test examples at checkpoints, "
-                                   "and plot/print what the brackets show.")
-    g.add_argument("--out", type=_folder_path, required=True,
-                   help="folder for the figures and summary (created if missing)")
-    g.add_argument("--steps", type=_int_at_least("steps", 1), default=1500,
-                   help="Adam steps (default 1500)")
-    g.add_argument("--hidden", type=_int_at_least("hidden", 1), default=32,
-                   help="hidden units H (default 32)")
-    g.add_argument("--seed", type=_int_at_least("seed", 0), default=0,
-                   help="seed of the initialisation and batches (default 0)")
+    g = sub.add_parser(
+        "lie-digits",
+        help="Lie brackets of examples on scikit-learn's digits",
+        description="Train MLP([64, H, 10]) with 10 independent sigmoids on the "
+        "digits, bracket the first 6 test examples at checkpoints, "
+        "and plot/print what the brackets show.",
+    )
+    g.add_argument(
+        "--out",
+        type=_folder_path,
+        required=True,
+        help="folder for the figures and summary (created if missing)",
+    )
+    g.add_argument(
+        "--steps", type=_int_at_least("steps", 1), default=1500, help="Adam steps (default 1500)"
+    )
+    g.add_argument(
+        "--hidden", type=_int_at_least("hidden", 1), default=32, help="hidden units H (default 32)"
+    )
+    g.add_argument(
+        "--seed",
+        type=_int_at_least("seed", 0),
+        default=0,
+        help="seed of the initialisation and batches (default 0)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=lie_digits)
 
-    s = sub.add_parser("figure-schemes", help="vanilla / DA / FA / EA on the linear problem",
-                       description="Loss and distance to the invariant subspace span(1) for "
-                                   "vanilla SGD, data augmentation (k-fold and k = ∞), feature "
-                                   "averaging and an equivariant architecture, from a start "
-                                   "inside span(1) (w0 = 0) and outside it.")
-    s.add_argument("--out", type=_figure_path, default="schemes.png",
-                   help="PNG/PDF/SVG to write ('' for none; checked before computing)")
-    s.add_argument("--seeds", type=_int_at_least("seeds", 1), default=5,
-                   help="runs per scheme (default 5)")
-    s.add_argument("--k", type=_int_at_least("k", 1), default=16,
-                   help="copies for k-fold DA (default 16)")
+    s = sub.add_parser(
+        "figure-schemes",
+        help="vanilla / DA / FA / EA on the linear problem",
+        description="Loss and distance to the invariant subspace span(1) for "
+        "vanilla SGD, data augmentation (k-fold and k = ∞), feature "
+        "averaging and an equivariant architecture, from a start "
+        "inside span(1) (w0 = 0) and outside it.",
+    )
+    s.add_argument(
+        "--out",
+        type=_figure_path,
+        default="schemes.png",
+        help="PNG/PDF/SVG to write ('' for none; checked before computing)",
+    )
+    s.add_argument(
+        "--seeds", type=_int_at_least("seeds", 1), default=5, help="runs per scheme (default 5)"
+    )
+    s.add_argument(
+        "--k", type=_int_at_least("k", 1), default=16, help="copies for k-fold DA (default 16)"
+    )
     _problem_options(s)
     s.add_argument("--backend", default=None, help="numba (default) or numpy")
     s.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
@@ -411,25 +527,26 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="backends, versions, threads, the GPU and the kernel cache")
     i.set_defaults(func=info)
 
-    c = sub.add_parser("cache", help="the on-disk cache of the Numba kernels",
-                       description="Where the compiled Numba kernels are cached, and clearing "
-                                   "them (a damaged entry heals itself; clearing is never "
-                                   "needed for correctness, it forces a fresh compilation).")
-    c.add_argument("action", choices=["info", "clear"],
-                   help="info: directories and file count; clear: delete every cached kernel")
+    c = sub.add_parser(
+        "cache",
+        help="the on-disk cache of the Numba kernels",
+        description="Where the compiled Numba kernels are cached, and clearing "
+        "them (a damaged entry heals itself; clearing is never "
+        "needed for correctness, it forces a fresh compilation).",
+    )
+    c.add_argument(
+        "action",
+        choices=["info", "clear"],
+        help="info: directories and file count; clear: delete every cached kernel",
+    )
     c.set_defaults(func=cache)
     return parser
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    import fastperm
 
-    try:
-        return f"fastperm {version('fastperm')}"
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        import fastperm
-
-        return f"fastperm {fastperm.__version__}"
+    return f"fastperm {fastperm.__version__}"
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,8 @@ from fastperm import backends, lie, models
 
 needs_both = pytest.mark.skipif(
     not {"numba", "cython"} <= set(backends.available()),
-    reason="needs the numba and cython backends")
+    reason="needs the numba and cython backends",
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,14 @@ def test_deterministic_curves_match_numba(problem, k, augmentation):
 @pytest.mark.parametrize("augmentation", ["permutation", "resample"])
 @pytest.mark.parametrize("cache_bytes", [0, 2**28])
 def test_kfold_same_permutations_same_curve(problem, sampling, augmentation, cache_bytes):
-    kw = dict(steps=500, seeds=[0, 3, 2**64 - 1], lr=[0.01, 0.02, 0.03], sampling=sampling,
-              augmentation=augmentation, cache_bytes=cache_bytes)
+    kw = dict(
+        steps=500,
+        seeds=[0, 3, 2**64 - 1],
+        lr=[0.01, 0.02, 0.03],
+        sampling=sampling,
+        augmentation=augmentation,
+        cache_bytes=cache_bytes,
+    )
     a = fastperm.train_many(problem, 5, backend="numba", **kw)
     b = fastperm.train_many(problem, 5, backend="cython", **kw)
     assert a.meta["cache"] == b.meta["cache"]
@@ -57,10 +64,12 @@ def test_kfold_same_permutations_same_curve(problem, sampling, augmentation, cac
 @pytest.mark.parametrize("augmentation", ["permutation", "resample"])
 def test_augmented_gradient_matches_numba(problem, augmentation):
     w = np.linspace(-1, 1, problem.d)
-    a = fastperm.augmented_gradient(w, problem.X, problem.y, 6, seed=9,
-                                    augmentation=augmentation, backend="numba")
-    b = fastperm.augmented_gradient(w, problem.X, problem.y, 6, seed=9,
-                                    augmentation=augmentation, backend="cython")
+    a = fastperm.augmented_gradient(
+        w, problem.X, problem.y, 6, seed=9, augmentation=augmentation, backend="numba"
+    )
+    b = fastperm.augmented_gradient(
+        w, problem.X, problem.y, 6, seed=9, augmentation=augmentation, backend="cython"
+    )
     assert _rel(b, a) < 1e-12
 
 
@@ -101,8 +110,10 @@ def test_brackets_match_numba(model):
     assert not pb[1].any()
 
 
-@pytest.mark.skipif("cython" not in backends.available() or "numba" not in backends.available(),
-                    reason="needs the cython backend and numba (for the custom model)")
+@pytest.mark.skipif(
+    "cython" not in backends.available() or "numba" not in backends.available(),
+    reason="needs the cython backend and numba (for the custom model)",
+)
 def test_custom_model_needs_another_backend():
     m = models.CustomModel(models.mlp_grad, P=3, d=2, K=1)
     with pytest.raises(TypeError, match="cython backend computes .* for the built-in models only"):
@@ -121,15 +132,32 @@ def test_threads_and_openmp_reported():
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "setup.py")),
-                    reason="needs the source tree")
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(ROOT, "setup.py")), reason="needs the source tree"
+)
 def test_build_without_compiler_still_succeeds(tmp_path):
     """``setup.py`` with a C compiler that always fails: the build reports it and exits 0."""
     pytest.importorskip("Cython")
-    env = dict(os.environ, CC="false", LDSHARED="false")
-    out = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib",
-                          str(tmp_path / "lib"), "--build-temp", str(tmp_path / "tmp")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ, CC="false", LDSHARED="false", FASTPERM_CYTHON_BUILD_DIR=str(tmp_path / "c")
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "setup.py",
+            "-q",
+            "build_ext",
+            "--build-lib",
+            str(tmp_path / "lib"),
+            "--build-temp",
+            str(tmp_path / "tmp"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "not built; other backends still work" in out.stderr, out.stderr[-3000:]
     assert not list((tmp_path / "lib").rglob("*.so"))
