@@ -196,6 +196,45 @@ def test_backends_do_not_import_front_ends():
             assert imp in allowed, f"{mod} imports {imp}"
 
 
+POLICIES = {"JIT", "PARALLEL", "NOCACHE", "PARALLEL_NOCACHE"}
+
+
+def _njit_calls(tree):
+    """Every ``njit(...)`` call (decorator or not) in a parsed module."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "njit":
+            yield node
+
+
+def test_every_njit_uses_the_one_fastmath_policy():
+    """Every compiled CPU kernel takes its options from ``fastperm/_jit.py`` (``**JIT``,
+    ``**PARALLEL``, ``**NOCACHE``, ``**PARALLEL_NOCACHE``, or a conditional between them),
+    and none sets ``fastmath`` (or any option but ``inline``) itself: one fastmath policy,
+    the one that keeps the NaN/inf checks and the same bits compiled or cached."""
+    seen = 0
+    for path in (ROOT / "backends").rglob("*.py"):
+        for call in _njit_calls(ast.parse(path.read_text())):
+            seen += 1
+            where = f"{path.relative_to(ROOT)}:{call.lineno}"
+            assert not call.args, where
+            spread = [k.value for k in call.keywords if k.arg is None]
+            named = {k.arg for k in call.keywords if k.arg is not None}
+            assert named <= {"inline"}, f"{where} sets {named - {'inline'}}"
+            assert len(spread) == 1, f"{where}: options must come from one policy of _jit.py"
+            names = {n.id for n in ast.walk(spread[0]) if isinstance(n, ast.Name)}
+            names -= {"cache"}  # Twins: PARALLEL if cache else PARALLEL_NOCACHE
+            assert names and names <= POLICIES, f"{where} uses {names}"
+    assert seen > 40  # the check saw the kernels (a parse that finds none proves nothing)
+
+
+def test_the_policy_keeps_nan_checks_and_cached_bits():
+    from fastperm import _jit
+
+    assert {"nnan", "ninf", "nsz", "arcp", "fast"}.isdisjoint(_jit.FASTMATH)
+    for policy in POLICIES:
+        assert getattr(_jit, policy)["fastmath"] == set(_jit.FASTMATH), policy
+
+
 def test_no_numba_kernel_outside_backends():
     """Every ``@njit`` function lives under ``fastperm/backends`` (``_jit.py`` defines them)."""
     offenders = []
