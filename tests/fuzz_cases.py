@@ -42,6 +42,8 @@ SETTINGS = settings(
 )
 NAMED = (ValueError, TypeError, MemoryError, FloatingPointError)
 CPU = [b for b in ("numpy", "numba", "cython") if b in backends.available()]
+#: the backends of schemes.run and deep_linear.train
+NUMBA_AND_NUMPY = [b for b in CPU if b in ("numpy", "numba")]
 
 # -- values: ordinary, extreme, and invalid ---------------------------------------------------
 
@@ -226,14 +228,14 @@ def train_cases(draw, indices=False):
     return p, kw
 
 
+def on_backends(call, names=CPU):
+    """The outcome of ``call(backend)`` on each backend."""
+    return {b: outcome(lambda b=b: call(b)) for b in names}
+
+
 def run_train(case):
     p, kw = case
-    kw = dict(kw)
-    k = kw.pop("k")
-    check_same(
-        {b: outcome(lambda b=b: fastperm.train(p, k, backend=b, **built(kw))) for b in CPU},
-        same_runs,
-    )
+    check_same(on_backends(lambda b: fastperm.train(p, backend=b, **built(kw))), same_runs)
 
 
 @st.composite
@@ -248,12 +250,7 @@ def train_many_cases(draw, indices=False):
 
 def run_train_many(case):
     p, kw = case
-    kw = dict(kw)
-    k = kw.pop("k")
-    check_same(
-        {b: outcome(lambda b=b: fastperm.train_many(p, k, backend=b, **built(kw))) for b in CPU},
-        same_runs,
-    )
+    check_same(on_backends(lambda b: fastperm.train_many(p, backend=b, **built(kw))), same_runs)
 
 
 @st.composite
@@ -271,10 +268,7 @@ def gradient_cases(draw, indices=False):
 
 
 def run_gradient(kw):
-    check_same(
-        {b: outcome(lambda b=b: fastperm.augmented_gradient(backend=b, **built(kw))) for b in CPU},
-        close,
-    )
+    check_same(on_backends(lambda b: fastperm.augmented_gradient(backend=b, **built(kw))), close)
     expected = {k: v for k, v in kw.items() if k in ("w", "x", "y", "augmentation")}
     got = outcome(lambda: fastperm.expected_gradient(**built(expected)))
     if got[0] == "result":
@@ -314,7 +308,7 @@ def bracket_cases(draw):
 
 def run_brackets(case):
     m, theta, X, Y, kw = case
-    out = {b: outcome(lambda b=b: lie.brackets(m, theta, X, Y, backend=b, **kw)) for b in CPU}
+    out = on_backends(lambda b: lie.brackets(m, theta, X, Y, backend=b, **kw))
     # tanh: equal to the stencil's precision. ReLU: a pre-activation at or near a kink (an
     # all-zero input row puts it exactly at 0) makes the stencil pick a side by rounding,
     # which differs between the shortcut and the plain path: only finite and same-shaped
@@ -354,8 +348,7 @@ def scheme_cases(draw):
 
 def run_schemes(case):
     p, kw = case
-    impl = [b for b in CPU if b in ("numpy", "numba")]
-    check_same({b: outcome(lambda b=b: schemes.run(p, backend=b, **kw)) for b in impl}, same_runs)
+    check_same(on_backends(lambda b: schemes.run(p, backend=b, **kw), NUMBA_AND_NUMPY), same_runs)
 
 
 @st.composite
@@ -376,9 +369,6 @@ def deep_linear_cases(draw):
 
 def run_deep_linear(case):
     p, net, kw = case
-    kw = dict(kw)
-    k = kw.pop("k")
-    impl = [b for b in CPU if b in ("numpy", "numba")]
     check_same(
-        {b: outcome(lambda b=b: deep_train(p, net, k, backend=b, **kw)) for b in impl}, same_runs
+        on_backends(lambda b: deep_train(p, net, backend=b, **kw), NUMBA_AND_NUMPY), same_runs
     )
