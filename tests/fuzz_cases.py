@@ -306,6 +306,17 @@ def bracket_cases(draw):
     return m, theta, X, Y, kw
 
 
+def _stencil_overflows(m, theta, X, Y, kw):
+    """Whether |g_x| / h_x passes float64's range for some example (valid inputs only)."""
+    try:
+        with np.errstate(all="ignore"):
+            G = m.grad(theta, X, Y)
+            h = lie.default_step(theta, G, 2) if kw.get("h") is None else kw["h"]
+            return bool(np.max(np.abs(G), initial=0.0) / np.min(h) > 1e300)
+    except (ValueError, TypeError):
+        return False
+
+
 def run_brackets(case):
     m, theta, X, Y, kw = case
     out = on_backends(lambda b: lie.brackets(m, theta, X, Y, backend=b, **kw))
@@ -316,14 +327,20 @@ def run_brackets(case):
     # the reference evaluates θ + c h g_x literally; the compiled first-layer shortcut avoids
     # forming h g_x ⊗ x, so it stays finite where the reference overflows (inputs ~1e200):
     # there a compiled result may stand against the reference's FloatingPointError
+    # And the kernels scale each stencil gradient by w_j/h before summing, the reference
+    # differences first: where |g|/h passes float64's range (|g| beyond ~1e150) a compiled
+    # FloatingPointError may stand against the reference's finite result. In these two
+    # overflow regimes every outcome is a named error or finite, and the compiled backends
+    # agree among themselves.
     ref = out.pop("numpy")
-    if ref[:2] == ("error", "FloatingPointError"):
+    if ref[:2] == ("error", "FloatingPointError") or _stencil_overflows(m, theta, X, Y, kw):
         for o in out.values():
             if o[0] == "result":
                 close(o[1], o[1])  # finite
             else:
-                assert o[:2] == ref[:2], o
-        if len(out) > 1:  # the compiled backends agree among themselves
+                same = ref[0] == "error" and o[1:] == ref[1:]
+                assert same or o[1] == "FloatingPointError", (o, ref)
+        if len(out) > 1:
             check_same(out, lambda a, b: close(a, b, rtol=1e-5) if smooth else close(a, a))
         return
     out = {"numpy": ref, **out}

@@ -124,3 +124,19 @@ def test_divergence_reported():
     with pytest.warns(fastperm.DivergenceWarning, match="diverged at step"):
         r = dl.train(problem, dl.DeepLinear([5, 4]), math.inf, sigma=0.5, lr=5.0, steps=300)
     assert r.diverged_step[0] > 0 and np.isnan(r.loss[0, -1])
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("steps", [1, 2])
+def test_one_example_copies_not_kept(backend, k, steps):
+    """n = 1 with the fixed copies not kept (steps <= n): the Numba driver passed a (1, 1, 1)
+    stand-in for the copies, which its worker took for the kept (n, k, d) block and wrote k
+    copies into (found by the bounds-checked fuzz run: IndexError under NUMBA_BOUNDSCHECK=1,
+    a write past the buffer without)."""
+    if not backends.capabilities()[backend]["deep_linear_runs"]:
+        pytest.skip(f"{backend} has no deep linear kernel")
+    p = fastperm.LinearProblem([[0.5, -1.0]], [0.3], [1.0, 1.0])
+    net = dl.DeepLinear([2, 2, 1])
+    got = dl.train(p, net, k, sigma=0.3, steps=steps, backend=backend)
+    want = dl.train(p, net, k, sigma=0.3, steps=steps, backend="numpy")
+    np.testing.assert_allclose(got.loss, want.loss, rtol=1e-12)

@@ -191,7 +191,9 @@ def _deep_linear_body(
         HV = np.empty((L + 1, width))
         A = np.empty((L + 1, width))
         M = np.empty((L + 1, width))
-        copies = np.empty((n if keep else 1, k if keep else 1, d if keep else 1))
+        # empty when the copies are not kept: the worker keeps them iff it has n rows (a
+        # (1, 1, 1) stand-in had n rows for n = 1, and k > 1 copies were written past it)
+        copies = np.empty((n, k, d) if keep else (0, 0, 0))
         status_out[r] = _deep_linear_run(
             X,
             y,
