@@ -27,8 +27,8 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "numpydoc",                 # NumPy-style docstrings
-    "sphinx.ext.mathjax",       # .. math:: and :math: in the guide pages
+    "numpydoc",  # NumPy-style docstrings
+    "sphinx.ext.mathjax",  # .. math:: and :math: in the guide pages
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
 ]
@@ -42,7 +42,7 @@ templates_path = []
 
 # Cross-references are checked: every :func:, :mod:, :class: ... target must resolve.
 nitpicky = True
-default_role = "code"   # `x` in a docstring is literal text, not a failed reference
+default_role = "code"  # `x` in a docstring is literal text, not a failed reference
 
 # -- autodoc ---------------------------------------------------------------------------------
 autodoc_default_options = {
@@ -51,45 +51,25 @@ autodoc_default_options = {
     "show-inheritance": True,
     "member-order": "bysource",
 }
-autodoc_typehints = "none"            # the NumPy "Parameters" sections carry the types
-autosummary_generate = False          # the API pages are written by hand, nothing generated
+autodoc_typehints = "none"  # the NumPy "Parameters" sections carry the types
+autosummary_generate = False  # the API pages are written by hand, nothing generated
 
 # -- numpydoc (NumPy docstrings) ---------------------------------------------------------------
-numpydoc_show_class_members = False   # autodoc's :members: lists them; no autosummary stubs
+numpydoc_show_class_members = False  # autodoc's :members: lists them; no autosummary stubs
 numpydoc_class_members_toctree = False
-numpydoc_xref_param_type = False      # types such as "(n, d) array" are prose, not targets
+numpydoc_xref_param_type = False  # types such as "(n, d) array" are prose, not targets
 numpydoc_attributes_as_param_list = True
 numpydoc_validation_checks = set()
 
 # -- maths -----------------------------------------------------------------------------------
 # MathJax renders in the reader's browser; the build itself needs no LaTeX.
 
-# -- nitpick suppressions (see docs/DOCSTRING_FIXES.md; remove once the docstrings are fixed) --
-# Each entry is one unresolved reference in a docstring, listed with its fix in
-# DOCSTRING_FIXES.md; delete an entry when its docstring is fixed (the build then checks it).
-nitpick_ignore = [
-    # private or internal modules that the API reference does not document
-    ("py:mod", "fastperm._runs"),                        # augment/distributions.py
-    ("py:mod", "fastperm._checks"),                      # backends/contract.py
-    ("py:mod", "fastperm.backends.tiling"),              # knobs.py (TILE_BYTES)
-    ("py:mod", "fastperm.backends.numba_cpu.mlp"),       # models.py (module, MLP.kernel, ...)
-    # short names that do not resolve where the docstring is rendered
-    ("py:meth", "Augmentation.closed_form"),             # augment/distributions.py
-    ("py:meth", "Augmentation.sampler"),                 # augment/distributions.py
-    ("py:func", "coefficients"),                         # augment/__init__.py expected_gradient
-    ("py:func", "expected_gradient"),                    # gradients.py augmented_gradient
-]
-nitpick_ignore_regex = [
-    # a :func: role broken across two lines (gradients.py module docstring)
-    ("py:func", r"fastperm\.augment\.\s+expected_gradient"),
-]
-
 # -- sphinx-gallery --------------------------------------------------------------------------
 os.environ.setdefault("MPLBACKEND", "Agg")
 sphinx_gallery_conf = {
     "examples_dirs": str(DOCS / "examples"),
     "gallery_dirs": str(DOCS / "auto_examples"),
-    "filename_pattern": r"/plot_",           # run every plot_*.py
+    "filename_pattern": r"/plot_",  # run every plot_*.py
     "download_all_examples": False,
     "remove_config_comments": True,
     "within_subsection_order": "FileNameSortKey",
@@ -123,10 +103,20 @@ def _families_rst() -> str:
     out = []
     for fam in contract.FAMILIES.values():
         title = f"``{fam.name}``"
-        out += [title, "~" * len(title), "",
-                f"Module ``{fam.module}`` in every backend. {fam.summary}", "",
-                ".. list-table::", "   :header-rows: 1", "   :widths: 18 12 70", "",
-                "   * - argument", "     - role", "     - meaning"]
+        out += [
+            title,
+            "~" * len(title),
+            "",
+            f"Module ``{fam.module}`` in every backend. {fam.summary}",
+            "",
+            ".. list-table::",
+            "   :header-rows: 1",
+            "   :widths: 18 12 70",
+            "",
+            "   * - argument",
+            "     - role",
+            "     - meaning",
+        ]
         for arg in fam.args:
             out += [f"   * - ``{arg.name}``", f"     - {arg.role}", f"     - {arg.doc}"]
         out += ["", f"Returns: {fam.returns}", ""]

@@ -25,7 +25,11 @@ timing, plot, digits
     Measurement helpers, figures, the digits study (also on first access).
 """
 
+from __future__ import annotations
+
 import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from . import augment, backends, rng
 from .augment import expected_gradient
@@ -48,8 +52,15 @@ __version__ = _installed_version()
 
 _LAZY = ("lie", "models", "timing", "plot", "digits", "deep_linear", "schemes")
 
+if TYPE_CHECKING:  # imported on first access, by __getattr__ below
+    from . import deep_linear, lie, models
+    from . import digits as digits
+    from . import plot as plot
+    from . import schemes as schemes
+    from . import timing as timing
 
-def __getattr__(name):
+
+def __getattr__(name: str) -> ModuleType:
     """Import the heavier submodules on first access (PEP 562): ``import fastperm`` stays light."""
     if name in _LAZY:
         return importlib.import_module(f"{__name__}.{name}")

@@ -11,11 +11,18 @@ import functools
 import math
 import numbers
 import os
+from collections.abc import Callable
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
-AUGMENTATIONS = ("permutation", "resample")
-SAMPLINGS = ("fixed", "fresh")
+from ._typing import EngineAugmentation, FloatArray, Sampling, UIntArray
+
+_Choice = TypeVar("_Choice", bound=str)
+
+AUGMENTATIONS: tuple[EngineAugmentation, ...] = ("permutation", "resample")
+SAMPLINGS: tuple[Sampling, ...] = ("fixed", "fresh")
 
 
 #: dtype kinds that hold real numbers: float, signed and unsigned integer (not bool, complex,
@@ -23,7 +30,7 @@ SAMPLINGS = ("fixed", "fresh")
 REAL_KINDS = "fiu"
 
 
-def is_real_scalar(v) -> bool:
+def is_real_scalar(v: object) -> TypeGuard[numbers.Real]:
     """A real number: not a bool, not a NumPy timedelta/datetime (which NumPy and
     :mod:`numbers` file under the integers)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
@@ -31,7 +38,7 @@ def is_real_scalar(v) -> bool:
     return not isinstance(v, np.generic) or v.dtype.kind in REAL_KINDS
 
 
-def as_array(name: str, a) -> np.ndarray:
+def as_array(name: str, a: object) -> npt.NDArray[Any]:
     """``np.asarray(a)``, with a ragged nesting refused by name (NumPy's message names none)."""
     if a is None:
         raise TypeError(f"{name} must be an array, got None")
@@ -43,7 +50,7 @@ def as_array(name: str, a) -> np.ndarray:
         raise
 
 
-def as_float_array(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
+def as_float_array(name: str, a: object, ndim: int | tuple[int, ...]) -> FloatArray:
     """``a`` as a finite, C-contiguous float64 array with ``ndim`` dimensions.
 
     Integer and float32 inputs are converted; bool, complex, timedelta64,
@@ -63,7 +70,7 @@ def as_float_array(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-def as_int(name: str, v, *, minimum: int, maximum: int | None = None) -> int:
+def as_int(name: str, v: object, *, minimum: int, maximum: int | None = None) -> int:
     """``v`` as a Python int in ``[minimum, maximum]``; floats and bools are refused."""
     if (
         isinstance(v, (bool, np.bool_))
@@ -79,16 +86,16 @@ def as_int(name: str, v, *, minimum: int, maximum: int | None = None) -> int:
     return v
 
 
-def as_k(v) -> int | float:
+def as_k(v: object) -> float:
     """The augmentation factor: an integer >= 1, or ``math.inf`` for the expected gradient."""
     if is_real_scalar(v) and not isinstance(v, numbers.Integral):
-        if math.isinf(v) and v > 0:
+        if math.isinf(v) and v > 0:  # type: ignore[operator]  # typeshed: Real has no __gt__
             return math.inf
         raise TypeError(f"k must be an integer >= 1 or math.inf (the expected gradient), got {v!r}")
     return as_int("k", v, minimum=1, maximum=2**32 - 1)
 
 
-def as_finite_real(name: str, v) -> float:
+def as_finite_real(name: str, v: object) -> float:
     """A finite real number."""
     if not is_real_scalar(v):
         raise TypeError(f"{name} must be a real number, got {v!r} ({type(v).__name__})")
@@ -97,7 +104,7 @@ def as_finite_real(name: str, v) -> float:
     return float(v)
 
 
-def as_positive_real(name: str, v) -> float:
+def as_positive_real(name: str, v: object) -> float:
     """A finite real number > 0."""
     if not is_real_scalar(v):
         raise TypeError(f"{name} must be a real number, got {v!r} ({type(v).__name__})")
@@ -107,24 +114,26 @@ def as_positive_real(name: str, v) -> float:
     return v
 
 
-def as_nonnegative_real(name: str, v) -> float:
+def as_nonnegative_real(name: str, v: object) -> float:
     """A finite real number >= 0 (a noise level)."""
-    if not is_real_scalar(v) or not (math.isfinite(v) and v >= 0):
+    if not is_real_scalar(v) or not (math.isfinite(v) and v >= 0):  # type: ignore[operator]
         raise ValueError(f"{name} must be a finite real >= 0, got {v!r}")
     return float(v)
 
 
-def as_choice(name: str, v, choices: tuple[str, ...]) -> str:
+def as_choice(name: str, v: object, choices: tuple[_Choice, ...]) -> _Choice:
     if not isinstance(v, str) or v not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {v!r}")
     return v
 
 
-def as_seed(name: str, v) -> int:
+def as_seed(name: str, v: object) -> int:
     return as_int(name, v, minimum=0, maximum=2**64 - 1)
 
 
-def example_args(w, x, y):
+def example_args(
+    w: object, x: object, y: object
+) -> tuple[FloatArray, FloatArray, FloatArray, bool]:
     """Validate ``(w, x, y)`` for one example (1-D x) or a batch (2-D X)."""
     x = as_float_array("x", x, (1, 2))
     single = x.ndim == 1
@@ -143,7 +152,9 @@ def example_args(w, x, y):
     return w, X, y, single
 
 
-def as_array_param(name, v, check, dtype):
+def as_array_param(
+    name: str, v: object, check: Callable[[str, Any], object], dtype: type[np.generic]
+) -> npt.NDArray[Any]:
     """A scalar or 1-D sequence of parameters, each checked by ``check``, as ``dtype``."""
     arr = np.asarray(v, dtype=object)
     if arr.ndim == 0:
@@ -156,7 +167,7 @@ def as_array_param(name, v, check, dtype):
     return np.array([check(f"{name}[{i}]", x) for i, x in enumerate(arr)], dtype=dtype)
 
 
-def seeds_and_lr(seeds, lr):
+def seeds_and_lr(seeds: object, lr: object) -> tuple[UIntArray, FloatArray]:
     """Validated per-run seeds (uint64) and step sizes (float64), broadcast against each other."""
     seeds = as_array_param("seeds", seeds, as_seed, np.uint64)
     lr = as_array_param("lr", lr, as_positive_real, np.float64)
@@ -170,7 +181,7 @@ def seeds_and_lr(seeds, lr):
     return np.ascontiguousarray(seeds, dtype=np.uint64), np.ascontiguousarray(lr, dtype=np.float64)
 
 
-def finite_result(out, what: str, inputs: str) -> None:
+def finite_result(out: npt.NDArray[Any], what: str, inputs: str) -> None:
     """The same answer on every backend when a result overflows: a FloatingPointError naming
     the inputs to rescale (compiled kernels do not warn, NumPy does: neither is enough)."""
     bad = out.size - np.count_nonzero(np.isfinite(out))
@@ -181,7 +192,7 @@ def finite_result(out, what: str, inputs: str) -> None:
         )
 
 
-def moments_fit(**arrays):
+def moments_fit(**arrays: FloatArray) -> None:
     """Refuse arrays whose second moments may overflow: every closed form (k = ∞) is built
     from sums of products of two entries of a row (of X; of w and w* for the k = ∞ loss),
     at most ``(d·max|x|)²``; past float64's range the kernels would form inf (and each
@@ -196,7 +207,7 @@ def moments_fit(**arrays):
             )
 
 
-def copies_fit(k, d):
+def copies_fit(k: float, d: int) -> None:
     """Refuse, before allocating, a k whose (k, d) block of copies cannot fit in memory."""
     need = int(k) * d * 8
     total = _physical_memory()
@@ -209,7 +220,7 @@ def copies_fit(k, d):
 
 
 @functools.lru_cache(maxsize=1)
-def _physical_memory():
+def _physical_memory() -> int | None:
     """Bytes of physical memory (read once), or None where the platform does not say."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -32,8 +32,8 @@ try:
     HAVE_NUMBA = True
 except ImportError:  # fastperm works without numba, on its other backends
     HAVE_NUMBA = False
-    prange = range
-    FunctionCache = object
+    prange = range  # type: ignore[misc]
+    FunctionCache = object  # type: ignore[misc, assignment]
 
     def njit(*args, **kwargs):
         """No-op stand-in for ``numba.njit`` (numba is not installed)."""

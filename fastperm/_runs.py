@@ -30,10 +30,14 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from types import FrameType, ModuleType
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _checks, backends, knobs
+from ._typing import FloatArray, IntArray, UIntArray
 from .backends import contract
 
 
@@ -42,7 +46,7 @@ class DivergenceWarning(RuntimeWarning):
     is in the message and the result)."""
 
 
-def record_steps(steps: int, record_every: int) -> np.ndarray:
+def record_steps(steps: int, record_every: int) -> IntArray:
     """Recorded steps 0, r, 2r, ... and ``steps`` itself, followed by the sentinel ``steps + 1``."""
     m = steps // record_every + 1  # 0, r, ..., (m - 1) r
     tail = (steps + 1,) if (m - 1) * record_every == steps else (steps, steps + 1)
@@ -52,7 +56,7 @@ def record_steps(steps: int, record_every: int) -> np.ndarray:
     return rec
 
 
-def run_outputs(runs: int, records: int, width: int) -> dict:
+def run_outputs(runs: int, records: int, width: int) -> dict[str, Any]:
     """The outputs every training family writes: ``loss_out`` (runs, records), ``w_out``
     (runs, width) and ``status_out`` (runs,)."""
     return {
@@ -88,13 +92,13 @@ class Call:
     """
 
     family: str
-    values: dict
+    values: dict[str, Any]
     runs: int
     work: float
     kind: int | None = None
     cache_bytes_per_holder: int = 0
     cache_bytes: int = field(default_factory=lambda: knobs.CACHE_BYTES)
-    seeds: np.ndarray | None = None
+    seeds: UIntArray | None = None
 
 
 @dataclass
@@ -110,19 +114,19 @@ class Launched:
     cache: bool
 
 
-def as_threads(threads):
+def as_threads(threads: object) -> int | None:
     """``None`` (choose per call) or an int >= 1."""
     return None if threads is None else _checks.as_int("threads", threads, minimum=1)
 
 
-def as_cache_bytes(cache_bytes):
+def as_cache_bytes(cache_bytes: object) -> int:
     """``None`` (:data:`fastperm.knobs.CACHE_BYTES`, read at the call) or an int >= 0."""
     return _checks.as_int(
         "cache_bytes", knobs.CACHE_BYTES if cache_bytes is None else cache_bytes, minimum=0
     )
 
 
-def threads_for(kern, runs: int, work: float, threads=None) -> int:
+def threads_for(kern: ModuleType, runs: int, work: float, threads: int | None = None) -> int:
     """Threads for one call: the caller's (at most one per run), or by default one per run up
     to the backend's count when the work pays for a parallel launch, else one."""
     if threads is not None:
@@ -132,7 +136,13 @@ def threads_for(kern, runs: int, work: float, threads=None) -> int:
     return max(1, min(runs, kern.threads()))
 
 
-def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
+def run(
+    call: Call,
+    *,
+    backend: str | None = None,
+    threads: int | None = None,
+    progress: bool | str = False,
+) -> Launched:
     """Run ``call`` on ``backend`` (steps 1–6 of the module docstring); outputs are written
     into ``call.values``."""
     spec = contract.FAMILIES[call.family]
@@ -193,7 +203,7 @@ def run(call: Call, *, backend=None, threads=None, progress=False) -> Launched:
     return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
 
 
-def _set_threads(kern, n):
+def _set_threads(kern: ModuleType, n: int) -> None:
     try:
         kern.set_threads(n)
     except ValueError as exc:
@@ -202,20 +212,26 @@ def _set_threads(kern, n):
         ) from None
 
 
-def _chunks(runs, progress, threads):
+def _chunks(runs: int, progress: bool | str, threads: int) -> list[tuple[int, int]]:
     if not progress or runs <= 1:
         return [(0, runs)]
     size = max(1, -(-runs // knobs.PROGRESS_CHUNKS), threads)
     return [(lo, min(lo + size, runs)) for lo in range(0, runs, size)]
 
 
-def _progress_bar(progress, total):
+def _progress_bar(progress: bool | str, total: int) -> Any:  # a tqdm bar
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="run", desc=progress if isinstance(progress, str) else "runs")
 
 
-def warn_divergence(status, lr, seeds, steps_rec, loss):
+def warn_divergence(
+    status: IntArray,
+    lr: FloatArray,
+    seeds: npt.NDArray[Any] | None,
+    steps_rec: IntArray,
+    loss: FloatArray,
+) -> None:
     """One :class:`DivergenceWarning` for a call whose runs diverged (the first such run's
     step, last finite loss, and how many), pointing at the caller's line outside fastperm."""
     if max(status.tolist(), default=-1) < 0:
@@ -243,12 +259,13 @@ def warn_divergence(status, lr, seeds, steps_rec, loss):
 def outside_stacklevel() -> int:
     """``stacklevel`` for :func:`warnings.warn` called by our caller that names the first
     frame outside the fastperm package (the user's line)."""
-    frame, level = sys._getframe(2), 2
+    frame: FrameType | None = sys._getframe(2)
+    level = 2
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "fastperm":
         frame, level = frame.f_back, level + 1
     return level
 
 
-def k_code(k) -> int:
+def k_code(k: float) -> int:
     """A validated k as the kernels take it: ``math.inf`` → :data:`contract.K_EXPECTED`."""
     return contract.K_EXPECTED if math.isinf(k) else int(k)

@@ -19,6 +19,10 @@ import math
 import os
 import platform
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._typing import FloatArray
 
 #: the figure formats ``--out`` accepts (matplotlib writes them without extra packages)
 FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
@@ -134,9 +138,9 @@ def figure1(args) -> int:
 
     ks = args.k
     curves = {}
-    timing = {}
+    timing: dict[float, float] = {}
     jobs = [(k, s) for k in ks for s in range(args.seeds)]
-    losses = {k: [] for k in ks}
+    losses: dict[float, list[FloatArray]] = {k: [] for k in ks}
     steps_rec = None
     with tqdm(total=len(jobs), unit="run", desc="figure1", disable=args.quiet) as bar:
         for k, s in jobs:

@@ -8,6 +8,8 @@ check of a thread count, :func:`as_thread_count`, which every backend's ``set_th
 applies.
 """
 
+from __future__ import annotations
+
 import numbers
 
 #: memory the fixed augmented copies may be kept in, per call (bytes): k-fold training
@@ -26,7 +28,7 @@ PARALLEL_MIN_WORK = 3e7
 PROGRESS_CHUNKS = 50
 
 #: Lie brackets on the CPU: bytes of the two (block × block × P) output tiles a bracket task
-#: owns (:mod:`fastperm.backends.tiling`): about one core's L2 cache, so that they stay in
+#: owns (``fastperm.backends.tiling``): about one core's L2 cache, so that they stay in
 #: cache while the task combines them
 TILE_BYTES = 768 * 1024
 
@@ -36,7 +38,7 @@ TILE_BYTES = 768 * 1024
 CUDA_BLOCK = 0
 
 
-def as_thread_count(n, limit=None) -> int:
+def as_thread_count(n: object, limit: int | None = None) -> int:
     """``n`` as every backend's ``set_threads`` takes it: an int >= 1 (a bool, a float, a
     string or a NumPy non-integer is a TypeError), at most ``limit`` where the backend has
     one (a ValueError naming it)."""

@@ -23,11 +23,17 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Literal, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _checks, _runs, backends
+from ._typing import FloatArray, IntArray
 from .models import MLP, Model
+
+_T = TypeVar("_T")
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -38,7 +44,7 @@ STENCILS = {
 }
 
 
-def default_step(theta, G, order: int = 2) -> np.ndarray:
+def default_step(theta: FloatArray, G: FloatArray, order: int = 2) -> FloatArray:
     """Default FD multiplier ``h_x`` for each example: a parameter step of norm ε^{1/(m+1)}.
 
     The perturbation ``h_x g_x`` moves θ by ``s = h_x ‖g_x‖``. A central
@@ -79,7 +85,7 @@ def default_step(theta, G, order: int = 2) -> np.ndarray:
     return np.where(g > 0, eta / np.where(g > 0, g, 1.0), 1.0)
 
 
-def row_norms(A):
+def row_norms(A: FloatArray) -> FloatArray:
     """Euclidean norms of the rows of ``A`` (last axis), without overflow where the norm is
     finite: ``m ‖A/m‖`` with m the row's largest magnitude (``np.linalg.norm`` squares the
     entries first, and overflows beyond 1e154)."""
@@ -88,7 +94,7 @@ def row_norms(A):
     return m * np.sqrt(np.sum((A / safe[..., None]) ** 2, axis=-1))
 
 
-def _as_model(model):
+def _as_model(model: object) -> Model:
     if not isinstance(model, Model):
         raise TypeError(
             f"model must be a fastperm.models model (MLP, LinearRegression, "
@@ -97,7 +103,7 @@ def _as_model(model):
     return model
 
 
-def _as_pairs(pairs, B):
+def _as_pairs(pairs: object, B: int) -> IntArray:
     arr = _checks.as_array("pairs", pairs)
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
         raise ValueError(
@@ -113,16 +119,16 @@ def _as_pairs(pairs, B):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def _as_order(order):
+def _as_order(order: object) -> int:
     if (
         not (isinstance(order, numbers.Integral) and _checks.is_real_scalar(order))
         or order not in STENCILS
     ):
         raise ValueError(f"order must be 2 or 4, got {order!r}")
-    return int(order)
+    return int(order)  # type: ignore[call-overload]  # an Integral (typeshed: Real has no __int__)
 
 
-def _as_h(h, G, theta, order):
+def _as_h(h: object, G: FloatArray, theta: FloatArray, order: int) -> FloatArray:
     """The FD multipliers (B,): the default, or the caller's, checked against the gradients.
 
     A caller's h must keep ``1/h`` and the step ``h_x ‖g_x‖`` finite (else a ValueError);
@@ -164,14 +170,14 @@ def _as_h(h, G, theta, order):
     return arr
 
 
-def _kernels(model, backend):
+def _kernels(model: Model, backend: str | None) -> ModuleType:
     kern = backends.get(backend)
     if kern.name != "numpy" and model.kernel is None:
         raise ValueError(f"{model.name} has no compiled gradient kernel; use backend='numpy'")
     return kern
 
 
-def _as_out(out, shape):
+def _as_out(out: object, shape: tuple[int, ...]) -> FloatArray:
     if out is None:
         return np.empty(shape)
     if not (
@@ -188,7 +194,18 @@ def _as_out(out, shape):
     return out
 
 
-def _run(kern, model, theta, X, Y, G, h, order, pairs, out=None):
+def _run(
+    kern: ModuleType,
+    model: Model,
+    theta: FloatArray,
+    X: FloatArray,
+    Y: FloatArray,
+    G: FloatArray,
+    h: FloatArray,
+    order: int,
+    pairs: IntArray | None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     c, w = STENCILS[order]
     with np.errstate(all="ignore"):  # NumPy's warnings: the callers check the result instead
         if pairs is None:
@@ -200,25 +217,72 @@ def _run(kern, model, theta, X, Y, G, h, order, pairs, out=None):
     return out
 
 
+@overload
 def brackets(
-    model,
-    theta,
-    X,
-    Y,
-    pairs=None,
-    h=None,
+    model: Model,
+    theta: npt.ArrayLike,
+    X: npt.ArrayLike,
+    Y: npt.ArrayLike,
+    pairs: npt.ArrayLike | None = None,
+    h: npt.ArrayLike | None = None,
     order: int = 2,
-    backend=None,
+    backend: str | None = None,
+    return_error: Literal[False] = False,
+    out: FloatArray | None = None,
+) -> FloatArray: ...
+
+
+@overload
+def brackets(
+    model: Model,
+    theta: npt.ArrayLike,
+    X: npt.ArrayLike,
+    Y: npt.ArrayLike,
+    pairs: npt.ArrayLike | None = None,
+    h: npt.ArrayLike | None = None,
+    order: int = 2,
+    backend: str | None = None,
+    *,
+    return_error: Literal[True],
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray]: ...
+
+
+@overload
+def brackets(
+    model: Model,
+    theta: npt.ArrayLike,
+    X: npt.ArrayLike,
+    Y: npt.ArrayLike,
+    pairs: npt.ArrayLike | None = None,
+    h: npt.ArrayLike | None = None,
+    order: int = 2,
+    backend: str | None = None,
     return_error: bool = False,
-    out=None,
-):
+    out: FloatArray | None = None,
+) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+
+
+def brackets(
+    model: Model,
+    theta: npt.ArrayLike,
+    X: npt.ArrayLike,
+    Y: npt.ArrayLike,
+    pairs: npt.ArrayLike | None = None,
+    h: npt.ArrayLike | None = None,
+    order: int = 2,
+    backend: str | None = None,
+    return_error: bool = False,
+    out: FloatArray | None = None,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Lie brackets ``[v_x, v_y] = H_y g_x − H_x g_y`` of training examples.
 
     Parameters
     ----------
     model : fastperm.models model
     theta : (P,) array
-    X : (B, d) array;  Y : (B, K) array (or (B,) when K = 1)
+    X : (B, d) array
+    Y : (B, K) array, or (B,) when K = 1
     pairs : sequence of (a, b), optional
         Index pairs into X. Default: all pairs.
     h : float or (B,) array, optional
@@ -251,6 +315,36 @@ def brackets(
     that order; the compiled kernel needs (B, P) gradients and O(P) scratch per
     thread besides. Work: order/2 · 2·B(B − 1) per-example gradient evaluations
     for all pairs.
+
+    Overflow: a result that is not finite raises FloatingPointError on every backend.
+    Near float64's limits the backends can differ on whether it overflows: the
+    compiled kernels scale each stencil gradient by w_j/h before summing (so
+    ‖g_x‖/h_x must stay below ~1e300, i.e. gradients below ~1e150 at the default h),
+    while the NumPy reference differences first; and for inputs beyond ~1e150 their
+    first-layer shortcut stays finite where the reference's literal θ + c h g_x
+    overflows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastperm import lie, models
+    >>> model = models.MLP([4, 3, 2])
+    >>> theta = model.init(seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.random((5, 4)), rng.integers(0, 2, (5, 2)).astype(float)
+    >>> B = lie.brackets(model, theta, X, Y)
+    >>> B.shape  # (B, B, P)
+    (5, 5, 23)
+    >>> bool(np.allclose(B, -B.transpose(1, 0, 2)))  # antisymmetric
+    True
+    >>> bool(np.allclose(B, lie.exact_brackets(model, theta, X, Y), rtol=1e-6, atol=1e-12))
+    True
+
+    Only some pairs, with the estimated finite-difference error of each:
+
+    >>> b, err = lie.brackets(model, theta, X, Y, pairs=[(0, 1), (2, 4)], return_error=True)
+    >>> b.shape, err.shape, bool(np.allclose(b[0], B[0, 1]))
+    ((2, 23), (2,), True)
     """
     model = _as_model(model)
     theta, X, Y = model.check(theta, X, Y)
@@ -273,7 +367,7 @@ def brackets(
     return out, err
 
 
-def _pairs_for(pairs, B, all_pairs):
+def _pairs_for(pairs: object, B: int, all_pairs: _T) -> IntArray | _T:
     """Validated pairs; when none are given, ``all_pairs`` (None: the full (B, B) form)."""
     if pairs is None:
         if B < 2:
@@ -282,7 +376,17 @@ def _pairs_for(pairs, B, all_pairs):
     return _as_pairs(pairs, B)
 
 
-def _compute(kern, model, theta, X, Y, pairs, h, order, out=None):
+def _compute(
+    kern: ModuleType,
+    model: Model,
+    theta: FloatArray,
+    X: FloatArray,
+    Y: FloatArray,
+    pairs: IntArray | None,
+    h: object,
+    order: int,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Brackets of validated inputs; returns (brackets, per-example gradients G, h)."""
     G = np.empty((X.shape[0], model.P))
     with np.errstate(all="ignore"):  # checked right below, the same way on every backend
@@ -295,7 +399,9 @@ def _compute(kern, model, theta, X, Y, pairs, h, order, out=None):
     return out, G, h
 
 
-def exact_brackets(model, theta, X, Y):
+def exact_brackets(
+    model: Model, theta: npt.ArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike
+) -> FloatArray:
     """All-pairs brackets with exact Hessian-vector products, by the complex step.
 
     ``H_y g_x = Im g_y(θ + i t g_x) / t`` with t = 1e-30 has no truncation error and
@@ -322,7 +428,13 @@ def exact_brackets(model, theta, X, Y):
     return D - D.transpose(1, 0, 2)
 
 
-def swap_difference(model, theta, a, b, lr):
+def swap_difference(
+    model: Model,
+    theta: npt.ArrayLike,
+    a: tuple[npt.ArrayLike, npt.ArrayLike],
+    b: tuple[npt.ArrayLike, npt.ArrayLike],
+    lr: float,
+) -> FloatArray:
     """``θ_ab − θ_ba``: one SGD step on a then b, minus b then a (literal steps).
 
     Computed as ``lr (g_b(θ) − g_b(θ_a)) − lr (g_a(θ) − g_a(θ_b))`` with
@@ -356,7 +468,9 @@ def swap_difference(model, theta, a, b, lr):
     return lr * (gb - model.grad(ta, Xb, Yb)[0]) - lr * (ga - model.grad(tb, Xa, Ya)[0])
 
 
-def logit_perturbation(model, theta, bracket, X_batch):
+def logit_perturbation(
+    model: Model, theta: npt.ArrayLike, bracket: npt.ArrayLike, X_batch: npt.ArrayLike
+) -> FloatArray:
     """Change of every logit of a batch along a bracket: ``J_f(θ) · [v_a, v_b]``.
 
     The directional derivative of the logits, computed exactly by the complex
@@ -417,12 +531,12 @@ class TensorRMS:
     pairs : (npairs, 2) int array
     """
 
-    rms_bracket: dict
-    rms_grad: dict
-    slope: dict
-    intercept: dict
-    corr: dict
-    pairs: np.ndarray
+    rms_bracket: dict[str, FloatArray]
+    rms_grad: dict[str, FloatArray]
+    slope: dict[str, float]
+    intercept: dict[str, float]
+    corr: dict[str, float]
+    pairs: IntArray
 
     def summary(self) -> str:
         lines = [
@@ -437,7 +551,14 @@ class TensorRMS:
 
 
 def tensor_rms(
-    model, checkpoints, X, Y, pairs=None, h=None, order: int = 2, backend=None
+    model: Model,
+    checkpoints: npt.ArrayLike,
+    X: npt.ArrayLike,
+    Y: npt.ArrayLike,
+    pairs: npt.ArrayLike | None = None,
+    h: npt.ArrayLike | None = None,
+    order: int = 2,
+    backend: str | None = None,
 ) -> TensorRMS:
     """RMS of brackets vs RMS of gradients per named tensor, over pairs and checkpoints.
 
@@ -469,7 +590,9 @@ def tensor_rms(
             rb[k][c] = np.sqrt(np.mean(b[:, sl] ** 2, axis=1))
             ga, gb = G[pairs[:, 0], sl], G[pairs[:, 1], sl]
             rg[k][c] = np.sqrt(0.5 * (np.mean(ga**2, axis=1) + np.mean(gb**2, axis=1)))
-    slope, intercept, corr = {}, {}, {}
+    slope: dict[str, float] = {}
+    intercept: dict[str, float] = {}
+    corr: dict[str, float] = {}
     for k in model.tensors:
         ok = (rb[k] > 0) & (rg[k] > 0)
         lx, ly = np.log10(rg[k][ok]), np.log10(rb[k][ok])

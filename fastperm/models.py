@@ -14,7 +14,7 @@ Every model has ``P`` parameters in one vector θ, laid out as named tensors
 
 Built in: :class:`MLP` (any depth), and its one-layer cases
 :class:`LinearRegression` and :class:`MultiLabelLogistic`, all sharing one
-compiled kernel, ``mlp_grad`` of :mod:`fastperm.backends.numba_cpu.mlp` (with the
+compiled kernel, ``mlp_grad`` of ``fastperm.backends.numba_cpu.mlp`` (with the
 other Numba MLP kernels; this module holds the descriptions and the NumPy maths
 only, and imports without numba). ``fastperm.models.mlp_grad``,
 ``mlp_directional`` and ``mlp_aux`` still name those kernels: they are imported from
@@ -54,14 +54,32 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _checks
+from ._typing import FloatArray, InexactArray, IntArray
 
 ACTIVATIONS = {"tanh": 0, "relu": 1}
 LOSSES = {"bce": 0, "mse": 1}
 
+Activation = Literal["tanh", "relu"]
+LossName = Literal["bce", "mse"]
+# a per-example gradient kernel ``grad(theta, x, y, layout, work, out, alpha, beta)``
+KernelFn = Callable[..., None]
+# a user's NumPy function of ``(θ, X, Y)`` or ``(θ, X)`` (CustomModel), returning an array
+NumpyFn = Callable[..., npt.NDArray[Any]]
+# the named tensors of θ: name → (slice of θ, shape)
+Tensors = dict[str, tuple[slice, tuple[int, ...]]]
+# real θ, as the models' NumPy maths take it (a complex array is the complex-step case)
+RealArrayLike = npt.NDArray[np.floating[Any] | np.integer[Any]] | Sequence[float] | float
+ComplexArray = npt.NDArray[np.complexfloating[Any, Any]]
+
+_S = TypeVar("_S", bound=np.generic)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _NO_Y = object()  # "no Y argument" (an explicit None is refused)
 
@@ -73,30 +91,50 @@ class Model:
     d: int
     K: int
     P: int
-    tensors: dict
+    tensors: Tensors
     #: int64 integers the compiled gradient reads its structure from (an MLP: layer sizes
     #: and offsets); passed to ``grad(theta, x, y, layout, work, out, alpha, beta)``
-    layout: np.ndarray
+    layout: IntArray
     work_size: int
-    kernel = None
+    kernel: KernelFn | None = None
     #: built-in models whose compiled kernels the cached bracket drivers call directly
     builtin = False
     directional_work = 0
     stencil_start = 0
 
+    if TYPE_CHECKING:  # the model's unchecked NumPy maths (the subclasses define them)
+
+        def _grad(self, theta: InexactArray, X: FloatArray, Y: FloatArray) -> InexactArray: ...
+
+        def _loss(self, theta: InexactArray, X: FloatArray, Y: FloatArray) -> InexactArray: ...
+
+        def _logits(self, theta: InexactArray, X: FloatArray) -> InexactArray: ...
+
     @property
-    def shape(self):
+    def shape(self) -> IntArray:
         """Deprecated name of :attr:`layout` (it is not an array shape)."""
         warnings.warn(
             "Model.shape is deprecated: use Model.layout", DeprecationWarning, stacklevel=2
         )
         return self.layout
 
-    def bracket_aux(self, theta, X, Y, G):
+    def bracket_aux(
+        self, theta: FloatArray, X: FloatArray, Y: FloatArray, G: FloatArray
+    ) -> FloatArray:
         """Per-example data the model's stencil kernel needs (B, m); none by default."""
         return np.zeros((X.shape[0], 0))
 
-    def check(self, theta, X, Y=_NO_Y):
+    @overload
+    def check(self, theta: npt.ArrayLike, X: npt.ArrayLike) -> tuple[FloatArray, FloatArray]: ...
+
+    @overload
+    def check(
+        self, theta: npt.ArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike
+    ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+
+    def check(
+        self, theta: npt.ArrayLike, X: npt.ArrayLike, Y: object = _NO_Y
+    ) -> tuple[FloatArray, ...]:
         """Validate and coerce ``θ (P,)``, ``X (B, d)``, ``Y (B, K)`` (or ``(B,)`` when K = 1);
         without Y, ``(θ, X)``."""
         theta = _checks.as_float_array("theta", theta, 1)
@@ -104,7 +142,7 @@ class Model:
             raise ValueError(f"theta has {theta.shape[0]} entries but {self.name} has P = {self.P}")
         return (theta, *self._check_data(X, Y))
 
-    def _check_data(self, X, Y=_NO_Y):
+    def _check_data(self, X: npt.ArrayLike, Y: object = _NO_Y) -> tuple[FloatArray, ...]:
         """``(X (B, d),)`` or ``(X, Y (B, K))``, validated and coerced."""
         X = _checks.as_float_array("X", X, (1, 2))
         if X.ndim == 1:
@@ -129,7 +167,19 @@ class Model:
             )
         return X, Y
 
-    def _check_eval(self, theta, X, Y=_NO_Y):
+    @overload
+    def _check_eval(
+        self, theta: npt.ArrayLike, X: npt.ArrayLike
+    ) -> tuple[InexactArray, FloatArray]: ...
+
+    @overload
+    def _check_eval(
+        self, theta: npt.ArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike
+    ) -> tuple[InexactArray, FloatArray, FloatArray]: ...
+
+    def _check_eval(
+        self, theta: npt.ArrayLike, X: npt.ArrayLike, Y: object = _NO_Y
+    ) -> tuple[InexactArray, ...]:
         """Arguments of :meth:`grad`, :meth:`loss`, :meth:`logits`: as :meth:`check`, but θ may
         be a stack ``(..., P)`` and complex (for complex-step derivatives)."""
         theta = _checks.as_array("theta", theta)
@@ -148,26 +198,58 @@ class Model:
 
     # -- the public NumPy maths: checked arguments, then the model's unchecked maths
     # (``_grad``, ``_loss``, ``_logits``, which the reference backend calls directly)
-    def grad(self, theta, X, Y):
+    # (complex θ gives complex128 results, X being float64: the complex step; real θ float64)
+    @overload
+    def grad(
+        self, theta: ComplexArray, X: npt.ArrayLike, Y: npt.ArrayLike
+    ) -> npt.NDArray[np.complex128]: ...
+
+    @overload
+    def grad(self, theta: RealArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike) -> FloatArray: ...
+
+    @overload
+    def grad(self, theta: npt.ArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike) -> InexactArray: ...
+
+    def grad(self, theta: npt.ArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike) -> InexactArray:
         """Per-example gradients (B, P) (θ may be a stack (S, P): → (S, B, P))."""
         return self._grad(*self._check_eval(theta, X, Y))
 
-    def loss(self, theta, X, Y):
+    @overload
+    def loss(
+        self, theta: ComplexArray, X: npt.ArrayLike, Y: npt.ArrayLike
+    ) -> npt.NDArray[np.complex128]: ...
+
+    @overload
+    def loss(self, theta: RealArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike) -> FloatArray: ...
+
+    @overload
+    def loss(self, theta: npt.ArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike) -> InexactArray: ...
+
+    def loss(self, theta: npt.ArrayLike, X: npt.ArrayLike, Y: npt.ArrayLike) -> InexactArray:
         """Per-example loss (B,)."""
         return self._loss(*self._check_eval(theta, X, Y))
 
-    def logits(self, theta, X):
+    @overload
+    def logits(self, theta: ComplexArray, X: npt.ArrayLike) -> npt.NDArray[np.complex128]: ...
+
+    @overload
+    def logits(self, theta: RealArrayLike, X: npt.ArrayLike) -> FloatArray: ...
+
+    @overload
+    def logits(self, theta: npt.ArrayLike, X: npt.ArrayLike) -> InexactArray: ...
+
+    def logits(self, theta: npt.ArrayLike, X: npt.ArrayLike) -> InexactArray:
         """Logits (B, K) (or (..., B, K) for a stack of θ)."""
         return self._logits(*self._check_eval(theta, X))
 
-    def unflatten(self, theta) -> dict:
+    def unflatten(self, theta: npt.NDArray[_S]) -> dict[str, npt.NDArray[_S]]:
         """The named tensors of θ, as views with their shapes."""
         return {
             k: theta[..., sl].reshape(theta.shape[:-1] + shape)
             for k, (sl, shape) in self.tensors.items()
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{self.name}(P={self.P})"
 
 
@@ -189,11 +271,33 @@ class MLP(Model):
     activation : {"tanh", "relu"}
     loss : {"bce", "mse"}
     bias : bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastperm.models import MLP
+    >>> model = MLP([4, 3, 2])
+    >>> model
+    MLP([4, 3, 2], activation='tanh', loss='bce', P=23)
+    >>> {name: shape for name, (_, shape) in model.tensors.items()}
+    {'W1': (3, 4), 'b1': (3,), 'W2': (2, 3), 'b2': (2,)}
+    >>> theta = model.init(seed=0)
+    >>> X, Y = np.ones((5, 4)), np.zeros((5, 2))
+    >>> model.grad(theta, X, Y).shape, model.loss(theta, X, Y).shape, model.logits(theta, X).shape
+    ((5, 23), (5,), (5, 2))
+    >>> round(float(model.loss(np.zeros(model.P), X, Y)[0]), 6)  # logits 0: log 2
+    0.693147
     """
 
     name = "MLP"
 
-    def __init__(self, sizes, activation: str = "tanh", loss: str = "bce", bias: bool = True):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: Activation = "tanh",
+        loss: LossName = "bce",
+        bias: bool = True,
+    ) -> None:
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
             raise ValueError(f"sizes must list at least the input and output sizes, got {sizes!r}")
         self.sizes = [_checks.as_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
@@ -237,16 +341,16 @@ class MLP(Model):
         self.directional_work = self.work_size + 2 * self.sizes[1]
         self.stencil_start = pw[1] if L > 1 else self.P
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss_name!r}, "
             f"P={self.P})"
         )
 
     @property
-    def kernel(self):
+    def kernel(self) -> KernelFn:  # type: ignore[override]  # read-only here, set by CustomModel
         """The compiled per-example gradient, ``mlp_grad`` of
-        :mod:`fastperm.backends.numba_cpu.mlp` (imported on first access). Without numba, the
+        ``fastperm.backends.numba_cpu.mlp`` (imported on first access). Without numba, the
         same update ``out ← alpha · g + beta · out`` by this model's NumPy gradient (no
         backend calls it then: the Cython and CUDA kernels have their own MLP code)."""
         try:
@@ -255,12 +359,22 @@ class MLP(Model):
             return self._numpy_kernel
         return mlp_grad
 
-    def _numpy_kernel(self, theta, x, y, layout, work, out, alpha, beta):
+    def _numpy_kernel(
+        self,
+        theta: FloatArray,
+        x: FloatArray,
+        y: FloatArray,
+        layout: IntArray,
+        work: FloatArray,
+        out: FloatArray,
+        alpha: float,
+        beta: float,
+    ) -> None:
         g = alpha * self._grad(theta, x[None, :], y[None, :])[0]
         out[:] = g if beta == 0.0 else g + beta * out
 
     # -- NumPy implementation (reference backend, oracles, analyses) --------------------------
-    def init(self, seed: int = 0) -> np.ndarray:
+    def init(self, seed: int = 0) -> FloatArray:
         """Glorot-normal weights (variance 2/(fan_in + fan_out)), zero biases."""
         rs = np.random.default_rng(_checks.as_seed("seed", seed))
         theta = np.zeros(self.P)
@@ -270,20 +384,23 @@ class MLP(Model):
                 theta[sl] = rs.standard_normal(nout * nin) * math.sqrt(2.0 / (nin + nout))
         return theta
 
-    def _act(self, z):
+    def _act(self, z: InexactArray) -> InexactArray:
         if self.activation == "tanh":
             return np.tanh(z)
-        return np.where(z.real > 0, z, 0)
+        # NaN stays NaN (an overflow upstream must not become a silent zero, as in the kernels)
+        return np.where((z.real > 0) | np.isnan(z.real), z, 0)
 
-    def _dact(self, a):
+    def _dact(self, a: InexactArray) -> InexactArray:
         if self.activation == "tanh":
             return 1 - a * a
         return (a.real > 0).astype(np.float64)
 
-    def _forward(self, theta, X):
+    def _forward(
+        self, theta: InexactArray, X: FloatArray
+    ) -> tuple[dict[str, InexactArray], list[InexactArray]]:
         """Activations a_0 = X, ..., a_L = logits; θ (..., P) broadcasts to (..., B, ·)."""
         T = self.unflatten(np.asarray(theta))
-        acts = [X]
+        acts: list[InexactArray] = [X]
         L = len(self.sizes) - 1
         for layer in range(L):
             z = np.einsum("...oi,...bi->...bo", T[f"W{layer + 1}"], acts[-1])
@@ -292,13 +409,15 @@ class MLP(Model):
             acts.append(self._act(z) if layer < L - 1 else z)
         return T, acts
 
-    def _logits(self, theta, X):
+    def _logits(self, theta: InexactArray, X: FloatArray) -> InexactArray:
         return self._forward(theta, X)[1][-1]
 
-    def bracket_aux(self, theta, X, Y, G):
+    def bracket_aux(
+        self, theta: FloatArray, X: FloatArray, Y: FloatArray, G: FloatArray
+    ) -> FloatArray:
         """``[W₁x + b₁ (H₁) | δ₁ (H₁) | scaled xᵢ·x + bias (B) | scale]`` per example, for
         ``mlp_directional``
-        (:mod:`fastperm.backends.numba_cpu.mlp`, whose bracket drivers alone call this).
+        (``fastperm.backends.numba_cpu.mlp``, whose bracket drivers alone call this).
 
         Computed by the compiled ``mlp_aux`` there, not NumPy: a BLAS call just
         before a parallel kernel leaves OpenBLAS threads spinning, which was
@@ -310,14 +429,14 @@ class MLP(Model):
         mlp_aux(theta, X, G, self.layout, aux)
         return aux
 
-    def _output_delta(self, z, Y):
+    def _output_delta(self, z: InexactArray, Y: FloatArray) -> InexactArray:
         if self.loss_name == "bce":
             with np.errstate(over="ignore"):
                 sig = np.where(z.real >= 0, 1 / (1 + np.exp(-z)), np.exp(z) / (1 + np.exp(z)))
             return (sig - Y) / self.K
         return (z - Y) / self.K
 
-    def _loss(self, theta, X, Y):
+    def _loss(self, theta: InexactArray, X: FloatArray, Y: FloatArray) -> InexactArray:
         z = self._logits(theta, X)
         if self.loss_name == "bce":
             per = np.maximum(z, 0) - z * Y + np.log1p(np.exp(-np.abs(z)))
@@ -325,7 +444,7 @@ class MLP(Model):
             per = 0.5 * (z - Y) ** 2
         return per.mean(axis=-1)
 
-    def _grad(self, theta, X, Y):
+    def _grad(self, theta: InexactArray, X: FloatArray, Y: FloatArray) -> InexactArray:
         """Backpropagation."""
         theta = np.asarray(theta)
         T, acts = self._forward(theta, X)
@@ -350,10 +469,10 @@ class LinearRegression(MLP):
 
     name = "LinearRegression"
 
-    def __init__(self, d: int, bias: bool = True):
+    def __init__(self, d: int, bias: bool = True) -> None:
         super().__init__([d, 1], activation="tanh", loss="mse", bias=bias)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LinearRegression(d={self.d}, bias={self.bias}, P={self.P})"
 
 
@@ -362,10 +481,10 @@ class MultiLabelLogistic(MLP):
 
     name = "MultiLabelLogistic"
 
-    def __init__(self, d: int, K: int):
+    def __init__(self, d: int, K: int) -> None:
         super().__init__([d, K], activation="tanh", loss="bce", bias=True)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"MultiLabelLogistic(d={self.d}, K={self.K}, P={self.P})"
 
 
@@ -395,20 +514,20 @@ class CustomModel(Model):
 
     def __init__(
         self,
-        kernel,
+        kernel: KernelFn,
         *,
-        P,
-        d,
-        K,
-        work_size=0,
-        layout=(),
-        tensors=None,
-        numpy_grad=None,
-        loss=None,
-        logits=None,
-        init=None,
-        shape=None,
-    ):
+        P: int,
+        d: int,
+        K: int,
+        work_size: int = 0,
+        layout: npt.ArrayLike = (),
+        tensors: Tensors | None = None,
+        numpy_grad: NumpyFn | None = None,
+        loss: NumpyFn | None = None,
+        logits: NumpyFn | None = None,
+        init: NumpyFn | None = None,
+        shape: npt.ArrayLike | None = None,
+    ) -> None:
         if shape is not None:
             warnings.warn(
                 "CustomModel(shape=...) is deprecated: use layout=...",
@@ -443,7 +562,7 @@ class CustomModel(Model):
             init,
         )
 
-    def _need(self, fn, what):
+    def _need(self, fn: _F | None, what: str) -> _F:
         if fn is None:
             raise ValueError(
                 f"model: this CustomModel was given no {what} "
@@ -451,16 +570,16 @@ class CustomModel(Model):
             )
         return fn
 
-    def _grad(self, theta, X, Y):
+    def _grad(self, theta: InexactArray, X: FloatArray, Y: FloatArray) -> InexactArray:
         return self._need(self._numpy_grad, "numpy_grad")(theta, X, Y)
 
-    def _loss(self, theta, X, Y):
+    def _loss(self, theta: InexactArray, X: FloatArray, Y: FloatArray) -> InexactArray:
         return self._need(self._loss_fn, "loss")(theta, X, Y)
 
-    def _logits(self, theta, X):
+    def _logits(self, theta: InexactArray, X: FloatArray) -> InexactArray:
         return self._need(self._logits_fn, "logits")(theta, X)
 
-    def init(self, seed=0):
+    def init(self, seed: int = 0) -> FloatArray:
         return self._need(self._init, "init")(seed)
 
 
@@ -468,9 +587,9 @@ class CustomModel(Model):
 _NUMBA_KERNELS = ("mlp_grad", "mlp_directional", "mlp_aux")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:  # a Numba dispatcher
     """``mlp_grad``, ``mlp_directional``, ``mlp_aux``: imported from
-    :mod:`fastperm.backends.numba_cpu.mlp` on first access (so this module imports without
+    ``fastperm.backends.numba_cpu.mlp`` on first access (so this module imports without
     numba)."""
     if name in _NUMBA_KERNELS:
         from .backends.numba_cpu import mlp

@@ -8,10 +8,17 @@ front ends and the backends can both use it without importing each other. Deriva
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:  # a leaf module: nothing from fastperm at run time
+    from ._typing import FloatArray, IntArray
 
-def coefficients(X: np.ndarray, y: np.ndarray, augmentation: str = "permutation"):
+
+def coefficients(
+    X: FloatArray, y: FloatArray, augmentation: str = "permutation"
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-example coefficients ``(a, c, e)`` of the expected gradient over permutations
     or resampling: ``E[g_i]_m = a_i w_m + c_i Σw − e_i``.
 
@@ -42,7 +49,9 @@ def coefficients(X: np.ndarray, y: np.ndarray, augmentation: str = "permutation"
     return a, c, e
 
 
-def block_moments(X, labels, G):
+def block_moments(
+    X: FloatArray, labels: IntArray, G: int
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """Group sizes d_G (G,) and, per row of X and group, ``m_G = s1_G/d_G``, ``s2_G/d_G`` and
     ``c_G = (s1_G² − s2_G)/(d_G(d_G − 1))`` (0 for a singleton), as (n, G) arrays;
     ``labels[j]`` is the group of entry j."""
@@ -56,7 +65,7 @@ def block_moments(X, labels, G):
     return size, s1 / size, s2 / size, c
 
 
-def circulant_spectrum(X):
+def circulant_spectrum(X: FloatArray) -> FloatArray:
     """Eigenvalues ``|x̂_f|²/d`` of each row's cyclic-shift second moment, in rfft order:
     (n, d//2 + 1)."""
     d = X.shape[1]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _checks
+from ._typing import FloatArray
 
 
 class LinearProblem:
@@ -32,7 +34,11 @@ class LinearProblem:
     ((40, 400), (40,), (400,))
     """
 
-    def __init__(self, X, y, w_star):
+    X: FloatArray
+    y: FloatArray
+    w_star: FloatArray
+
+    def __init__(self, X: npt.ArrayLike, y: npt.ArrayLike, w_star: npt.ArrayLike) -> None:
         X = _checks.as_float_array("X", X, 2)
         n, d = X.shape
         if n == 0:
@@ -53,7 +59,7 @@ class LinearProblem:
         self.X, self.y, self.w_star = X, y, w_star
 
     @classmethod
-    def sample(cls, d: int = 400, n: int = 40, seed: int = 0, w_star: float = 1.0):
+    def sample(cls, d: int = 400, n: int = 40, seed: int = 0, w_star: float = 1.0) -> LinearProblem:
         """The problem of the post: ``x ~ N(0, I_d)``, ``w* = w_star·1``, ``y = xᵀw*``.
 
         Parameters
@@ -81,12 +87,12 @@ class LinearProblem:
     def d(self) -> int:
         return self.X.shape[1]
 
-    def loss(self, w) -> float:
+    def loss(self, w: npt.ArrayLike) -> float:
         """Evaluation loss ``mean((w − w*)²)``: the population MSE divided by d."""
         w = _checks.as_float_array("w", w, 1)
         return float(np.mean((w - self.w_star) ** 2))
 
-    def start(self, w0, runs: int | None = None) -> np.ndarray:
+    def start(self, w0: npt.ArrayLike | None, runs: int | None = None) -> FloatArray:
         """The validated start of training, ``(1, d)`` or ``(runs, d)`` (a copy).
 
         ``w0``: None (zeros), a (d,) array, or — when ``runs`` is given — a (runs, d)
@@ -109,7 +115,7 @@ class LinearProblem:
         self.check_start(W0, "w0")
         return W0
 
-    def check_start(self, W, name: str) -> None:
+    def check_start(self, W: FloatArray, name: str) -> None:
         """Refuse starts ``W`` (rows: runs) whose loss ``mean((w − w*)²)`` or residuals
         ``X w − y`` are not finite: training could not begin (every backend would report a
         divergence, at step 0 or 1 by its own order of checks), so it is an error of the
@@ -137,7 +143,7 @@ class LinearProblem:
         return f"LinearProblem(n={self.n}, d={self.d})"
 
 
-def as_problem(problem) -> LinearProblem:
+def as_problem(problem: object) -> LinearProblem:
     """``problem`` if it is a :class:`LinearProblem`, else a TypeError saying how to make one."""
     if not isinstance(problem, LinearProblem):
         raise TypeError(

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ._typing import FloatArray, IntArray, UIntArray
+
+if TYPE_CHECKING:
+    from .augment import Augmentation
 
 
 @dataclass
@@ -29,18 +35,18 @@ class TrainResult:
     k, lr, seed, sampling, augmentation, backend : the settings of the run(s).
     """
 
-    steps: np.ndarray
-    loss: np.ndarray
-    w: np.ndarray
-    diverged_step: object
+    steps: IntArray
+    loss: FloatArray
+    w: FloatArray
+    diverged_step: int | None | IntArray
     seconds: float
     k: float
-    lr: object
-    seed: object
+    lr: float | FloatArray
+    seed: int | UIntArray
     sampling: str
-    augmentation: str
+    augmentation: str | Augmentation
     backend: str
-    meta: dict = field(default_factory=dict, repr=False)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def runs(self) -> int:
@@ -54,8 +60,8 @@ class TrainResult:
 
     def __repr__(self) -> str:
         k = "inf" if math.isinf(self.k) else self.k
-        last = self.loss[..., -1]
-        last = f"{float(last):.6g}" if np.ndim(last) == 0 else f"mean {np.nanmean(last):.6g}"
+        final = self.loss[..., -1]
+        last = f"{float(final):.6g}" if np.ndim(final) == 0 else f"mean {np.nanmean(final):.6g}"
         return (
             f"TrainResult(k={k}, runs={self.runs}, steps={int(self.steps[-1])}, "
             f"final loss {last}, {self.ns_per_step:.1f} ns/step, backend={self.backend!r})"

@@ -66,7 +66,13 @@ augmented set for ``k = 8`` is contained in the one for ``k = 16`` (same seed).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, SupportsInt
+
 import numpy as np
+
+if TYPE_CHECKING:  # the specification imports nothing from fastperm at run time
+    from ._typing import BoolArray, FloatArray, IntArray
 
 MASK64 = (1 << 64) - 1
 MASK32 = (1 << 32) - 1
@@ -111,7 +117,7 @@ def key(seed: int, stream: int, count: int) -> int:
 class Draws:
     """The sequence of 32-bit draws of one key, consumed in order."""
 
-    def __init__(self, k: int):
+    def __init__(self, k: int) -> None:
         self.key = k & MASK64
         self.c = 0
 
@@ -133,7 +139,7 @@ class Draws:
         return m >> 32
 
 
-def permutation(seed: int, stream: int, count: int, d: int) -> np.ndarray:
+def permutation(seed: int, stream: int, count: int, d: int) -> IntArray:
     """The permutation of ``range(d)`` keyed by ``(seed, stream, counter)``."""
     draws = Draws(key(seed, stream, count))
     p = list(range(d))
@@ -143,13 +149,13 @@ def permutation(seed: int, stream: int, count: int, d: int) -> np.ndarray:
     return np.array(p, dtype=np.int64)
 
 
-def resample_indices(seed: int, stream: int, count: int, d: int) -> np.ndarray:
+def resample_indices(seed: int, stream: int, count: int, d: int) -> IntArray:
     """``d`` indices drawn uniformly with replacement, keyed by ``(seed, stream, counter)``."""
     draws = Draws(key(seed, stream, count))
     return np.array([draws.bounded(d) for _ in range(d)], dtype=np.int64)
 
 
-def augmented_indices(augmentation: str, seed: int, stream: int, count: int, d: int) -> np.ndarray:
+def augmented_indices(augmentation: str, seed: int, stream: int, count: int, d: int) -> IntArray:
     """Indices ``p`` such that ``x[p]`` is the copy keyed by ``(seed, stream, counter)``."""
     if augmentation == "permutation":
         return permutation(seed, stream, count, d)
@@ -163,7 +169,7 @@ def word(k: int, q: int) -> int:
     return mix64((k + (q + 1) * GOLDEN) & MASK64)
 
 
-def gaussian_noise(seed: int, stream: int, count: int, d: int) -> np.ndarray:
+def gaussian_noise(seed: int, stream: int, count: int, d: int) -> FloatArray:
     """The d standard normal draws of ``(seed, stream, counter)`` (Box–Muller, 53-bit uniforms)."""
     k = key(seed, stream, count)
     out = np.empty(d)
@@ -174,7 +180,7 @@ def gaussian_noise(seed: int, stream: int, count: int, d: int) -> np.ndarray:
     return out
 
 
-def mask_keep(seed: int, stream: int, count: int, d: int, p: float) -> np.ndarray:
+def mask_keep(seed: int, stream: int, count: int, d: int, p: float) -> BoolArray:
     """Which of the d entries a mask with keep probability p keeps (bool array)."""
     draws = Draws(key(seed, stream, count))
     return np.array([draws.next32() < p * 2.0**32 for _ in range(d)])
@@ -185,13 +191,15 @@ def cyclic_shift(seed: int, stream: int, count: int, d: int) -> int:
     return Draws(key(seed, stream, count)).bounded(d)
 
 
-def block_permutation(seed: int, stream: int, count: int, groups) -> np.ndarray:
+def block_permutation(
+    seed: int, stream: int, count: int, groups: Sequence[Collection[SupportsInt]]
+) -> IntArray:
     """Indices p (``x[p]`` is the copy) permuting uniformly within each group."""
     draws = Draws(key(seed, stream, count))
     d = sum(len(g) for g in groups)
     p = list(range(d))
-    for g in groups:
-        g = [int(v) for v in g]
+    for group in groups:
+        g = [int(v) for v in group]
         for i in range(len(g) - 1, 0, -1):
             j = draws.bounded(i + 1)
             p[g[i]], p[g[j]] = p[g[j]], p[g[i]]

@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._typing import FloatArray, Sampling
 from .problems import LinearProblem
 from .train import train, train_many
 
+if TYPE_CHECKING:
+    from .augment import Augmentation
+    from .models import MLP
+
 #: label → (k, sampling) of the methods whose cost is tracked
-METHODS = {
+METHODS: dict[str, tuple[float, Sampling]] = {
     "k=1": (1, "fixed"),
     "k=16 fixed": (16, "fixed"),
     "k=16 fresh": (16, "fresh"),
@@ -44,15 +51,27 @@ def stable_lr(d: int) -> float:
 
 
 def ns_per_step(
-    problem, method: str, *, steps: int, backend=None, repeat: int = 3, lr: float | None = None
+    problem: LinearProblem,
+    method: str,
+    *,
+    steps: int,
+    backend: str | None = None,
+    repeat: int = 3,
+    lr: float | None = None,
 ) -> float:
     """Best-of-``repeat`` wall time per step of one run of ``method`` (a key of :data:`METHODS`)."""
     return measure(problem, [method], steps=steps, backend=backend, repeat=repeat, lr=lr)[method]
 
 
 def measure(
-    problem, methods, *, steps: int, backend=None, repeat: int = 3, lr: float | None = None
-) -> dict:
+    problem: LinearProblem,
+    methods: Iterable[str],
+    *,
+    steps: int,
+    backend: str | None = None,
+    repeat: int = 3,
+    lr: float | None = None,
+) -> dict[str, float]:
     """ns/step of each method, best of ``repeat``, the methods interleaved round-robin."""
     lr = stable_lr(problem.d) if lr is None else lr
     for m in methods:  # compile (or load the cache) and touch the data
@@ -67,13 +86,19 @@ def measure(
     return best
 
 
-def ratios(ns: dict) -> dict:
+def ratios(ns: dict[str, float]) -> dict[str, float]:
     """The tracked cost ratios from a dict of ns/step by method."""
     return {name: ns[a] / ns[b] for name, (a, b) in RATIOS.items() if a in ns and b in ns}
 
 
 def calibrated_steps(
-    problem, method: str, *, backend=None, seconds: float = 0.1, most: int = 20000, least: int = 5
+    problem: LinearProblem,
+    method: str,
+    *,
+    backend: str | None = None,
+    seconds: float = 0.1,
+    most: int = 20000,
+    least: int = 5,
 ) -> int:
     """Steps that make one run of ``method`` last about ``seconds`` (at most ``most``)."""
     k, sampling = METHODS[method]
@@ -91,7 +116,7 @@ def calibrated_steps(
 
 
 def quick_table(
-    backends=None,
+    backends: Iterable[str] | None = None,
     *,
     d: int = 400,
     n: int = 40,
@@ -99,7 +124,7 @@ def quick_table(
     seconds_per_run: float = 0.5,
     repeat: int = 3,
     progress: bool = True,
-):
+) -> list[tuple[str, str, int, float]]:
     """Rows ``(backend, method, steps, ns/step)`` for every method and available backend.
 
     Compiled backends run the reference workload (T = ``steps``); slower ones
@@ -134,7 +159,7 @@ def runs_per_second(
     method: str,
     runs: int,
     *,
-    backend=None,
+    backend: str | None = None,
     d: int = 400,
     n: int = 40,
     steps: int = 1000,
@@ -150,7 +175,7 @@ def runs_per_second(
     """
     k, sampling = METHODS[method]
     problem = LinearProblem.sample(d=d, n=n, seed=seed)
-    kw = dict(
+    kw: dict[str, Any] = dict(
         seeds=np.arange(runs, dtype=np.uint64),
         lr=stable_lr(d),
         steps=steps,
@@ -165,7 +190,9 @@ def runs_per_second(
     return runs / best
 
 
-def bracket_workload(sizes: str, *, B: int = 32, seed: int = 0):
+def bracket_workload(
+    sizes: str, *, B: int = 32, seed: int = 0
+) -> tuple[MLP, FloatArray, FloatArray, FloatArray]:
     """``(model, θ, X, Y)``: an MLP ``"d-H-K"`` at its initialisation and B inputs in [0, 1] with
     one-hot targets (the digits setting, without needing scikit-learn)."""
     from . import models
@@ -178,7 +205,7 @@ def bracket_workload(sizes: str, *, B: int = 32, seed: int = 0):
 
 
 def brackets_per_second(
-    sizes: str, *, backend=None, B: int = 32, repeat: int = 3, seed: int = 0
+    sizes: str, *, backend: str | None = None, B: int = 32, repeat: int = 3, seed: int = 0
 ) -> float:
     """All B(B − 1)/2 brackets of :func:`bracket_workload`, best of ``repeat`` calls with the
     output buffer reused; brackets per second."""
@@ -196,15 +223,15 @@ def brackets_per_second(
 
 
 def closed_form_costs(
-    augmentation,
+    augmentation: str | Augmentation | tuple[str, Sequence[int], float],
     *,
     d: int = 400,
     n: int = 40,
     steps: int = 2000,
     k: int = 16,
     repeat: int = 3,
-    backend=None,
-) -> dict:
+    backend: str | None = None,
+) -> dict[str, float]:
     """ns/step of a k = ∞ run (the closed form) and of a k-fold run (fixed copies) with the
     same augmentation on the reference problem, interleaved, best of ``repeat``.
 
@@ -219,7 +246,7 @@ def closed_form_costs(
         net = deep_linear.DeepLinear(augmentation[1])
         sigma = augmentation[2]
 
-        def run(kk):
+        def run(kk: float) -> float:
             r = deep_linear.train(
                 problem,
                 net,
@@ -233,13 +260,13 @@ def closed_form_costs(
             return r.seconds
     else:
 
-        def run(kk):
+        def run(kk: float) -> float:
             return train(
                 problem,
                 kk,
                 lr=lr,
                 steps=steps,
-                augmentation=augmentation,
+                augmentation=augmentation,  # type: ignore[arg-type]  # other tuples: refused
                 record_every=steps,
                 backend=backend,
             ).seconds

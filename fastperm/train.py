@@ -22,19 +22,22 @@ loss from ``w0 = 0`` plateaus near ``1 − min(nk, d)/d`` (the post's Figure 1).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _checks, _runs, augment, knobs
 from ._runs import DivergenceWarning, record_steps  # noqa: F401  (public names)
-from .problems import as_problem
+from ._typing import FloatArray, IntArray, Sampling, UIntArray
+from .problems import LinearProblem, as_problem
 from .results import TrainResult
 
 #: default bound on the memory the fixed-copy cache may use (bytes): :data:`knobs.CACHE_BYTES`
 DEFAULT_CACHE_BYTES = knobs.CACHE_BYTES
 
 
-def _work(k, d, n, steps, fresh, family) -> float:
+def _work(k: float, d: int, n: int, steps: int, fresh: bool, family: str) -> float:
     """Element operations of one run (the harness's estimate for choosing threads)."""
     if family == "expected_runs":
         return 10.0 * steps + n * d
@@ -46,20 +49,20 @@ def _work(k, d, n, steps, fresh, family) -> float:
 
 
 def _run(
-    problem,
-    k,
-    lr,
-    seeds,
-    steps,
-    sampling,
-    augmentation,
-    W0,
-    record_every,
-    backend,
-    cache_bytes,
-    progress,
-    threads,
-):
+    problem: LinearProblem,
+    k: float,
+    lr: FloatArray,
+    seeds: UIntArray,
+    steps: int,
+    sampling: str,
+    augmentation: str | augment.Augmentation,
+    W0: FloatArray,
+    record_every: int,
+    backend: str | None,
+    cache_bytes: int,
+    progress: bool | str,
+    threads: int | None,
+) -> tuple[IntArray, FloatArray, FloatArray, IntArray, float, str, dict[str, Any]]:
     aug = augment.as_augmentation(augmentation)
     aug.check_d(problem.d)  # for every k: the kernels trust the indices it carries
     if k == 1:
@@ -68,7 +71,7 @@ def _run(
     R = lr.shape[0]
     n, d = problem.X.shape
     fresh = sampling == "fresh"
-    values = {
+    values: dict[str, Any] = {  # the kernel's arguments by name (contract.FAMILIES)
         "X": problem.X,
         "y": problem.y,
         "w_star": problem.w_star,
@@ -112,14 +115,23 @@ def _run(
     return rec[:-1], loss, w, status, done.seconds, done.backend, meta
 
 
-def _as_augmentation_arg(augmentation):
+def _as_augmentation_arg(augmentation: object) -> str | augment.Augmentation:
     """A name of the core engine stays a name; a distribution object stays itself."""
     if isinstance(augmentation, augment.Augmentation):
         return augmentation.engine_name or augmentation
     return _checks.as_choice("augmentation", augmentation, _checks.AUGMENTATIONS)
 
 
-def _common(problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads):
+def _common(
+    problem: object,
+    k: object,
+    steps: object,
+    sampling: object,
+    augmentation: object,
+    record_every: object,
+    cache_bytes: object,
+    threads: object,
+) -> tuple[LinearProblem, float, int, Sampling, str | augment.Augmentation, int, int, int | None]:
     problem = as_problem(problem)
     k = _checks.as_k(k)
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
@@ -132,20 +144,20 @@ def _common(problem, k, steps, sampling, augmentation, record_every, cache_bytes
 
 
 def train(
-    problem,
-    k,
+    problem: LinearProblem,
+    k: float,
     *,
-    lr=1e-3,
-    steps=1000,
-    sampling="fixed",
-    augmentation="permutation",
-    w0=None,
-    seed=0,
-    record_every=1,
-    backend=None,
-    cache_bytes=None,
-    threads=None,
-):
+    lr: float = 1e-3,
+    steps: int = 1000,
+    sampling: Sampling = "fixed",
+    augmentation: str | augment.Augmentation = "permutation",
+    w0: npt.ArrayLike | None = None,
+    seed: int = 0,
+    record_every: int = 1,
+    backend: str | None = None,
+    cache_bytes: int | None = None,
+    threads: int | None = None,
+) -> TrainResult:
     """One training run on a linear problem, as one compiled call.
 
     Parameters
@@ -198,17 +210,36 @@ def train(
     -----
     DivergenceWarning
         When w becomes non-finite; ``.diverged_step`` holds the step.
+
+    Examples
+    --------
+    >>> import math
+    >>> import fastperm
+    >>> problem = fastperm.LinearProblem.sample(d=50, n=10, seed=0)
+    >>> res = fastperm.train(problem, 4, lr=0.01, steps=200, record_every=50)
+    >>> res.steps
+    array([  0,  50, 100, 150, 200])
+    >>> [round(float(v), 6) for v in res.loss]  # mean((w − w*)²), from w0 = 0
+    [1.0, 0.648462, 0.546686, 0.492105, 0.45611]
+    >>> res.w.shape, res.diverged_step
+    ((50,), None)
+
+    With the exact expected gradient (k = ∞), w is not confined to the span of the copies:
+
+    >>> res = fastperm.train(problem, math.inf, lr=0.01, steps=200, record_every=50)
+    >>> [round(float(v), 6) for v in res.loss]
+    [1.0, 0.469107, 0.220062, 0.103233, 0.048427]
     """
     problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
         problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads
     )
-    lr = np.array([_checks.as_positive_real("lr", lr)])
+    lrs = np.array([_checks.as_positive_real("lr", lr)])
     seed = _checks.as_seed("seed", seed)
     W0 = problem.start(w0)
     steps_rec, loss, w, status, seconds, name, meta = _run(
         problem,
         k,
-        lr,
+        lrs,
         np.array([seed], dtype=np.uint64),
         steps,
         sampling,
@@ -227,7 +258,7 @@ def train(
         None if status[0] < 0 else int(status[0]),
         seconds,
         k,
-        float(lr[0]),
+        float(lrs[0]),
         seed,
         sampling,
         augmentation,
@@ -237,21 +268,21 @@ def train(
 
 
 def train_many(
-    problem,
-    k,
+    problem: LinearProblem,
+    k: float,
     *,
-    seeds=(0,),
-    lr=1e-3,
-    steps=1000,
-    sampling="fixed",
-    augmentation="permutation",
-    w0=None,
-    record_every=1,
-    backend=None,
-    cache_bytes=None,
-    progress=False,
-    threads=None,
-):
+    seeds: npt.ArrayLike = (0,),
+    lr: npt.ArrayLike = 1e-3,
+    steps: int = 1000,
+    sampling: Sampling = "fixed",
+    augmentation: str | augment.Augmentation = "permutation",
+    w0: npt.ArrayLike | None = None,
+    record_every: int = 1,
+    backend: str | None = None,
+    cache_bytes: int | None = None,
+    progress: bool | str = False,
+    threads: int | None = None,
+) -> TrainResult:
     """Many independent training runs in one compiled call, parallel over runs.
 
     ``seeds`` and ``lr`` are scalars or 1-D sequences, broadcast against each
@@ -259,6 +290,8 @@ def train_many(
     exactly ``train(problem, k, lr=lr[r], seed=seeds[r], ...)``: runs do not
     share random numbers or state, and the result does not depend on the
     number of threads.
+
+    The other parameters are those of :func:`train`.
 
     Parameters
     ----------
@@ -270,7 +303,6 @@ def train_many(
         One start for all runs or one per run; zeros by default.
     progress : bool or str
         Show a progress bar (runs are then launched in chunks); a string is its label.
-    Other parameters are those of :func:`train`.
 
     Returns
     -------
@@ -278,6 +310,26 @@ def train_many(
         ``.loss`` has shape (runs, records), ``.w`` (runs, d),
         ``.diverged_step`` (runs,) with -1 for finite runs; ``.seed`` and ``.lr``
         are the per-run arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastperm
+    >>> problem = fastperm.LinearProblem.sample(d=50, n=10, seed=0)
+    >>> res = fastperm.train_many(problem, 4, seeds=[0, 1, 2], lr=0.01, steps=200,
+    ...                           record_every=100)
+    >>> res.loss.shape, res.w.shape, res.diverged_step
+    ((3, 3), (3, 50), array([-1, -1, -1]))
+    >>> np.round(res.loss, 6)  # one row per run
+    array([[1.      , 0.546686, 0.45611 ],
+           [1.      , 0.552212, 0.482829],
+           [1.      , 0.565622, 0.50357 ]])
+
+    Run r is exactly ``train`` with ``seed=seeds[r]``:
+
+    >>> one = fastperm.train(problem, 4, seed=1, lr=0.01, steps=200, record_every=100)
+    >>> bool(np.array_equal(one.loss, res.loss[1]))
+    True
     """
     problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
         problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads

@@ -23,7 +23,7 @@ from fastperm import augment
 
 problem = fastperm.LinearProblem.sample(d=50, n=20, seed=0)
 X, y = problem.X, problem.y
-w = np.random.default_rng(1).standard_normal(problem.d)   # any point will do
+w = np.random.default_rng(1).standard_normal(problem.d)  # any point will do
 
 ks = 2 ** np.arange(1, 15)
 distributions = {
@@ -35,20 +35,24 @@ distributions = {
 
 fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
 for label, aug in distributions.items():
-    exact = fastperm.expected_gradient(w, X, y, aug)                  # (n, d)
+    exact = fastperm.expected_gradient(w, X, y, aug)  # (n, d)
     scale = np.linalg.norm(exact, axis=1)
-    err = [np.mean(np.linalg.norm(fastperm.augmented_gradient(w, X, y, int(k), seed=0,
-                                                             augmentation=aug) - exact,
-                                  axis=1) / scale)
-           for k in ks]
+    err = [
+        np.mean(
+            np.linalg.norm(
+                fastperm.augmented_gradient(w, X, y, int(k), seed=0, augmentation=aug) - exact,
+                axis=1,
+            )
+            / scale
+        )
+        for k in ks
+    ]
     ax.loglog(ks, err, "o-", ms=3, label=label)
-    print(f"{label:>18}: relative error {err[0]:.3f} at k = {ks[0]}, "
-          f"{err[-1]:.4f} at k = {ks[-1]}")
+    print(f"{label:>18}: relative error {err[0]:.3f} at k = {ks[0]}, {err[-1]:.4f} at k = {ks[-1]}")
 
 ax.loglog(ks, 2.0 / np.sqrt(ks), "k:", label="∝ 1/sqrt(k)")
 ax.set_xlabel("k (copies per example)")
 ax.set_ylabel("relative error of the k-copy gradient")
-ax.set_title("augmented_gradient → expected_gradient, d = 50, mean over 20 examples",
-             fontsize=10)
+ax.set_title("augmented_gradient → expected_gradient, d = 50, mean over 20 examples", fontsize=10)
 ax.legend(frameon=False, fontsize=9)
 plt.show()

@@ -32,16 +32,20 @@ theta = model.init(seed=0)
 # ``O(ε)``. The finite-difference brackets themselves are compared with the
 # exact complex-step brackets.
 
-B = lie.brackets(model, theta, X, Y)                       # (12, 12, P), antisymmetric
+B = lie.brackets(model, theta, X, Y)  # (12, 12, P), antisymmetric
 exact = lie.exact_brackets(model, theta, X, Y)
-print(f"P = {model.P} parameters; brackets {B.shape}; "
-      f"max FD error vs complex step: {np.abs(B - exact).max() / np.abs(exact).max():.1e}")
+print(
+    f"P = {model.P} parameters; brackets {B.shape}; "
+    f"max FD error vs complex step: {np.abs(B - exact).max() / np.abs(exact).max():.1e}"
+)
 
 lrs = np.logspace(-4, -1, 7)
 b01 = B[0, 1]
-swap_err = [np.linalg.norm(lie.swap_difference(model, theta, (X[0], Y[0]), (X[1], Y[1]), lr)
-                           / lr ** 2 - b01) / np.linalg.norm(b01)
-            for lr in lrs]
+swap_err = [
+    np.linalg.norm(lie.swap_difference(model, theta, (X[0], Y[0]), (X[1], Y[1]), lr) / lr**2 - b01)
+    / np.linalg.norm(b01)
+    for lr in lrs
+]
 
 # %%
 # Bracket size against gradient size
@@ -69,8 +73,14 @@ ax0.legend(frameon=False, fontsize=9)
 
 for name in model.tensors:
     g, b = rms.rms_grad[name].ravel(), rms.rms_bracket[name].ravel()
-    ax1.loglog(g, b, ".", ms=3, alpha=0.6,
-               label=f"{name}: slope {rms.slope[name]:.2f}, r = {rms.corr[name]:.2f}")
+    ax1.loglog(
+        g,
+        b,
+        ".",
+        ms=3,
+        alpha=0.6,
+        label=f"{name}: slope {rms.slope[name]:.2f}, r = {rms.corr[name]:.2f}",
+    )
 ax1.set_xlabel("RMS gradient in the tensor")
 ax1.set_ylabel("RMS bracket in the tensor")
 ax1.set_title(f"{len(checkpoints)} checkpoints × {len(rms.pairs)} pairs", fontsize=10)

@@ -27,10 +27,11 @@ problem = fastperm.LinearProblem.sample(d=d, n=n, seed=0)
 
 fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
 colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, 4))
-for k, colour in zip((1, 4, 16, math.inf), colours):
+for k, colour in zip((1, 4, 16, math.inf), colours, strict=False):
     # five runs (seeds of the augmentation draws) in one compiled call
-    res = fastperm.train_many(problem, k, seeds=range(5), lr=lr, steps=steps,
-                              sampling="fixed", record_every=10)
+    res = fastperm.train_many(
+        problem, k, seeds=range(5), lr=lr, steps=steps, sampling="fixed", record_every=10
+    )
     mean, sd = res.loss.mean(axis=0), res.loss.std(axis=0)
     label = "k = ∞ (expected gradient)" if math.isinf(k) else f"k = {k}"
     ax.plot(res.steps, mean, color=colour, ls="--" if math.isinf(k) else "-", label=label)
@@ -43,7 +44,6 @@ ax.set_xlabel("step")
 ax.set_ylabel("mean((w − w*)²)")
 ax.set_ylim(bottom=0)
 ax.set_xlim(0, steps)
-ax.set_title(f"d = {d}, n = {n}, lr = {lr:g}, fixed copies, mean ± sd over 5 seeds",
-             fontsize=10)
+ax.set_title(f"d = {d}, n = {n}, lr = {lr:g}, fixed copies, mean ± sd over 5 seeds", fontsize=10)
 ax.legend(frameon=False, loc="center right", bbox_to_anchor=(1.0, 0.38))
 plt.show()

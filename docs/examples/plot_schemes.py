@@ -28,20 +28,33 @@ d, n, lr = 50, 10, 4e-3
 problem = fastperm.LinearProblem.sample(d=d, n=n, seed=0)
 results = schemes.compare(problem, k=4, lr=lr, steps=1000, seeds=range(3), record_every=10)
 
-styles = {"vanilla": ("0.45", "-"), "DA k=4": ("C1", "-"), "DA k=∞": ("C3", "--"),
-          "FA": ("C2", "-"), "EA": ("C0", "-.")}
+styles = {
+    "vanilla": ("0.45", "-"),
+    "DA k=4": ("C1", "-"),
+    "DA k=∞": ("C3", "--"),
+    "FA": ("C2", "-"),
+    "EA": ("C0", "-."),
+}
 fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True, constrained_layout=True)
 for col, start in enumerate(("inside", "outside")):
     for (where, label), res in results.items():
         if where != start:
             continue
         colour, ls = styles[label]
-        z = 3 if ls != "-" else 2           # dashed on top: DA k=∞ and FA coincide inside
-        axes[0, col].plot(res.steps, res.loss.mean(axis=0), color=colour, ls=ls, zorder=z,
-                          label=label if col == 0 else None)
+        z = 3 if ls != "-" else 2  # dashed on top: DA k=∞ and FA coincide inside
+        axes[0, col].plot(
+            res.steps,
+            res.loss.mean(axis=0),
+            color=colour,
+            ls=ls,
+            zorder=z,
+            label=label if col == 0 else None,
+        )
         axes[1, col].plot(res.steps, res.distance.mean(axis=0), color=colour, ls=ls, zorder=z)
-        print(f"{start:>7} {label:>8}: final loss {res.loss.mean(axis=0)[-1]:.4f}, "
-              f"distance to span(1) {res.distance.mean(axis=0)[-1]:.4f}")
+        print(
+            f"{start:>7} {label:>8}: final loss {res.loss.mean(axis=0)[-1]:.4f}, "
+            f"distance to span(1) {res.distance.mean(axis=0)[-1]:.4f}"
+        )
     axes[0, col].set_title(f"start {start} span(1)", fontsize=10)
     axes[0, col].set_ylim(bottom=0)
     axes[1, col].set_ylim(bottom=0)

@@ -32,9 +32,14 @@ spec for k-fold training; their derivations are in that module's docstring.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import _checks
+from .._typing import FloatArray
 from ..moments import coefficients
 from .distributions import (
     Augmentation,
@@ -46,6 +51,9 @@ from .distributions import (
     Permutation,
     Resample,
 )
+
+if TYPE_CHECKING:  # a front end (it calls a backend): imported on first access, below
+    from ..gradients import augmented_gradient
 
 __all__ = [
     "Augmentation",
@@ -65,7 +73,7 @@ __all__ = [
 _BY_NAME = {"permutation": Permutation, "resample": Resample}
 
 
-def as_augmentation(augmentation):
+def as_augmentation(augmentation: object) -> Augmentation:
     """The distribution for a name of the core engine or an :class:`Augmentation` object."""
     if isinstance(augmentation, Augmentation):
         return augmentation
@@ -73,11 +81,16 @@ def as_augmentation(augmentation):
     return _BY_NAME[name]()
 
 
-def expected_gradient(w, x, y, augmentation: str = "permutation") -> np.ndarray:
+def expected_gradient(
+    w: npt.ArrayLike,
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    augmentation: str | Augmentation = "permutation",
+) -> FloatArray:
     """Exact expected gradient of the squared loss over the augmentation distribution.
 
     ``E_σ[(wᵀx_σ − y) x_σ]_m = a w_m + c Σ_l w_l − y s1/d`` with the
-    coefficients of :func:`coefficients` (module docstring for the derivation).
+    coefficients of :func:`~fastperm.augment.coefficients` (module docstring for the derivation).
     This is the "k = ∞" gradient. Exact for every d ≥ 1.
 
     Parameters
@@ -96,6 +109,22 @@ def expected_gradient(w, x, y, augmentation: str = "permutation") -> np.ndarray:
     Returns
     -------
     (d,) array for 1-D ``x``, else (n, d): one expected gradient per row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastperm import augment, expected_gradient
+    >>> x = np.array([1.0, 2.0, 3.0])
+    >>> expected_gradient(np.zeros(3), x, 1.0)  # at w = 0: −y·mean(x) in every entry
+    array([-2., -2., -2.])
+    >>> expected_gradient(np.ones(3), x, 1.0, augment.Gaussian(0.5))  # (wᵀx − y) x + σ² w
+    array([ 5.25, 10.25, 15.25])
+
+    One row per example:
+
+    >>> expected_gradient(np.ones(3), np.stack([x, -x]), [1.0, 0.0])  # wᵀx' is s1 for all σ
+    array([[10., 10., 10.],
+           [12., 12., 12.]])
     """
     aug = as_augmentation(augmentation)
     w, X, y, single = _checks.example_args(w, x, y)
@@ -109,7 +138,7 @@ def expected_gradient(w, x, y, augmentation: str = "permutation") -> np.ndarray:
     return g[0] if single else g
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Callable[..., FloatArray]:
     """``augment.augmented_gradient`` is the front end's (it calls a backend), on first use."""
     if name == "augmented_gradient":
         from ..gradients import augmented_gradient

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from types import ModuleType
 
 from . import contract
 
@@ -41,15 +42,15 @@ KNOWN = {
 AUTO = ("numba", "cython", "numpy")
 ENV_VAR = "FASTPERM_BACKEND"
 
-_loaded: dict = {}
-_errors: dict = {}
+_loaded: dict[str, ModuleType] = {}
+_errors: dict[str, str] = {}
 
 
 class BackendUnavailableError(ImportError):
     """A backend was asked for by name but cannot be used here."""
 
 
-def _load(name: str):
+def _load(name: str) -> ModuleType | None:
     if name in _loaded:
         return _loaded[name]
     if name in _errors:
@@ -74,7 +75,9 @@ def unavailable() -> dict[str, str]:
     return dict(_errors)
 
 
-def get(backend=None, needs=None, kind=None):
+def get(
+    backend: str | None = None, needs: str | None = None, kind: int | None = None
+) -> ModuleType:
     """The kernel module for ``backend``.
 
     Parameters
@@ -98,6 +101,19 @@ def get(backend=None, needs=None, kind=None):
         backend lacks the family (or the kind).
     BackendUnavailableError
         The backend is known but cannot be imported here (the message says why).
+
+    Examples
+    --------
+    >>> from fastperm import backends
+    >>> kern = backends.get("numpy")
+    >>> kern.name, kern.threads()
+    ('numpy', 1)
+    >>> backends.get("numpy", needs="scheme_runs").name
+    'numpy'
+    >>> backends.get("fortran")
+    Traceback (most recent call last):
+    ...
+    ValueError: backend must be one of 'numba', 'cython', 'numpy', 'cuda' or 'auto'; got 'fortran'
     """
     if needs is not None and needs not in contract.FAMILIES:
         raise ValueError(
@@ -116,7 +132,7 @@ def get(backend=None, needs=None, kind=None):
     return _check_needs(_get_named(backend, source="backend"), needs, kind)
 
 
-def _has(mod, family, kind=None) -> bool:
+def _has(mod: ModuleType, family: str | None, kind: int | None = None) -> bool:
     """Whether backend module ``mod`` implements ``family`` (and draws ``kind``)."""
     if family is None:
         return True
@@ -126,11 +142,12 @@ def _has(mod, family, kind=None) -> bool:
     return kind is None or kinds is None or kind in kinds
 
 
-def _check_needs(mod, needs, kind):
+def _check_needs(mod: ModuleType, needs: str | None, kind: int | None) -> ModuleType:
     if _has(mod, needs, kind):
         return mod
     have = [n for n in available() if _has(_loaded[n], needs, kind)]
-    what = needs if kind is None or not hasattr(mod, needs) else f"{needs} for this augmentation"
+    # (needs is a family here: _has accepts every backend when it is None)
+    what = needs if kind is None or not hasattr(mod, needs) else f"{needs} for this augmentation"  # type: ignore[arg-type]
     raise ValueError(
         f"backend {mod.name!r} does not implement {what}; backends that do: "
         f"{', '.join(have) or 'none here'}"
@@ -139,7 +156,17 @@ def _check_needs(mod, needs, kind):
 
 def capabilities() -> dict[str, dict[str, bool]]:
     """``{backend: {family: implemented}}`` for every backend that imports here, over every
-    kernel family of the contract (the matrix ``fastperm info`` prints)."""
+    kernel family of the contract (the matrix ``fastperm info`` prints).
+
+    Examples
+    --------
+    >>> from fastperm import backends
+    >>> caps = backends.capabilities()
+    >>> "numpy" in caps, all(caps["numpy"].values())  # the reference implements every family
+    (True, True)
+    >>> list(caps["numpy"])[:3]
+    ['sgd_runs', 'expected_runs', 'augmented_gradient']
+    """
     return {
         name: {fam: _has(_loaded[name], fam) for fam in contract.FAMILIES} for name in available()
     }
@@ -164,7 +191,7 @@ def capability_table() -> str:
     return "\n".join(lines)
 
 
-def _get_named(name, source):
+def _get_named(name: object, source: str) -> ModuleType:
     if not isinstance(name, str) or name not in KNOWN:
         raise ValueError(
             f"{source} must be one of {', '.join(map(repr, KNOWN))} or 'auto'; got {name!r}"

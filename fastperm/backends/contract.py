@@ -14,7 +14,7 @@ its role, what the kernel writes and returns, and the rules all kernels share. I
 
 Rules every kernel follows
 --------------------------
-* Arguments arrive validated (:mod:`fastperm._checks`): float64, C-contiguous, finite,
+* Arguments arrive validated (``fastperm._checks``): float64, C-contiguous, finite,
   shapes consistent, every index in range. Kernels never validate and never raise in their
   loops; a non-finite value is reported through a status.
 * Roles. ``input``: data shared by every run or task. ``start``: one row, or one row per
@@ -64,20 +64,20 @@ class Family:
     name: str
     module: str
     summary: str
-    args: tuple
+    args: tuple[Arg, ...]
     returns: str = "None"
 
     @cached_property
-    def arg_names(self) -> list:
+    def arg_names(self) -> list[str]:
         return [a.name for a in self.args]
 
     @cached_property
-    def per_run(self) -> frozenset:
+    def per_run(self) -> frozenset[str]:
         """Arguments with one entry (or row) per run: a chunk of runs takes a slice of them
         (``run`` and ``output`` roles; ``start`` ones when they have a row per run)."""
         return frozenset(a.name for a in self.args if a.role in ("run", "output", "start"))
 
-    def role(self, role: str) -> list:
+    def role(self, role: str) -> list[str]:
         """Names of the arguments with this role."""
         return [a.name for a in self.args if a.role == role]
 
@@ -91,7 +91,7 @@ class Family:
         )
 
 
-def _a(name, role, doc):
+def _a(name: str, role: str, doc: str) -> Arg:
     return Arg(name, role, doc)
 
 
@@ -356,6 +356,8 @@ FAMILIES = {
 }
 
 #: what every backend module offers besides its kernels
+#:
+#: :meta hide-value:
 BACKEND_API = {
     "name": "the backend's name in :data:`fastperm.backends.KNOWN`",
     "compile": "compile(families=None): compile (or load from a cache) the kernels of these "

@@ -5,6 +5,8 @@ Kernel contract: :mod:`fastperm.backends.contract`.
 """
 
 import sys
+from collections.abc import Sequence
+from types import ModuleType
 
 from . import closed_forms, deep_linear, schemes, sgd
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
@@ -28,7 +30,7 @@ def compile(families=None):
     ``families``: the kernel families about to run (names of the contract); their modules
     are compiled, each once a process. None: every training module."""
     if families is None:
-        modules = _TRAINING
+        modules: Sequence[ModuleType] = _TRAINING
     elif _ready.issuperset(families):
         return
     else:

@@ -109,7 +109,7 @@ def _model_stencil(model, layout, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
 def _example_grads_body(model, layout, work_size, theta, X, Y, out):
     for b in prange(X.shape[0]):
         work = np.empty(max(work_size, 1))
-        gradient(model, theta, X[b], Y[b], layout, work, out[b])  # noqa: F821 (specialised)
+        gradient(model, theta, X[b], Y[b], layout, work, out[b])  # type: ignore[name-defined]  # noqa: F821 (specialised)
 
 
 def _all_pairs_body(
@@ -131,7 +131,7 @@ def _all_pairs_body(
                 _stencil_points(theta, G[x], h[x], c, pts, start)
                 for y in range(y0, y1):
                     if y != x:
-                        stencil(  # noqa: F821 (bound per copy by specialise)
+                        stencil(  # type: ignore[name-defined]  # noqa: F821 (bound per copy by specialise)
                             model,
                             layout,
                             pts,
@@ -150,7 +150,7 @@ def _all_pairs_body(
                 for y in range(y0, y1):
                     _stencil_points(theta, G[y], h[y], c, pts, start)
                     for x in range(x0, x1):
-                        stencil(  # noqa: F821 (bound per copy by specialise)
+                        stencil(  # type: ignore[name-defined]  # noqa: F821 (bound per copy by specialise)
                             model,
                             layout,
                             pts,
@@ -182,9 +182,9 @@ def _pairs_body(model, layout, work_size, start, aux, theta, X, Y, G, h, c, w, p
                 out[q, :] = 0.0
                 continue
             _stencil_points(theta, G[a], h[a], c, pts, start)
-            stencil(model, layout, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])  # noqa: F821
+            stencil(model, layout, pts, w, c, h[a], a, b, aux, X, Y, work, out[q])  # type: ignore[name-defined]  # noqa: F821
             _stencil_points(theta, G[b], h[b], c, pts, start)
-            stencil(model, layout, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)  # noqa: F821
+            stencil(model, layout, pts, w, c, h[b], b, a, aux, X, Y, work, tmp)  # type: ignore[name-defined]  # noqa: F821
             for p in range(P):
                 out[q, p] -= tmp[p]
 

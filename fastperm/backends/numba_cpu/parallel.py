@@ -44,7 +44,7 @@ def set_threads(n):
     alone (and costs nothing); more set Numba's count (which refuses more than
     ``NUMBA_NUM_THREADS``). Setting Numba's current count drops the override, so a later
     ``numba.set_num_threads`` is followed again."""
-    n = as_thread_count(n, numba.config.NUMBA_NUM_THREADS)
+    n = as_thread_count(n, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     if _forked[0]:
         return
     current = numba.get_num_threads()
@@ -68,7 +68,7 @@ def for_each_twin(call):
     the pool has two or more, once with two (the parallel twins run, given two tasks)."""
     prev = threads()
     try:
-        for n in (1, 2) if numba.config.NUMBA_NUM_THREADS >= 2 and not _forked[0] else (1,):
+        for n in (1, 2) if numba.config.NUMBA_NUM_THREADS >= 2 and not _forked[0] else (1,):  # type: ignore[attr-defined]
             set_threads(n)
             call()
     finally:

@@ -37,7 +37,7 @@ def runs(width: int, records: int = 2):
 
 def once(warm):
     """``compile()`` from ``warm()``: run it under each twin's thread count, once a process."""
-    done = []
+    done: list[bool] = []
 
     @functools.wraps(warm)
     def compile():

@@ -19,7 +19,7 @@ from numba.core import config
 from ... import knobs
 
 #: True when Numba's CUDA simulator runs the kernels (``NUMBA_ENABLE_CUDASIM=1``)
-SIMULATOR = bool(config.ENABLE_CUDASIM)
+SIMULATOR = bool(config.ENABLE_CUDASIM)  # type: ignore[attr-defined]  # set at import
 
 #: largest number of threads per block the kernels support (their static shared arrays)
 MAX_BLOCK = 256

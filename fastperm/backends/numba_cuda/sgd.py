@@ -471,4 +471,4 @@ def compile(families=None):
     _compiled.append(True)
 
 
-_compiled = []
+_compiled: list[bool] = []

@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ... import rng
 from .sgd import _finish, _mse
 
+if TYPE_CHECKING:  # (backends import only the leaf modules at run time)
+    from ..._typing import FloatArray, IntArray
 
-def unpack(theta, sizes, offs):
+
+def unpack(
+    theta: FloatArray, sizes: IntArray, offs: IntArray
+) -> tuple[list[FloatArray], FloatArray]:
     """``([W_1, …, W_L], u)`` as views of θ (W_l of shape (sizes[l], sizes[l − 1]))."""
     L = len(sizes) - 1
     Ws = [
@@ -19,7 +26,7 @@ def unpack(theta, sizes, offs):
     return Ws, theta[offs[L] :]
 
 
-def end_to_end(theta, sizes, offs):
+def end_to_end(theta: FloatArray, sizes: IntArray, offs: IntArray) -> FloatArray:
     """``v = W_1ᵀ ⋯ W_Lᵀ u``, so that f(x) = vᵀx."""
     Ws, u = unpack(theta, sizes, offs)
     v = u.copy()
@@ -28,7 +35,14 @@ def end_to_end(theta, sizes, offs):
     return v
 
 
-def expected_grad(theta, sizes, offs, x, y, sigma):
+def expected_grad(
+    theta: FloatArray,
+    sizes: IntArray,
+    offs: IntArray,
+    x: FloatArray,
+    y: float,
+    sigma: float,
+) -> FloatArray:
     """``E_ε[∇θ ½ (f(x + σε) − y)²]``, exactly: ``E[∂W_l] = a_l (r h_{l−1} + σ² B_l v)ᵀ``
     (derivation: :mod:`fastperm.deep_linear`); σ = 0 gives the plain gradient."""
     Ws, u = unpack(theta, sizes, offs)
@@ -36,7 +50,7 @@ def expected_grad(theta, sizes, offs, x, y, sigma):
     h = [x]
     for W in Ws:
         h.append(W @ h[-1])
-    a = [None] * (L + 1)
+    a: list[Any] = [None] * (L + 1)  # every entry is set before it is read
     a[L] = u
     for layer in range(L, 0, -1):
         a[layer - 1] = Ws[layer - 1].T @ a[layer]
