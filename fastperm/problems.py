@@ -101,18 +101,16 @@ class LinearProblem:
         """
         if w0 is None:
             W0 = np.zeros((1, self.d))
-            self.check_start(W0, "w0")
-            return W0
-        W0 = _checks.as_float_array("w0", w0, (1, 2) if runs is not None else 1).copy()
-        if W0.ndim == 1:
-            W0 = W0[None, :]
-        if W0.shape[1] != self.d:
-            raise ValueError(
-                f"w0 has {W0.shape[1]} entries per run but the problem has d = {self.d}"
-            )
-        if W0.shape[0] not in (1, runs or 1):
-            raise ValueError(f"w0 has {W0.shape[0]} rows; expected 1 or one per run ({runs})")
-        self.check_start(W0, "w0")
+        else:
+            W0 = _checks.as_float_array("w0", w0, (1, 2) if runs is not None else 1).copy()
+            W0 = W0[None, :] if W0.ndim == 1 else W0
+            if W0.shape[1] != self.d:
+                raise ValueError(
+                    f"w0 has {W0.shape[1]} entries per run but the problem has d = {self.d}"
+                )
+            if W0.shape[0] not in (1, runs or 1):
+                raise ValueError(f"w0 has {W0.shape[0]} rows; expected 1 or one per run ({runs})")
+        self.check_start(W0, "w0")  # the default start too: a huge w* makes its loss inf
         return W0
 
     def check_start(self, W: FloatArray, name: str) -> None:
