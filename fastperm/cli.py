@@ -553,6 +553,16 @@ def _version() -> str:
     return f"fastperm {fastperm.__version__}"
 
 
+def _draw_to_files() -> None:
+    """The CLI only writes figure files: matplotlib's file backend, chosen here and not by
+    the library's plotting functions (which leave a notebook's backend alone)."""
+    try:
+        import matplotlib
+    except ImportError:  # said by the command that needs it, as a one-line error
+        return
+    matplotlib.use("Agg")
+
+
 def main(argv=None) -> int:
     """Run the command; every failure is one line on stderr and exit status 2 (options are
     checked, output paths included, before any computation)."""
@@ -562,6 +572,8 @@ def main(argv=None) -> int:
     except _UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if getattr(args, "out", None):
+        _draw_to_files()
     try:
         return args.func(args)
     except (ValueError, TypeError, ImportError, OSError) as exc:

@@ -220,9 +220,6 @@ def _summary(model, rms, cps, per_logit, pairs, lp, C, acc, steps):
 
 
 def _plot_rms(rms, cps, path):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 5), constrained_layout=True)
@@ -254,9 +251,6 @@ def _plot_rms(rms, cps, path):
 
 
 def _plot_heatmap(per_logit, pairs, lp, path):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(pairs) + 1.5), constrained_layout=True)

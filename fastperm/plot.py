@@ -45,10 +45,6 @@ def figure1(
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
-
-    if ax is None:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -118,9 +114,6 @@ def schemes_figure(results: dict, *, d: int, n: int, lr: float):
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     starts = list(dict.fromkeys(s for s, _ in results))

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -130,3 +131,22 @@ def test_every_option_has_help():
         for action in p._actions:
             if action.dest != "help":
                 assert action.help, f"fastperm {name} {action.option_strings or action.dest}"
+
+
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """``fastperm.plot`` used to call ``matplotlib.use("Agg")``: in a notebook its own figure
+    and every later plot vanished. Only the CLI (which writes files) chooses Agg now."""
+    pytest.importorskip("matplotlib")
+    script = (
+        "import matplotlib; matplotlib.use('pdf')\n"
+        "import numpy as np\n"
+        "from fastperm import plot\n"
+        "curves = {1: (np.arange(3), np.ones((2, 3))), 2: (np.arange(3), np.ones((2, 3)))}\n"
+        "fig = plot.figure1(curves, d=4, n=2, lr=1e-3, sampling='fixed')\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "pdf"
