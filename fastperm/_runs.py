@@ -113,6 +113,15 @@ class Launched:
     threads: int
     cache: bool
 
+    def metadata(self, family: str) -> dict[str, Any]:
+        """How the call ran, for a result's metadata (``family``: the kernel family)."""
+        return {
+            "family": family,
+            "threads": self.threads,
+            "cache": self.cache,
+            "compile_seconds": self.compile_seconds,
+        }
+
 
 def as_threads(threads: object) -> int | None:
     """``None`` (choose per call) or an int >= 1."""

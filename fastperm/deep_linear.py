@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _checks, _runs
+from . import _checks, _runs, results
 from ._typing import FloatArray, IntArray, Sampling
 from .backends.reference import deep_linear as _maths  # the NumPy maths (also the oracle)
 from .problems import LinearProblem, as_problem
@@ -311,9 +311,14 @@ def train(
         f"gaussian(sigma={sigma:g}) on {net!r}",
         done.backend,
         meta={
+            "problem": problem.describe(),
+            "net": repr(net),
+            "sigma": sigma,
+            "steps": steps,
+            "record_every": record_every,
+            "theta0": T0,
             "theta": theta,
-            "threads": done.threads,
-            "cache": done.cache,
-            "compile_seconds": done.compile_seconds,
+            **done.metadata(call.family),
+            **results.environment(),
         },
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -57,6 +59,7 @@ class LinearProblem:
         for a in (X, y, w_star):
             a.setflags(write=False)
         self.X, self.y, self.w_star = X, y, w_star
+        self.origin: dict[str, Any] = {"source": "arrays"}
 
     @classmethod
     def sample(cls, d: int = 400, n: int = 40, seed: int = 0, w_star: float = 1.0) -> LinearProblem:
@@ -77,7 +80,9 @@ class LinearProblem:
         c = _checks.as_finite_real("w_star", w_star)
         X = np.random.default_rng(seed).standard_normal((n, d))
         ws = np.full(d, c)
-        return cls(X, X @ ws, ws)
+        problem = cls(X, X @ ws, ws)
+        problem.origin = {"source": "sample", "seed": seed, "w_star": c}
+        return problem
 
     @property
     def n(self) -> int:
@@ -86,6 +91,11 @@ class LinearProblem:
     @property
     def d(self) -> int:
         return self.X.shape[1]
+
+    def describe(self) -> dict[str, Any]:
+        """Sizes and origin, for a result's metadata: ``n``, ``d``, ``source`` ("sample" or
+        "arrays") and, for a sampled problem, its ``seed`` and the constant ``w_star``."""
+        return {"n": self.n, "d": self.d, **self.origin}
 
     def loss(self, w: npt.ArrayLike) -> float:
         """Evaluation loss ``mean((w − w*)²)``: the population MSE divided by d."""

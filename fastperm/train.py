@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _checks, _runs, augment, knobs
+from . import _checks, _runs, augment, knobs, results
 from ._runs import DivergenceWarning, record_steps  # noqa: F401  (public names)
 from ._typing import FloatArray, IntArray, Sampling, UIntArray
 from .problems import LinearProblem, as_problem
@@ -107,10 +107,12 @@ def _run(
     done = _runs.run(call, backend=backend, threads=threads, progress=progress)
     loss, w, status = values["loss_out"], values["w_out"], values["status_out"]
     meta = {
-        "cache": done.cache,
-        "compile_seconds": done.compile_seconds,
-        "threads": done.threads,
-        "family": call.family,
+        "problem": problem.describe(),
+        "steps": steps,
+        "record_every": record_every,
+        "w0": W0,
+        **done.metadata(call.family),
+        **results.environment(),
     }
     return rec[:-1], loss, w, status, done.seconds, done.backend, meta
 
