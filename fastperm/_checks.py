@@ -181,6 +181,19 @@ def seeds_and_lr(seeds: object, lr: object) -> tuple[UIntArray, FloatArray]:
     return np.ascontiguousarray(seeds, dtype=np.uint64), np.ascontiguousarray(lr, dtype=np.float64)
 
 
+def broadcast_runs(**per_run: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+    """1-D per-run arrays broadcast against each other (length 1 or one common length), in
+    the order given; a ValueError naming their lengths otherwise."""
+    try:
+        out = np.broadcast_arrays(*per_run.values())
+    except ValueError:
+        lengths = ", ".join(f"{name} ({a.shape[0]})" for name, a in per_run.items())
+        raise ValueError(
+            f"{lengths} must have equal lengths or length 1; use np.meshgrid for a grid"
+        ) from None
+    return [np.ascontiguousarray(a) for a in out]
+
+
 def finite_result(out: npt.NDArray[Any], what: str, inputs: str) -> None:
     """The same answer on every backend when a result overflows: a FloatingPointError naming
     the inputs to rescale (compiled kernels do not warn, NumPy does: neither is enough)."""

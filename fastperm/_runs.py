@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -151,6 +152,7 @@ def run(
     backend: str | None = None,
     threads: int | None = None,
     progress: bool | str = False,
+    warn: bool = True,
 ) -> Launched:
     """Run ``call`` on ``backend`` (steps 1–6 of the module docstring); outputs are written
     into ``call.values``."""
@@ -166,12 +168,10 @@ def run(
             and holders * call.cache_bytes_per_holder <= call.cache_bytes
         )
         values["cache"] = cache
-    t0 = time.perf_counter()
-    kern.compile((call.family,))  # JIT compilation (or a cache load) stays out of the timing
-    compile_seconds = time.perf_counter() - t0
+    compile_seconds = compile_kernels(kern, call.family)
     fn = getattr(kern, call.family)
     chunks = _chunks(call.runs, progress, nthreads)
-    bar = _progress_bar(progress, call.runs) if len(chunks) > 1 else None
+    bar = progress_bar(progress, call.runs) if len(chunks) > 1 else None
     before = kern.threads()
     # the drivers use min(runs, threads()) chunks: set the count only if that would differ
     changed = nthreads != min(call.runs, before)
@@ -206,10 +206,44 @@ def run(
         if name in values and diverged.any():
             values[name][diverged] = np.nan
     seeds = call.seeds if call.seeds is not None else values.get("seeds")
-    warn_divergence(
-        values["status_out"], values["lr"], seeds, values["record_steps"][:-1], values["loss_out"]
-    )
+    if warn:  # (a caller that runs one call in parts warns once, itself)
+        warn_divergence(
+            values["status_out"],
+            values["lr"],
+            seeds,
+            values["record_steps"][:-1],
+            values["loss_out"],
+        )
     return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
+
+
+def compile_kernels(kern: ModuleType, family: str) -> float:
+    """Compile (or load from the cache) ``family``'s kernels, outside any timing; say so on
+    stderr if it takes longer than :data:`fastperm.knobs.COMPILE_NOTICE_SECONDS` (the first
+    call after an install compiles for ~20 s and would otherwise look hung). Returns the
+    seconds it took."""
+    said = threading.Event()
+
+    def notice() -> None:
+        said.set()
+        sys.stderr.write(
+            f"fastperm: compiling the {kern.name} kernels for {family} (first run after an "
+            "install or upgrade; cached for later runs) ...\n"
+        )
+        sys.stderr.flush()
+
+    timer = threading.Timer(knobs.COMPILE_NOTICE_SECONDS, notice)
+    timer.daemon = True
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        kern.compile((family,))
+    finally:
+        timer.cancel()
+    seconds = time.perf_counter() - t0
+    if said.is_set():
+        sys.stderr.write(f"fastperm: compiled in {seconds:.0f} s\n")
+    return seconds
 
 
 def _set_threads(kern: ModuleType, n: int) -> None:
@@ -228,7 +262,8 @@ def _chunks(runs: int, progress: bool | str, threads: int) -> list[tuple[int, in
     return [(lo, min(lo + size, runs)) for lo in range(0, runs, size)]
 
 
-def _progress_bar(progress: bool | str, total: int) -> Any:  # a tqdm bar
+def progress_bar(progress: bool | str, total: int) -> Any:  # a tqdm bar
+    """A tqdm bar over ``total`` runs; ``progress`` is True or its label."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="run", desc=progress if isinstance(progress, str) else "runs")

@@ -19,10 +19,7 @@ import math
 import os
 import platform
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._typing import FloatArray
+import warnings
 
 #: the figure formats ``--out`` accepts (matplotlib writes them without extra packages)
 FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
@@ -130,40 +127,60 @@ def _report_steps(steps: int):
     return sorted(set(s for s in want if 0 <= s <= steps))
 
 
-def figure1(args) -> int:
+def _k_name(k: float) -> str:
+    return "inf" if math.isinf(k) else str(k)
+
+
+def _mean_sd(values) -> str:
+    """``mean ± sd`` in a 22-character cell: fixed point for ordinary losses, 3 significant
+    digits beyond 1e4, and the number of diverged runs when there are any."""
     import numpy as np
+
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        return f"{f'{bad}/{values.size} diverged':>22}"
+    with np.errstate(over="ignore"):  # the sd of huge losses may overflow: shown as inf
+        mean, sd = float(values.mean()), float(values.std())
+    if abs(mean) < 1e4 and sd < 1e4:
+        return f"{mean:>14.4f} ± {sd:<5.3f}"
+    return f"{mean:>11.3g} ± {sd:<8.2g}"
+
+
+def figure1(args) -> int:
     from tqdm.auto import tqdm
 
     import fastperm
 
+    from .plot import has_plateaus
+
     ks = args.k
+    # seed s samples run s's data and keys its augmentation draws: one problem per seed
+    sample = fastperm.LinearProblem.sample
+    problems = [sample(d=args.d, n=args.n, seed=s) for s in range(args.seeds)]
     curves = {}
     timing: dict[float, float] = {}
-    jobs = [(k, s) for k in ks for s in range(args.seeds)]
-    losses: dict[float, list[FloatArray]] = {k: [] for k in ks}
-    steps_rec = None
-    with tqdm(total=len(jobs), unit="run", desc="figure1", disable=args.quiet) as bar:
-        for k, s in jobs:
-            problem = fastperm.LinearProblem.sample(d=args.d, n=args.n, seed=s)
-            r = fastperm.train(
-                problem,
-                k,
-                lr=args.lr,
-                steps=args.steps,
-                sampling=args.sampling,
-                augmentation=args.augmentation,
-                seed=s,
-                backend=args.backend,
-            )
-            losses[k].append(r.loss)
-            steps_rec = r.steps
-            timing[k] = timing.get(k, 0.0) + r.seconds
-            bar.update(1)
-    for k in ks:
-        curves[k] = (steps_rec, np.array(losses[k]))
+    diverged = []
+    with tqdm(total=len(ks) * args.seeds, unit="run", desc="figure1", disable=args.quiet) as bar:
+        for k in ks:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", fastperm.DivergenceWarning)
+                r = fastperm.train_many(
+                    problems,
+                    k,
+                    seeds=range(args.seeds),
+                    lr=args.lr,
+                    steps=args.steps,
+                    sampling=args.sampling,
+                    augmentation=args.augmentation,
+                    backend=args.backend,
+                )
+            diverged += [f"k = {_k_name(k)}: {w.message}" for w in caught]
+            curves[k] = (r.steps, r.loss)
+            timing[k] = r.seconds
+            bar.update(args.seeds)
 
     report = _report_steps(args.steps)
-    cols = "".join(f"{'step ' + str(s):>20}" for s in report)
+    cols = "".join(f"{'step ' + str(s):>22}" for s in report)
     print(
         f"\nloss mean((w - w*)^2), mean ± sd over {args.seeds} seeds "
         f"(d={args.d}, n={args.n}, lr={args.lr:g}, {args.sampling} {args.augmentation})"
@@ -171,15 +188,16 @@ def figure1(args) -> int:
     print(f"{'k':>6}{cols}{'ns/step':>12}{'plateau':>10}")
     for k in ks:
         _, loss = curves[k]
-        cells = "".join(f"{loss[:, s].mean():>12.4f} ± {loss[:, s].std():<5.3f}" for s in report)
+        cells = "".join(_mean_sd(loss[:, s]) for s in report)
         plateau = (
             f"{1 - min(args.n * k, args.d) / args.d:>10.3f}"
-            if args.sampling == "fixed" and not math.isinf(k)
+            if has_plateaus(args.sampling, args.augmentation) and not math.isinf(k)
             else f"{'':>10}"
         )
         ns = timing[k] * 1e9 / (max(args.steps, 1) * args.seeds)
-        name = "inf" if math.isinf(k) else str(k)
-        print(f"{name:>6}{cells}{ns:>12.1f}{plateau}")
+        print(f"{_k_name(k):>6}{cells}{ns:>12.1f}{plateau}", flush=True)
+    for line in diverged:  # one line per k, after the table (not a warning per run)
+        print(f"fastperm figure1: {line}", file=sys.stderr)
 
     if args.out:
         from .plot import figure1 as plot_figure1

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from . import lie
+from . import _checks, lie
 from .models import MLP
 
 
@@ -60,29 +60,73 @@ def train_adam(
     beta1=0.9,
     beta2=0.999,
     eps=1e-8,
-    progress=None,
+    progress=False,
 ):
-    """Adam on the mean per-example loss (Kingma & Ba, 2015); returns θ at each checkpoint step."""
+    """Adam (Kingma & Ba, 2015) on the mean per-example loss of ``model``.
+
+    Step t draws a batch of ``batch`` examples (with replacement, NumPy's PCG64 seeded with
+    ``seed``) and updates ``m ← β1 m + (1 − β1) g``, ``v ← β2 v + (1 − β2) g²``,
+    ``θ ← θ − lr m̂ / (√v̂ + eps)`` with the bias corrections ``m̂ = m / (1 − β1ᵗ)``,
+    ``v̂ = v / (1 − β2ᵗ)``.
+
+    Parameters
+    ----------
+    model : fastperm.models.Model
+    theta : (P,) array
+        Start (not modified).
+    X, Y : (n, d) and (n, K) arrays
+        Training inputs and targets.
+    steps : int >= 0
+    lr, batch, seed, beta1, beta2, eps : Adam's settings.
+    checkpoints : sequence of int
+        Steps at which θ is kept (0: the start).
+    progress : bool, str or tqdm bar
+        Show a progress bar over the steps (a string is its label), or update the caller's
+        bar (anything with ``update(n)``).
+
+    Returns
+    -------
+    dict[int, numpy.ndarray]
+        ``step → θ`` (a copy) for every checkpoint in ``0..steps``.
+
+    Raises
+    ------
+    FloatingPointError
+        When θ becomes non-finite (the step is in the message).
+    """
+    steps = _checks.as_int("steps", steps, minimum=0)
+    bar, own = progress, False
+    if progress is True or isinstance(progress, str):
+        from tqdm.auto import tqdm
+
+        label = progress if isinstance(progress, str) else "training (Adam)"
+        bar, own = tqdm(total=steps, unit="step", desc=label), True
+    elif progress is False or progress is None:
+        bar = None
     rs = np.random.default_rng(seed)
     m = np.zeros_like(theta)
     v = np.zeros_like(theta)
     saved = {}
     want = set(int(c) for c in checkpoints)
-    theta = theta.copy()
+    theta = np.array(theta, dtype=np.float64, copy=True)
     if 0 in want:
         saved[0] = theta.copy()
-    for t in range(1, steps + 1):
-        idx = rs.integers(0, len(X), batch)
-        g = model.grad(theta, X[idx], Y[idx]).mean(axis=0)
-        m = beta1 * m + (1 - beta1) * g
-        v = beta2 * v + (1 - beta2) * g * g
-        theta -= lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
-        if not np.all(np.isfinite(theta)):
-            raise FloatingPointError(f"Adam diverged at step {t}: non-finite parameters")
-        if t in want:
-            saved[t] = theta.copy()
-        if progress is not None:
-            progress.update(1)
+    try:
+        for t in range(1, steps + 1):
+            idx = rs.integers(0, len(X), batch)
+            g = model.grad(theta, X[idx], Y[idx]).mean(axis=0)
+            m = beta1 * m + (1 - beta1) * g
+            v = beta2 * v + (1 - beta2) * g * g
+            theta -= lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+            if not np.all(np.isfinite(theta)):
+                raise FloatingPointError(f"Adam diverged at step {t}: non-finite parameters")
+            if t in want:
+                saved[t] = theta.copy()
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if own:
+            bar.close()
     return saved
 
 
@@ -114,16 +158,16 @@ def run(
     Xtr, Ytr, Xte, Yte, ltr, lte = load(seed)
     model = MLP([64, hidden, 10], activation="tanh", loss="bce")
     cps = sorted(set([0] + [int(round(steps * f)) for f in (0.01, 0.03, 0.1, 0.3, 1.0)]))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, unit="step", desc="training (Adam)")
     saved = train_adam(
-        model, model.init(seed), Xtr, Ytr, steps=steps, seed=seed, checkpoints=cps, progress=bar
+        model,
+        model.init(seed),
+        Xtr,
+        Ytr,
+        steps=steps,
+        seed=seed,
+        checkpoints=cps,
+        progress="training (Adam)" if progress else False,
     )
-    if bar is not None:
-        bar.close()
     thetas = [saved[c] for c in cps]
     final = thetas[-1]
     Xp, Yp, lp = Xte[:n_examples], Yte[:n_examples], lte[:n_examples]

@@ -27,6 +27,10 @@ PARALLEL_MIN_WORK = 3e7
 #: about this many chunks (each at least one run per thread)
 PROGRESS_CHUNKS = 50
 
+#: seconds a kernel compilation (or cache load) may take before fastperm says on stderr that
+#: it is compiling (the first call after an install or upgrade compiles for ~20 s)
+COMPILE_NOTICE_SECONDS = 1.0
+
 #: Lie brackets on the CPU: bytes of the two (block × block × P) output tiles a bracket task
 #: owns (``fastperm.backends.tiling``): about one core's L2 cache, so that they stay in
 #: cache while the task combines them

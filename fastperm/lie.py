@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from . import _checks, _runs, backends
 from ._typing import FloatArray, IntArray
-from .models import MLP, Model
+from .models import MLP, CustomModel, Model
 
 _T = TypeVar("_T")
 
@@ -173,8 +173,17 @@ def _as_h(h: object, G: FloatArray, theta: FloatArray, order: int) -> FloatArray
 def _kernels(model: Model, backend: str | None) -> ModuleType:
     kern = backends.get(backend)
     if kern.name != "numpy" and model.kernel is None:
-        raise ValueError(f"{model.name} has no compiled gradient kernel; use backend='numpy'")
+        raise ValueError(
+            f"{model.name} has no compiled gradient kernel: use backend='numpy' (or give "
+            "the model a kernel)"
+        )
     return kern
+
+
+def _probe(kern: ModuleType, model: Model, theta: FloatArray, X: FloatArray, Y: FloatArray) -> None:
+    """A user's compiled kernel is probed before a compiled backend first relies on it."""
+    if kern.name != "numpy" and isinstance(model, CustomModel) and X.shape[0]:
+        model.check_kernel(theta, X[0], Y[0])
 
 
 def _as_out(out: object, shape: tuple[int, ...]) -> FloatArray:
@@ -388,6 +397,7 @@ def _compute(
     out: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Brackets of validated inputs; returns (brackets, per-example gradients G, h)."""
+    _probe(kern, model, theta, X, Y)
     G = np.empty((X.shape[0], model.P))
     with np.errstate(all="ignore"):  # checked right below, the same way on every backend
         kern.example_grads(model, theta, X, Y, G)

@@ -493,8 +493,12 @@ class CustomModel(Model):
 
     Parameters
     ----------
-    kernel : numba.njit function ``grad(theta, x, y, layout, work, out, alpha, beta)``
-        ``out ← alpha · gradient + beta · out`` (see the module docstring).
+    kernel : numba.njit function ``grad(theta, x, y, layout, work, out, alpha, beta)``, optional
+        ``out ← alpha · gradient + beta · out`` (see the module docstring); needed by the
+        compiled backends. Without it, give ``numpy_grad`` and use ``backend="numpy"``.
+        Before its first use the kernel is probed once on the caller's first example
+        (:meth:`check_kernel`): an output entry it does not write, or a gradient that
+        disagrees with ``numpy_grad``, is a ValueError instead of silent zeros.
     P, d, K : int
         Parameters, input features, targets per example.
     work_size : int
@@ -514,7 +518,7 @@ class CustomModel(Model):
 
     def __init__(
         self,
-        kernel: KernelFn,
+        kernel: KernelFn | None = None,
         *,
         P: int,
         d: int,
@@ -535,12 +539,18 @@ class CustomModel(Model):
                 stacklevel=2,
             )
             layout = shape
-        if not hasattr(kernel, "py_func"):
+        if kernel is None and numpy_grad is None:
+            raise ValueError(
+                "CustomModel needs a gradient: kernel= (a numba.njit function, for the "
+                "compiled backends) or numpy_grad= (for backend='numpy'), or both"
+            )
+        if kernel is not None and not hasattr(kernel, "py_func"):
             raise TypeError(
                 "kernel must be a numba.njit function "
                 "grad(theta, x, y, layout, work, out, alpha, beta)"
             )
         self.kernel = kernel
+        self._kernel_checked = False
         self.P = _checks.as_int("P", P, minimum=1)
         self.d = _checks.as_int("d", d, minimum=1)
         self.K = _checks.as_int("K", K, minimum=1)
@@ -561,6 +571,35 @@ class CustomModel(Model):
             logits,
             init,
         )
+
+    def check_kernel(self, theta: FloatArray, x: FloatArray, y: FloatArray) -> None:
+        """Probe the compiled kernel once, on one example: it must write every entry of
+        ``out`` (each starts as a sentinel, with ``alpha = 1, beta = 0``) and, when
+        ``numpy_grad`` is given, agree with it (to 1e-6 relative). A ValueError says what is
+        wrong; a kernel that does nothing would otherwise give all-zero brackets."""
+        if self._kernel_checked or self.kernel is None:
+            return
+        sentinel = -1.2345678901234567e300
+        out = np.full(self.P, sentinel)
+        work = np.zeros(max(self.work_size, 1))
+        self.kernel(theta, x, y, self.layout, work, out, 1.0, 0.0)
+        unwritten = np.flatnonzero(out == sentinel)
+        if unwritten.size:
+            raise ValueError(
+                f"model: the CustomModel kernel left {unwritten.size} of {self.P} entries of "
+                f"out unwritten (first: {int(unwritten[0])}); it must set every entry to "
+                "alpha·gradient + beta·out"
+            )
+        if self._numpy_grad is not None:
+            want = np.asarray(self._numpy_grad(theta, x[None, :], y[None, :]))[0]
+            scale = max(float(np.max(np.abs(want))), np.finfo(float).tiny)
+            err = float(np.max(np.abs(out - want)))
+            if not err <= 1e-6 * scale:
+                raise ValueError(
+                    f"model: the CustomModel kernel and numpy_grad disagree on the first "
+                    f"example: max difference {err:.3g} (max |gradient| {scale:.3g})"
+                )
+        self._kernel_checked = True
 
     def _need(self, fn: _F | None, what: str) -> _F:
         if fn is None:

@@ -17,6 +17,12 @@ def k_label(k) -> str:
     return "k = 1 (plain SGD)" if k == 1 else f"k = {k}"
 
 
+def has_plateaus(sampling: str, augmentation: str) -> bool:
+    """Whether finite k has the plateau ``1 − min(nk, d)/d`` (:func:`figure1`): fixed
+    permutations only."""
+    return sampling == "fixed" and augmentation == "permutation"
+
+
 def figure1(
     curves: dict,
     *,
@@ -31,8 +37,11 @@ def figure1(
 
     Reproduces Figure 1 of the post "Perturbation Invariant Gradients:
     Permutation Case Study" (d = 400, n = 40, lr = 1e-3, fixed permutations).
-    With fixed copies, each finite k has a dotted line at the plateau
-    ``1 − min(nk, d)/d`` it heads to.
+    With fixed permutations, each finite k has a dotted line at the plateau
+    ``1 − min(nk, d)/d`` it heads to: SGD from w0 = 0 stays in the span of the n·k copies,
+    whose labels agree with w* = c·1 (a permutation does not change ``xᵀ1``). Other
+    augmentations get no line: resampled copies' labels disagree with w*, so the runs do
+    not settle at a projection (and fresh copies span everything).
 
     Parameters
     ----------
@@ -51,6 +60,7 @@ def figure1(
         fig, ax = plt.subplots(figsize=(7.5, 4.8), constrained_layout=True)
     else:
         fig = ax.figure
+    plateaus = has_plateaus(sampling, augmentation)
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(curves)))
     for (k, (steps, loss)), colour in zip(curves.items(), colours, strict=False):
         mean = loss.mean(axis=0)
@@ -64,20 +74,20 @@ def figure1(
             ls="--" if math.isinf(k) else "-",
         )
         ax.fill_between(steps, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
-        if sampling == "fixed" and not math.isinf(k):
+        if plateaus and not math.isinf(k):
             ax.axhline(1 - min(n * k, d) / d, color=colour, ls=":", lw=1)
     seeds = next(iter(curves.values()))[1].shape[0]
     ax.set_xlabel("step")
     ax.set_ylabel("mean((w − w*)²)")
     ax.set_ylim(bottom=0)
     ax.set_xlim(0, max(s[-1] for s, _ in curves.values()))
-    ax.set_title(
-        f"{augmentation} augmentation, {sampling} copies: d = {d}, n = {n}, "
-        f"lr = {lr:g}, mean ± sd over {seeds} seeds",
+    ax.set_title(  # two short lines: one long line was clipped for longer settings
+        f"k-fold {augmentation} augmentation ({sampling} copies) and k = ∞\n"
+        f"d = {d}, n = {n}, lr = {lr:g}, mean ± sd over {seeds} seeds",
         fontsize=10,
     )
     ax.legend(frameon=False, fontsize=9)
-    if sampling == "fixed":
+    if plateaus:
         ax.text(
             0.99,
             0.01,

@@ -160,3 +160,24 @@ def as_problem(problem: object) -> LinearProblem:
             f"got {type(problem).__name__}"
         )
     return problem
+
+
+def as_problems(problem: object) -> list[LinearProblem]:
+    """``[problem]`` for one :class:`LinearProblem`, or a non-empty sequence of them with the
+    same d (a TypeError or ValueError naming ``problem`` otherwise)."""
+    if isinstance(problem, LinearProblem):
+        return [problem]
+    if isinstance(problem, (str, bytes)) or not hasattr(problem, "__iter__"):
+        return [as_problem(problem)]  # the TypeError saying how to make one
+    problems = list(problem)
+    if not problems:
+        raise ValueError("problem is an empty sequence; give at least one LinearProblem")
+    for j, p in enumerate(problems):
+        if not isinstance(p, LinearProblem):
+            raise TypeError(
+                f"problem[{j}] must be a fastperm.LinearProblem, got {type(p).__name__}"
+            )
+    ds = sorted({p.d for p in problems})
+    if len(ds) > 1:
+        raise ValueError(f"the problems must have the same d (w is (runs, d)); got d = {ds}")
+    return problems

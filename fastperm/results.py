@@ -41,6 +41,7 @@ _META_DIMS = {
     "w0": ("start", "feature"),
     "theta0": ("start", "parameter"),
     "theta": ("run", "parameter"),
+    "problem_index": ("run",),
 }
 
 #: version of the file layout :meth:`TrainResult.save` writes
@@ -235,7 +236,7 @@ class TrainResult:
             "diverged_step": (run, arrays["diverged_step"]),
         }
         for name, value in arrays.items():
-            if name.startswith("meta."):  # 2-D: one row per run (or one for all)
+            if name.startswith("meta."):
                 key = name[len("meta.") :]
                 data[key] = (_META_DIMS.get(key, (f"{key}_row", f"{key}_entry")), value)
         coords: dict[str, Any] = {
@@ -252,7 +253,8 @@ class TrainResult:
             if isinstance(value, (str, int, float)) and not isinstance(value, bool)
         }
         problem = meta.get("problem", {})
-        attrs.update({f"problem_{key}": value for key, value in problem.items()})
+        if isinstance(problem, dict):  # one problem (several: in fastperm_metadata)
+            attrs.update({f"problem_{key}": value for key, value in problem.items()})
         attrs["fastperm_metadata"] = json.dumps(meta)
         attrs["fastperm_format"] = FORMAT
         ds = xr.Dataset(data, coords=coords, attrs=attrs)

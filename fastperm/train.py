@@ -22,7 +22,8 @@ loss from ``w0 = 0`` plateaus near ``1 − min(nk, d)/d`` (the post's Figure 1).
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +31,7 @@ import numpy.typing as npt
 from . import _checks, _runs, augment, knobs, results
 from ._runs import DivergenceWarning, record_steps  # noqa: F401  (public names)
 from ._typing import FloatArray, IntArray, Sampling, UIntArray
-from .problems import LinearProblem, as_problem
+from .problems import LinearProblem, as_problem, as_problems
 from .results import TrainResult
 
 #: default bound on the memory the fixed-copy cache may use (bytes): :data:`knobs.CACHE_BYTES`
@@ -62,6 +63,7 @@ def _run(
     cache_bytes: int,
     progress: bool | str,
     threads: int | None,
+    warn: bool = True,
 ) -> tuple[IntArray, FloatArray, FloatArray, IntArray, float, str, dict[str, Any]]:
     aug = augment.as_augmentation(augmentation)
     aug.check_d(problem.d)  # for every k: the kernels trust the indices it carries
@@ -104,7 +106,7 @@ def _run(
             cache_bytes=cache_bytes,
         )
     call.seeds = seeds
-    done = _runs.run(call, backend=backend, threads=threads, progress=progress)
+    done = _runs.run(call, backend=backend, threads=threads, progress=progress, warn=warn)
     loss, w, status = values["loss_out"], values["w_out"], values["status_out"]
     meta = {
         "problem": problem.describe(),
@@ -125,7 +127,6 @@ def _as_augmentation_arg(augmentation: object) -> str | augment.Augmentation:
 
 
 def _common(
-    problem: object,
     k: object,
     steps: object,
     sampling: object,
@@ -133,8 +134,7 @@ def _common(
     record_every: object,
     cache_bytes: object,
     threads: object,
-) -> tuple[LinearProblem, float, int, Sampling, str | augment.Augmentation, int, int, int | None]:
-    problem = as_problem(problem)
+) -> tuple[float, int, Sampling, str | augment.Augmentation, int, int, int | None]:
     k = _checks.as_k(k)
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
     sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
@@ -142,7 +142,7 @@ def _common(
     record_every = _checks.as_int("record_every", record_every, minimum=1)
     cache_bytes = _runs.as_cache_bytes(cache_bytes)
     threads = _runs.as_threads(threads)
-    return problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads
+    return k, steps, sampling, augmentation, record_every, cache_bytes, threads
 
 
 def train(
@@ -232,8 +232,9 @@ def train(
     >>> [round(float(v), 6) for v in res.loss]
     [1.0, 0.469107, 0.220062, 0.103233, 0.048427]
     """
-    problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
-        problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads
+    problem = as_problem(problem)
+    k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
+        k, steps, sampling, augmentation, record_every, cache_bytes, threads
     )
     lrs = np.array([_checks.as_positive_real("lr", lr)])
     seed = _checks.as_seed("seed", seed)
@@ -270,7 +271,7 @@ def train(
 
 
 def train_many(
-    problem: LinearProblem,
+    problem: LinearProblem | Sequence[LinearProblem],
     k: float,
     *,
     seeds: npt.ArrayLike = (0,),
@@ -287,18 +288,26 @@ def train_many(
 ) -> TrainResult:
     """Many independent training runs in one compiled call, parallel over runs.
 
-    ``seeds`` and ``lr`` are scalars or 1-D sequences, broadcast against each
-    other NumPy-style (a grid: ``np.meshgrid`` them first). Each run is
-    exactly ``train(problem, k, lr=lr[r], seed=seeds[r], ...)``: runs do not
-    share random numbers or state, and the result does not depend on the
+    ``seeds`` and ``lr`` (and ``problem``, when it is a sequence) are scalars or 1-D
+    sequences, broadcast against each other NumPy-style (a grid: ``np.meshgrid`` them
+    first). Each run is exactly ``train(problem[r], k, lr=lr[r], seed=seeds[r], ...)``:
+    runs do not share random numbers or state, and the result does not depend on the
     number of threads.
+
+    One meaning of "seed" throughout fastperm's training functions: ``seeds`` key the
+    random draws of training (the augmented copies, :mod:`fastperm.rng`); the data is the
+    problem's. For bands over data seeds, pass one problem per data seed
+    (``[LinearProblem.sample(seed=s) for s in range(5)]``): run r trains on its own problem.
 
     The other parameters are those of :func:`train`.
 
     Parameters
     ----------
+    problem : LinearProblem or sequence of LinearProblem
+        One problem for every run, or one per run (all with the same d), broadcast with
+        ``seeds`` and ``lr``. Runs on several problems take one compiled call per problem.
     seeds : int or sequence of int
-        Seeds of the runs.
+        Keys of the runs' augmentation draws.
     lr : float or sequence of float
         Step sizes of the runs.
     w0 : (d,) or (runs, d) array, optional
@@ -333,26 +342,96 @@ def train_many(
     >>> bool(np.array_equal(one.loss, res.loss[1]))
     True
     """
-    problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
-        problem, k, steps, sampling, augmentation, record_every, cache_bytes, threads
+    problems = as_problems(problem)
+    k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
+        k, steps, sampling, augmentation, record_every, cache_bytes, threads
     )
     seeds, lr = _checks.seeds_and_lr(seeds, lr)
-    W0 = problem.start(w0, lr.shape[0])
-    steps_rec, loss, w, status, seconds, name, meta = _run(
-        problem,
+    if len(problems) == 1:
+        problem = problems[0]
+        W0 = problem.start(w0, lr.shape[0])
+        steps_rec, loss, w, status, seconds, name, meta = _run(
+            problem,
+            k,
+            lr,
+            seeds,
+            steps,
+            sampling,
+            augmentation,
+            W0,
+            record_every,
+            backend,
+            cache_bytes,
+            progress,
+            threads,
+        )
+        return TrainResult(
+            steps_rec, loss, w, status, seconds, k, lr, seeds, sampling, augmentation, name, meta
+        )
+    # several problems: run r trains on problems[index[r]]; one call per problem, one warning
+    index, seeds, lr = _checks.broadcast_runs(problem=np.arange(len(problems)), seeds=seeds, lr=lr)
+    R, d = index.shape[0], problems[0].d
+    given = None if w0 is None else _checks.as_float_array("w0", w0, (1, 2))
+    per_run_start = given is not None and given.ndim == 2 and given.shape[0] == R and R > 1
+    bar = _runs.progress_bar(progress, R) if progress else None
+    loss_all = w_all = starts = np.empty((0, d))
+    status_all = np.empty(R, dtype=np.int64)
+    seconds, metas = 0.0, cast("list[dict[str, Any]]", [])
+    try:
+        for g, p in enumerate(problems):
+            rows = np.flatnonzero(index == g)
+            if rows.size == 0:
+                continue
+            W0g = p.start(given[rows] if per_run_start and given is not None else w0, rows.size)
+            steps_rec, loss_g, w_g, status_g, sec, name, meta = _run(
+                p,
+                k,
+                lr[rows],
+                seeds[rows],
+                steps,
+                sampling,
+                augmentation,
+                W0g,
+                record_every,
+                backend,
+                cache_bytes,
+                False,
+                threads,
+                warn=False,
+            )
+            if not metas:
+                loss_all, w_all = np.empty((R, loss_g.shape[1])), np.empty((R, d))
+                starts = np.empty((R, d)) if per_run_start else W0g
+            if per_run_start:
+                starts[rows] = W0g
+            loss_all[rows], w_all[rows], status_all[rows] = loss_g, w_g, status_g
+            seconds += sec
+            metas.append(meta)
+            if bar is not None:
+                bar.update(rows.size)
+    finally:
+        if bar is not None:
+            bar.close()
+    _runs.warn_divergence(status_all, lr, seeds, steps_rec, loss_all)
+    meta = {
+        **metas[0],
+        "problem": [p.describe() for p in problems],
+        "problem_index": index,
+        "w0": starts,
+        "compile_seconds": sum(m["compile_seconds"] for m in metas),
+        "cache": all(m["cache"] for m in metas),
+    }
+    return TrainResult(
+        steps_rec,
+        loss_all,
+        w_all,
+        status_all,
+        seconds,
         k,
         lr,
         seeds,
-        steps,
         sampling,
         augmentation,
-        W0,
-        record_every,
-        backend,
-        cache_bytes,
-        progress,
-        threads,
-    )
-    return TrainResult(
-        steps_rec, loss, w, status, seconds, k, lr, seeds, sampling, augmentation, name, meta=meta
+        name,
+        meta=meta,
     )
