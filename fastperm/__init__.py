@@ -8,6 +8,8 @@ expected_gradient, augmented_gradient
     Closed-form expected gradient over an augmentation, and its k-copy estimate.
 train, train_many, TrainResult, DivergenceWarning
     Whole training runs (k = 1, k-fold augmentation, k = ∞) as one compiled call.
+resume, Interrupted
+    Continue a result exactly; Ctrl-C during a long call (the steps done are kept).
 backends
     ``backends.available()``, ``backends.get(name)``.
 rng
@@ -32,10 +34,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import augment, backends, rng
+from ._runs import Interrupted
 from .augment import expected_gradient
 from .gradients import augmented_gradient
 from .problems import LinearProblem
-from .train import DivergenceWarning, TrainResult, train, train_many
+from .train import DivergenceWarning, TrainResult, resume, train, train_many
 
 
 def _installed_version() -> str:
@@ -71,6 +74,8 @@ __all__ = [
     "DivergenceWarning",
     "LinearProblem",
     "TrainResult",
+    "resume",
+    "Interrupted",
     "augment",
     "augmented_gradient",
     "backends",

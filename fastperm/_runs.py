@@ -170,8 +170,13 @@ def run(
         values["cache"] = cache
     compile_seconds = compile_kernels(kern, call.family)
     fn = getattr(kern, call.family)
-    chunks = _chunks(call.runs, progress, nthreads)
-    bar = progress_bar(progress, call.runs) if len(chunks) > 1 else None
+    spans = step_spans(call, nthreads, progress)
+    chunks = _chunks(call.runs, progress, nthreads) if len(spans) == 1 else [(0, call.runs)]
+    bar = None
+    if len(spans) > 1 and progress:
+        bar = progress_bar(progress, call.runs * call.values["steps"], unit="step")
+    elif len(chunks) > 1:
+        bar = progress_bar(progress, call.runs)
     before = kern.threads()
     # the drivers use min(runs, threads()) chunks: set the count only if that would differ
     changed = nthreads != min(call.runs, before)
@@ -180,6 +185,9 @@ def run(
         nthreads = min(nthreads, kern.threads())  # a backend may run fewer (a forked child)
     try:
         t0 = time.perf_counter()
+        if len(spans) > 1:
+            _over_steps(fn, spec, values, spans, bar)
+            chunks = []
         for lo, hi in chunks:
             if len(chunks) == 1:
                 args = [values[name] for name in spec.arg_names]
@@ -246,6 +254,120 @@ def compile_kernels(kern: ModuleType, family: str) -> float:
     return seconds
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a training call between two of its parts.
+
+    A KeyboardInterrupt (``except KeyboardInterrupt`` catches it), raised within about a
+    second of the signal, with what was computed up to the last completed part: ``step``
+    (steps every run completed) and, from the training front ends, ``result`` (a
+    :class:`fastperm.TrainResult` of those steps, which :func:`fastperm.resume` continues).
+    The process stays usable.
+    """
+
+    def __init__(self, step: int, result: Any = None) -> None:
+        super().__init__(f"interrupted after step {step}")
+        self.step = step
+        self.result = result
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """State of a call run in step spans after ``step`` steps: the runs' parameters ``W``,
+    which runs still run, their statuses and the recorded losses so far (NaN where not
+    computed)."""
+
+    step: int
+    W: FloatArray
+    alive: IntArray
+    status: IntArray
+    loss: FloatArray
+
+
+def step_spans(call: Call, threads: int, progress: bool | str) -> list[tuple[int, int]]:
+    """The step ranges ``[a, b)`` a call of a family with ``start_step`` runs in: parts of
+    about :data:`fastperm.knobs.INTERRUPT_WORK` element operations per thread, so that
+    Ctrl-C is honoured (and a progress bar moves) between parts; at least
+    :data:`fastperm.knobs.PROGRESS_CHUNKS` parts with a progress bar. One span otherwise.
+    Splitting never changes the result (a test checks it bitwise)."""
+    steps = call.values.get("steps", 0)
+    if "start_step" not in contract.FAMILIES[call.family].arg_names or steps < 2:
+        return [(0, steps)]
+    per_thread = call.work / max(1, min(call.runs, threads))
+    parts = max(1, math.ceil(per_thread / knobs.INTERRUPT_WORK))
+    if progress:
+        parts = max(parts, knobs.PROGRESS_CHUNKS)
+    size = max(1, math.ceil(steps / parts))
+    if call.cache_bytes_per_holder:  # each part draws the fixed copies again: >= 8 epochs
+        size = max(size, 8 * call.values["X"].shape[0])
+    if size >= steps:
+        return [(0, steps)]
+    return [(a, min(a + size, steps)) for a in range(0, steps, size)]
+
+
+def _over_steps(
+    fn: Any, spec: contract.Family, values: dict[str, Any], spans: list[tuple[int, int]], bar: Any
+) -> None:
+    """Run a family with ``start_step`` as consecutive calls over ``spans``, each starting
+    from the last one's parameters, and write the outputs as one call would. A part is
+    committed in a single assignment once its kernel returned; on Ctrl-C the outputs hold
+    the committed parts and :class:`Interrupted` is raised."""
+    rec = values["record_steps"]
+    R, d = values["w_out"].shape
+    t0 = int(values["start_step"])
+    loss = np.full(values["loss_out"].shape, np.nan)
+    state = _Progress(
+        0,
+        np.ascontiguousarray(np.broadcast_to(values["W0"], (R, d))),
+        np.arange(R),
+        np.full(R, -1, dtype=np.int64),
+        loss,
+    )
+    try:
+        for a, b in spans:
+            alive = state.alive
+            inside = np.flatnonzero((rec[:-1] > a) & (rec[:-1] <= b))  # global columns
+            # no record at b unless wanted: a loss computed there could overflow before
+            # the parameters do and stop the run where one call would not
+            local = np.array([0, *(rec[inside] - a), b - a + 1], dtype=np.int64)
+            args = dict(values)
+            for name in spec.role("run"):
+                args[name] = values[name][alive]
+            args.update(
+                W0=state.W[alive],
+                steps=b - a,
+                start_step=t0 + a,
+                record_steps=local,
+                loss_out=np.empty((alive.size, local.size - 1)),
+                w_out=np.empty((alive.size, d)),
+                status_out=np.empty(alive.size, dtype=np.int64),
+            )
+            fn(*[args[name] for name in spec.arg_names])
+            # the next state, built aside and committed in one assignment
+            part = args["loss_out"]
+            W, status, new_loss = state.W.copy(), state.status.copy(), state.loss.copy()
+            W[alive] = args["w_out"]
+            new_loss[np.ix_(alive, inside)] = part[:, 1 : 1 + inside.size]
+            stopped = args["status_out"] >= 0
+            status[alive[stopped]] = a + args["status_out"][stopped]
+            if a == 0:
+                new_loss[:, 0] = part[:, 0]
+            nxt = _Progress(b, W, alive[~stopped], status, new_loss)
+            state = nxt
+            if bar is not None:
+                bar.update(alive.size * (b - a))
+            if state.alive.size == 0:
+                break
+    except KeyboardInterrupt:  # the outputs get the committed parts, then the caller knows
+        interrupted = True
+    else:
+        interrupted = False
+    values["loss_out"][:] = state.loss
+    values["w_out"][:] = state.W
+    values["status_out"][:] = state.status
+    if interrupted:
+        raise Interrupted(state.step)
+
+
 def _set_threads(kern: ModuleType, n: int) -> None:
     try:
         kern.set_threads(n)
@@ -262,11 +384,12 @@ def _chunks(runs: int, progress: bool | str, threads: int) -> list[tuple[int, in
     return [(lo, min(lo + size, runs)) for lo in range(0, runs, size)]
 
 
-def progress_bar(progress: bool | str, total: int) -> Any:  # a tqdm bar
-    """A tqdm bar over ``total`` runs; ``progress`` is True or its label."""
+def progress_bar(progress: bool | str, total: int, unit: str = "run") -> Any:  # a tqdm bar
+    """A tqdm bar over ``total`` runs (or steps); ``progress`` is True or its label."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="run", desc=progress if isinstance(progress, str) else "runs")
+    label = progress if isinstance(progress, str) else f"{unit}s"
+    return tqdm(total=total, unit=unit, desc=label, unit_scale=unit == "step")
 
 
 def warn_divergence(

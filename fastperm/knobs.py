@@ -27,6 +27,12 @@ PARALLEL_MIN_WORK = 3e7
 #: about this many chunks (each at least one run per thread)
 PROGRESS_CHUNKS = 50
 
+#: element operations (per thread) of one part of a long training call: a call of a family
+#: with ``start_step`` (plain and k-fold SGD) runs in parts of about this much work, ~0.1–0.2 s
+#: here, so that Ctrl-C stops it within a second and a progress bar moves; splitting never
+#: changes the result
+INTERRUPT_WORK = 2e9
+
 #: seconds a kernel compilation (or cache load) may take before fastperm says on stderr that
 #: it is compiling (the first call after an install or upgrade compiles for ~20 s)
 COMPILE_NOTICE_SECONDS = 1.0

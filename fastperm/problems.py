@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,7 @@ class LinearProblem:
             a.setflags(write=False)
         self.X, self.y, self.w_star = X, y, w_star
         self.origin: dict[str, Any] = {"source": "arrays"}
+        self._digest: str | None = None
 
     @classmethod
     def sample(cls, d: int = 400, n: int = 40, seed: int = 0, w_star: float = 1.0) -> LinearProblem:
@@ -94,8 +96,21 @@ class LinearProblem:
 
     def describe(self) -> dict[str, Any]:
         """Sizes and origin, for a result's metadata: ``n``, ``d``, ``source`` ("sample" or
-        "arrays") and, for a sampled problem, its ``seed`` and the constant ``w_star``."""
-        return {"n": self.n, "d": self.d, **self.origin}
+        "arrays"), for a sampled problem its ``seed`` and the constant ``w_star``, and
+        ``blake2b``, a digest of X, y and w* (so that a result names its data)."""
+        return {"n": self.n, "d": self.d, **self.origin, "blake2b": self.digest}
+
+    @property
+    def digest(self) -> str:
+        """BLAKE2b digest (16 bytes, hex) of X, y and w*: computed once (the data is
+        read-only), ~1 s per GB."""
+        if self._digest is None:
+            h = hashlib.blake2b(digest_size=16)
+            for a in (self.X, self.y, self.w_star):
+                h.update(np.asarray(a.shape, dtype=np.int64).tobytes())
+                h.update(a.tobytes())
+            self._digest = h.hexdigest()
+        return self._digest
 
     def loss(self, w: npt.ArrayLike) -> float:
         """Evaluation loss ``mean((w − w*)²)``: the population MSE divided by d."""

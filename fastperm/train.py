@@ -54,22 +54,24 @@ def _run(
     k: float,
     lr: FloatArray,
     seeds: UIntArray,
-    steps: int,
+    rec: IntArray,
+    start_step: int,
     sampling: str,
     augmentation: str | augment.Augmentation,
     W0: FloatArray,
-    record_every: int,
     backend: str | None,
     cache_bytes: int,
     progress: bool | str,
     threads: int | None,
-    warn: bool = True,
-) -> tuple[IntArray, FloatArray, FloatArray, IntArray, float, str, dict[str, Any]]:
+) -> tuple[FloatArray, FloatArray, IntArray, _runs.Launched, str]:
+    """Runs on one problem: steps ``start_step + 1 .. start_step + steps`` (``steps =
+    rec[-2]``), recording at the call's steps ``rec``. Returns the outputs, how the call ran
+    and the family. On Ctrl-C, :class:`_runs.Interrupted` carries the outputs so far."""
     aug = augment.as_augmentation(augmentation)
     aug.check_d(problem.d)  # for every k: the kernels trust the indices it carries
     if k == 1:
         aug = augment.Permutation()  # plain SGD draws no copies, whatever the augmentation
-    rec = _runs.record_steps(steps, record_every)
+    steps = int(rec[-1]) - 1
     R = lr.shape[0]
     n, d = problem.X.shape
     fresh = sampling == "fresh"
@@ -84,6 +86,8 @@ def _run(
         **_runs.run_outputs(R, rec.shape[0] - 1, d),
     }
     if math.isinf(k):
+        if start_step:
+            raise AssertionError("k = ∞ runs are resumed by replaying from step 0")
         _checks.moments_fit(X=problem.X, w0=W0, w_star=problem.w_star)
         family, plan = aug.closed_form(problem.X)
         values.update(plan)
@@ -91,7 +95,14 @@ def _run(
     else:
         kind, fparams, gidx, gptr = aug.sampler()  # says so before any work if there is none
         values.update(
-            seeds=seeds, k=int(k), fresh=fresh, kind=kind, fparams=fparams, gidx=gidx, gptr=gptr
+            seeds=seeds,
+            k=int(k),
+            start_step=start_step,
+            fresh=fresh,
+            kind=kind,
+            fparams=fparams,
+            gidx=gidx,
+            gptr=gptr,
         )
         _checks.copies_fit(k, d)
         # keep the fixed copies only if some example is visited twice (within the budget)
@@ -106,17 +117,166 @@ def _run(
             cache_bytes=cache_bytes,
         )
     call.seeds = seeds
-    done = _runs.run(call, backend=backend, threads=threads, progress=progress, warn=warn)
-    loss, w, status = values["loss_out"], values["w_out"], values["status_out"]
-    meta = {
-        "problem": problem.describe(),
-        "steps": steps,
+    try:
+        done = _runs.run(call, backend=backend, threads=threads, progress=progress, warn=False)
+    except _runs.Interrupted as exc:
+        exc.result = (values["loss_out"], values["w_out"], values["status_out"])
+        raise
+    return values["loss_out"], values["w_out"], values["status_out"], done, call.family
+
+
+def _records(first: int, count: int, record_every: int, start_step: int) -> IntArray:
+    """The record list of a call that runs steps ``first .. first + count`` of runs that
+    record every ``record_every`` steps from step 0 and at their end (the grid of one
+    uninterrupted call), and at ``start_step`` (where a resumed result begins): relative
+    steps, then the sentinel ``count + 1``."""
+    if first == 0 and start_step == 0:
+        return _runs.record_steps(count, record_every)
+    grid = np.arange(0, first + count, record_every, dtype=np.int64)
+    inside = grid[grid > first] - first
+    rel = np.unique(np.concatenate(([0, start_step - first], inside, [count])))
+    return np.append(rel, count + 1).astype(np.int64)
+
+
+def _train_runs(
+    problems: list[LinearProblem],
+    index: IntArray,
+    k: float,
+    lr: FloatArray,
+    seeds: UIntArray,
+    steps: int,
+    sampling: Sampling,
+    augmentation: str | augment.Augmentation,
+    W0: FloatArray,
+    record_every: int,
+    backend: str | None,
+    cache_bytes: int,
+    progress: bool | str,
+    threads: int | None,
+    start_step: int = 0,
+    origin: FloatArray | None = None,
+) -> TrainResult:
+    """The runs r = 0..R−1 on ``problems[index[r]]`` from ``W0`` (one row, or one per run)
+    at step ``start_step``, for ``steps`` steps: one call per problem, one divergence
+    warning, one result. ``origin``: the runs' starts at step 0 (default ``W0``), kept in the
+    metadata; a k = ∞ run resumed at ``start_step > 0`` is replayed from it (its kernels
+    keep a transformed state, so replaying is what makes the result exact)."""
+    R, d = index.shape[0], problems[0].d
+    origin = W0 if origin is None else origin
+    replay = math.isinf(k) and start_step > 0
+    first, count, base = (0, start_step + steps, origin) if replay else (start_step, steps, W0)
+    rec = _records(first, count, record_every, start_step)
+    keep_cols = rec[:-1] >= start_step - first  # a replay keeps the records from start_step
+    loss = np.full((R, int(keep_cols.sum())), np.nan)
+    w, status = np.empty((R, d)), np.full(R, -1, dtype=np.int64)
+    seconds, compile_seconds, cache, name, family, threads_used = 0.0, 0.0, True, "", "", 1
+    groups = (
+        [np.arange(R)]
+        if len(problems) == 1
+        else [np.flatnonzero(index == g) for g in range(len(problems))]
+    )
+    bar = _runs.progress_bar(progress, R) if progress and len(problems) > 1 else None
+    try:
+        for g, rows in enumerate(groups):
+            if rows.size == 0:
+                continue
+            start = base if base.shape[0] == 1 else base[rows]
+            try:
+                loss_g, w_g, status_g, done, family = _run(
+                    problems[g], k, lr[rows], seeds[rows], rec, 0 if replay else start_step,
+                    sampling, augmentation, start, backend, cache_bytes,
+                    progress if bar is None else False, threads,
+                )  # fmt: skip
+            except _runs.Interrupted as exc:
+                if len(problems) > 1:
+                    exc.result = None  # (later problems have not started: no common state)
+                    raise
+                loss_g, w_g, status_g = exc.result
+                exc.result = _partial(
+                    problems[0], exc.step, first, rec, keep_cols, loss_g, w_g, status_g, k,
+                    lr, seeds, sampling, augmentation, origin, start_step, record_every,
+                )  # fmt: skip
+                raise
+            loss[rows] = loss_g[:, keep_cols]
+            w[rows] = w_g
+            status[rows] = np.where(status_g >= 0, status_g + first, -1)
+            seconds += done.seconds
+            compile_seconds += done.compile_seconds
+            cache = cache and done.cache
+            name, threads_used = done.backend, done.threads
+            if bar is not None:
+                bar.update(rows.size)
+    finally:
+        if bar is not None:
+            bar.close()
+    steps_rec = rec[:-1][keep_cols] + first
+    if start_step > 0:  # the state it resumed from: that record is the earlier result's
+        loss[:, 0] = np.nan
+    _runs.warn_divergence(status, lr, seeds, steps_rec, loss)
+    meta: dict[str, Any] = {
+        "problem": problems[0].describe()
+        if len(problems) == 1
+        else [p.describe() for p in problems],
+        "steps": start_step + steps,
+        "start_step": start_step,
         "record_every": record_every,
-        "w0": W0,
-        **done.metadata(call.family),
+        "w0": origin,
+        "family": family,
+        "threads": threads_used,
+        "cache": cache,
+        "compile_seconds": compile_seconds,
         **results.environment(),
     }
-    return rec[:-1], loss, w, status, done.seconds, done.backend, meta
+    if len(problems) > 1:
+        meta["problem_index"] = index
+    return TrainResult(steps_rec, loss, w, status, seconds, k, lr, seeds, sampling, augmentation,
+                       name, meta)  # fmt: skip
+
+
+def _partial(
+    problem: LinearProblem,
+    step: int,
+    first: int,
+    rec: IntArray,
+    keep_cols: npt.NDArray[np.bool_],
+    loss: FloatArray,
+    w: FloatArray,
+    status: IntArray,
+    k: float,
+    lr: FloatArray,
+    seeds: UIntArray,
+    sampling: str,
+    augmentation: str | augment.Augmentation,
+    origin: FloatArray,
+    start_step: int,
+    record_every: int,
+) -> TrainResult:
+    """The result of an interrupted single-problem call: the records up to the call's step
+    ``step`` and a last record there (its loss computed here), w at that step."""
+    done = rec[:-1] <= step
+    cols = keep_cols & done
+    steps_rec = rec[:-1][cols] + first
+    loss = loss[:, cols]
+    status = np.where(status >= 0, status + first, -1)
+    if steps_rec.size == 0 or steps_rec[-1] != first + step:
+        with np.errstate(all="ignore"):
+            last = np.mean((w - problem.w_star) ** 2, axis=1)
+        last[status >= 0] = np.nan
+        steps_rec = np.append(steps_rec, first + step)
+        loss = np.column_stack((loss, last))
+    w = w.copy()
+    w[status >= 0] = np.nan
+    meta = {
+        "problem": problem.describe(),
+        "steps": first + step,
+        "start_step": start_step,
+        "record_every": record_every,
+        "w0": origin,
+        "interrupted": True,
+        **results.environment(),
+    }
+    return TrainResult(steps_rec, loss, w, status, 0.0, k, lr, seeds, sampling, augmentation,
+                       "", meta)  # fmt: skip
 
 
 def _as_augmentation_arg(augmentation: object) -> str | augment.Augmentation:
@@ -159,6 +319,7 @@ def train(
     backend: str | None = None,
     cache_bytes: int | None = None,
     threads: int | None = None,
+    progress: bool | str = False,
 ) -> TrainResult:
     """One training run on a linear problem, as one compiled call.
 
@@ -202,11 +363,22 @@ def train(
         backend's count when the work pays for a parallel launch
         (:data:`fastperm.knobs.PARALLEL_MIN_WORK`), else one: a single run never wakes
         idle threads. Never changes results.
+    progress : bool or str
+        Show a progress bar over the steps (a string is its label).
 
     Returns
     -------
     TrainResult
         ``.steps``, ``.loss``, ``.w``, ``.seconds``, ``.diverged_step``.
+        :func:`fastperm.resume` continues it.
+
+    Raises
+    ------
+    fastperm.Interrupted
+        On Ctrl-C (a KeyboardInterrupt): plain and k-fold runs are computed in parts of
+        ~0.1–0.2 s (:data:`fastperm.knobs.INTERRUPT_WORK`; the result is the same bitwise),
+        so the call stops within about a second; ``.result`` holds the steps completed
+        (resumable). k = ∞ runs are one call (their cost is O(T + d)).
 
     Warns
     -----
@@ -237,37 +409,26 @@ def train(
         k, steps, sampling, augmentation, record_every, cache_bytes, threads
     )
     lrs = np.array([_checks.as_positive_real("lr", lr)])
-    seed = _checks.as_seed("seed", seed)
+    seeds = np.array([_checks.as_seed("seed", seed)], dtype=np.uint64)
     W0 = problem.start(w0)
-    steps_rec, loss, w, status, seconds, name, meta = _run(
-        problem,
-        k,
-        lrs,
-        np.array([seed], dtype=np.uint64),
-        steps,
-        sampling,
-        augmentation,
-        W0,
-        record_every,
-        backend,
-        cache_bytes,
-        False,
-        threads,
-    )
-    return TrainResult(
-        steps_rec,
-        loss[0],
-        w[0],
-        None if status[0] < 0 else int(status[0]),
-        seconds,
-        k,
-        float(lrs[0]),
-        seed,
-        sampling,
-        augmentation,
-        name,
-        meta=meta,
-    )
+    try:
+        res = _train_runs(
+            [problem], np.zeros(1, dtype=np.int64), k, lrs, seeds, steps, sampling,
+            augmentation, W0, record_every, backend, cache_bytes, progress, threads,
+        )  # fmt: skip
+    except _runs.Interrupted as exc:
+        exc.result = None if exc.result is None else _single(exc.result)
+        raise
+    return _single(res)
+
+
+def _single(res: TrainResult) -> TrainResult:
+    """A one-run result in the form :func:`train` returns (1-D arrays, scalar settings)."""
+    status = int(np.asarray(res.diverged_step)[0])
+    res.loss, res.w = res.loss[0], res.w[0]
+    res.diverged_step = None if status < 0 else status
+    res.lr, res.seed = float(np.asarray(res.lr)[0]), int(np.asarray(res.seed)[0])
+    return res
 
 
 def train_many(
@@ -313,7 +474,8 @@ def train_many(
     w0 : (d,) or (runs, d) array, optional
         One start for all runs or one per run; zeros by default.
     progress : bool or str
-        Show a progress bar (runs are then launched in chunks); a string is its label.
+        Show a progress bar (over the steps for plain and k-fold runs, which then run in
+        parts; over the runs otherwise); a string is its label.
 
     Returns
     -------
@@ -348,90 +510,136 @@ def train_many(
     )
     seeds, lr = _checks.seeds_and_lr(seeds, lr)
     if len(problems) == 1:
-        problem = problems[0]
-        W0 = problem.start(w0, lr.shape[0])
-        steps_rec, loss, w, status, seconds, name, meta = _run(
-            problem,
-            k,
-            lr,
-            seeds,
-            steps,
-            sampling,
-            augmentation,
-            W0,
-            record_every,
-            backend,
-            cache_bytes,
-            progress,
-            threads,
+        index = np.zeros(lr.shape[0], dtype=np.int64)
+        W0 = problems[0].start(w0, lr.shape[0])
+    else:  # run r trains on problems[index[r]]
+        index, seeds, lr = _checks.broadcast_runs(
+            problem=np.arange(len(problems)), seeds=seeds, lr=lr
         )
-        return TrainResult(
-            steps_rec, loss, w, status, seconds, k, lr, seeds, sampling, augmentation, name, meta
-        )
-    # several problems: run r trains on problems[index[r]]; one call per problem, one warning
-    index, seeds, lr = _checks.broadcast_runs(problem=np.arange(len(problems)), seeds=seeds, lr=lr)
-    R, d = index.shape[0], problems[0].d
+        W0 = _starts(problems, index, w0)
+    return _train_runs(
+        problems, index, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
+        backend, cache_bytes, progress, threads,
+    )  # fmt: skip
+
+
+def _starts(problems: list[LinearProblem], index: IntArray, w0: npt.ArrayLike | None) -> FloatArray:
+    """Validated starts of runs on several problems: one row for all, or one per run (each
+    checked against its own problem)."""
+    R = index.shape[0]
     given = None if w0 is None else _checks.as_float_array("w0", w0, (1, 2))
-    per_run_start = given is not None and given.ndim == 2 and given.shape[0] == R and R > 1
-    bar = _runs.progress_bar(progress, R) if progress else None
-    loss_all = w_all = starts = np.empty((0, d))
-    status_all = np.empty(R, dtype=np.int64)
-    seconds, metas = 0.0, cast("list[dict[str, Any]]", [])
-    try:
-        for g, p in enumerate(problems):
-            rows = np.flatnonzero(index == g)
-            if rows.size == 0:
-                continue
-            W0g = p.start(given[rows] if per_run_start and given is not None else w0, rows.size)
-            steps_rec, loss_g, w_g, status_g, sec, name, meta = _run(
-                p,
-                k,
-                lr[rows],
-                seeds[rows],
-                steps,
-                sampling,
-                augmentation,
-                W0g,
-                record_every,
-                backend,
-                cache_bytes,
-                False,
-                threads,
-                warn=False,
+    if given is None or given.ndim == 1 or given.shape[0] == 1 or R == 1:
+        rows = [p.start(w0, R) for p in problems]
+        return rows[0]
+    W0 = problems[0].start(given, R)  # shape checks
+    for g, p in enumerate(problems):
+        p.check_start(W0[index == g], "w0")
+    return W0
+
+
+def resume(
+    result: TrainResult,
+    problem: LinearProblem | Sequence[LinearProblem],
+    steps: int,
+    *,
+    augmentation: str | augment.Augmentation | None = None,
+    backend: str | None = None,
+    cache_bytes: int | None = None,
+    threads: int | None = None,
+    progress: bool | str = False,
+) -> TrainResult:
+    """Continue the runs of ``result`` for ``steps`` more steps, exactly as if they had
+    never stopped.
+
+    ``result`` is a :func:`train` or :func:`train_many` result (complete, interrupted —
+    ``fastperm.Interrupted.result`` — or loaded with :meth:`TrainResult.load`); its settings
+    (k, lr, seeds, sampling, augmentation, record_every) are reused. Run r continues from
+    its last step s with its parameters ``result.w[r]``: step s + t visits example
+    ``(s + t) mod n`` and draws fresh copies keyed by it, fixed copies are the same, so
+    the continuation equals one uninterrupted call bitwise (plain SGD and k-fold, every
+    sampling mode and backend). k = ∞ runs are replayed from their start at step 0 (their
+    kernels keep a transformed state; O(s + T) scalar work), exact as well. Runs that
+    diverged stay diverged.
+
+    Parameters
+    ----------
+    result : TrainResult
+    problem : LinearProblem or sequence of LinearProblem
+        The problem(s) the result was computed on (checked against its metadata).
+    steps : int >= 0
+        Further steps.
+    augmentation : str or fastperm.augment.Augmentation, optional
+        Needed only for a result loaded from a file whose augmentation was a distribution
+        object (the file holds its description, not the object).
+    backend, cache_bytes, threads, progress
+        As in :func:`train_many`.
+
+    Returns
+    -------
+    TrainResult
+        Records from step s (its first record is ``result``'s last) to s + steps, on the
+        grid of ``result``'s ``record_every``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastperm
+    >>> problem = fastperm.LinearProblem.sample(d=50, n=10, seed=0)
+    >>> first = fastperm.train(problem, 4, sampling="fresh", steps=150, record_every=50)
+    >>> rest = fastperm.resume(first, problem, 250)
+    >>> whole = fastperm.train(problem, 4, sampling="fresh", steps=400, record_every=50)
+    >>> rest.steps
+    array([150, 200, 250, 300, 350, 400])
+    >>> bool(np.array_equal(rest.w, whole.w)), bool(np.array_equal(rest.loss, whole.loss[3:]))
+    (True, True)
+    """
+    if not isinstance(result, TrainResult):
+        raise TypeError(f"result must be a fastperm.TrainResult, got {type(result).__name__}")
+    problems = as_problems(problem)
+    described = problems[0].describe() if len(problems) == 1 else [p.describe() for p in problems]
+    if described != result.meta.get("problem"):
+        raise ValueError(
+            "problem is not the problem of result: its description "
+            f"{described} differs from the result's {result.meta.get('problem')}"
+        )
+    steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
+    cache_bytes = _runs.as_cache_bytes(cache_bytes)
+    threads = _runs.as_threads(threads)
+    if augmentation is None:
+        augmentation = result.augmentation
+        if isinstance(augmentation, str) and augmentation not in _checks.AUGMENTATIONS:
+            raise ValueError(
+                f"result's augmentation {augmentation!r} was a distribution object (the "
+                "file holds its description): pass it again, resume(..., augmentation=...)"
             )
-            if not metas:
-                loss_all, w_all = np.empty((R, loss_g.shape[1])), np.empty((R, d))
-                starts = np.empty((R, d)) if per_run_start else W0g
-            if per_run_start:
-                starts[rows] = W0g
-            loss_all[rows], w_all[rows], status_all[rows] = loss_g, w_g, status_g
-            seconds += sec
-            metas.append(meta)
-            if bar is not None:
-                bar.update(rows.size)
-    finally:
-        if bar is not None:
-            bar.close()
-    _runs.warn_divergence(status_all, lr, seeds, steps_rec, loss_all)
-    meta = {
-        **metas[0],
-        "problem": [p.describe() for p in problems],
-        "problem_index": index,
-        "w0": starts,
-        "compile_seconds": sum(m["compile_seconds"] for m in metas),
-        "cache": all(m["cache"] for m in metas),
-    }
-    return TrainResult(
-        steps_rec,
-        loss_all,
-        w_all,
-        status_all,
-        seconds,
-        k,
-        lr,
-        seeds,
-        sampling,
-        augmentation,
-        name,
-        meta=meta,
-    )
+    augmentation = _as_augmentation_arg(augmentation)
+    start = int(result.steps[-1])
+    if start + steps > 2**32 - 2:
+        raise ValueError(f"steps: the run would pass step 2**32 - 2 (it is at step {start})")
+    single = result.loss.ndim == 1
+    lr = np.atleast_1d(np.asarray(result.lr, dtype=np.float64))
+    seeds = np.atleast_1d(np.asarray(result.seed, dtype=np.uint64))
+    W = np.atleast_2d(result.w)
+    last = np.atleast_2d(result.loss)[:, -1]
+    status = np.atleast_1d(np.asarray(-1 if result.diverged_step is None else result.diverged_step))
+    R = lr.shape[0]
+    index = np.asarray(result.meta.get("problem_index", np.zeros(R, dtype=np.int64)))
+    origin = result.meta["w0"]
+    alive = np.flatnonzero(status < 0)
+    rows = lambda a: a if a.shape[0] == 1 else a[alive]  # noqa: E731  (a start: one row or R)
+    part = _train_runs(
+        problems, index[alive], result.k, lr[alive], seeds[alive], steps,
+        cast(Sampling, result.sampling),
+        augmentation, W[alive], result.meta["record_every"], backend, cache_bytes, progress,
+        threads, start_step=start, origin=rows(origin),
+    )  # fmt: skip
+    loss = np.full((R, part.loss.shape[1]), np.nan)
+    w = np.full((R, W.shape[1]), np.nan)
+    loss[alive], w[alive] = part.loss, part.w
+    loss[alive, 0] = last[alive]  # the state it continues from
+    status[alive] = part.diverged_step
+    part.loss, part.w, part.diverged_step, part.lr, part.seed = loss, w, status, lr, seeds
+    part.meta["w0"] = origin
+    if "problem_index" in result.meta:
+        part.meta["problem_index"] = index
+    return _single(part) if single else part

@@ -158,10 +158,10 @@ def test_device_arrays_in_and_out(problem):
         np.array([1, 2], dtype=np.uint64),
     )
     sampler = fastperm.augment.Permutation().sampler()
-    cu.sgd_runs(*args, 3, 10, False, *sampler, rec, True, loss, w, status)
+    cu.sgd_runs(*args, 3, 10, 0, False, *sampler, rec, True, loss, w, status)
     dargs = [cuda.to_device(a) for a in args]
     douts = [cuda.device_array_like(a) for a in (loss, w, status)]
-    cu.sgd_runs(*dargs, 3, 10, False, *sampler, cuda.to_device(rec), True, *douts)
+    cu.sgd_runs(*dargs, 3, 10, 0, False, *sampler, cuda.to_device(rec), True, *douts)
     np.testing.assert_array_equal(douts[0].copy_to_host(), loss)
     np.testing.assert_array_equal(douts[1].copy_to_host(), w)
     assert (douts[2].copy_to_host() == -1).all()

@@ -94,7 +94,16 @@ def test_equality_ignores_how_it_ran(problem):
 
 def test_metadata_says_how_it_was_made(results, problem):
     meta = results["single"].metadata()
-    assert meta["problem"] == {"n": 4, "d": 12, "source": "sample", "seed": 7, "w_star": 1.0}
+    assert meta["problem"] == {
+        "n": 4,
+        "d": 12,
+        "source": "sample",
+        "seed": 7,
+        "w_star": 1.0,
+        "blake2b": problem.digest,
+    }
+    other = fastperm.LinearProblem(problem.X, problem.y + 1.0, problem.w_star)
+    assert other.digest != problem.digest  # the digest names the data
     assert (meta["k"], meta["steps"], meta["record_every"]) == (4, 30, 7)
     assert meta["family"] == "sgd_runs" and meta["threads"] >= 1
     assert {"python", "numpy", "fastperm"} <= set(meta["versions"])

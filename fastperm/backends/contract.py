@@ -25,8 +25,9 @@ Rules every kernel follows
 * Runs are independent: run r's results depend only on its own ``run`` entries and the
   shared inputs, never on the thread count or on the other runs. A caller may therefore
   split the runs into chunks and call the kernel once per chunk.
-* Recording: ``record_steps`` lists the steps 0 = s_0 < s_1 < … < s_m = steps, followed by
-  the sentinel ``steps + 1``; ``loss_out[r, q]`` is the loss after ``s_q`` steps.
+* Recording: ``record_steps`` lists the steps 0 = s_0 < s_1 < … < s_m ≤ steps, followed by
+  the sentinel ``steps + 1``; ``loss_out[r, q]`` is the loss after ``s_q`` steps (s_m is
+  ``steps`` for a whole run; a part of a longer run records only the steps wanted in it).
 * Divergence: ``status_out[r]`` is -1, or the first step at which run r's parameters, a
   residual computed from them, or a recorded loss was non-finite; the run stops there and
   its remaining recorded values are NaN.
@@ -103,6 +104,13 @@ W0 = _a("W0", "start", "(1, d) or (R, d) starts")
 LR = _a("lr", "run", "(R,) step sizes")
 SEEDS = _a("seeds", "run", "(R,) uint64 keys of the runs' random copies (:mod:`fastperm.rng`)")
 STEPS = _a("steps", "setting", "number of updates T; step t visits example ``t mod n``")
+START = _a(
+    "start_step",
+    "setting",
+    "steps the runs took before this call: the call's step t is the run's step "
+    "``start_step + t`` (example ``(start_step + t) mod n``, fresh copies keyed by it), so a "
+    "run split into calls, each starting from the last one's w, is the same run",
+)
 FRESH = _a(
     "fresh",
     "setting",
@@ -157,6 +165,7 @@ FAMILIES = {
                 SEEDS,
                 _a("k", "setting", "copies per step (≥ 1)"),
                 STEPS,
+                START,
                 FRESH,
                 KIND,
                 FPARAMS,

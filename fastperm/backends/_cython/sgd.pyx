@@ -36,19 +36,21 @@ cdef uint64_t STREAM_FRESH = _spec.STREAM_FRESH
 
 
 cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, double* w,
-                        int64_t n, int64_t d, double lr, int64_t steps,
+                        int64_t n, int64_t d, double lr, int64_t t0, int64_t steps,
                         const int64_t* record_steps, double* loss_row,
                         int64_t nq) noexcept nogil:
-    """Plain SGD (k = 1), one fused pass over w per step. Returns the status."""
+    """Plain SGD (k = 1), one fused pass over w per step; the call's step t is the run's
+    step t0 + t. Returns the status."""
     cdef int64_t t, i, m, q = 1
     cdef double res, c, dot, s, wm, e
     cdef const double* x
     cdef const double* xn
     loss_row[0] = _mse(w, w_star, d)
-    dot = _dot(w, X, d)
-    i = n - 1
+    i = t0 % n
+    dot = _dot(w, X + i * d, d)
+    i = i - 1 if i > 0 else n - 1
     for t in range(steps):
-        i += 1  # i = t mod n, without a 64-bit division per step
+        i += 1  # i = (t0 + t) mod n, without a 64-bit division per step
         if i == n:
             i = 0
         res = dot - y[i]
@@ -101,13 +103,14 @@ cdef void _fill_copies(const double* x, int64_t d, int64_t k, uint64_t seed, uin
 
 cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, double* w,
                         int64_t n, int64_t d, int64_t k, double lr, uint64_t seed,
-                        int64_t steps, bint fresh, Aug aug, const int64_t* record_steps,
+                        int64_t t0, int64_t steps, bint fresh, Aug aug,
+                        const int64_t* record_steps,
                         double* loss_row, int64_t nq, bint keep, double* cache, uint64_t* buf,
                         double* res) noexcept nogil:
     """k-fold augmented SGD. ``cache`` holds n·k·d when fixed copies are kept, else k·d.
 
-    Step t, example i = t mod n, copies A_j (A_0 = x_i):
-    ``w ← w − (lr/k) Σ_j (A_j·w − y_i) A_j``.
+    The call's step t is the run's step s = t0 + t: example i = s mod n, copies A_j
+    (A_0 = x_i; fresh copies keyed by s): ``w ← w − (lr/k) Σ_j (A_j·w − y_i) A_j``.
     """
     cdef uint64_t stream = STREAM_FRESH if fresh else STREAM_FIXED
     cdef double c = lr / k, cj
@@ -117,14 +120,14 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
     cdef bint ok
     loss_row[0] = _mse(w, w_star, d)
     for t in range(steps):
-        i = t % n
+        i = (t0 + t) % n
         if keep:
             A = cache + i * k * d
-            if t < n:
+            if t < n:  # the call's first n steps visit every example once
                 _fill_copies(X + i * d, d, k, seed, stream, i, aug, buf, A)
         else:
             A = cache
-            _fill_copies(X + i * d, d, k, seed, stream, t if fresh else i, aug, buf, A)
+            _fill_copies(X + i * d, d, k, seed, stream, t0 + t if fresh else i, aug, buf, A)
         ok = True
         for j in range(k):
             res[j] = _dot(A + j * d, w, d) - y[i]
@@ -148,7 +151,8 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
 
 def sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
              const double[:, ::1] W0, const double[::1] lr, const uint64_t[::1] seeds,
-             int64_t k, int64_t steps, bint fresh, int kind, const double[::1] fparams,
+             int64_t k, int64_t steps, int64_t start_step, bint fresh, int kind,
+             const double[::1] fparams,
              const int64_t[::1] gidx, const int64_t[::1] gptr,
              const int64_t[::1] record_steps, bint cache, double[:, ::1] loss_out,
              double[:, ::1] w_out, int64_t[::1] status_out):
@@ -178,11 +182,13 @@ def sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_st
                     memcpy(&w_out[r, 0], &W0[r % nrows, 0], d * sizeof(double))
                     if k == 1:
                         status_out[r] = _plain_run(&X[0, 0], &y[0], &w_star[0], &w_out[r, 0],
-                                                   n, d, lr[r], steps, &record_steps[0],
+                                                   n, d, lr[r], start_step, steps,
+                                                   &record_steps[0],
                                                    &loss_out[r, 0], nq)
                     else:
                         status_out[r] = _kfold_run(&X[0, 0], &y[0], &w_star[0], &w_out[r, 0],
-                                                   n, d, k, lr[r], seeds[r], steps, fresh,
+                                                   n, d, k, lr[r], seeds[r], start_step,
+                                                   steps, fresh,
                                                    aug, &record_steps[0], &loss_out[r, 0],
                                                    nq, keep, block, buf, res)
                     r = r + nchunks

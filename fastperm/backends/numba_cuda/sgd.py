@@ -82,8 +82,8 @@ def _start_run(W0, r, w, w_star, row, red, tid, nt):
 
 
 @cuda.jit
-def _plain_kernel(X, y, w_star, W0, lr, steps, rec, loss, w_out, status):
-    """Plain SGD (k = 1): block r runs run r."""
+def _plain_kernel(X, y, w_star, W0, lr, t0, steps, rec, loss, w_out, status):
+    """Plain SGD (k = 1): block r runs run r; the call's step t is the run's step t0 + t."""
     red = cuda.shared.array(MAX_BLOCK, float64)
     r = cuda.blockIdx.x
     tid = cuda.threadIdx.x
@@ -94,20 +94,20 @@ def _plain_kernel(X, y, w_star, W0, lr, steps, rec, loss, w_out, status):
     _start_run(W0, r, w, w_star, row, red, tid, nt)
     p = 0.0
     for m in range(tid, d, nt):
-        p += w[m] * X[0, m]
+        p += w[m] * X[t0 % n, m]
     dot = _block_sum(red, p, tid, nt)
     rate = lr[r]
     q = 1
     st = -1
     for t in range(steps):
-        i = t % n
+        i = (t0 + t) % n
         res = dot - y[i]
         if not math.isfinite(res):
             _nan_from(row, q, tid)
             st = t
             break
         c = rate * res
-        nxt = (t + 1) % n
+        nxt = (i + 1) % n
         p = 0.0
         e2 = 0.0
         record = rec[q] == t + 1
@@ -134,7 +134,7 @@ def _plain_kernel(X, y, w_star, W0, lr, steps, rec, loss, w_out, status):
 
 @cuda.jit
 def _kfold_kernel(
-    X, y, w_star, W0, lr, seeds, steps, fresh, resample, rec, copies, res, loss, w_out, status
+    X, y, w_star, W0, lr, seeds, t0, steps, fresh, resample, rec, copies, res, loss, w_out, status
 ):
     """k-fold augmented SGD: block r runs run r. ``copies[r]`` is (n, k, d) when the fixed
     copies are kept, else (1, k, d); ``res[r]`` holds the k residuals of the step."""
@@ -155,10 +155,10 @@ def _kfold_kernel(
     q = 1
     st = -1
     for t in range(steps):
-        i = t % n
+        i = (t0 + t) % n
         if keep:
             A = copies[r, i]
-            fill = t < n
+            fill = t < n  # the call's first n steps visit every example once
         else:
             A = copies[r, 0]
             fill = True
@@ -167,7 +167,8 @@ def _kfold_kernel(
             for m in range(tid, d, nt):
                 A[0, m] = X[i, m]
             for j in range(1 + tid, k, nt):
-                augment_into(X[i], make_key(seed, stream, t if fresh else i, j), resample, A[j])
+                key = t0 + t if fresh else i
+                augment_into(X[i], make_key(seed, stream, key, j), resample, A[j])
             cuda.syncthreads()
         ok = True
         for j in range(k):
@@ -210,6 +211,7 @@ def sgd_runs(
     seeds,
     k,
     steps,
+    start_step,
     fresh,
     kind,
     fparams,
@@ -235,7 +237,7 @@ def sgd_runs(
     with device.quiet_simulator():
         if k == 1:
             _plain_kernel[R, nt](
-                args[0], args[1], args[2], args[3], args[4], steps, args[5], *out.dev
+                args[0], args[1], args[2], args[3], args[4], start_step, steps, args[5], *out.dev
             )
         else:
             keep = cache and not fresh
@@ -248,6 +250,7 @@ def sgd_runs(
                 args[3],
                 args[4],
                 device.to_device(seeds),
+                start_step,
                 steps,
                 fresh,
                 resample,
@@ -455,6 +458,7 @@ def compile(families=None):
                     u,
                     k,
                     1,
+                    0,
                     fresh,
                     kind,
                     fparams,

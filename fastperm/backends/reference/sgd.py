@@ -61,6 +61,7 @@ def sgd_runs(
     seeds,
     k,
     steps,
+    start_step,
     fresh,
     kind,
     fparams,
@@ -81,11 +82,11 @@ def sgd_runs(
         loss_out[r, 0] = _mse(w, w_star)  # record_steps[0] == 0
         q = 1
         for t in range(steps):
-            i = t % n
+            i = (start_step + t) % n  # the run's step start_step + t
             if k == 1:
                 A = X[i : i + 1]
             elif fresh:
-                A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FRESH, t, *aug)
+                A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FRESH, start_step + t, *aug)
             else:
                 A = _augmented_block(X[i], k, seeds[r], rng.STREAM_FIXED, i, *aug)
             with np.errstate(all="ignore"):
