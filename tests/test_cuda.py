@@ -77,6 +77,22 @@ def test_kfold_same_permutations_same_curve(problem, sampling, augmentation, cac
     assert _rel(other.loss, a.loss) > 1e-6  # the seed matters: the check above can fail
 
 
+@pytest.mark.parametrize("k, sampling", [(1, "fixed"), (3, "fixed"), (3, "fresh")])
+def test_resumed_and_split_runs_equal_one_call(problem, k, sampling, monkeypatch):
+    """start_step on the device: a resumed run, and a call split into parts (the Ctrl-C
+    points), equal one call bitwise."""
+    kw = dict(KW, sampling=sampling, backend="cuda")
+    whole = fastperm.train_many(problem, k, **kw)
+    first = fastperm.train_many(problem, k, **dict(kw, steps=5))
+    rest = fastperm.resume(first, problem, 9, backend="cuda")
+    np.testing.assert_array_equal(rest.w, whole.w)
+    np.testing.assert_array_equal(rest.loss[:, 1:], whole.loss[:, -3:])
+    monkeypatch.setattr(fastperm.knobs, "INTERRUPT_WORK", 50.0)
+    parts = fastperm.train_many(problem, k, **kw)
+    np.testing.assert_array_equal(parts.loss, whole.loss)
+    np.testing.assert_array_equal(parts.w, whole.w)
+
+
 def test_block_size_does_not_change_results(problem):
     cu = backends.get("cuda")
     runs = {}
