@@ -181,8 +181,9 @@ def _kernels(model: Model, backend: str | None) -> ModuleType:
 
 
 def _probe(kern: ModuleType, model: Model, theta: FloatArray, X: FloatArray, Y: FloatArray) -> None:
-    """A user's compiled kernel is probed before a compiled backend first relies on it."""
-    if kern.name != "numpy" and isinstance(model, CustomModel) and X.shape[0]:
+    """A user's compiled kernel is probed before a backend that calls it first relies on it."""
+    calls = getattr(kern, "CALLS_MODEL_KERNEL", False)
+    if calls and isinstance(model, CustomModel) and X.shape[0]:
         model.check_kernel(theta, X[0], Y[0])
 
 

@@ -18,6 +18,10 @@ from .sgd import augmented_gradient, expected_runs, sgd_runs
 
 name = "numba"
 
+#: its bracket kernels call a CustomModel's compiled gradient (the others refuse one, or
+#: use the model's NumPy gradient): the front end probes that kernel before the first call
+CALLS_MODEL_KERNEL = True
+
 
 #: the modules whose kernels the run harness times, each with its compile()
 _TRAINING = (sgd, closed_forms, deep_linear, schemes)
