@@ -259,9 +259,11 @@ class Interrupted(KeyboardInterrupt):
 
     A KeyboardInterrupt (``except KeyboardInterrupt`` catches it), raised within about a
     second of the signal, with what was computed up to the last completed part: ``step``
-    (steps every run completed) and, from the training front ends, ``result`` (a
-    :class:`fastperm.TrainResult` of those steps, which :func:`fastperm.resume` continues).
-    The process stays usable.
+    (steps every run completed, counted from the call's start) and, from
+    :func:`fastperm.train`, :func:`fastperm.train_many` and :func:`fastperm.resume`,
+    ``result`` (a :class:`fastperm.TrainResult` of those steps, which :func:`fastperm.resume`
+    continues; ``None`` for ``train_many`` over several problems, whose later problems had
+    not started). The process stays usable.
     """
 
     def __init__(self, step: int, result: Any = None) -> None:

@@ -496,9 +496,10 @@ class CustomModel(Model):
     kernel : numba.njit function ``grad(theta, x, y, layout, work, out, alpha, beta)``, optional
         ``out ← alpha · gradient + beta · out`` (see the module docstring); needed by the
         compiled backends. Without it, give ``numpy_grad`` and use ``backend="numpy"``.
-        Before its first use the kernel is probed once on the caller's first example
-        (:meth:`check_kernel`): an output entry it does not write, or a gradient that
-        disagrees with ``numpy_grad``, is a ValueError instead of silent zeros.
+        Before a backend that calls it (numba) first relies on it, the kernel is probed
+        once on the caller's first example (:meth:`check_kernel`): an output entry it does
+        not write, or a gradient that disagrees with ``numpy_grad``, is a ValueError
+        instead of silent zeros.
     P, d, K : int
         Parameters, input features, targets per example.
     work_size : int

@@ -117,12 +117,14 @@ class LinearProblem:
         w = _checks.as_float_array("w", w, 1)
         return float(np.mean((w - self.w_star) ** 2))
 
-    def start(self, w0: npt.ArrayLike | None, runs: int | None = None) -> FloatArray:
+    def start(
+        self, w0: npt.ArrayLike | None, runs: int | None = None, *, check: bool = True
+    ) -> FloatArray:
         """The validated start of training, ``(1, d)`` or ``(runs, d)`` (a copy).
 
         ``w0``: None (zeros), a (d,) array, or — when ``runs`` is given — a (runs, d)
         array, one start per run. A start where training cannot begin is refused by
-        :meth:`check_start`.
+        :meth:`check_start` (unless ``check=False``: the caller checks).
         """
         if w0 is None:
             W0 = np.zeros((1, self.d))
@@ -135,7 +137,8 @@ class LinearProblem:
                 )
             if W0.shape[0] not in (1, runs or 1):
                 raise ValueError(f"w0 has {W0.shape[0]} rows; expected 1 or one per run ({runs})")
-        self.check_start(W0, "w0")  # the default start too: a huge w* makes its loss inf
+        if check:  # the default start too: a huge w* makes its loss inf
+            self.check_start(W0, "w0")
         return W0
 
     def check_start(self, W: FloatArray, name: str) -> None:

@@ -148,8 +148,11 @@ class TrainResult:
 
     @property
     def ns_per_step(self) -> float:
-        """Wall time per training step (all runs counted), in nanoseconds."""
-        total = max(int(self.steps[-1]), 1) * self.runs
+        """Wall time per training step (all runs counted), in nanoseconds: the steps this
+        call computed (a resumed result's from its ``start_step``; a resumed k = ∞ run
+        replays from step 0, which its time includes)."""
+        done = int(self.steps[-1]) - int(self.meta.get("start_step", 0))
+        total = max(done, 1) * self.runs
         return self.seconds * 1e9 / total
 
     def __repr__(self) -> str:

@@ -64,9 +64,10 @@ def _run(
     progress: bool | str,
     threads: int | None,
 ) -> tuple[FloatArray, FloatArray, IntArray, _runs.Launched, str]:
-    """Runs on one problem: steps ``start_step + 1 .. start_step + steps`` (``steps =
-    rec[-2]``), recording at the call's steps ``rec``. Returns the outputs, how the call ran
-    and the family. On Ctrl-C, :class:`_runs.Interrupted` carries the outputs so far."""
+    """Runs on one problem: steps ``start_step + 1 .. start_step + steps`` (``steps``: the
+    sentinel ``rec[-1]`` minus one), recording at the call's steps ``rec``. Returns the
+    outputs, how the call ran and the family. On Ctrl-C, :class:`_runs.Interrupted`
+    carries the outputs so far."""
     aug = augment.as_augmentation(augmentation)
     aug.check_d(problem.d)  # for every k: the kernels trust the indices it carries
     if k == 1:
@@ -130,7 +131,7 @@ def _records(first: int, count: int, record_every: int, start_step: int) -> IntA
     record every ``record_every`` steps from step 0 and at their end (the grid of one
     uninterrupted call), and at ``start_step`` (where a resumed result begins): relative
     steps, then the sentinel ``count + 1``."""
-    if first == 0 and start_step == 0:
+    if first == 0 and start_step == 0:  # one whole call (no np.unique over many records)
         return _runs.record_steps(count, record_every)
     grid = np.arange(0, first + count, record_every, dtype=np.int64)
     inside = grid[grid > first] - first
@@ -155,6 +156,7 @@ def _train_runs(
     threads: int | None,
     start_step: int = 0,
     origin: FloatArray | None = None,
+    warn: bool = True,
 ) -> TrainResult:
     """The runs r = 0..R−1 on ``problems[index[r]]`` from ``W0`` (one row, or one per run)
     at step ``start_step``, for ``steps`` steps: one call per problem, one divergence
@@ -210,27 +212,35 @@ def _train_runs(
         if bar is not None:
             bar.close()
     steps_rec = rec[:-1][keep_cols] + first
-    if start_step > 0:  # the state it resumed from: that record is the earlier result's
-        loss[:, 0] = np.nan
-    _runs.warn_divergence(status, lr, seeds, steps_rec, loss)
+    if warn:
+        _runs.warn_divergence(status, lr, seeds, steps_rec, loss)
+    meta = _meta(problems, index, start_step + steps, start_step, record_every, origin)
+    meta.update(family=family, threads=threads_used, cache=cache, compile_seconds=compile_seconds)
+    return TrainResult(steps_rec, loss, w, status, seconds, k, lr, seeds, sampling, augmentation,
+                       name, meta)  # fmt: skip
+
+
+def _meta(
+    problems: list[LinearProblem],
+    index: IntArray,
+    steps: int,
+    start_step: int,
+    record_every: int,
+    origin: FloatArray,
+) -> dict[str, Any]:
+    """A training result's metadata: the problem(s), the steps it covers, its start."""
+    many = len(problems) > 1
     meta: dict[str, Any] = {
-        "problem": problems[0].describe()
-        if len(problems) == 1
-        else [p.describe() for p in problems],
-        "steps": start_step + steps,
+        "problem": [p.describe() for p in problems] if many else problems[0].describe(),
+        "steps": steps,
         "start_step": start_step,
         "record_every": record_every,
         "w0": origin,
-        "family": family,
-        "threads": threads_used,
-        "cache": cache,
-        "compile_seconds": compile_seconds,
         **results.environment(),
     }
-    if len(problems) > 1:
+    if many:
         meta["problem_index"] = index
-    return TrainResult(steps_rec, loss, w, status, seconds, k, lr, seeds, sampling, augmentation,
-                       name, meta)  # fmt: skip
+    return meta
 
 
 def _partial(
@@ -266,15 +276,9 @@ def _partial(
         loss = np.column_stack((loss, last))
     w = w.copy()
     w[status >= 0] = np.nan
-    meta = {
-        "problem": problem.describe(),
-        "steps": first + step,
-        "start_step": start_step,
-        "record_every": record_every,
-        "w0": origin,
-        "interrupted": True,
-        **results.environment(),
-    }
+    index = np.zeros(w.shape[0], dtype=np.int64)
+    meta = _meta([problem], index, first + step, start_step, record_every, origin)
+    meta["interrupted"] = True
     return TrainResult(steps_rec, loss, w, status, 0.0, k, lr, seeds, sampling, augmentation,
                        "", meta)  # fmt: skip
 
@@ -364,7 +368,8 @@ def train(
         (:data:`fastperm.knobs.PARALLEL_MIN_WORK`), else one: a single run never wakes
         idle threads. Never changes results.
     progress : bool or str
-        Show a progress bar over the steps (a string is its label).
+        Show a progress bar over the steps of a plain or k-fold run (a string is its label);
+        a k = ∞ run is one O(T + d) call and shows none.
 
     Returns
     -------
@@ -527,13 +532,10 @@ def _starts(problems: list[LinearProblem], index: IntArray, w0: npt.ArrayLike | 
     """Validated starts of runs on several problems: one row for all, or one per run (each
     checked against its own problem)."""
     R = index.shape[0]
-    given = None if w0 is None else _checks.as_float_array("w0", w0, (1, 2))
-    if given is None or given.ndim == 1 or given.shape[0] == 1 or R == 1:
-        rows = [p.start(w0, R) for p in problems]
-        return rows[0]
-    W0 = problems[0].start(given, R)  # shape checks
+    W0 = problems[0].start(w0, R, check=False)  # shapes once; each problem checks its starts
+    per_run = W0.shape[0] == R and R > 1
     for g, p in enumerate(problems):
-        p.check_start(W0[index == g], "w0")
+        p.check_start(W0[index == g] if per_run else W0, "w0")
     return W0
 
 
@@ -571,7 +573,10 @@ def resume(
     augmentation : str or fastperm.augment.Augmentation, optional
         Needed only for a result loaded from a file whose augmentation was a distribution
         object (the file holds its description, not the object).
-    backend, cache_bytes, threads, progress
+    backend : str, optional
+        Default: the backend ``result`` was computed on (other backends agree to
+        reassociation, not bitwise).
+    cache_bytes, threads, progress
         As in :func:`train_many`.
 
     Returns
@@ -595,6 +600,11 @@ def resume(
     """
     if not isinstance(result, TrainResult):
         raise TypeError(f"result must be a fastperm.TrainResult, got {type(result).__name__}")
+    if "w0" not in result.meta or "net" in result.meta:
+        raise ValueError(
+            "result must come from fastperm.train or fastperm.train_many (or a file they "
+            "wrote): resume continues those runs only"
+        )
     problems = as_problems(problem)
     described = problems[0].describe() if len(problems) == 1 else [p.describe() for p in problems]
     if described != result.meta.get("problem"):
@@ -617,29 +627,46 @@ def resume(
     if start + steps > 2**32 - 2:
         raise ValueError(f"steps: the run would pass step 2**32 - 2 (it is at step {start})")
     single = result.loss.ndim == 1
-    lr = np.atleast_1d(np.asarray(result.lr, dtype=np.float64))
-    seeds = np.atleast_1d(np.asarray(result.seed, dtype=np.uint64))
-    W = np.atleast_2d(result.w)
-    last = np.atleast_2d(result.loss)[:, -1]
-    status = np.atleast_1d(np.asarray(-1 if result.diverged_step is None else result.diverged_step))
+    # copies: the result passed in is never changed
+    lr = np.array(result.lr, dtype=np.float64, ndmin=1)
+    seeds = np.array(result.seed, dtype=np.uint64, ndmin=1)
+    W = np.array(result.w, dtype=np.float64, ndmin=2)
+    last = np.array(result.loss, dtype=np.float64, ndmin=2)[:, -1]
+    ds = result.diverged_step
+    status = np.array(-1 if ds is None else ds, dtype=np.int64, ndmin=1)
     R = lr.shape[0]
-    index = np.asarray(result.meta.get("problem_index", np.zeros(R, dtype=np.int64)))
-    origin = result.meta["w0"]
+    index = np.array(result.meta.get("problem_index", np.zeros(R)), dtype=np.int64)
+    origin = np.array(result.meta["w0"], dtype=np.float64, ndmin=2)
     alive = np.flatnonzero(status < 0)
-    rows = lambda a: a if a.shape[0] == 1 else a[alive]  # noqa: E731  (a start: one row or R)
-    part = _train_runs(
-        problems, index[alive], result.k, lr[alive], seeds[alive], steps,
-        cast(Sampling, result.sampling),
-        augmentation, W[alive], result.meta["record_every"], backend, cache_bytes, progress,
-        threads, start_step=start, origin=rows(origin),
-    )  # fmt: skip
-    loss = np.full((R, part.loss.shape[1]), np.nan)
-    w = np.full((R, W.shape[1]), np.nan)
-    loss[alive], w[alive] = part.loss, part.w
-    loss[alive, 0] = last[alive]  # the state it continues from
-    status[alive] = part.diverged_step
-    part.loss, part.w, part.diverged_step, part.lr, part.seed = loss, w, status, lr, seeds
-    part.meta["w0"] = origin
-    if "problem_index" in result.meta:
-        part.meta["problem_index"] = index
-    return _single(part) if single else part
+    backend = result.backend or None if backend is None else backend
+
+    def expand(part: TrainResult) -> TrainResult:
+        """The alive runs' continuation back among all runs (diverged ones stay so)."""
+        loss = np.full((R, part.loss.shape[1]), np.nan)
+        w = np.full((R, W.shape[1]), np.nan)
+        loss[alive], w[alive] = part.loss, part.w
+        loss[alive, 0] = last[alive]  # the state it continues from
+        merged = status.copy()
+        merged[alive] = cast(IntArray, part.diverged_step)
+        part.loss, part.w, part.diverged_step, part.lr, part.seed = loss, w, merged, lr, seeds
+        part.meta["w0"] = origin
+        if "problem_index" in result.meta:
+            part.meta["problem_index"] = index
+        return _single(part) if single else part
+
+    try:
+        part = _train_runs(
+            problems, index[alive], result.k, lr[alive], seeds[alive], steps,
+            cast(Sampling, result.sampling), augmentation, W[alive],
+            result.meta["record_every"], backend, cache_bytes, progress, threads,
+            start_step=start, origin=origin if origin.shape[0] == 1 else origin[alive],
+            warn=False,
+        )  # fmt: skip
+    except _runs.Interrupted as exc:
+        exc.result = None if exc.result is None else expand(exc.result)
+        raise
+    new = np.full(R, -1, dtype=np.int64)  # the runs that diverged in this call, for the warning
+    new[alive] = cast(IntArray, part.diverged_step)
+    out = expand(part)
+    _runs.warn_divergence(new, lr, seeds, out.steps, np.atleast_2d(out.loss))
+    return out

@@ -148,14 +148,15 @@ fastperm.train(problem, 16, steps=10, sampling="fresh")  # compiled before the c
 print("ready", flush=True)
 t0 = time.perf_counter()
 try:
-    fastperm.train(problem, 16, steps=2_000_000, sampling="fresh", lr=1e-5)
+    fastperm.train(problem, 16, steps=2_000_000, sampling="fresh", lr=1e-5, record_every=1000)
     print("finished", flush=True)
 except KeyboardInterrupt as exc:
     dt = time.perf_counter() - t0
     res = exc.result
     print("interrupted", type(exc).__name__, round(dt, 2), exc.step, res.steps[-1], flush=True)
     more = fastperm.resume(res, problem, 100)  # the process is usable, the result resumable
-    whole = fastperm.train(problem, 16, steps=int(res.steps[-1]) + 100, sampling="fresh", lr=1e-5)
+    whole = fastperm.train(problem, 16, steps=int(res.steps[-1]) + 100, sampling="fresh",
+                           lr=1e-5, record_every=1000)
     print("resumed", bool(np.array_equal(more.w, whole.w)), flush=True)
 """
 
@@ -181,3 +182,59 @@ def test_sigint_stops_a_long_call_within_seconds(tmp_path):
     step, last = int(line[3]), int(line[4])
     assert 0 < step == last < 2_000_000
     assert out.strip() == "resumed True", (out, err)
+
+
+def test_resume_leaves_its_input_alone_and_names_the_right_run(problem):
+    """resume() never changes the result passed in; a divergence during it names the run
+    among all runs (review of issue 15: both went wrong)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastperm.DivergenceWarning)
+        first = fastperm.train_many(problem, 1, seeds=0, lr=[5.0, 0.01, 2.0], steps=150)
+    assert first.diverged_step.tolist()[0] > 0 and first.diverged_step.tolist()[1:] == [-1, -1]
+    before = (first.diverged_step.copy(), first.lr.copy(), first.meta["w0"].copy())
+    with pytest.warns(fastperm.DivergenceWarning, match=r"run 2 .*1 of 3 runs diverged") as w:
+        rest = fastperm.resume(first, problem, 400)
+    assert w[0].filename == __file__
+    np.testing.assert_array_equal(first.diverged_step, before[0])
+    np.testing.assert_array_equal(first.lr, before[1])
+    np.testing.assert_array_equal(first.meta["w0"], before[2])
+    assert rest.diverged_step[2] > 150
+    # and again from the untouched input: the same continuation
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastperm.DivergenceWarning)
+        assert fastperm.resume(first, problem, 400) == rest
+
+
+def test_interrupted_resume_gives_all_runs(problem, monkeypatch):
+    """Ctrl-C during resume(): the partial result has every run, the earlier record first."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastperm.DivergenceWarning)
+        first = fastperm.train_many(problem, 2, seeds=[0, 1, 2], lr=[5.0, 0.01, 0.02], steps=200)
+    monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
+    calls = []
+    real = fastperm.backends.get("numpy").sgd_runs
+
+    def stop_at_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(fastperm.backends.get("numpy"), "sgd_runs", stop_at_third)
+    with pytest.raises(fastperm.Interrupted) as info:
+        fastperm.resume(first, problem, 500, backend="numpy")
+    part = info.value.result
+    assert part.loss.shape[0] == 3 and np.isnan(part.loss[0]).all()
+    np.testing.assert_array_equal(part.loss[1:, 0], first.loss[1:, -1])
+    assert 200 < part.steps[-1] < 700
+    more = fastperm.resume(part, problem, 700 - int(part.steps[-1]), backend="numpy")
+    monkeypatch.undo()
+    whole = fastperm.resume(first, problem, 500, backend="numpy")
+    np.testing.assert_array_equal(more.w, whole.w)
+
+
+def test_resume_refuses_other_results(problem):
+    net = fastperm.deep_linear.DeepLinear([problem.d, 2])
+    res = fastperm.deep_linear.train(problem, net, 2, sigma=0.1, steps=5)
+    with pytest.raises(ValueError, match="train or fastperm.train_many"):
+        fastperm.resume(res, problem, 5)

@@ -109,7 +109,8 @@ START = _a(
     "setting",
     "steps the runs took before this call: the call's step t is the run's step "
     "``start_step + t`` (example ``(start_step + t) mod n``, fresh copies keyed by it), so a "
-    "run split into calls, each starting from the last one's w, is the same run",
+    "run split into calls, each starting from the last one's w, is the same run; "
+    "``record_steps`` and ``status_out`` stay counted from the call's start",
 )
 FRESH = _a(
     "fresh",
