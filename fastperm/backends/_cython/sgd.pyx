@@ -35,19 +35,36 @@ cdef uint64_t STREAM_FIXED = _spec.STREAM_FIXED
 cdef uint64_t STREAM_FRESH = _spec.STREAM_FRESH
 
 
+cdef inline double _plain_step(double* w, const double* x, const double* xn, double c,
+                               const double* w_star, int64_t d, double* loss) noexcept nogil:
+    """``w ← w − c x``; returns the next example's ``wᵀxn`` and sets ``loss`` to
+    ``Σ (w − w*)²``, in one pass. The only loop that forms ``wᵀxn``, so that a call starting
+    mid-run (a zero step, ``c = 0``) gets the bits of one uninterrupted call."""
+    cdef int64_t m
+    cdef double wm, e, dot = 0.0, s = 0.0
+    for m in range(d):
+        wm = w[m] - c * x[m]
+        w[m] = wm
+        dot += wm * xn[m]
+        e = wm - w_star[m]
+        s += e * e
+    loss[0] = s
+    return dot
+
+
 cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, double* w,
                         int64_t n, int64_t d, double lr, int64_t t0, int64_t steps,
                         const int64_t* record_steps, double* loss_row,
                         int64_t nq) noexcept nogil:
     """Plain SGD (k = 1), one fused pass over w per step; the call's step t is the run's
     step t0 + t. Returns the status."""
-    cdef int64_t t, i, m, q = 1
-    cdef double res, c, dot, s, wm, e
-    cdef const double* x
-    cdef const double* xn
-    loss_row[0] = _mse(w, w_star, d)
+    cdef int64_t t, i, q = 1
+    cdef double res, dot, s
     i = t0 % n
-    dot = _dot(w, X + i * d, d)
+    # wᵀx_i by the step's own loop (a zero step: w stays bitwise)
+    dot = _plain_step(w, X + (i - 1 if i > 0 else n - 1) * d, X + i * d, lr * 0.0, w_star,
+                      d, &s)
+    loss_row[0] = s / d
     i = i - 1 if i > 0 else n - 1
     for t in range(steps):
         i += 1  # i = (t0 + t) mod n, without a 64-bit division per step
@@ -57,28 +74,14 @@ cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, 
         if not isfinite(res):
             _nan_from(loss_row, q, nq)
             return t
-        c = lr * res
-        x = X + i * d
-        xn = X + (i + 1 if i + 1 < n else 0) * d
-        dot = 0.0
+        dot = _plain_step(w, X + i * d, X + (i + 1 if i + 1 < n else 0) * d, lr * res,
+                          w_star, d, &s)
         if record_steps[q] == t + 1:
-            s = 0.0
-            for m in range(d):
-                wm = w[m] - c * x[m]
-                w[m] = wm
-                dot += wm * xn[m]
-                e = wm - w_star[m]
-                s += e * e
             loss_row[q] = s / d
             if not isfinite(loss_row[q]):
                 _nan_from(loss_row, q, nq)
                 return t + 1
             q += 1
-        else:
-            for m in range(d):
-                wm = w[m] - c * x[m]
-                w[m] = wm
-                dot += wm * xn[m]
     return -1
 
 

@@ -32,40 +32,44 @@ from .rng import KIND_RESAMPLE, augment_kind_into, draw_buffer, make_key
 from .vec import dot, mse, stop
 
 
+@njit(inline="always", **JIT)
+def _plain_step(w, x, xn, c, w_star):
+    """``w ← w − c x``, the next example's ``wᵀxn`` and ``Σ (w − w*)²``, in one pass. It is
+    the only loop that forms ``wᵀxn``, so that a call starting mid-run (a zero step,
+    ``c = 0``) gets the bits of one uninterrupted call; the loss rides along on every step
+    (one stream more) rather than in a second loop whose sums could round differently."""
+    xw = 0.0
+    s = 0.0
+    for m in range(w.shape[0]):
+        wm = w[m] - c * x[m]
+        w[m] = wm
+        xw += wm * xn[m]
+        e = wm - w_star[m]
+        s += e * e
+    return xw, s
+
+
 @njit(**JIT)
 def _plain_run(X, y, w_star, w, lr, t0, steps, record_steps, loss_row):
     """Plain SGD (k = 1), one fused pass over w per step; the call's step t is the run's
     step t0 + t. Returns the status."""
     n, d = X.shape
-    loss_row[0] = mse(w, w_star)
+    i = t0 % n
+    # wᵀx_i by the step's own loop (a zero step; ``lr * 0.0`` is not folded: w stays bitwise)
+    xw, s = _plain_step(w, X[i - 1 if i > 0 else n - 1], X[i], lr * 0.0, w_star)
+    loss_row[0] = s / d
     q = 1
-    xw = dot(w, X[t0 % n])
     for t in range(steps):
         i = (t0 + t) % n
         res = xw - y[i]
         if not np.isfinite(res):
             return stop(loss_row, q, t)
-        c = lr * res
-        x = X[i]
-        xn = X[(i + 1) % n]
-        xw = 0.0
+        xw, s = _plain_step(w, X[i], X[(i + 1) % n], lr * res, w_star)
         if record_steps[q] == t + 1:
-            s = 0.0
-            for m in range(d):
-                wm = w[m] - c * x[m]
-                w[m] = wm
-                xw += wm * xn[m]
-                e = wm - w_star[m]
-                s += e * e
             loss_row[q] = s / d
             if not np.isfinite(loss_row[q]):
                 return stop(loss_row, q, t + 1)
             q += 1
-        else:
-            for m in range(d):
-                wm = w[m] - c * x[m]
-                w[m] = wm
-                xw += wm * xn[m]
     return -1
 
 
