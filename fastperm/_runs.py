@@ -275,14 +275,12 @@ class Interrupted(KeyboardInterrupt):
 @dataclass(frozen=True)
 class _Progress:
     """State of a call run in step spans after ``step`` steps: the runs' parameters ``W``,
-    which runs still run, their statuses and the recorded losses so far (NaN where not
-    computed)."""
+    which runs still run, and their statuses."""
 
     step: int
     W: FloatArray
     alive: IntArray
     status: IntArray
-    loss: FloatArray
 
 
 def step_spans(call: Call, threads: int, progress: bool | str) -> list[tuple[int, int]]:
@@ -316,14 +314,12 @@ def _over_steps(
     rec = values["record_steps"]
     R, d = values["w_out"].shape
     t0 = int(values["start_step"])
-    loss = np.full(values["loss_out"].shape, np.nan)
-    state = _Progress(
-        0,
-        np.ascontiguousarray(np.broadcast_to(values["W0"], (R, d))),
-        np.arange(R),
-        np.full(R, -1, dtype=np.int64),
-        loss,
-    )
+    # a part's recorded losses go straight into their columns (past the committed step they
+    # are ignored on Ctrl-C); only the small state is committed, in one assignment
+    loss = values["loss_out"]
+    loss[:] = np.nan
+    W0 = np.ascontiguousarray(np.broadcast_to(values["W0"], (R, d)))
+    state = _Progress(0, W0, np.arange(R), np.full(R, -1, dtype=np.int64))
     try:
         for a, b in spans:
             alive = state.alive
@@ -344,17 +340,15 @@ def _over_steps(
                 status_out=np.empty(alive.size, dtype=np.int64),
             )
             fn(*[args[name] for name in spec.arg_names])
-            # the next state, built aside and committed in one assignment
             part = args["loss_out"]
-            W, status, new_loss = state.W.copy(), state.status.copy(), state.loss.copy()
+            loss[np.ix_(alive, inside)] = part[:, 1 : 1 + inside.size]
+            if a == 0:
+                loss[:, 0] = part[:, 0]
+            W, status = state.W.copy(), state.status.copy()
             W[alive] = args["w_out"]
-            new_loss[np.ix_(alive, inside)] = part[:, 1 : 1 + inside.size]
             stopped = args["status_out"] >= 0
             status[alive[stopped]] = a + args["status_out"][stopped]
-            if a == 0:
-                new_loss[:, 0] = part[:, 0]
-            nxt = _Progress(b, W, alive[~stopped], status, new_loss)
-            state = nxt
+            state = _Progress(b, W, alive[~stopped], status)
             if bar is not None:
                 bar.update(alive.size * (b - a))
             if state.alive.size == 0:
@@ -363,7 +357,6 @@ def _over_steps(
         interrupted = True
     else:
         interrupted = False
-    values["loss_out"][:] = state.loss
     values["w_out"][:] = state.W
     values["status_out"][:] = state.status
     if interrupted:
