@@ -57,11 +57,13 @@ def record_steps(steps: int, record_every: int) -> IntArray:
     return rec
 
 
-def run_outputs(runs: int, records: int, width: int) -> dict[str, Any]:
-    """The outputs every training family writes: ``loss_out`` (runs, records), ``w_out``
-    (runs, width) and ``status_out`` (runs,)."""
+def run_outputs(runs: int, records: int, width: int, keep_w: bool = False) -> dict[str, Any]:
+    """The outputs of the linear problem's training families: ``loss_out`` (runs, records),
+    ``w_rec`` (runs, records, width) when the parameters are kept at the records, else
+    (runs, 0, width), ``w_out`` (runs, width) and ``status_out`` (runs,)."""
     return {
         "loss_out": np.empty((runs, records)),
+        "w_rec": np.empty((runs, records if keep_w else 0, width)),
         "w_out": np.empty((runs, width)),
         "status_out": np.empty(runs, dtype=np.int64),
     }
@@ -213,6 +215,8 @@ def run(
     for name in ("w_out", "theta_out"):
         if name in values and diverged.any():
             values[name][diverged] = np.nan
+    if "w_rec" in values and values["w_rec"].shape[1] and diverged.any():
+        values["w_rec"][np.isnan(values["loss_out"])] = np.nan  # rows past a divergence
     seeds = call.seeds if call.seeds is not None else values.get("seeds")
     if warn:  # (a caller that runs one call in parts warns once, itself)
         warn_divergence(
@@ -318,6 +322,9 @@ def _over_steps(
     # are ignored on Ctrl-C); only the small state is committed, in one assignment
     loss = values["loss_out"]
     loss[:] = np.nan
+    w_rec = values["w_rec"]  # (runs, records or 0, d)
+    w_rec[:] = np.nan
+    keep_w = w_rec.shape[1] > 0
     W0 = np.ascontiguousarray(np.broadcast_to(values["W0"], (R, d)))
     state = _Progress(0, W0, np.arange(R), np.full(R, -1, dtype=np.int64))
     try:
@@ -335,15 +342,17 @@ def _over_steps(
                 steps=b - a,
                 start_step=t0 + a,
                 record_steps=local,
-                loss_out=np.empty((alive.size, local.size - 1)),
-                w_out=np.empty((alive.size, d)),
-                status_out=np.empty(alive.size, dtype=np.int64),
+                **run_outputs(alive.size, local.size - 1, d, keep_w),
             )
             fn(*[args[name] for name in spec.arg_names])
             part = args["loss_out"]
             loss[np.ix_(alive, inside)] = part[:, 1 : 1 + inside.size]
+            if keep_w:
+                w_rec[np.ix_(alive, inside)] = args["w_rec"][:, 1 : 1 + inside.size]
             if a == 0:
                 loss[:, 0] = part[:, 0]
+                if keep_w:
+                    w_rec[:, 0] = args["w_rec"][:, 0]
             W, status = state.W.copy(), state.status.copy()
             W[alive] = args["w_out"]
             stopped = args["status_out"] >= 0

@@ -33,6 +33,12 @@ PROGRESS_CHUNKS = 50
 #: changes the result
 INTERRUPT_WORK = 2e9
 
+#: memory the parameters kept at the recorded steps may take, per call (bytes): training
+#: that records w, or the training or test loss (computed from the w kept at each record),
+#: keeps runs × records × d float64; above it the call is refused before any work (record
+#: less often: ``record_every``)
+RECORD_BYTES = 2**30
+
 #: seconds a kernel compilation (or cache load) may take before fastperm says on stderr that
 #: it is compiling (the first call after an install or upgrade compiles for ~20 s)
 COMPILE_NOTICE_SECONDS = 1.0

@@ -11,9 +11,31 @@ import numpy.typing as npt
 from . import _checks
 from ._typing import FloatArray
 
+#: what training can record (``record=`` of :func:`fastperm.train`): three losses and w
+METRICS = ("error", "train", "test", "w")
+
+#: the losses among :data:`METRICS`, as they are defined (rows of X: examples)
+LOSSES = {
+    "error": "mean((w - w*)^2), the parameter error",
+    "train": "mean((X w - y)^2) over the training examples",
+    "test": "mean((X_test w - y_test)^2) over the held-out examples",
+}
+
+# work of one batch of the losses: (rows, examples) residuals, well inside the caches' reach
+_BATCH_ENTRIES = 1 << 22
+
+
+def _owned(a: FloatArray) -> FloatArray:
+    """A read-only C-contiguous float64 copy (the problem owns its data: the caller's arrays
+    keep their flags, and a later write to them cannot change a validated problem)."""
+    a = np.array(a, dtype=np.float64, order="C", copy=True)
+    a.setflags(write=False)
+    return a
+
 
 class LinearProblem:
-    """A linear regression data set ``y = Xw*`` (or the user's own ``X, y``).
+    """A linear regression data set: examples X and labels y, with the parameters w* that
+    generated them when known, and a held-out split when given.
 
     Parameters
     ----------
@@ -21,27 +43,50 @@ class LinearProblem:
         Examples, one per row. Converted to C-contiguous float64.
     y : (n,) array
         Labels.
-    w_star : (d,) array
-        The parameters the evaluation loss ``mean((w − w*)²)`` compares with.
+    w_star : (d,) array, optional
+        The parameters the parameter error ``mean((w − w*)²)`` compares with; None for real
+        data, where no w* exists (training then records the training loss by default).
+    X_test, y_test : (n_test, d) and (n_test,) arrays, optional
+        A held-out split for the test loss ``mean((X_test w − y_test)²)`` (both or neither).
 
     Attributes
     ----------
-    X, y, w_star : float64 arrays, read-only copies owned by the problem (the caller's arrays
-        are never modified, and later changes to them do not reach the problem).
-    n, d : int
+    X, y, w_star, X_test, y_test : float64 arrays (or None), read-only copies owned by the
+        problem (the caller's arrays are never modified, and later changes to them do not
+        reach the problem).
+    n, d, n_test : int
 
     Examples
     --------
     >>> p = LinearProblem.sample(d=400, n=40, seed=0)
     >>> p.X.shape, p.y.shape, p.w_star.shape
     ((40, 400), (40,), (400,))
+
+    Real data has no w*: give X and y (and a held-out split for the test loss).
+
+    >>> rng = np.random.default_rng(1)
+    >>> X = rng.standard_normal((60, 5))
+    >>> y = X @ np.arange(5.0) + 0.1 * rng.standard_normal(60)
+    >>> real = LinearProblem(X[:50], y[:50], X_test=X[50:], y_test=y[50:])
+    >>> real.w_star is None, real.n, real.n_test
+    (True, 50, 10)
     """
 
     X: FloatArray
     y: FloatArray
-    w_star: FloatArray
+    w_star: FloatArray | None
+    X_test: FloatArray | None
+    y_test: FloatArray | None
 
-    def __init__(self, X: npt.ArrayLike, y: npt.ArrayLike, w_star: npt.ArrayLike) -> None:
+    def __init__(
+        self,
+        X: npt.ArrayLike,
+        y: npt.ArrayLike,
+        w_star: npt.ArrayLike | None = None,
+        *,
+        X_test: npt.ArrayLike | None = None,
+        y_test: npt.ArrayLike | None = None,
+    ) -> None:
         X = _checks.as_float_array("X", X, 2)
         n, d = X.shape
         if n == 0:
@@ -51,20 +96,37 @@ class LinearProblem:
         y = _checks.as_float_array("y", y, 1)
         if y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} entries but X has n = {n} rows")
-        w_star = _checks.as_float_array("w_star", w_star, 1)
-        if w_star.shape[0] != d:
-            raise ValueError(f"w_star has {w_star.shape[0]} entries but X has d = {d} columns")
-        # the problem owns its data: copies (the caller's arrays keep their flags, and a later
-        # write to them cannot change a validated problem), read-only from here on
-        X, y, w_star = (np.array(a, dtype=np.float64, order="C", copy=True) for a in (X, y, w_star))
-        for a in (X, y, w_star):
-            a.setflags(write=False)
-        self.X, self.y, self.w_star = X, y, w_star
+        self.X, self.y = _owned(X), _owned(y)
+        self.w_star: FloatArray | None = None
+        if w_star is not None:
+            w_star = _checks.as_float_array("w_star", w_star, 1)
+            if w_star.shape[0] != d:
+                raise ValueError(f"w_star has {w_star.shape[0]} entries but X has d = {d} columns")
+            self.w_star = _owned(w_star)
+        self.X_test: FloatArray | None = None
+        self.y_test: FloatArray | None = None
+        if (X_test is None) != (y_test is None):
+            raise ValueError(
+                "X_test and y_test go together: give both (a held-out split) or neither"
+            )
+        if X_test is not None:
+            X_test = _checks.as_float_array("X_test", X_test, 2)
+            y_test = _checks.as_float_array("y_test", y_test, 1)
+            if X_test.shape[1] != d:
+                raise ValueError(f"X_test has {X_test.shape[1]} columns but X has d = {d}")
+            if y_test.shape[0] != X_test.shape[0] or X_test.shape[0] == 0:
+                raise ValueError(
+                    f"y_test has {y_test.shape[0]} entries but X_test has {X_test.shape[0]} "
+                    "rows (at least one)"
+                )
+            self.X_test, self.y_test = _owned(X_test), _owned(y_test)
         self.origin: dict[str, Any] = {"source": "arrays"}
         self._digest: str | None = None
 
     @classmethod
-    def sample(cls, d: int = 400, n: int = 40, seed: int = 0, w_star: float = 1.0) -> LinearProblem:
+    def sample(
+        cls, d: int = 400, n: int = 40, seed: int = 0, w_star: float = 1.0, n_test: int = 0
+    ) -> LinearProblem:
         """The problem of the post: ``x ~ N(0, I_d)``, ``w* = w_star·1``, ``y = xᵀw*``.
 
         Parameters
@@ -72,17 +134,26 @@ class LinearProblem:
         d, n : int >= 1
             Features and examples (defaults: the post's d = 400, n = 40).
         seed : int >= 0
-            Seed of NumPy's PCG64 generator for X.
+            Seed of NumPy's PCG64 generator for X (then X_test, so X does not depend on
+            ``n_test``).
         w_star : float
             The constant value c of ``w* = c·1``.
+        n_test : int >= 0
+            Held-out examples drawn the same way (for ``record="test"``); none by default.
         """
         d = _checks.as_int("d", d, minimum=1)
         n = _checks.as_int("n", n, minimum=1)
         seed = _checks.as_seed("seed", seed)
         c = _checks.as_finite_real("w_star", w_star)
-        X = np.random.default_rng(seed).standard_normal((n, d))
+        n_test = _checks.as_int("n_test", n_test, minimum=0)
+        gen = np.random.default_rng(seed)
+        X = gen.standard_normal((n, d))
         ws = np.full(d, c)
-        problem = cls(X, X @ ws, ws)
+        test = {}
+        if n_test:
+            X_test = gen.standard_normal((n_test, d))
+            test = {"X_test": X_test, "y_test": X_test @ ws}
+        problem = cls(X, X @ ws, ws, **test)
         problem.origin = {"source": "sample", "seed": seed, "w_star": c}
         return problem
 
@@ -94,28 +165,84 @@ class LinearProblem:
     def d(self) -> int:
         return self.X.shape[1]
 
+    @property
+    def n_test(self) -> int:
+        return 0 if self.X_test is None else self.X_test.shape[0]
+
     def describe(self) -> dict[str, Any]:
-        """Sizes and origin, for a result's metadata: ``n``, ``d``, ``source`` ("sample" or
-        "arrays"), for a sampled problem its ``seed`` and the constant ``w_star``, and
-        ``blake2b``, a digest of X, y and w* (so that a result names its data)."""
-        return {"n": self.n, "d": self.d, **self.origin, "blake2b": self.digest}
+        """Sizes and origin, for a result's metadata: ``n``, ``d``, ``n_test`` (when there
+        is a held-out split), whether w* is known, ``source`` ("sample" or "arrays"), for a
+        sampled problem its ``seed`` and the constant ``w_star``, and ``blake2b``, a digest
+        of the data (so that a result names its data)."""
+        sizes: dict[str, Any] = {"n": self.n, "d": self.d}
+        if self.n_test:
+            sizes["n_test"] = self.n_test
+        if self.w_star is None:
+            sizes["w_star_known"] = False
+        return {**sizes, **self.origin, "blake2b": self.digest}
 
     @property
     def digest(self) -> str:
-        """BLAKE2b digest (16 bytes, hex) of X, y and w*: computed once (the data is
-        read-only), ~1 s per GB."""
+        """BLAKE2b digest (16 bytes, hex) of X, y, w* and the held-out split (those that
+        exist): computed once (the data is read-only), ~1 s per GB."""
         if self._digest is None:
             h = hashlib.blake2b(digest_size=16)
-            for a in (self.X, self.y, self.w_star):
+            for a in (self.X, self.y, self.w_star, self.X_test, self.y_test):
+                if a is None:
+                    continue
                 h.update(np.asarray(a.shape, dtype=np.int64).tobytes())
                 h.update(a.tobytes())
             self._digest = h.hexdigest()
         return self._digest
 
+    def known_w_star(self, what: str) -> FloatArray:
+        """w*, or a ValueError saying that ``what`` needs it (a problem of real data has none)."""
+        if self.w_star is None:
+            raise ValueError(
+                f"{what} needs the problem's w_star, and this problem has none (real data); "
+                "record the training or test loss instead (record='train' or 'test')"
+            )
+        return self.w_star
+
+    def check_metrics(self, names: tuple[str, ...]) -> None:
+        """Refuse to record losses this problem cannot give (``error`` without w*, ``test``
+        without a held-out split)."""
+        if "error" in names:
+            self.known_w_star("record='error'")
+        if "test" in names and self.X_test is None:
+            raise ValueError(
+                "record='test' needs a held-out split: LinearProblem(X, y, X_test=..., "
+                "y_test=...) or LinearProblem.sample(..., n_test=...)"
+            )
+
+    def metric(self, name: str, W: npt.ArrayLike) -> FloatArray:
+        """The loss ``name`` of :data:`LOSSES` at parameters ``W`` (..., d): shape (...).
+
+        ``error`` is ``mean((w − w*)²)``; ``train`` and ``test`` are the mean squared
+        residuals ``mean((Xw − y)²)`` over the training and held-out examples. Each value
+        is computed on its own (``numpy.einsum`` without BLAS, in batches), so it is the same
+        bitwise whatever the batch it is part of: a resumed run's records equal one call's.
+        """
+        W = np.asarray(W, dtype=np.float64)
+        flat = W.reshape(-1, self.d)
+        out = np.empty(flat.shape[0])
+        with np.errstate(all="ignore"):  # a diverged run's NaN rows stay NaN
+            if name == "error":
+                out[:] = np.mean((flat - self.known_w_star("record='error'")) ** 2, axis=1)
+            else:
+                self.check_metrics((name,))
+                X, y = (self.X, self.y) if name == "train" else (self.X_test, self.y_test)
+                assert X is not None and y is not None
+                step = max(1, _BATCH_ENTRIES // X.shape[0])
+                for a in range(0, flat.shape[0], step):
+                    res = np.einsum("rd,nd->rn", flat[a : a + step], X, optimize=False) - y
+                    out[a : a + step] = np.mean(res * res, axis=1)
+        return out.reshape(W.shape[:-1])
+
     def loss(self, w: npt.ArrayLike) -> float:
-        """Evaluation loss ``mean((w − w*)²)``: the population MSE divided by d."""
+        """Parameter error ``mean((w − w*)²)``: the population MSE divided by d (needs w*)."""
         w = _checks.as_float_array("w", w, 1)
-        return float(np.mean((w - self.w_star) ** 2))
+        return float(np.mean((w - self.known_w_star("loss")) ** 2))
 
     def start(
         self, w0: npt.ArrayLike | None, runs: int | None = None, *, check: bool = True
@@ -142,12 +269,12 @@ class LinearProblem:
         return W0
 
     def check_start(self, W: FloatArray, name: str) -> None:
-        """Refuse starts ``W`` (rows: runs) whose loss ``mean((w − w*)²)`` or residuals
-        ``X w − y`` are not finite: training could not begin (every backend would report a
-        divergence, at step 0 or 1 by its own order of checks), so it is an error of the
-        argument ``name`` instead."""
+        """Refuse starts ``W`` (rows: runs) whose loss ``mean((w − w*)²)`` (w = 0 when w* is
+        unknown) or residuals ``X w − y`` are not finite: training could not begin (every
+        backend would report a divergence, at step 0 or 1 by its own order of checks), so it
+        is an error of the argument ``name`` instead."""
         with np.errstate(all="ignore"):
-            loss = np.mean((W - self.w_star) ** 2, axis=1)
+            loss = np.mean((W - self.target) ** 2, axis=1)
             residual_ok = np.isfinite(W @ self.X.T - self.y).all(axis=1)
         bad = np.flatnonzero(~(np.isfinite(loss) & residual_ok))
         if bad.size:
@@ -161,12 +288,24 @@ class LinearProblem:
             raise ValueError(
                 f"{name}{row} cannot start training on this problem: {what} "
                 f"(max |w| = {np.max(np.abs(W[r])):.3g}, max |w*| = "
-                f"{np.max(np.abs(self.w_star)):.3g}, max |X| = "
+                f"{np.max(np.abs(self.target)):.3g}, max |X| = "
                 f"{np.max(np.abs(self.X)):.3g}); rescale {name} or the problem"
             )
 
+    @property
+    def target(self) -> FloatArray:
+        """What the kernels' in-loop loss ``mean((w − target)²)`` compares with: w*, or zeros
+        when w* is unknown (that loss then only watches w for overflow)."""
+        if self.w_star is not None:
+            return self.w_star
+        zeros = np.zeros(self.d)
+        zeros.setflags(write=False)  # the kernels are compiled for the problem's read-only arrays
+        return zeros
+
     def __repr__(self) -> str:
-        return f"LinearProblem(n={self.n}, d={self.d})"
+        test = f", n_test={self.n_test}" if self.n_test else ""
+        star = "" if self.w_star is not None else ", w_star=None"
+        return f"LinearProblem(n={self.n}, d={self.d}{test}{star})"
 
 
 def as_problem(problem: object) -> LinearProblem:
@@ -174,7 +313,7 @@ def as_problem(problem: object) -> LinearProblem:
     if not isinstance(problem, LinearProblem):
         raise TypeError(
             "problem must be a fastperm.LinearProblem "
-            f"(LinearProblem.sample(...) or LinearProblem(X, y, w_star)), "
+            f"(LinearProblem.sample(...) or LinearProblem(X, y)), "
             f"got {type(problem).__name__}"
         )
     return problem

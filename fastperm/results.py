@@ -8,7 +8,8 @@ Files
 -----
 ``result.save("run.npz")`` writes a NumPy ``.npz`` archive (a zip of ``.npy`` files, readable
 by any NumPy without fastperm): the arrays ``steps``, ``loss``, ``w``, ``diverged_step``,
-``lr``, ``seed``, each array-valued metadata entry as ``meta.<name>`` (the start ``w0``, a deep
+``lr``, ``seed``, each further record as ``record.<name>`` (``record.test``, ``record.w``),
+each array-valued metadata entry as ``meta.<name>`` (the start ``w0``, a deep
 linear network's ``theta``), and ``metadata``, a 0-d string array holding JSON (format
 version :data:`FORMAT`). ``result.save("run.nc")`` writes :meth:`TrainResult.to_xarray` as
 netCDF-4 (needs xarray and h5netcdf or netCDF4). :meth:`TrainResult.load` reads both.
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ._typing import FloatArray, IntArray, UIntArray
+from .problems import LOSSES
 
 if TYPE_CHECKING:
     import pandas
@@ -102,7 +104,8 @@ class TrainResult:
     steps : (records,) int array
         Steps at which the loss was recorded (0, record_every, ..., and the last step).
     loss : (records,) or (runs, records) float array
-        ``mean((w − w*)²)`` after those steps; NaN after a divergence.
+        The primary loss after those steps (:attr:`metric`: the parameter error
+        ``mean((w − w*)²)`` unless ``record=`` said otherwise); NaN after a divergence.
     w : (d,) or (runs, d) float array
         Final parameters; NaN for a run that diverged (its last values depend on which
         operation overflowed first, which differs between backends).
@@ -116,8 +119,13 @@ class TrainResult:
         The rest of the metadata: ``problem`` (n, d, and how it was made: its seed when
         sampled), ``steps``, ``record_every``, the start ``w0`` (``theta0`` and the final
         ``theta`` for a deep linear network), ``threads``, ``cache``,
-        ``compile_seconds``, ``family`` (the kernel family), ``versions``, ``platform``,
-        ``date``. :meth:`metadata` returns all of it, settings included.
+        ``compile_seconds``, ``family`` (the kernel family), ``record`` (the names
+        recorded), ``versions``, ``platform``, ``date``. :meth:`metadata` returns all of it,
+        settings included.
+    records : dict of str to array
+        Everything recorded, by name (:data:`fastperm.problems.METRICS`): ``loss`` is
+        ``records[metric]``; ``"train"``/``"test"``/``"error"`` have the shape of ``loss``,
+        ``"w"`` one more axis (records, d) or (runs, records, d).
 
     Notes
     -----
@@ -141,6 +149,16 @@ class TrainResult:
     augmentation: str | Augmentation
     backend: str
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    records: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.records:  # only the primary loss (deep linear networks, schemes)
+            self.records = {self.metric: self.loss}
+
+    @property
+    def metric(self) -> str:
+        """The name of the primary loss, :attr:`loss` (``"error"``, ``"train"`` or ``"test"``)."""
+        return str(self.meta.get("record", ["error"])[0])
 
     @property
     def runs(self) -> int:
@@ -193,6 +211,9 @@ class TrainResult:
             "lr": np.asarray(self.lr, dtype=np.float64),
             "seed": np.asarray(self.seed, dtype=np.uint64),
         }
+        for name, value in self.records.items():
+            if name != self.metric:
+                arrays[f"record.{name}"] = np.asarray(value)
         for name, value in self.meta.items():
             if isinstance(value, np.ndarray):
                 arrays[f"meta.{name}"] = value
@@ -220,8 +241,11 @@ class TrainResult:
     def to_xarray(self) -> xarray.Dataset:
         """The result as an ``xarray.Dataset``.
 
-        Variables ``loss`` (run, step), ``w`` (run, feature), ``diverged_step`` (run) and,
-        for a deep linear network, ``theta`` (run, parameter); coordinates ``step``, ``run``
+        Variables ``loss`` (run, step) (the primary loss; its ``metric`` attribute names it),
+        further losses as ``loss_<name>`` (run, step) (``loss_test``), the recorded
+        parameters as ``w_path`` (run, step, feature), ``w`` (run, feature),
+        ``diverged_step`` (run) and, for a deep linear network, ``theta`` (run, parameter);
+        coordinates ``step``, ``run``
         and, along ``run``, ``seed`` and ``lr``. A single run (:func:`fastperm.train`) has no
         ``run`` dimension; its seed and lr are scalar coordinates. The attributes hold the
         scalar settings (k, sampling, augmentation, backend, steps, n, d, …) and the whole
@@ -238,6 +262,11 @@ class TrainResult:
             "w": (run + ("feature",), arrays["w"]),
             "diverged_step": (run, arrays["diverged_step"]),
         }
+        for name, value in self.records.items():
+            if name == "w":
+                data["w_path"] = (run + ("step", "feature"), np.asarray(value))
+            elif name != self.metric:
+                data[f"loss_{name}"] = (run + ("step",), np.asarray(value))
         for name, value in arrays.items():
             if name.startswith("meta."):
                 key = name[len("meta.") :]
@@ -261,7 +290,11 @@ class TrainResult:
         attrs["fastperm_metadata"] = json.dumps(meta)
         attrs["fastperm_format"] = FORMAT
         ds = xr.Dataset(data, coords=coords, attrs=attrs)
-        ds["loss"].attrs["long_name"] = "mean((w - w*)^2) after the step"
+        ds["loss"].attrs["long_name"] = f"{LOSSES.get(self.metric, self.metric)} after the step"
+        ds["loss"].attrs["metric"] = self.metric
+        for name in self.records:
+            if f"loss_{name}" in ds:
+                ds[f"loss_{name}"].attrs["long_name"] = LOSSES[name]
         ds["diverged_step"].attrs["long_name"] = "first non-finite step, -1 if none"
         return ds
 
@@ -283,29 +316,37 @@ class TrainResult:
             "seed": ds["seed"].values,
         }
         for name in ds.data_vars:
-            if name not in ("loss", "w", "diverged_step"):
-                value = ds[name].values
+            value = ds[name].values
+            if name == "w_path":
+                arrays["record.w"] = value
+            elif str(name).startswith("loss_"):
+                arrays[f"record.{str(name)[len('loss_') :]}"] = value
+            elif name not in ("loss", "w", "diverged_step"):
                 arrays[f"meta.{name}"] = value
         return cls._from_parts(arrays, meta)
 
     def to_pandas(self) -> pandas.DataFrame:
         """The recorded losses as a long table: one row per (run, step), columns ``run``,
-        ``seed``, ``lr``, ``step``, ``loss`` (a single run has run 0). Needs pandas."""
+        ``seed``, ``lr``, ``step``, ``loss`` and one per further loss recorded
+        (``loss_test``; a single run has run 0; recorded parameters are left out: see
+        :meth:`to_xarray`). Needs pandas."""
         import pandas as pd
 
         loss = np.atleast_2d(self.loss)
         R, m = loss.shape
         seed = np.broadcast_to(np.asarray(self.seed, dtype=np.uint64), (R,))
         lr = np.broadcast_to(np.asarray(self.lr, dtype=np.float64), (R,))
-        return pd.DataFrame(
-            {
-                "run": np.repeat(np.arange(R), m),
-                "seed": np.repeat(seed, m),
-                "lr": np.repeat(lr, m),
-                "step": np.tile(np.asarray(self.steps), R),
-                "loss": loss.ravel(),
-            }
-        )
+        columns = {
+            "run": np.repeat(np.arange(R), m),
+            "seed": np.repeat(seed, m),
+            "lr": np.repeat(lr, m),
+            "step": np.tile(np.asarray(self.steps), R),
+            "loss": loss.ravel(),
+        }
+        for name, value in self.records.items():
+            if name not in ("w", self.metric):
+                columns[f"loss_{name}"] = np.asarray(value).ravel()
+        return pd.DataFrame(columns)
 
     # -- files -------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -361,9 +402,17 @@ class TrainResult:
         ds = arrays["diverged_step"].astype(np.int64)
         seed = arrays["seed"].astype(np.uint64)
         lr = arrays["lr"].astype(np.float64)
+        loss = arrays["loss"].astype(np.float64)
+        metric = str(rest.get("record", ["error"])[0])
+        records = {metric: loss}
+        for name, value in arrays.items():
+            if name.startswith("record."):
+                records[name[len("record.") :]] = value.astype(np.float64)
+        order = rest.get("record", [metric])  # the order they were asked for
+        records = {name: records[name] for name in order if name in records}
         return cls(
             arrays["steps"].astype(np.int64),
-            arrays["loss"].astype(np.float64),
+            loss,
             arrays["w"].astype(np.float64),
             (None if int(ds) < 0 else int(ds)) if single else ds,
             float(meta["seconds"]),
@@ -374,6 +423,7 @@ class TrainResult:
             meta["augmentation"],
             meta["backend"],
             meta=rest,
+            records=records,
         )
 
 

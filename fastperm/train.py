@@ -14,7 +14,13 @@ where ĝ is
   (:func:`fastperm.expected_gradient`). Its runs cost O(T + d), not O(T·d),
   on the compiled backends.
 
-The recorded loss is ``mean((w − w*)²)``. With ``w* = c·1`` and fixed copies,
+What is recorded (``record=``): the parameter error ``mean((w − w*)²)`` (the default when
+w* is known), the training loss ``mean((Xw − y)²)`` (the default for real data, without w*),
+the held-out loss on a test split, and w itself (:data:`fastperm.problems.METRICS`). The
+kernels keep w at the recorded steps only; the training and test losses are computed from
+it after the call, so steps that are not recorded cost nothing more.
+
+With ``w* = c·1`` and fixed copies,
 SGD can only move w inside the span of the n·k augmented examples, so the
 loss from ``w0 = 0`` plateaus near ``1 − min(nk, d)/d`` (the post's Figure 1).
 """
@@ -31,7 +37,7 @@ import numpy.typing as npt
 from . import _checks, _runs, augment, knobs, results
 from ._runs import DivergenceWarning, record_steps  # noqa: F401  (public names)
 from ._typing import FloatArray, IntArray, Sampling, UIntArray
-from .problems import LinearProblem, as_problem, as_problems
+from .problems import LOSSES, METRICS, LinearProblem, as_problem, as_problems
 from .results import TrainResult
 
 #: default bound on the memory the fixed-copy cache may use (bytes): :data:`knobs.CACHE_BYTES`
@@ -59,15 +65,17 @@ def _run(
     sampling: str,
     augmentation: str | augment.Augmentation,
     W0: FloatArray,
+    keep_w: bool,
     backend: str | None,
     cache_bytes: int,
     progress: bool | str,
     threads: int | None,
-) -> tuple[FloatArray, FloatArray, IntArray, _runs.Launched, str]:
+) -> tuple[dict[str, Any], _runs.Launched, str]:
     """Runs on one problem: steps ``start_step + 1 .. start_step + steps`` (``steps``: the
-    sentinel ``rec[-1]`` minus one), recording at the call's steps ``rec``. Returns the
-    outputs, how the call ran and the family. On Ctrl-C, :class:`_runs.Interrupted`
-    carries the outputs so far."""
+    sentinel ``rec[-1]`` minus one), recording at the call's steps ``rec`` (and keeping w
+    there when ``keep_w``). Returns the outputs (``loss_out``, ``w_rec``, ``w_out``,
+    ``status_out``), how the call ran and the family. On Ctrl-C,
+    :class:`_runs.Interrupted` carries the outputs so far."""
     aug = augment.as_augmentation(augmentation)
     aug.check_d(problem.d)  # for every k: the kernels trust the indices it carries
     if k == 1:
@@ -79,17 +87,18 @@ def _run(
     values: dict[str, Any] = {  # the kernel's arguments by name (contract.FAMILIES)
         "X": problem.X,
         "y": problem.y,
-        "w_star": problem.w_star,
+        "w_star": problem.target,
         "W0": W0,
         "lr": lr,
         "steps": steps,
         "record_steps": rec,
-        **_runs.run_outputs(R, rec.shape[0] - 1, d),
+        **_runs.run_outputs(R, rec.shape[0] - 1, d, keep_w),
     }
+    outputs = ("loss_out", "w_rec", "w_out", "status_out")
     if math.isinf(k):
         if start_step:
             raise AssertionError("k = ∞ runs are resumed by replaying from step 0")
-        _checks.moments_fit(X=problem.X, w0=W0, w_star=problem.w_star)
+        _checks.moments_fit(X=problem.X, w0=W0, w_star=problem.target)
         family, plan = aug.closed_form(problem.X)
         values.update(plan)
         call = _runs.Call(family, values, R, R * _work(k, d, n, steps, fresh, family))
@@ -121,9 +130,9 @@ def _run(
     try:
         done = _runs.run(call, backend=backend, threads=threads, progress=progress, warn=False)
     except _runs.Interrupted as exc:
-        exc.result = (values["loss_out"], values["w_out"], values["status_out"])
+        exc.result = {name: values[name] for name in outputs}
         raise
-    return values["loss_out"], values["w_out"], values["status_out"], done, call.family
+    return {name: values[name] for name in outputs}, done, call.family
 
 
 def _records(first: int, count: int, record_every: int, start_step: int) -> IntArray:
@@ -139,6 +148,67 @@ def _records(first: int, count: int, record_every: int, start_step: int) -> IntA
     return np.append(rel, count + 1).astype(np.int64)
 
 
+def as_record(record: object, problems: list[LinearProblem]) -> tuple[str, ...]:
+    """``record=`` validated: names of :data:`fastperm.problems.METRICS`, the primary loss
+    first (``TrainResult.loss``): the first loss named, else the default (``error`` when
+    every problem knows w*, else ``train``), which is also added when only ``w`` is named."""
+    default = "error" if all(p.w_star is not None for p in problems) else "train"
+    if record is None:
+        names: list[str] = [default]
+    else:
+        items = [record] if isinstance(record, str) else record
+        if not isinstance(items, (list, tuple)) or not items:
+            raise TypeError(
+                f"record must be a name or a non-empty list of names of {METRICS}, got {record!r}"
+            )
+        names = [_checks.as_choice("record", name, METRICS) for name in items]
+        if len(set(names)) < len(names):
+            raise ValueError(f"record names something twice: {record!r}")
+    losses = [name for name in names if name in LOSSES] or [default]
+    names = [losses[0], *(name for name in names if name != losses[0])]
+    for problem in problems:
+        problem.check_metrics(tuple(names))
+    return tuple(names)
+
+
+def _recorded(
+    problems: list[LinearProblem],
+    index: IntArray,
+    names: tuple[str, ...],
+    error: FloatArray,
+    w_path: FloatArray | None,
+) -> dict[str, FloatArray]:
+    """The records asked for, by name: the kernels' parameter error, and the losses computed
+    from the parameters kept at the records (``w_path``, runs × records × d), each run's on
+    its own problem."""
+    out: dict[str, FloatArray] = {}
+    for name in names:
+        if name == "error":
+            out[name] = error
+        elif name == "w":
+            assert w_path is not None
+            out[name] = w_path
+        else:
+            assert w_path is not None
+            values = np.empty(error.shape)
+            for g, problem in enumerate(problems):
+                rows = index == g
+                values[rows] = problem.metric(name, w_path[rows])
+            out[name] = values
+    return out
+
+
+def _check_record_memory(runs: int, records: int, d: int) -> None:
+    need = runs * records * d * 8
+    if need > knobs.RECORD_BYTES:
+        raise ValueError(
+            f"record: keeping w at {records} recorded steps of {runs} run(s) with d = {d} "
+            f"needs {need / 2**30:.2f} GiB, over fastperm.knobs.RECORD_BYTES "
+            f"({knobs.RECORD_BYTES / 2**30:.2f} GiB); record less often (a larger "
+            "record_every), fewer runs per call, or raise the knob"
+        )
+
+
 def _train_runs(
     problems: list[LinearProblem],
     index: IntArray,
@@ -150,6 +220,7 @@ def _train_runs(
     augmentation: str | augment.Augmentation,
     W0: FloatArray,
     record_every: int,
+    record: tuple[str, ...],
     backend: str | None,
     cache_bytes: int,
     progress: bool | str,
@@ -160,16 +231,21 @@ def _train_runs(
 ) -> TrainResult:
     """The runs r = 0..R−1 on ``problems[index[r]]`` from ``W0`` (one row, or one per run)
     at step ``start_step``, for ``steps`` steps: one call per problem, one divergence
-    warning, one result. ``origin``: the runs' starts at step 0 (default ``W0``), kept in the
-    metadata; a k = ∞ run resumed at ``start_step > 0`` is replayed from it (its kernels
-    keep a transformed state, so replaying is what makes the result exact)."""
+    warning, one result recording ``record`` (:func:`as_record`). ``origin``: the runs'
+    starts at step 0 (default ``W0``), kept in the metadata; a k = ∞ run resumed at
+    ``start_step > 0`` is replayed from it (its kernels keep a transformed state, so
+    replaying is what makes the result exact)."""
     R, d = index.shape[0], problems[0].d
     origin = W0 if origin is None else origin
     replay = math.isinf(k) and start_step > 0
     first, count, base = (0, start_step + steps, origin) if replay else (start_step, steps, W0)
     rec = _records(first, count, record_every, start_step)
     keep_cols = rec[:-1] >= start_step - first  # a replay keeps the records from start_step
-    loss = np.full((R, int(keep_cols.sum())), np.nan)
+    keep_w = any(name not in ("error",) for name in record)
+    if keep_w:
+        _check_record_memory(R, rec.shape[0] - 1, d)
+    error = np.full((R, int(keep_cols.sum())), np.nan)
+    w_path = np.full((R, error.shape[1], d), np.nan) if keep_w else None
     w, status = np.empty((R, d)), np.full(R, -1, dtype=np.int64)
     seconds, compile_seconds, cache, name, family, threads_used = 0.0, 0.0, True, "", "", 1
     groups = (
@@ -184,23 +260,25 @@ def _train_runs(
                 continue
             start = base if base.shape[0] == 1 else base[rows]
             try:
-                loss_g, w_g, status_g, done, family = _run(
+                out, done, family = _run(
                     problems[g], k, lr[rows], seeds[rows], rec, 0 if replay else start_step,
-                    sampling, augmentation, start, backend, cache_bytes,
+                    sampling, augmentation, start, keep_w, backend, cache_bytes,
                     progress if bar is None else False, threads,
                 )  # fmt: skip
             except _runs.Interrupted as exc:
                 if len(problems) > 1:
                     exc.result = None  # (later problems have not started: no common state)
                     raise
-                loss_g, w_g, status_g = exc.result
                 exc.result = _partial(
-                    problems[0], exc.step, first, rec, keep_cols, loss_g, w_g, status_g, k,
-                    lr, seeds, sampling, augmentation, origin, start_step, record_every,
+                    problems[0], exc.step, first, rec, keep_cols, exc.result, record, k, lr,
+                    seeds, sampling, augmentation, origin, start_step, record_every,
                 )  # fmt: skip
                 raise
-            loss[rows] = loss_g[:, keep_cols]
-            w[rows] = w_g
+            error[rows] = out["loss_out"][:, keep_cols]
+            if w_path is not None:
+                w_path[rows] = out["w_rec"][:, keep_cols]
+            w[rows] = out["w_out"]
+            status_g = out["status_out"]
             status[rows] = np.where(status_g >= 0, status_g + first, -1)
             seconds += done.seconds
             compile_seconds += done.compile_seconds
@@ -212,12 +290,13 @@ def _train_runs(
         if bar is not None:
             bar.close()
     steps_rec = rec[:-1][keep_cols] + first
+    records = _recorded(problems, index, record, error, w_path)
     if warn:
-        _runs.warn_divergence(status, lr, seeds, steps_rec, loss)
-    meta = _meta(problems, index, start_step + steps, start_step, record_every, origin)
+        _runs.warn_divergence(status, lr, seeds, steps_rec, records[record[0]])
+    meta = _meta(problems, index, start_step + steps, start_step, record_every, origin, record)
     meta.update(family=family, threads=threads_used, cache=cache, compile_seconds=compile_seconds)
-    return TrainResult(steps_rec, loss, w, status, seconds, k, lr, seeds, sampling, augmentation,
-                       name, meta)  # fmt: skip
+    return TrainResult(steps_rec, records[record[0]], w, status, seconds, k, lr, seeds, sampling,
+                       augmentation, name, meta, records)  # fmt: skip
 
 
 def _meta(
@@ -227,14 +306,17 @@ def _meta(
     start_step: int,
     record_every: int,
     origin: FloatArray,
+    record: tuple[str, ...],
 ) -> dict[str, Any]:
-    """A training result's metadata: the problem(s), the steps it covers, its start."""
+    """A training result's metadata: the problem(s), the steps it covers, what it recorded,
+    its start."""
     many = len(problems) > 1
     meta: dict[str, Any] = {
         "problem": [p.describe() for p in problems] if many else problems[0].describe(),
         "steps": steps,
         "start_step": start_step,
         "record_every": record_every,
+        "record": list(record),
         "w0": origin,
         **results.environment(),
     }
@@ -249,9 +331,8 @@ def _partial(
     first: int,
     rec: IntArray,
     keep_cols: npt.NDArray[np.bool_],
-    loss: FloatArray,
-    w: FloatArray,
-    status: IntArray,
+    out: dict[str, Any],
+    record: tuple[str, ...],
     k: float,
     lr: FloatArray,
     seeds: UIntArray,
@@ -261,26 +342,30 @@ def _partial(
     start_step: int,
     record_every: int,
 ) -> TrainResult:
-    """The result of an interrupted single-problem call: the records up to the call's step
-    ``step`` and a last record there (its loss computed here), w at that step."""
+    """The result of an interrupted single-problem call (``out``: the outputs so far): the
+    records up to the call's step ``step`` and a last record there (computed here from w),
+    w at that step."""
     done = rec[:-1] <= step
     cols = keep_cols & done
     steps_rec = rec[:-1][cols] + first
-    loss = loss[:, cols]
-    status = np.where(status >= 0, status + first, -1)
+    error = out["loss_out"][:, cols]
+    w_path = out["w_rec"][:, cols] if out["w_rec"].shape[1] else None
+    status = np.where(out["status_out"] >= 0, out["status_out"] + first, -1)
+    w = out["w_out"].copy()
+    w[status >= 0] = np.nan
     if steps_rec.size == 0 or steps_rec[-1] != first + step:
         with np.errstate(all="ignore"):
-            last = np.mean((w - problem.w_star) ** 2, axis=1)
-        last[status >= 0] = np.nan
+            last = np.mean((w - problem.target) ** 2, axis=1)
         steps_rec = np.append(steps_rec, first + step)
-        loss = np.column_stack((loss, last))
-    w = w.copy()
-    w[status >= 0] = np.nan
+        error = np.column_stack((error, last))
+        if w_path is not None:
+            w_path = np.concatenate((w_path, w[:, None, :]), axis=1)
     index = np.zeros(w.shape[0], dtype=np.int64)
-    meta = _meta([problem], index, first + step, start_step, record_every, origin)
+    records = _recorded([problem], index, record, error, w_path)
+    meta = _meta([problem], index, first + step, start_step, record_every, origin, record)
     meta["interrupted"] = True
-    return TrainResult(steps_rec, loss, w, status, 0.0, k, lr, seeds, sampling, augmentation,
-                       "", meta)  # fmt: skip
+    return TrainResult(steps_rec, records[record[0]], w, status, 0.0, k, lr, seeds, sampling,
+                       augmentation, "", meta, records)  # fmt: skip
 
 
 def _as_augmentation_arg(augmentation: object) -> str | augment.Augmentation:
@@ -320,6 +405,7 @@ def train(
     w0: npt.ArrayLike | None = None,
     seed: int = 0,
     record_every: int = 1,
+    record: str | Sequence[str] | None = None,
     backend: str | None = None,
     cache_bytes: int | None = None,
     threads: int | None = None,
@@ -354,6 +440,16 @@ def train(
         gives the same copies on every backend.
     record_every : int >= 1
         Record the loss every this many steps (and at the last step).
+    record : str or list of str, optional
+        What to record at those steps (:data:`fastperm.problems.METRICS`): ``"error"``,
+        the parameter error ``mean((w − w*)²)`` (needs w*; the default when the problem
+        has it); ``"train"``, the training loss ``mean((Xw − y)²)`` (the default for a
+        problem without w*); ``"test"``, the same on the problem's held-out split;
+        ``"w"``, the parameters themselves. ``.loss`` is the first loss named, ``.records``
+        holds all of them. The kernels keep w at the recorded steps only (runs × records ×
+        d floats, at most :data:`fastperm.knobs.RECORD_BYTES`) and the training and test
+        losses are computed from it after the call: steps between records cost nothing
+        more.
     backend : str, optional
         ``"numba"`` (default), ``"cython"``, ``"numpy"`` (reference), ``"cuda"`` (GPU); see
         :func:`fastperm.backends.get`.
@@ -374,7 +470,7 @@ def train(
     Returns
     -------
     TrainResult
-        ``.steps``, ``.loss``, ``.w``, ``.seconds``, ``.diverged_step``.
+        ``.steps``, ``.loss``, ``.records``, ``.w``, ``.seconds``, ``.diverged_step``.
         :func:`fastperm.resume` continues it.
 
     Raises
@@ -408,6 +504,18 @@ def train(
     >>> res = fastperm.train(problem, math.inf, lr=0.01, steps=200, record_every=50)
     >>> [round(float(v), 6) for v in res.loss]
     [1.0, 0.469107, 0.220062, 0.103233, 0.048427]
+
+    Training and held-out losses, and w, at the same steps:
+
+    >>> split = fastperm.LinearProblem.sample(d=50, n=10, seed=0, n_test=100)
+    >>> res = fastperm.train(split, 4, lr=0.01, steps=200, record_every=100,
+    ...                      record=["train", "test", "w"])
+    >>> [round(float(v), 4) for v in res.records["train"]]
+    [37.5807, 2.1823, 0.953]
+    >>> [round(float(v), 4) for v in res.records["test"]]
+    [51.9115, 25.4239, 21.721]
+    >>> res.records["w"].shape
+    (3, 50)
     """
     problem = as_problem(problem)
     k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
@@ -415,11 +523,12 @@ def train(
     )
     lrs = np.array([_checks.as_positive_real("lr", lr)])
     seeds = np.array([_checks.as_seed("seed", seed)], dtype=np.uint64)
+    names = as_record(record, [problem])
     W0 = problem.start(w0)
     try:
         res = _train_runs(
             [problem], np.zeros(1, dtype=np.int64), k, lrs, seeds, steps, sampling,
-            augmentation, W0, record_every, backend, cache_bytes, progress, threads,
+            augmentation, W0, record_every, names, backend, cache_bytes, progress, threads,
         )  # fmt: skip
     except _runs.Interrupted as exc:
         exc.result = None if exc.result is None else _single(exc.result)
@@ -430,7 +539,8 @@ def train(
 def _single(res: TrainResult) -> TrainResult:
     """A one-run result in the form :func:`train` returns (1-D arrays, scalar settings)."""
     status = int(np.asarray(res.diverged_step)[0])
-    res.loss, res.w = res.loss[0], res.w[0]
+    res.records = {name: values[0] for name, values in res.records.items()}
+    res.loss, res.w = res.records[res.metric], res.w[0]
     res.diverged_step = None if status < 0 else status
     res.lr, res.seed = float(np.asarray(res.lr)[0]), int(np.asarray(res.seed)[0])
     return res
@@ -447,6 +557,7 @@ def train_many(
     augmentation: str | augment.Augmentation = "permutation",
     w0: npt.ArrayLike | None = None,
     record_every: int = 1,
+    record: str | Sequence[str] | None = None,
     backend: str | None = None,
     cache_bytes: int | None = None,
     progress: bool | str = False,
@@ -485,7 +596,8 @@ def train_many(
     Returns
     -------
     TrainResult
-        ``.loss`` has shape (runs, records), ``.w`` (runs, d),
+        ``.loss`` has shape (runs, records) (``.records["w"]``: (runs, records, d)),
+        ``.w`` (runs, d),
         ``.diverged_step`` (runs,) with -1 for finite runs; ``.seed`` and ``.lr``
         are the per-run arrays.
 
@@ -513,6 +625,7 @@ def train_many(
     k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
         k, steps, sampling, augmentation, record_every, cache_bytes, threads
     )
+    names = as_record(record, problems)
     seeds, lr = _checks.seeds_and_lr(seeds, lr)
     if len(problems) == 1:
         index = np.zeros(lr.shape[0], dtype=np.int64)
@@ -524,7 +637,7 @@ def train_many(
         W0 = _starts(problems, index, w0)
     return _train_runs(
         problems, index, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
-        backend, cache_bytes, progress, threads,
+        names, backend, cache_bytes, progress, threads,
     )  # fmt: skip
 
 
@@ -627,11 +740,18 @@ def resume(
     if start + steps > 2**32 - 2:
         raise ValueError(f"steps: the run would pass step 2**32 - 2 (it is at step {start})")
     single = result.loss.ndim == 1
+    record = tuple(result.meta.get("record", ("error",)))
+    for p in problems:
+        p.check_metrics(record)
     # copies: the result passed in is never changed
     lr = np.array(result.lr, dtype=np.float64, ndmin=1)
     seeds = np.array(result.seed, dtype=np.uint64, ndmin=1)
     W = np.array(result.w, dtype=np.float64, ndmin=2)
-    last = np.array(result.loss, dtype=np.float64, ndmin=2)[:, -1]
+    # each record's last column (the state the continuation starts from), one row per run
+    last = {
+        name: np.array(values[None] if single else values, dtype=np.float64)[:, -1]
+        for name, values in result.records.items()
+    }
     ds = result.diverged_step
     status = np.array(-1 if ds is None else ds, dtype=np.int64, ndmin=1)
     R = lr.shape[0]
@@ -642,13 +762,17 @@ def resume(
 
     def expand(part: TrainResult) -> TrainResult:
         """The alive runs' continuation back among all runs (diverged ones stay so)."""
-        loss = np.full((R, part.loss.shape[1]), np.nan)
+        for name, values in part.records.items():
+            full = np.full((R, *values.shape[1:]), np.nan)
+            full[alive] = values
+            full[alive, 0] = last[name][alive]  # the state it continues from
+            part.records[name] = full
         w = np.full((R, W.shape[1]), np.nan)
-        loss[alive], w[alive] = part.loss, part.w
-        loss[alive, 0] = last[alive]  # the state it continues from
+        w[alive] = part.w
         merged = status.copy()
         merged[alive] = cast(IntArray, part.diverged_step)
-        part.loss, part.w, part.diverged_step, part.lr, part.seed = loss, w, merged, lr, seeds
+        part.loss, part.w, part.diverged_step = part.records[part.metric], w, merged
+        part.lr, part.seed = lr, seeds
         part.meta["w0"] = origin
         if "problem_index" in result.meta:
             part.meta["problem_index"] = index
@@ -658,7 +782,7 @@ def resume(
         part = _train_runs(
             problems, index[alive], result.k, lr[alive], seeds[alive], steps,
             cast(Sampling, result.sampling), augmentation, W[alive],
-            result.meta["record_every"], backend, cache_bytes, progress, threads,
+            result.meta["record_every"], record, backend, cache_bytes, progress, threads,
             start_step=start, origin=origin if origin.shape[0] == 1 else origin[alive],
             warn=False,
         )  # fmt: skip

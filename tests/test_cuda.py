@@ -93,6 +93,19 @@ def test_resumed_and_split_runs_equal_one_call(problem, k, sampling, monkeypatch
     np.testing.assert_array_equal(parts.w, whole.w)
 
 
+@pytest.mark.parametrize("k", [1, 3, math.inf])
+def test_kept_parameters(k):
+    """record=: w kept at the recorded steps on the device (each thread its coordinates;
+    one thread per run at k = ∞), and the losses computed from it, as on the CPU."""
+    split = fastperm.LinearProblem.sample(d=7, n=3, seed=7, n_test=4)
+    kw = dict(KW, record=["test", "w", "error"])
+    a = fastperm.train_many(split, k, backend="numba", **kw)
+    b = fastperm.train_many(split, k, backend="cuda", **kw)
+    np.testing.assert_array_equal(b.records["w"][:, -1], b.w)
+    for name in ("test", "w", "error"):
+        assert _rel(b.records[name], a.records[name]) < 1e-10
+
+
 def test_block_size_does_not_change_results(problem):
     cu = backends.get("cuda")
     runs = {}
@@ -174,13 +187,16 @@ def test_device_arrays_in_and_out(problem):
         np.array([1, 2], dtype=np.uint64),
     )
     sampler = fastperm.augment.Permutation().sampler()
-    cu.sgd_runs(*args, 3, 10, 0, False, *sampler, rec, True, loss, w, status)
+    w_rec = np.empty((R, rec.size - 1, problem.d))
+    cu.sgd_runs(*args, 3, 10, 0, False, *sampler, rec, True, loss, w_rec, w, status)
     dargs = [cuda.to_device(a) for a in args]
-    douts = [cuda.device_array_like(a) for a in (loss, w, status)]
+    douts = [cuda.device_array_like(a) for a in (loss, w_rec, w, status)]
     cu.sgd_runs(*dargs, 3, 10, 0, False, *sampler, cuda.to_device(rec), True, *douts)
     np.testing.assert_array_equal(douts[0].copy_to_host(), loss)
-    np.testing.assert_array_equal(douts[1].copy_to_host(), w)
-    assert (douts[2].copy_to_host() == -1).all()
+    np.testing.assert_array_equal(douts[1].copy_to_host(), w_rec)
+    np.testing.assert_array_equal(douts[2].copy_to_host(), w)
+    np.testing.assert_array_equal(w_rec[:, -1], w)  # the last record is the final w
+    assert (douts[3].copy_to_host() == -1).all()
 
 
 BRACKET_MODELS = [

@@ -77,7 +77,8 @@ PLANTED = textwrap.dedent("""
     try:
         kern.sgd_runs(X, y, w_star, W0, np.full(1, 1e-3), np.zeros(1, dtype=np.uint64), 2, 5, 0,
                       False, rng.KIND_BLOCK, np.zeros(2), gidx, gptr, np.array([0, 5, 6]),
-                      True, np.empty((1, 2)), np.empty((1, 6)), np.empty(1, dtype=np.int64))
+                      True, np.empty((1, 2)), np.empty((1, 0, 6)), np.empty((1, 6)),
+                      np.empty(1, dtype=np.int64))
     except Exception as exc:  # IndexError, wrapped in SystemError when raised in a prange
         chain = [exc, exc.__context__, exc.__cause__]
         print("caught" if any(isinstance(e, IndexError) for e in chain) else repr(exc))

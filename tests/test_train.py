@@ -86,6 +86,7 @@ def test_expected_path_vs_explicit_loop(compiled, rng):
             fastperm.rng.KIND_RESAMPLE if aug == "resample" else fastperm.rng.KIND_PERMUTATION,
             rec,
             loss,
+            np.empty((1, 0, 30)),
             w,
             status,
         )

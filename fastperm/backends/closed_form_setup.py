@@ -39,8 +39,17 @@ def fourier_setup(X, w_star, W0, R):
 
 
 def fourier_finish(RE, IM, w_out):
-    """``w_out[r]`` = the inverse transform of run r's ŵ."""
-    w_out[:] = np.fft.irfft(RE + 1j * IM, n=w_out.shape[1], axis=1)
+    """``w_out[r]`` = the inverse transform of run r's ŵ (the last axis is the spectrum's:
+    also ``w_rec[r, q]`` from the spectra kept at the records)."""
+    if w_out.size:
+        w_out[:] = np.fft.irfft(RE + 1j * IM, n=w_out.shape[-1], axis=-1)
+
+
+def spectra_kept(w_rec, F):
+    """``(RE_rec, IM_rec)``, (R, m, F) each: where a run's ŵ is kept at its records (m = 0
+    when no parameters are kept)."""
+    shape = (w_rec.shape[0], w_rec.shape[1], F)
+    return np.zeros(shape), np.zeros(shape)
 
 
 class BlockState:
@@ -52,7 +61,7 @@ class BlockState:
     centred part and the deviation ``DELTA`` of the block means from w*'s (updated in place).
     """
 
-    def __init__(self, X, w_star, W0, R, gidx, gptr):
+    def __init__(self, X, w_star, W0, R, gidx, gptr, records=0):
         n, d = X.shape
         G = gptr.shape[0] - 1
         self.labels = np.empty(d, dtype=np.int64)
@@ -75,7 +84,16 @@ class BlockState:
         # with a constant block in w0 its centred part stays zero: α plays no role there
         self.ALPHA = np.where(self.U > 0.0, 1.0, 0.0)
         self.DELTA = np.ascontiguousarray(mean0 - self.ustar)
+        # α and δ at the recorded steps, when the parameters there are kept (records > 0)
+        self.ALPHA_rec = np.zeros((R, records, G))
+        self.DELTA_rec = np.zeros((R, records, G))
 
-    def finish(self, w_out):
-        """``w_out[r] = α_G u + δ_G + μ*_G`` per group, from the final ALPHA and DELTA."""
+    def finish(self, w_out, w_rec):
+        """``w = α_G u + δ_G + μ*_G`` per group: ``w_out[r]`` from the final ALPHA and DELTA,
+        ``w_rec[r, q]`` from those kept at the records."""
         w_out[:] = self.ALPHA[:, self.labels] * self.u + (self.DELTA + self.ustar)[:, self.labels]
+        if w_rec.size:
+            w_rec[:] = (
+                self.ALPHA_rec[:, :, self.labels] * self.u[:, None, :]
+                + (self.DELTA_rec + self.ustar)[:, :, self.labels]
+            )

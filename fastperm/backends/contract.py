@@ -129,6 +129,13 @@ GIDX = _a(
 GPTR = _a("gptr", "setting", "(G + 1,) int64 group boundaries in gidx")
 RECORD = _a("record_steps", "schedule", "(m + 2,) int64 recorded steps and the sentinel")
 LOSS = _a("loss_out", "output", "(R, m + 1) recorded losses ``mean((w − w_star)²)``")
+W_REC = _a(
+    "w_rec",
+    "output",
+    "(R, m + 1, d): ``w_rec[r, q]`` = run r's parameters after ``s_q`` steps; or (R, 0, d): "
+    "none kept (the kernel writes nothing). Written at the recorded steps only; rows past a "
+    "divergence are left unwritten (the harness sets them to NaN)",
+)
 W_OUT = _a("w_out", "output", "(R, d) final parameters (the harness sets a diverged run's to NaN)")
 STATUS = _a("status_out", "output", "(R,) int64 -1 or the divergence step")
 
@@ -180,6 +187,7 @@ FAMILIES = {
                     "checked the memory budget); never changes results",
                 ),
                 LOSS,
+                W_REC,
                 W_OUT,
                 STATUS,
             ),
@@ -200,6 +208,7 @@ FAMILIES = {
                 _a("kind", "setting", "``KIND_PERMUTATION`` or ``KIND_RESAMPLE``"),
                 RECORD,
                 LOSS,
+                W_REC,
                 W_OUT,
                 STATUS,
             ),
@@ -241,6 +250,7 @@ FAMILIES = {
                 STEPS,
                 RECORD,
                 LOSS,
+                W_REC,
                 W_OUT,
                 STATUS,
             ),
@@ -251,14 +261,14 @@ FAMILIES = {
             "closed_forms",
             "k = ∞ runs for cyclic shifts (circulant second moment), kept in the Fourier "
             "domain: O(d) per step.",
-            (X, Y, W_STAR, W0, LR, STEPS, RECORD, LOSS, W_OUT, STATUS),
+            (X, Y, W_STAR, W0, LR, STEPS, RECORD, LOSS, W_REC, W_OUT, STATUS),
             RUNS_RETURN,
         ),
         Family(
             "block_runs",
             "closed_forms",
             "k = ∞ runs for permutations within groups: O(G) per step, O(T·G + n·d) per run.",
-            (X, Y, W_STAR, W0, LR, GIDX, GPTR, STEPS, RECORD, LOSS, W_OUT, STATUS),
+            (X, Y, W_STAR, W0, LR, GIDX, GPTR, STEPS, RECORD, LOSS, W_REC, W_OUT, STATUS),
             RUNS_RETURN,
         ),
         Family(
@@ -275,6 +285,7 @@ FAMILIES = {
                 STEPS,
                 RECORD,
                 LOSS,
+                W_REC,
                 W_OUT,
                 STATUS,
             ),

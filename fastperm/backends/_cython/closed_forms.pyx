@@ -12,10 +12,10 @@ from libc.string cimport memcpy
 
 from cython.parallel cimport prange
 
-from .vec cimport _dot, _mse, _nan_from
+from .vec cimport _dot, _keep, _mse, _nan_from, _rows, _run_rows
 
 
-from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
+from ..closed_form_setup import BlockState, fourier_finish, fourier_setup, spectra_kept
 from .parallel import chunks
 
 
@@ -23,13 +23,14 @@ cdef int64_t _diag_rank1_run(const double* X, const double* y, const double* w_s
                              int64_t n, int64_t d, double lr, double beta, double gamma,
                              const double* D, int64_t nD, int64_t steps,
                              const int64_t* record_steps, double* loss_row,
-                             int64_t nq) noexcept nogil:
+                             int64_t nq, double* kept) noexcept nogil:
     cdef int64_t t, i, m, q = 1
     cdef double s, dot, c, wm
     cdef const double* x
     cdef const double* xn
     cdef const double* Di
     loss_row[0] = _mse(w, w_star, d)
+    _keep(kept, 0, w, d)
     dot = _dot(w, X, d)
     for t in range(steps):
         i = t % n
@@ -50,6 +51,7 @@ cdef int64_t _diag_rank1_run(const double* X, const double* y, const double* w_s
             if not isfinite(loss_row[q]):
                 _nan_from(loss_row, q, nq)
                 return t + 1
+            _keep(kept, q, w, d)
             q += 1
     return -1
 
@@ -57,9 +59,11 @@ cdef int64_t _diag_rank1_run(const double* X, const double* y, const double* w_s
 def diag_rank1_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
                     const double[:, ::1] W0, const double[::1] lr, double beta, double gamma,
                     const double[:, ::1] D, int64_t steps, const int64_t[::1] record_steps,
-                    double[:, ::1] loss_out, double[:, ::1] w_out, int64_t[::1] status_out):
+                    double[:, ::1] loss_out, double[:, :, ::1] w_rec, double[:, ::1] w_out,
+                    int64_t[::1] status_out):
     cdef int64_t n = X.shape[0], d = X.shape[1], R = lr.shape[0], nq = loss_out.shape[1], r
     cdef int64_t nrows = W0.shape[0], nD = D.shape[0]
+    cdef double* kept = _rows(w_rec)
     cdef int nthreads = chunks(R)
     if R == 0:
         return
@@ -68,14 +72,15 @@ def diag_rank1_runs(const double[:, ::1] X, const double[::1] y, const double[::
             memcpy(&w_out[r, 0], &W0[r % nrows, 0], d * sizeof(double))
             status_out[r] = _diag_rank1_run(&X[0, 0], &y[0], &w_star[0], &w_out[r, 0], n, d,
                                             lr[r], beta, gamma, &D[0, 0], nD, steps,
-                                            &record_steps[0], &loss_out[r, 0], nq)
+                                            &record_steps[0], &loss_out[r, 0], nq,
+                                            _run_rows(kept, r, nq * d))
 
 
 cdef int64_t _fourier_run(const double* lam, const double* s1, const double* y, double* re,
                           double* im, const double* sre, const double* sim, const double* wt,
                           int64_t n, int64_t F, int64_t d, double lr, int64_t steps,
                           const int64_t* record_steps, double* loss_row,
-                          int64_t nq) noexcept nogil:
+                          int64_t nq, double* re_rec, double* im_rec) noexcept nogil:
     cdef double scale = 1.0 / (<double>d * d), s = 0.0, a, b, g, val
     cdef int64_t t, i, f, q = 1
     cdef const double* li
@@ -84,6 +89,8 @@ cdef int64_t _fourier_run(const double* lam, const double* s1, const double* y, 
         b = im[f] - sim[f]
         s += wt[f] * (a * a + b * b)
     loss_row[0] = s * scale
+    _keep(re_rec, 0, re, F)
+    _keep(im_rec, 0, im, F)
     for t in range(steps):
         i = t % n
         li = lam + i * F
@@ -111,32 +118,42 @@ cdef int64_t _fourier_run(const double* lam, const double* s1, const double* y, 
             return t + 1
         if record_steps[q] == t + 1:
             loss_row[q] = val
+            _keep(re_rec, q, re, F)
+            _keep(im_rec, q, im, F)
             q += 1
     return -1
 
 
-def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
-    """Cyclic shifts: FFTs at set-up and at the end (NumPy), the steps in Fourier space."""
+def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_rec, w_out,
+                   status_out):
+    """Cyclic shifts: FFTs at set-up and at the end (NumPy), the steps in Fourier space (ŵ
+    kept at the records and transformed back after the loop when parameters are kept)."""
     if lr.shape[0] == 0:
         return
     lam, s1, RE, IM, sre, sim, wt = fourier_setup(X, w_star, W0, lr.shape[0])
+    RE_rec, IM_rec = spectra_kept(w_rec, RE.shape[1])
     _fourier_runs(lam, s1, y, RE, IM, sre, sim, wt, X.shape[1], lr, steps, record_steps,
-                  loss_out, status_out)
+                  loss_out, RE_rec, IM_rec, status_out)
     fourier_finish(RE, IM, w_out)
+    fourier_finish(RE_rec, IM_rec, w_rec)
 
 
 def _fourier_runs(const double[:, ::1] lam, const double[::1] s1, const double[::1] y,
                   double[:, ::1] RE, double[:, ::1] IM, const double[::1] sre,
                   const double[::1] sim, const double[::1] wt, int64_t d, const double[::1] lr,
                   int64_t steps, const int64_t[::1] record_steps, double[:, ::1] loss_out,
-                  int64_t[::1] status_out):
+                  double[:, :, ::1] RE_rec, double[:, :, ::1] IM_rec, int64_t[::1] status_out):
     cdef int64_t n = lam.shape[0], F = lam.shape[1], R = lr.shape[0], nq = loss_out.shape[1], r
+    cdef double* re_rec = _rows(RE_rec)
+    cdef double* im_rec = _rows(IM_rec)
     cdef int nthreads = chunks(R)
     with nogil:
         for r in prange(R, schedule="static", num_threads=nthreads):
             status_out[r] = _fourier_run(&lam[0, 0], &s1[0], &y[0], &RE[r, 0], &IM[r, 0],
                                          &sre[0], &sim[0], &wt[0], n, F, d, lr[r], steps,
-                                         &record_steps[0], &loss_out[r, 0], nq)
+                                         &record_steps[0], &loss_out[r, 0], nq,
+                                         _run_rows(re_rec, r, nq * F),
+                                         _run_rows(im_rec, r, nq * F))
 
 
 cdef inline double _block_loss(const double* alpha, const double* delta, const double* size,
@@ -156,11 +173,13 @@ cdef int64_t _block_run(const double* a, const double* c, const double* mg, cons
                         const double* Wss, int64_t n, int64_t G, int64_t d, const double* y,
                         double* alpha, double* delta, double lr, int64_t steps,
                         const int64_t* record_steps, double* loss_row,
-                        int64_t nq) noexcept nogil:
+                        int64_t nq, double* alpha_rec, double* delta_rec) noexcept nogil:
     cdef int64_t t, i, g, q = 1
     cdef double T, M
     cdef bint ok
     loss_row[0] = _block_loss(alpha, delta, size, U, V, Wss, G, d)
+    _keep(alpha_rec, 0, alpha, G)
+    _keep(delta_rec, 0, delta, G)
     for t in range(steps):
         i = t % n
         T = 0.0
@@ -182,6 +201,8 @@ cdef int64_t _block_run(const double* a, const double* c, const double* mg, cons
             if not isfinite(loss_row[q]):
                 _nan_from(loss_row, q, nq)
                 return t + 1
+            _keep(alpha_rec, q, alpha, G)
+            _keep(delta_rec, q, delta, G)
             q += 1
     return -1
 
@@ -191,36 +212,43 @@ def _block_runs(const double[:, ::1] a, const double[:, ::1] c, const double[:, 
                 const double[:, ::1] V, const double[::1] Wss, int64_t d, const double[::1] y,
                 double[:, ::1] ALPHA, double[:, ::1] DELTA, const double[::1] lr,
                 int64_t steps, const int64_t[::1] record_steps, double[:, ::1] loss_out,
+                double[:, :, ::1] ALPHA_rec, double[:, :, ::1] DELTA_rec,
                 int64_t[::1] status_out):
     cdef int64_t n = a.shape[0], G = a.shape[1], R = lr.shape[0], nq = loss_out.shape[1], r
+    cdef double* alpha_rec = _rows(ALPHA_rec)
+    cdef double* delta_rec = _rows(DELTA_rec)
     cdef int nthreads = chunks(R)
     with nogil:
         for r in prange(R, schedule="static", num_threads=nthreads):
             status_out[r] = _block_run(&a[0, 0], &c[0, 0], &mg[0, 0], &size[0], &ustar[0],
                                        &U[r, 0], &V[r, 0], &Wss[0], n, G, d, &y[0],
                                        &ALPHA[r, 0], &DELTA[r, 0], lr[r], steps,
-                                       &record_steps[0], &loss_out[r, 0], nq)
+                                       &record_steps[0], &loss_out[r, 0], nq,
+                                       _run_rows(alpha_rec, r, nq * G),
+                                       _run_rows(delta_rec, r, nq * G))
 
 
-def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out,
+def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_rec, w_out,
                status_out):
     """Block permutations in O(T·G + n·d) (set-up in NumPy, shared with the Numba twin)."""
     if lr.shape[0] == 0:
         return
-    b = BlockState(X, w_star, W0, lr.shape[0], gidx, gptr)
+    b = BlockState(X, w_star, W0, lr.shape[0], gidx, gptr, w_rec.shape[1])
     _block_runs(b.a, b.c, b.mg, b.size, b.ustar, b.U, b.V, b.Wss, X.shape[1], y, b.ALPHA,
-                b.DELTA, lr, steps, record_steps, loss_out, status_out)
-    b.finish(w_out)
+                b.DELTA, lr, steps, record_steps, loss_out, b.ALPHA_rec, b.DELTA_rec,
+                status_out)
+    b.finish(w_out, w_rec)
 
 
 cdef int64_t _dense_run(const double* M, const double* mu, const double* y,
                         const double* w_star, double* w, double* g, int64_t n, int64_t d,
                         double lr, int64_t steps, const int64_t* record_steps,
-                        double* loss_row, int64_t nq) noexcept nogil:
+                        double* loss_row, int64_t nq, double* kept) noexcept nogil:
     cdef int64_t t, i, m, l, q = 1
     cdef double s, acc, e
     cdef const double* Mi
     loss_row[0] = _mse(w, w_star, d)
+    _keep(kept, 0, w, d)
     for t in range(steps):
         i = t % n
         for m in range(d):
@@ -239,6 +267,7 @@ cdef int64_t _dense_run(const double* M, const double* mu, const double* y,
             return t + 1
         if record_steps[q] == t + 1:
             loss_row[q] = s / d
+            _keep(kept, q, w, d)
             q += 1
     return -1
 
@@ -246,9 +275,10 @@ cdef int64_t _dense_run(const double* M, const double* mu, const double* y,
 def dense_runs(const double[:, :, ::1] M, const double[:, ::1] mu, const double[::1] y,
                const double[::1] w_star, const double[:, ::1] W0, const double[::1] lr,
                int64_t steps, const int64_t[::1] record_steps, double[:, ::1] loss_out,
-               double[:, ::1] w_out, int64_t[::1] status_out):
+               double[:, :, ::1] w_rec, double[:, ::1] w_out, int64_t[::1] status_out):
     cdef int64_t n = mu.shape[0], d = mu.shape[1], R = lr.shape[0], nq = loss_out.shape[1], r
     cdef int64_t nrows = W0.shape[0], failed = 0
+    cdef double* kept = _rows(w_rec)
     cdef double* g
     cdef int nthreads = chunks(R)
     if R == 0:
@@ -262,7 +292,8 @@ def dense_runs(const double[:, :, ::1] M, const double[:, ::1] mu, const double[
                 memcpy(&w_out[r, 0], &W0[r % nrows, 0], d * sizeof(double))
                 status_out[r] = _dense_run(&M[0, 0, 0], &mu[0, 0], &y[0], &w_star[0],
                                            &w_out[r, 0], g, n, d, lr[r], steps,
-                                           &record_steps[0], &loss_out[r, 0], nq)
+                                           &record_steps[0], &loss_out[r, 0], nq,
+                                           _run_rows(kept, r, nq * d))
             free(g)
     if failed:
         raise MemoryError("could not allocate the gradient scratch of dense_runs")

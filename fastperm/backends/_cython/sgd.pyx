@@ -25,7 +25,7 @@ from cython.parallel cimport prange
 import numpy as np
 
 from .rng cimport KIND_RESAMPLE, augment_kind_into, buffer_size, make_key
-from .vec cimport _dot, _mse, _nan_from
+from .vec cimport _dot, _keep, _mse, _nan_from, _rows, _run_rows
 
 # the streams of fastperm.rng (the spec module is the single source)
 from ... import rng as _spec
@@ -55,7 +55,7 @@ cdef inline double _plain_step(double* w, const double* x, const double* xn, dou
 cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, double* w,
                         int64_t n, int64_t d, double lr, int64_t t0, int64_t steps,
                         const int64_t* record_steps, double* loss_row,
-                        int64_t nq) noexcept nogil:
+                        int64_t nq, double* kept) noexcept nogil:
     """Plain SGD (k = 1), one fused pass over w per step; the call's step t is the run's
     step t0 + t. Returns the status."""
     cdef int64_t t, i, q = 1
@@ -65,6 +65,7 @@ cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, 
     dot = _plain_step(w, X + (i - 1 if i > 0 else n - 1) * d, X + i * d, lr * 0.0, w_star,
                       d, &s)
     loss_row[0] = s / d
+    _keep(kept, 0, w, d)
     i = i - 1 if i > 0 else n - 1
     for t in range(steps):
         i += 1  # i = (t0 + t) mod n, without a 64-bit division per step
@@ -81,6 +82,7 @@ cdef int64_t _plain_run(const double* X, const double* y, const double* w_star, 
             if not isfinite(loss_row[q]):
                 _nan_from(loss_row, q, nq)
                 return t + 1
+            _keep(kept, q, w, d)
             q += 1
     return -1
 
@@ -108,8 +110,8 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
                         int64_t n, int64_t d, int64_t k, double lr, uint64_t seed,
                         int64_t t0, int64_t steps, bint fresh, Aug aug,
                         const int64_t* record_steps,
-                        double* loss_row, int64_t nq, bint keep, double* cache, uint64_t* buf,
-                        double* res) noexcept nogil:
+                        double* loss_row, int64_t nq, double* kept, bint keep, double* cache,
+                        uint64_t* buf, double* res) noexcept nogil:
     """k-fold augmented SGD. ``cache`` holds n·k·d when fixed copies are kept, else k·d.
 
     The call's step t is the run's step s = t0 + t: example i = s mod n, copies A_j
@@ -122,6 +124,7 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
     cdef double* Aj
     cdef bint ok
     loss_row[0] = _mse(w, w_star, d)
+    _keep(kept, 0, w, d)
     for t in range(steps):
         i = (t0 + t) % n
         if keep:
@@ -148,6 +151,7 @@ cdef int64_t _kfold_run(const double* X, const double* y, const double* w_star, 
             if not isfinite(loss_row[q]):
                 _nan_from(loss_row, q, nq)
                 return t + 1
+            _keep(kept, q, w, d)
             q += 1
     return -1
 
@@ -158,7 +162,7 @@ def sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_st
              const double[::1] fparams,
              const int64_t[::1] gidx, const int64_t[::1] gptr,
              const int64_t[::1] record_steps, bint cache, double[:, ::1] loss_out,
-             double[:, ::1] w_out, int64_t[::1] status_out):
+             double[:, :, ::1] w_rec, double[:, ::1] w_out, int64_t[::1] status_out):
     """Driver: runs ``r = c, c + nchunks, ...`` go to chunk c, which owns its scratch."""
     cdef Aug aug = Aug(kind, &fparams[0], &gidx[0], &gptr[0], gptr.shape[0] - 1)
     cdef int64_t n = X.shape[0], d = X.shape[1], R = lr.shape[0], nq = loss_out.shape[1]
@@ -167,6 +171,7 @@ def sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_st
     cdef int nchunks = chunks(R)
     cdef int64_t block_size = (n if keep else 1) * k * d if k > 1 else 1
     cdef int64_t ch, r, alloc_failed = 0
+    cdef double* kept = _rows(w_rec)
     cdef double* block
     cdef uint64_t* buf
     cdef double* res
@@ -187,13 +192,15 @@ def sgd_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_st
                         status_out[r] = _plain_run(&X[0, 0], &y[0], &w_star[0], &w_out[r, 0],
                                                    n, d, lr[r], start_step, steps,
                                                    &record_steps[0],
-                                                   &loss_out[r, 0], nq)
+                                                   &loss_out[r, 0], nq,
+                                                   _run_rows(kept, r, nq * d))
                     else:
                         status_out[r] = _kfold_run(&X[0, 0], &y[0], &w_star[0], &w_out[r, 0],
                                                    n, d, k, lr[r], seeds[r], start_step,
                                                    steps, fresh,
                                                    aug, &record_steps[0], &loss_out[r, 0],
-                                                   nq, keep, block, buf, res)
+                                                   nq, _run_rows(kept, r, nq * d), keep,
+                                                   block, buf, res)
                     r = r + nchunks
             free(block)
             free(buf)
@@ -226,10 +233,19 @@ cdef void _coefficients(const double* X, const double* y, int64_t n, int64_t d,
         e[i] = y[i] * s1 / d
 
 
+cdef inline void _keep_affine(double* kept, int64_t q, const double* w0, int64_t d,
+                             double alpha, double m0, double mean) noexcept nogil:
+    """``kept[q] = α (w0 − m0) + mean``: w of a k = ∞ run, when parameters are kept."""
+    cdef int64_t m
+    if kept != NULL:
+        for m in range(d):
+            kept[q * d + m] = alpha * (w0[m] - m0) + mean
+
+
 cdef int64_t _expected_run(const double* a, const double* A, const double* e, int64_t n,
                            const double* w_star, double* w, int64_t d, double lr,
                            int64_t steps, const int64_t* record_steps, double* loss_row,
-                           int64_t nq) noexcept nogil:
+                           int64_t nq, double* kept) noexcept nogil:
     """k = ∞ in O(T + d): ``w = α w0c + (δ + m*) 1`` (derivation: ``numba_cpu/sgd.py``)."""
     cdef double m0 = 0.0, ms = 0.0, c00 = 0.0, c0s = 0.0, css = 0.0, u, v
     cdef double alpha, delta, mean
@@ -253,6 +269,7 @@ cdef int64_t _expected_run(const double* a, const double* A, const double* e, in
     alpha = 1.0 if c00 > 0.0 else 0.0
     delta = m0 - ms
     loss_row[0] = delta * delta + c00 - 2.0 * c0s + css
+    _keep_affine(kept, 0, w, d, alpha, m0, delta + ms)
     i = n - 1
     for t in range(steps):
         i += 1  # i = t mod n, without a 64-bit division per step
@@ -270,8 +287,9 @@ cdef int64_t _expected_run(const double* a, const double* A, const double* e, in
                 _nan_from(loss_row, q, nq)
                 status = t + 1
                 break
+            _keep_affine(kept, q, w, d, alpha, m0, delta + ms)
             q += 1
-    mean = delta + ms
+    mean = delta + ms  # w: the start until here
     for m in range(d):
         w[m] = alpha * (w[m] - m0) + mean
     return status
@@ -280,10 +298,11 @@ cdef int64_t _expected_run(const double* a, const double* A, const double* e, in
 def expected_runs(const double[:, ::1] X, const double[::1] y, const double[::1] w_star,
                   const double[:, ::1] W0, const double[::1] lr, int64_t steps, int kind,
                   const int64_t[::1] record_steps, double[:, ::1] loss_out,
-                  double[:, ::1] w_out, int64_t[::1] status_out):
+                  double[:, :, ::1] w_rec, double[:, ::1] w_out, int64_t[::1] status_out):
     """Driver: the O(n·d) coefficients once, then one O(T + d) run per ``prange`` iteration."""
     cdef int64_t n = X.shape[0], d = X.shape[1], R = lr.shape[0], nq = loss_out.shape[1]
     cdef int64_t nrows = W0.shape[0], r
+    cdef double* kept = _rows(w_rec)
     cdef double[::1] a = np.empty(n), A = np.empty(n), e = np.empty(n)
     # no more threads than runs: waking an idle OpenMP thread for a single O(T + d) run
     # cost more than the run (7.4 vs 3.1 ns/step at T = 20000, measured)
@@ -295,7 +314,8 @@ def expected_runs(const double[:, ::1] X, const double[::1] y, const double[::1]
         for r in prange(R, schedule="static", num_threads=nthreads):
             memcpy(&w_out[r, 0], &W0[r % nrows, 0], d * sizeof(double))
             status_out[r] = _expected_run(&a[0], &A[0], &e[0], n, &w_star[0], &w_out[r, 0], d,
-                                          lr[r], steps, &record_steps[0], &loss_out[r, 0], nq)
+                                          lr[r], steps, &record_steps[0], &loss_out[r, 0], nq,
+                                          _run_rows(kept, r, nq * d))
 
 
 def augmented_gradient(const double[::1] w, const double[:, ::1] X, const double[::1] y,

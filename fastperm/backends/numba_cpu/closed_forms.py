@@ -32,16 +32,17 @@ import numpy as np
 from numba import prange
 
 from ..._jit import JIT, Twins, njit
-from ..closed_form_setup import BlockState, fourier_finish, fourier_setup
+from ..closed_form_setup import BlockState, fourier_finish, fourier_setup, spectra_kept
 from . import warmup
 from .parallel import chunks
-from .vec import dot, mse, stop
+from .vec import dot, keep, mse, stop
 
 
 @njit(**JIT)
-def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, loss_row):
+def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, loss_row, w_rec):
     n, d = X.shape
     loss_row[0] = mse(w, w_star)
+    keep(w_rec, 0, w)
     q = 1
     xw = dot(w, X[0])
     for t in range(steps):
@@ -61,18 +62,19 @@ def _diag_rank1_run(X, y, w_star, w, lr, beta, gamma, D, steps, record_steps, lo
             loss_row[q] = mse(w, w_star)
             if not np.isfinite(loss_row[q]):
                 return stop(loss_row, q, t + 1)
+            keep(w_rec, q, w)
             q += 1
     return -1
 
 
 def _diag_rank1_body(
-    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out, status_out
+    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_rec, w_out, status_out
 ):
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
         status_out[r] = _diag_rank1_run(
-            X, y, w_star, w, lr[r], beta, gamma, D, steps, record_steps, loss_out[r]
+            X, y, w_star, w, lr[r], beta, gamma, D, steps, record_steps, loss_out[r], w_rec[r]
         )
 
 
@@ -80,7 +82,7 @@ _diag_rank1_driver = Twins(_diag_rank1_body)
 
 
 def diag_rank1_runs(
-    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out, status_out
+    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_rec, w_out, status_out
 ):
     """``D`` is (n, d), or (1, d) when the same for every example (Gaussian noise: σ²)."""
     _diag_rank1_driver(
@@ -96,14 +98,18 @@ def diag_rank1_runs(
         steps,
         record_steps,
         loss_out,
+        w_rec,
         w_out,
         status_out,
     )
 
 
 @njit(**JIT)
-def _fourier_run(lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, loss_row):
-    """One run in the Fourier domain: ``(re, im)`` is ŵ (half spectrum), updated in place."""
+def _fourier_run(
+    lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, loss_row, re_rec, im_rec
+):
+    """One run in the Fourier domain: ``(re, im)`` is ŵ (half spectrum), updated in place;
+    kept in ``(re_rec, im_rec)`` at the recorded steps when they have rows."""
     n, F = lam.shape
     scale = 1.0 / (d * d)
     s = 0.0
@@ -112,6 +118,8 @@ def _fourier_run(lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, l
         b = im[f] - sim[f]
         s += wt[f] * (a * a + b * b)
     loss_row[0] = s * scale
+    keep(re_rec, 0, re)
+    keep(im_rec, 0, im)
     q = 1
     for t in range(steps):
         i = t % n
@@ -139,25 +147,32 @@ def _fourier_run(lam, s1, y, re, im, sre, sim, wt, d, lr, steps, record_steps, l
             return stop(loss_row, q, t + 1)
         if record_steps[q] == t + 1:
             loss_row[q] = val
+            keep(re_rec, q, re)
+            keep(im_rec, q, im)
             q += 1
     return -1
 
 
 def _fourier_body(
-    lam, s1, y, RE, IM, sre, sim, wt, d, lr, steps, record_steps, loss_out, status_out
-):
+    lam, s1, y, RE, IM, sre, sim, wt, d, lr, steps, record_steps, loss_out, RE_rec, IM_rec,
+    status_out,
+):  # fmt: skip
     for r in prange(lr.shape[0]):
         status_out[r] = _fourier_run(
-            lam, s1, y, RE[r], IM[r], sre, sim, wt, d, lr[r], steps, record_steps, loss_out[r]
-        )
+            lam, s1, y, RE[r], IM[r], sre, sim, wt, d, lr[r], steps, record_steps, loss_out[r],
+            RE_rec[r], IM_rec[r],
+        )  # fmt: skip
 
 
 _fourier_driver = Twins(_fourier_body)
 
 
-def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
-    """Cyclic shifts: FFTs at set-up and at the end only (NumPy); the steps in Fourier space."""
+def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_rec, w_out, status_out):
+    """Cyclic shifts: FFTs at set-up and at the end only (NumPy); the steps in Fourier space
+    (ŵ is kept at the recorded steps and transformed back after the loop when parameters
+    are kept)."""
     lam, s1, RE, IM, sre, sim, wt = fourier_setup(X, w_star, W0, lr.shape[0])
+    RE_rec, IM_rec = spectra_kept(w_rec, RE.shape[1])
     _fourier_driver(
         chunks(lr.shape[0]),
         lam,
@@ -173,9 +188,12 @@ def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, s
         steps,
         record_steps,
         loss_out,
+        RE_rec,
+        IM_rec,
         status_out,
     )
     fourier_finish(RE, IM, w_out)
+    fourier_finish(RE_rec, IM_rec, w_rec)
 
 
 @njit(inline="always", **JIT)
@@ -194,11 +212,15 @@ def _block_loss(alpha, delta, size, U, V, Wss, d):
 
 @njit(**JIT)
 def _block_run(
-    a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, record_steps, loss_row
-):
-    """One block-permutation run: ``alpha``, ``delta`` (G,) updated in place."""
+    a, c, mg, size, ustar, U, V, Wss, d, y, alpha, delta, lr, steps, record_steps, loss_row,
+    alpha_rec, delta_rec,
+):  # fmt: skip
+    """One block-permutation run: ``alpha``, ``delta`` (G,) updated in place; kept in
+    ``(alpha_rec, delta_rec)`` at the recorded steps when they have rows."""
     n, G = a.shape
     loss_row[0] = _block_loss(alpha, delta, size, U, V, Wss, d)
+    keep(alpha_rec, 0, alpha)
+    keep(delta_rec, 0, delta)
     q = 1
     for t in range(steps):
         i = t % n
@@ -222,6 +244,8 @@ def _block_run(
             loss_row[q] = _block_loss(alpha, delta, size, U, V, Wss, d)
             if not np.isfinite(loss_row[q]):
                 return stop(loss_row, q, t + 1)
+            keep(alpha_rec, q, alpha)
+            keep(delta_rec, q, delta)
             q += 1
     return -1
 
@@ -243,6 +267,8 @@ def _block_body(
     steps,
     record_steps,
     loss_out,
+    ALPHA_rec,
+    DELTA_rec,
     status_out,
 ):
     for r in prange(lr.shape[0]):
@@ -263,15 +289,19 @@ def _block_body(
             steps,
             record_steps,
             loss_out[r],
+            ALPHA_rec[r],
+            DELTA_rec[r],
         )
 
 
 _block_driver = Twins(_block_body)
 
 
-def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out, status_out):
+def block_runs(
+    X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_rec, w_out, status_out
+):
     """Block permutations in O(T·G + n·d): set-up of the block moments in NumPy."""
-    b = BlockState(X, w_star, W0, lr.shape[0], gidx, gptr)
+    b = BlockState(X, w_star, W0, lr.shape[0], gidx, gptr, w_rec.shape[1])
     _block_driver(
         chunks(lr.shape[0]),
         b.a,
@@ -290,15 +320,18 @@ def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, 
         steps,
         record_steps,
         loss_out,
+        b.ALPHA_rec,
+        b.DELTA_rec,
         status_out,
     )
-    b.finish(w_out)
+    b.finish(w_out, w_rec)
 
 
 @njit(**JIT)
-def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, g):
+def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, w_rec, g):
     n, d = mu.shape
     loss_row[0] = mse(w, w_star)
+    keep(w_rec, 0, w)
     q = 1
     for t in range(steps):
         i = t % n
@@ -317,23 +350,25 @@ def _dense_run(M, mu, y, w_star, w, lr, steps, record_steps, loss_row, g):
             return stop(loss_row, q, t + 1)
         if record_steps[q] == t + 1:
             loss_row[q] = s / d
+            keep(w_rec, q, w)
             q += 1
     return -1
 
 
-def _dense_body(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+def _dense_body(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_rec, w_out, status_out):
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
         status_out[r] = _dense_run(
-            M, mu, y, w_star, w, lr[r], steps, record_steps, loss_out[r], np.empty(mu.shape[1])
-        )
+            M, mu, y, w_star, w, lr[r], steps, record_steps, loss_out[r], w_rec[r],
+            np.empty(mu.shape[1]),
+        )  # fmt: skip
 
 
 _dense_driver = Twins(_dense_body)
 
 
-def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_rec, w_out, status_out):
     """User moments: O(d²) per step, one run per ``prange`` iteration."""
     _dense_driver(
         chunks(lr.shape[0]),
@@ -346,6 +381,7 @@ def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, s
         steps,
         record_steps,
         loss_out,
+        w_rec,
         w_out,
         status_out,
     )
@@ -356,9 +392,9 @@ def compile():
     """Compile (or load from Numba's cache) the closed-form kernels, both twins, for the types
     the plans of :meth:`fastperm.augment.Augmentation.closed_form` pass. Once a process."""
     X, y, w_star = warmup.problem(2)
-    lr, _, rec, loss, w, status = warmup.runs(2)
+    lr, _, rec, loss, w_rec, w, status = warmup.runs(2)
     W0 = np.ones((1, 2))
-    out = (loss, w, status)
+    out = (loss, w_rec, w, status)
     diag_rank1_runs(X, y, w_star, W0, lr, 1.0, 1.0, np.ones((1, 2)), 1, rec, *out)
     circulant_runs(X, y, w_star, W0, lr, 1, rec, *out)
     block_runs(

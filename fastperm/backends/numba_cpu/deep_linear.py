@@ -268,7 +268,7 @@ def deep_linear_runs(
 def compile():
     """Compile (or load from Numba's cache) both twins for the types fastperm passes."""
     X, y, v = warmup.problem(2)
-    lr, seeds, rec, loss, _, status = warmup.runs(3)
+    lr, seeds, rec, loss, _, _, status = warmup.runs(3)
     sizes, offs = np.array([2, 1], dtype=np.int64), np.array([0, 2], dtype=np.int64)
     for k, fresh in ((0, False), (2, False), (2, True)):
         deep_linear_runs(

@@ -218,7 +218,7 @@ def scheme_runs(
 def compile():
     """Compile (or load from Numba's cache) both twins for the types fastperm passes."""
     X, y, v = warmup.problem(2)
-    lr, seeds, rec, loss, w, status = warmup.runs(2)
+    lr, seeds, rec, loss, _, w, status = warmup.runs(2)
     for scheme, k, fresh in (
         (VANILLA, 1, False),
         (DA, 2, False),

@@ -29,7 +29,7 @@ from ..._jit import JIT, Twins, njit
 from . import warmup
 from .parallel import chunks
 from .rng import KIND_RESAMPLE, augment_kind_into, draw_buffer, make_key
-from .vec import dot, mse, stop
+from .vec import dot, keep, mse, stop
 
 
 @njit(inline="always", **JIT)
@@ -50,7 +50,7 @@ def _plain_step(w, x, xn, c, w_star):
 
 
 @njit(**JIT)
-def _plain_run(X, y, w_star, w, lr, t0, steps, record_steps, loss_row):
+def _plain_run(X, y, w_star, w, lr, t0, steps, record_steps, loss_row, w_rec):
     """Plain SGD (k = 1), one fused pass over w per step; the call's step t is the run's
     step t0 + t. Returns the status."""
     n, d = X.shape
@@ -58,6 +58,7 @@ def _plain_run(X, y, w_star, w, lr, t0, steps, record_steps, loss_row):
     # wᵀx_i by the step's own loop (a zero step; ``lr * 0.0`` is not folded: w stays bitwise)
     xw, s = _plain_step(w, X[i - 1 if i > 0 else n - 1], X[i], lr * 0.0, w_star)
     loss_row[0] = s / d
+    keep(w_rec, 0, w)
     q = 1
     for t in range(steps):
         i = (t0 + t) % n
@@ -69,6 +70,7 @@ def _plain_run(X, y, w_star, w, lr, t0, steps, record_steps, loss_row):
             loss_row[q] = s / d
             if not np.isfinite(loss_row[q]):
                 return stop(loss_row, q, t + 1)
+            keep(w_rec, q, w)
             q += 1
     return -1
 
@@ -100,6 +102,7 @@ def _kfold_run(
     gptr,
     record_steps,
     loss_row,
+    w_rec,
     cache,
     buf,
     res,
@@ -114,13 +117,14 @@ def _kfold_run(
     """
     n, d = X.shape
     k = cache.shape[1]
-    keep = cache.shape[0] == n and not fresh
+    hold = cache.shape[0] == n and not fresh
     stream = spec.STREAM_FRESH if fresh else spec.STREAM_FIXED
     loss_row[0] = mse(w, w_star)
+    keep(w_rec, 0, w)
     q = 1
     for t in range(steps):
         i = (t0 + t) % n
-        if keep:
+        if hold:
             A = cache[i]
             if t < n:  # the call's first n steps visit every example once
                 _fill_copies(X[i], seed, stream, i, kind, fparams, gidx, gptr, buf, A)
@@ -143,6 +147,7 @@ def _kfold_run(
             loss_row[q] = mse(w, w_star)
             if not np.isfinite(loss_row[q]):
                 return stop(loss_row, q, t + 1)
+            keep(w_rec, q, w)
             q += 1
     return -1
 
@@ -165,6 +170,7 @@ def _sgd_driver_body(
     record_steps,
     cache,
     loss_out,
+    w_rec,
     w_out,
     status_out,
     nchunks,
@@ -182,7 +188,7 @@ def _sgd_driver_body(
             w[:] = W0[np.int64(r) % W0.shape[0]]
             if k == 1:
                 status_out[r] = _plain_run(
-                    X, y, w_star, w, lr[r], start_step, steps, record_steps, loss_out[r]
+                    X, y, w_star, w, lr[r], start_step, steps, record_steps, loss_out[r], w_rec[r]
                 )
             else:
                 status_out[r] = _kfold_run(
@@ -201,6 +207,7 @@ def _sgd_driver_body(
                     gptr,
                     record_steps,
                     loss_out[r],
+                    w_rec[r],
                     block,
                     buf,
                     res,
@@ -228,6 +235,7 @@ def sgd_runs(
     record_steps,
     cache,
     loss_out,
+    w_rec,
     w_out,
     status_out,
 ):
@@ -253,10 +261,19 @@ def sgd_runs(
         record_steps,
         cache,
         loss_out,
+        w_rec,
         w_out,
         status_out,
         nchunks,
     )
+
+
+@njit(inline="always", **JIT)
+def _keep_affine(w_rec, q, w0, alpha, m0, mean):
+    """``w_rec[q] = α (w0 − m0) + mean``: w of a k = ∞ run, when parameters are kept."""
+    if w_rec.shape[0] > 0:
+        for m in range(w0.shape[0]):
+            w_rec[q, m] = alpha * (w0[m] - m0) + mean
 
 
 @njit(**JIT)
@@ -286,7 +303,7 @@ def _coefficients(X, y, kind):
 
 
 @njit(**JIT)
-def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
+def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row, w_rec):
     """k = ∞ in O(T + d): every coordinate follows the same affine map.
 
     With ``E[g]_m = a w_m + c Σw − e`` (:mod:`fastperm.augment`), write
@@ -324,6 +341,7 @@ def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
     alpha = 1.0 if c00 > 0.0 else 0.0
     delta = m0 - ms
     loss_row[0] = delta * delta + c00 - 2.0 * c0s + css
+    _keep_affine(w_rec, 0, w, alpha, m0, delta + ms)
     q = 1
     status = -1
     for t in range(steps):
@@ -338,27 +356,32 @@ def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row):
             if not np.isfinite(loss_row[q]):
                 status = stop(loss_row, q, t + 1)
                 break
+            _keep_affine(w_rec, q, w, alpha, m0, delta + ms)
             q += 1
-    mean = delta + ms
+    mean = delta + ms  # w: the start until here
     for m in range(d):
         w[m] = alpha * (w[m] - m0) + mean
     return status
 
 
 def _expected_driver_body(
-    X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out, status_out
+    X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_rec, w_out, status_out
 ):
     a, A, e = _coefficients(X, y, kind)
     for r in prange(lr.shape[0]):
         w = w_out[r]
         w[:] = W0[np.int64(r) % W0.shape[0]]
-        status_out[r] = _expected_run(a, A, e, w_star, w, lr[r], steps, record_steps, loss_out[r])
+        status_out[r] = _expected_run(
+            a, A, e, w_star, w, lr[r], steps, record_steps, loss_out[r], w_rec[r]
+        )
 
 
 _expected_driver = Twins(_expected_driver_body)
 
 
-def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out, status_out):
+def expected_runs(
+    X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_rec, w_out, status_out
+):
     """k = ∞ runs, one per ``prange`` iteration (serial when one thread or one run)."""
     _expected_driver(
         chunks(lr.shape[0]),
@@ -371,6 +394,7 @@ def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_o
         kind,
         record_steps,
         loss_out,
+        w_rec,
         w_out,
         status_out,
     )
@@ -411,7 +435,7 @@ def compile():
     ``TrainResult.seconds`` never includes JIT compilation; the work is done once a process.
     """
     X, y, w_star = warmup.problem(1)
-    lr, seeds, rec, loss, w, status = warmup.runs(1)
+    lr, seeds, rec, loss, w_rec, w, status = warmup.runs(1)
     fparams, gidx, gptr = np.zeros(2), np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64)
     W0 = np.ones((1, 1))
     for k in (1, 2):
@@ -434,10 +458,11 @@ def compile():
                 rec,
                 flag,
                 loss,
+                w_rec,
                 w,
                 status,
             )
-    expected_runs(X, y, w_star, W0, lr, 1, spec.KIND_PERMUTATION, rec, loss, w, status)
+    expected_runs(X, y, w_star, W0, lr, 1, spec.KIND_PERMUTATION, rec, loss, w_rec, w, status)
     augmented_gradient(
         np.ones(1),
         np.ones((2, 1)),

@@ -1,6 +1,7 @@
 """Small inline helpers every Numba training kernel shares: the dot product, the recorded
-loss ``mean((w − w*)²)``, and the epilogue of a diverged run (the Cython twins' are in
-``_cython/vec.pxd``, the CUDA kernels' in ``numba_cuda/sgd.py``)."""
+loss ``mean((w − w*)²)``, the parameters kept at a record, and the epilogue of a diverged
+run (the Cython twins' are in ``_cython/vec.pxd``, the CUDA kernels' in
+``numba_cuda/sgd.py``)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ def mse(w, w_star):
         e = w[m] - w_star[m]
         s += e * e
     return s / w.shape[0]
+
+
+@njit(inline="always", **JIT)
+def keep(w_rec, q, w):
+    """``w_rec[q] = w`` when the caller keeps the parameters at the recorded steps
+    (``w_rec`` has a row per record; none: nothing kept)."""
+    if w_rec.shape[0] > 0:
+        w_rec[q, :] = w
 
 
 @njit(inline="always", **JIT)

@@ -24,12 +24,14 @@ def problem(d: int = 2):
 
 
 def runs(width: int, records: int = 2):
-    """``(lr, seeds, record_steps, loss_out, w_out, status_out)`` for two runs of one step."""
+    """``(lr, seeds, record_steps, loss_out, w_rec, w_out, status_out)`` for two runs of one
+    step (the parameters kept at each record)."""
     return (
         np.ones(2),
         np.zeros(2, dtype=np.uint64),
         np.array([0, 1, 2], dtype=np.int64),
         np.empty((2, records)),
+        np.empty((2, records, width)),
         np.empty((2, width)),
         np.empty(2, dtype=np.int64),
     )

@@ -71,6 +71,14 @@ def _nan_from(row, q, tid):
 
 
 @cuda.jit(device=True)
+def _keep(kept, keep_w, q, w, tid, nt):
+    """``kept[q] = w`` when parameters are kept; each thread copies the coordinates it owns."""
+    if keep_w:
+        for m in range(tid, w.shape[0], nt):
+            kept[q, m] = w[m]
+
+
+@cuda.jit(device=True)
 def _start_run(W0, r, w, w_star, row, red, tid, nt):
     """Run r's start: ``w = W0[r]`` (or the one row), its loss in ``row[0]``."""
     w0 = W0[r % W0.shape[0]]
@@ -82,7 +90,7 @@ def _start_run(W0, r, w, w_star, row, red, tid, nt):
 
 
 @cuda.jit
-def _plain_kernel(X, y, w_star, W0, lr, t0, steps, rec, loss, w_out, status):
+def _plain_kernel(X, y, w_star, W0, lr, t0, steps, rec, keep_w, loss, w_rec, w_out, status):
     """Plain SGD (k = 1): block r runs run r; the call's step t is the run's step t0 + t."""
     red = cuda.shared.array(MAX_BLOCK, float64)
     r = cuda.blockIdx.x
@@ -91,7 +99,9 @@ def _plain_kernel(X, y, w_star, W0, lr, t0, steps, rec, loss, w_out, status):
     n, d = X.shape
     w = w_out[r]
     row = loss[r]
+    kept = w_rec[r]
     _start_run(W0, r, w, w_star, row, red, tid, nt)
+    _keep(kept, keep_w, 0, w, tid, nt)
     p = 0.0
     for m in range(tid, d, nt):
         p += w[m] * X[t0 % n, m]
@@ -127,6 +137,7 @@ def _plain_kernel(X, y, w_star, W0, lr, t0, steps, rec, loss, w_out, status):
                 _nan_from(row, q, tid)
                 st = t + 1
                 break
+            _keep(kept, keep_w, q, w, tid, nt)
             q += 1
     if tid == 0:
         status[r] = st
@@ -134,8 +145,9 @@ def _plain_kernel(X, y, w_star, W0, lr, t0, steps, rec, loss, w_out, status):
 
 @cuda.jit
 def _kfold_kernel(
-    X, y, w_star, W0, lr, seeds, t0, steps, fresh, resample, rec, copies, res, loss, w_out, status
-):
+    X, y, w_star, W0, lr, seeds, t0, steps, fresh, resample, rec, keep_w, copies, res, loss,
+    w_rec, w_out, status,
+):  # fmt: skip
     """k-fold augmented SGD: block r runs run r. ``copies[r]`` is (n, k, d) when the fixed
     copies are kept, else (1, k, d); ``res[r]`` holds the k residuals of the step."""
     red = cuda.shared.array(MAX_BLOCK, float64)
@@ -147,7 +159,9 @@ def _kfold_kernel(
     k = copies.shape[2]
     w = w_out[r]
     row = loss[r]
+    kept = w_rec[r]
     _start_run(W0, r, w, w_star, row, red, tid, nt)
+    _keep(kept, keep_w, 0, w, tid, nt)
     resr = res[r]
     seed = seeds[r]
     stream = spec.STREAM_FRESH if fresh else spec.STREAM_FIXED
@@ -196,6 +210,7 @@ def _kfold_kernel(
                 _nan_from(row, q, tid)
                 st = t + 1
                 break
+            _keep(kept, keep_w, q, w, tid, nt)
             q += 1
         cuda.syncthreads()  # resr is read before the next step writes it
     if tid == 0:
@@ -220,6 +235,7 @@ def sgd_runs(
     record_steps,
     cache,
     loss_out,
+    w_rec,
     w_out,
     status_out,
 ):
@@ -232,13 +248,15 @@ def sgd_runs(
     if R == 0:
         return
     nt = device.block(d)
-    out = device.Outputs(loss_out, w_out, status_out)
+    keep_w, w_rec = _kept(w_rec)
+    out = device.Outputs(loss_out, w_rec, w_out, status_out)
     args = [device.to_device(a) for a in (X, y, w_star, W0, lr, record_steps)]
     with device.quiet_simulator():
         if k == 1:
             _plain_kernel[R, nt](
-                args[0], args[1], args[2], args[3], args[4], start_step, steps, args[5], *out.dev
-            )
+                args[0], args[1], args[2], args[3], args[4], start_step, steps, args[5], keep_w,
+                *out.dev,
+            )  # fmt: skip
         else:
             keep = cache and not fresh
             copies = cuda.device_array((R, n if keep else 1, k, d))
@@ -255,6 +273,7 @@ def sgd_runs(
                 fresh,
                 resample,
                 args[5],
+                keep_w,
                 copies,
                 res,
                 *out.dev,
@@ -299,8 +318,16 @@ def _coefficients_kernel(X, y, resample, a, A, e):
     e[i] = y[i] * s1 / d
 
 
+@cuda.jit(device=True)
+def _keep_affine(kept, keep_w, q, w0, alpha, m0, mean):
+    """``kept[q] = α (w0 − m0) + mean``: w of a k = ∞ run, when parameters are kept."""
+    if keep_w:
+        for m in range(w0.shape[0]):
+            kept[q, m] = alpha * (w0[m] - m0) + mean
+
+
 @cuda.jit
-def _expected_kernel(a, A, e, w_star, W0, lr, steps, rec, loss, w_out, status):
+def _expected_kernel(a, A, e, w_star, W0, lr, steps, rec, keep_w, loss, w_rec, w_out, status):
     """k = ∞ in O(T + d), one thread per run: ``w = α w0c + (δ + m*) 1`` (the recurrence and
     exact loss of ``numba_cpu.sgd._expected_run``)."""
     r = cuda.grid(1)
@@ -333,6 +360,8 @@ def _expected_kernel(a, A, e, w_star, W0, lr, steps, rec, loss, w_out, status):
     delta = m0 - ms
     row = loss[r]
     row[0] = delta * delta + c00 - 2.0 * c0s + css
+    kept = w_rec[r]
+    _keep_affine(kept, keep_w, 0, w0, alpha, m0, delta + ms)
     q = 1
     st = -1
     rate = lr[r]
@@ -351,6 +380,7 @@ def _expected_kernel(a, A, e, w_star, W0, lr, steps, rec, loss, w_out, status):
                 _nan_from(row, q, 0)
                 st = t + 1
                 break
+            _keep_affine(kept, keep_w, q, w0, alpha, m0, delta + ms)
             q += 1
     mean = delta + ms
     for m in range(d):
@@ -358,11 +388,21 @@ def _expected_kernel(a, A, e, w_star, W0, lr, steps, rec, loss, w_out, status):
     status[r] = st
 
 
+def _kept(w_rec):
+    """``(keep_w, array)``: whether parameters are kept at the records, and where (a
+    one-entry stand-in when they are not: no zero-size device arrays)."""
+    if w_rec.shape[1] > 0:
+        return True, w_rec
+    return False, np.zeros((w_rec.shape[0], 1, 1))
+
+
 def _per_thread(count, nt):
     return (count + nt - 1) // nt, nt
 
 
-def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out, status_out):
+def expected_runs(
+    X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_rec, w_out, status_out
+):
     """Driver: the coefficients (one thread per example), then one thread per run."""
     resample = _resample(kind)
     R = lr.shape[0]
@@ -372,7 +412,8 @@ def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_o
     nt = device.block(1024)
     Xd, yd = device.to_device(X), device.to_device(y)
     a, A, e = (cuda.device_array(n) for _ in range(3))
-    out = device.Outputs(loss_out, w_out, status_out)
+    keep_w, w_rec = _kept(w_rec)
+    out = device.Outputs(loss_out, w_rec, w_out, status_out)
     with device.quiet_simulator():
         _coefficients_kernel[_per_thread(n, nt)](Xd, yd, resample, a, A, e)
         _expected_kernel[_per_thread(R, nt)](
@@ -384,6 +425,7 @@ def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_o
             device.to_device(lr),
             steps,
             device.to_device(record_steps),
+            keep_w,
             *out.dev,
         )
     out.finish()
@@ -443,6 +485,7 @@ def compile(families=None):
     u = np.zeros(1, dtype=np.uint64)
     rec = np.array([0, 1, 2], dtype=np.int64)
     loss = np.empty((1, 2))
+    w_rec = np.empty((1, 2, 1))
     w = np.empty((1, 1))
     status = np.empty(1, dtype=np.int64)
     fparams, gidx, gptr = np.zeros(2), np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64)
@@ -467,10 +510,11 @@ def compile(families=None):
                     rec,
                     True,
                     loss,
+                    w_rec,
                     w,
                     status,
                 )
-    expected_runs(X, v, v, X, v, 1, spec.KIND_PERMUTATION, rec, loss, w, status)
+    expected_runs(X, v, v, X, v, 1, spec.KIND_PERMUTATION, rec, loss, w_rec, w, status)
     augmented_gradient(v, X, v, 2, 0, spec.KIND_PERMUTATION, fparams, gidx, gptr, np.empty((1, 1)))
     _compiled.append(True)
 

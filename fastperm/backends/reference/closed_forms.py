@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sgd import _finish, _mse
+from .sgd import _finish, _keep, _mse
 
 # -- k = ∞ for the augmentations of fastperm.augment.distributions (contract:
 # fastperm.backends.numba_cpu.closed_forms). Each step is done the explicit way:
@@ -13,7 +13,18 @@ from .sgd import _finish, _mse
 
 
 def _explicit_runs(
-    grad, n, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out, every_step=True
+    grad,
+    n,
+    w_star,
+    W0,
+    lr,
+    steps,
+    record_steps,
+    loss_out,
+    w_rec,
+    w_out,
+    status_out,
+    every_step=True,
 ):
     """``grad(i, w, lr)`` is ``lr`` times the expected gradient of example i, or None when
     the scalar residual it starts from is already non-finite (a divergence at this step).
@@ -24,6 +35,7 @@ def _explicit_runs(
         w = W0[r % W0.shape[0]].copy()
         status_out[r] = -1
         loss_out[r, 0] = _mse(w, w_star)
+        _keep(w_rec, r, 0, w)
         q = 1
         for t in range(steps):
             with np.errstate(all="ignore"):
@@ -40,12 +52,13 @@ def _explicit_runs(
                 break
             if t + 1 == record_steps[q]:
                 loss_out[r, q] = _mse(w, w_star)
+                _keep(w_rec, r, q, w)
                 q += 1
         w_out[r] = w
 
 
 def diag_rank1_runs(
-    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_out, status_out
+    X, y, w_star, W0, lr, beta, gamma, D, steps, record_steps, loss_out, w_rec, w_out, status_out
 ):
     def grad(i, w, lr):  # the kernel's order: c = lr (β x·w − γ y), then c x + lr D w
         c = lr * (beta * (X[i] @ w) - gamma * y[i])
@@ -60,13 +73,14 @@ def diag_rank1_runs(
         steps,
         record_steps,
         loss_out,
+        w_rec,
         w_out,
         status_out,
         every_step=False,
     )
 
 
-def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_rec, w_out, status_out):
     d = X.shape[1]
     lam = np.abs(np.fft.rfft(X, axis=1)) ** 2 / d
     mean = X.mean(axis=1)
@@ -75,11 +89,13 @@ def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, s
         return lr * (np.fft.irfft(lam[i] * np.fft.rfft(w), n=d) - y[i] * mean[i])
 
     _explicit_runs(
-        grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out
+        grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_rec, w_out, status_out
     )
 
 
-def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_out, status_out):
+def block_runs(
+    X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, w_rec, w_out, status_out
+):
     groups = [gidx[gptr[g] : gptr[g + 1]] for g in range(gptr.shape[0] - 1)]
 
     def moments(x):
@@ -102,11 +118,11 @@ def block_runs(X, y, w_star, W0, lr, gidx, gptr, steps, record_steps, loss_out, 
         return lr * g_out
 
     _explicit_runs(
-        grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out
+        grad, X.shape[0], w_star, W0, lr, steps, record_steps, loss_out, w_rec, w_out, status_out
     )
 
 
-def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, status_out):
+def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_rec, w_out, status_out):
     _explicit_runs(
         lambda i, w, lr: lr * (M[i] @ w - y[i] * mu[i]),
         mu.shape[0],
@@ -116,6 +132,7 @@ def dense_runs(M, mu, y, w_star, W0, lr, steps, record_steps, loss_out, w_out, s
         steps,
         record_steps,
         loss_out,
+        w_rec,
         w_out,
         status_out,
     )

@@ -47,6 +47,12 @@ def _mse(w, w_star):
         return float(np.mean((w - w_star) ** 2))
 
 
+def _keep(w_rec, r, q, w):
+    """Keep run r's w at record q when the caller keeps parameters (``w_rec`` has rows)."""
+    if w_rec.shape[1]:
+        w_rec[r, q] = w
+
+
 def _finish(loss_row, q, status_row_value):
     loss_row[q:] = np.nan
     return status_row_value
@@ -70,6 +76,7 @@ def sgd_runs(
     record_steps,
     cache,
     loss_out,
+    w_rec,
     w_out,
     status_out,
 ):
@@ -80,6 +87,7 @@ def sgd_runs(
         status_out[r] = -1
         q = 0
         loss_out[r, 0] = _mse(w, w_star)  # record_steps[0] == 0
+        _keep(w_rec, r, 0, w)
         q = 1
         for t in range(steps):
             i = (start_step + t) % n  # the run's step start_step + t
@@ -104,17 +112,21 @@ def sgd_runs(
                 if not np.isfinite(loss_out[r, q]):
                     status_out[r] = _finish(loss_out[r], q, t + 1)
                     break
+                _keep(w_rec, r, q, w)
                 q += 1
         w_out[r] = w
 
 
-def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_out, status_out):
+def expected_runs(
+    X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_rec, w_out, status_out
+):
     n = X.shape[0]
     a, c, e = coefficients(X, y, "resample" if kind == KIND_RESAMPLE else "permutation")
     for r in range(lr.shape[0]):
         w = W0[r % W0.shape[0]].copy()
         status_out[r] = -1
         loss_out[r, 0] = _mse(w, w_star)
+        _keep(w_rec, r, 0, w)
         q = 1
         for t in range(steps):
             i = t % n
@@ -129,6 +141,7 @@ def expected_runs(X, y, w_star, W0, lr, steps, kind, record_steps, loss_out, w_o
                 if not np.isfinite(loss_out[r, q]):
                     status_out[r] = _finish(loss_out[r], q, t + 1)
                     break
+                _keep(w_rec, r, q, w)
                 q += 1
         w_out[r] = w
 
