@@ -216,7 +216,7 @@ class LinearProblem:
             )
 
     def metric(self, name: str, W: npt.ArrayLike) -> FloatArray:
-        """The loss ``name`` of :data:`LOSSES` at parameters ``W`` (..., d): shape (...).
+        """The loss ``name`` of :data:`fastperm.problems.LOSSES` at parameters ``W`` (..., d): shape (...).
 
         ``error`` is ``mean((w − w*)²)``; ``train`` and ``test`` are the mean squared
         residuals ``mean((Xw − y)²)`` over the training and held-out examples. Each value
