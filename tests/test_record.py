@@ -214,3 +214,33 @@ def test_records_round_trip(problem, tmp_path):
     assert list(table.columns) == ["run", "seed", "lr", "step", "loss", "loss_train"]
     one = fastperm.train(problem, 3, steps=30, record_every=10, record=["train", "w"])
     assert one.to_xarray()["w_path"].dims == ("step", "feature")
+
+
+def test_interrupted_records_resume_exactly(problem, monkeypatch):
+    """Ctrl-C between parts: the partial result has every record up to the step it stopped
+    at (the last one computed there from w), and resuming it gives one call's records."""
+    kw = dict(seeds=[0, 1], lr=[0.01, 0.02], record_every=5, record=["test", "w"])
+    whole = fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
+    monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
+    real = fastperm.backends.get("numpy").sgd_runs
+    calls = []
+
+    def stop_at_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(fastperm.backends.get("numpy"), "sgd_runs", stop_at_third)
+    with pytest.raises(fastperm.Interrupted) as info:
+        fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
+    part = info.value.result
+    s = int(part.steps[-1])
+    assert 0 < s < 200 and part.meta["interrupted"]
+    np.testing.assert_array_equal(part.records["w"][:, -1], part.w)
+    np.testing.assert_array_equal(part.loss[:, -1], problem.metric("test", part.w))
+    monkeypatch.setattr(fastperm.backends.get("numpy"), "sgd_runs", real)
+    rest = fastperm.resume(part, problem, 200 - s, backend="numpy")
+    np.testing.assert_array_equal(rest.w, whole.w)
+    for name in ("test", "w"):
+        np.testing.assert_array_equal(rest.records[name][:, -1], whole.records[name][:, -1])
