@@ -127,6 +127,23 @@ def as_choice(name: str, v: object, choices: tuple[_Choice, ...]) -> _Choice:
     return v
 
 
+def as_dtype(name: str, v: object, k: float) -> str:
+    """``"float64"`` or ``"float32"`` (a NumPy dtype or type of either is taken too); float32
+    for plain and k-fold runs only (k = ∞ runs are O(T + d) scalar work, kept in float64)."""
+    try:
+        dt = np.dtype(v)  # type: ignore[call-overload]
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"{name} must be 'float64' or 'float32', got {v!r}")
+    if dt == np.float32 and math.isinf(k):
+        raise ValueError(
+            f"{name}='float32' is for plain and k-fold runs (their memory traffic is "
+            "O(T·k·d)); k = ∞ runs are O(T + d) and computed in float64"
+        )
+    return str(dt)
+
+
 def as_seed(name: str, v: object) -> int:
     return as_int(name, v, minimum=0, maximum=2**64 - 1)
 

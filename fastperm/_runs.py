@@ -57,14 +57,17 @@ def record_steps(steps: int, record_every: int) -> IntArray:
     return rec
 
 
-def run_outputs(runs: int, records: int, width: int, keep_w: bool = False) -> dict[str, Any]:
+def run_outputs(
+    runs: int, records: int, width: int, keep_w: bool = False, dtype: Any = np.float64
+) -> dict[str, Any]:
     """The outputs of the linear problem's training families: ``loss_out`` (runs, records),
     ``w_rec`` (runs, records, width) when the parameters are kept at the records, else
-    (runs, 0, width), ``w_out`` (runs, width) and ``status_out`` (runs,)."""
+    (runs, 0, width), ``w_out`` (runs, width) (both of the parameters' ``dtype``) and
+    ``status_out`` (runs,)."""
     return {
         "loss_out": np.empty((runs, records)),
-        "w_rec": np.empty((runs, records if keep_w else 0, width)),
-        "w_out": np.empty((runs, width)),
+        "w_rec": np.empty((runs, records if keep_w else 0, width), dtype),
+        "w_out": np.empty((runs, width), dtype),
         "status_out": np.empty(runs, dtype=np.int64),
     }
 
@@ -92,6 +95,8 @@ class Call:
         The budget for all holders together.
     seeds : (runs,) array, optional
         The runs' seeds, named in a divergence warning (default: the family's ``seeds``).
+    dtype : {"float64", "float32"}
+        The parameters' type (float32: backends listing it in ``DTYPES``).
     """
 
     family: str
@@ -102,6 +107,7 @@ class Call:
     cache_bytes_per_holder: int = 0
     cache_bytes: int = field(default_factory=lambda: knobs.CACHE_BYTES)
     seeds: UIntArray | None = None
+    dtype: str = "float64"
 
 
 @dataclass
@@ -160,6 +166,11 @@ def run(
     into ``call.values``."""
     spec = contract.FAMILIES[call.family]
     kern = backends.get(backend, needs=call.family, kind=call.kind)
+    if call.dtype not in getattr(kern, contract.DTYPES_ATTR, ("float64",)):
+        raise ValueError(
+            f"dtype={call.dtype!r}: backend {kern.name!r} computes in float64 only; "
+            "float32 runs on the numba backend"
+        )
     nthreads = threads_for(kern, call.runs, call.work, threads)
     values = dict(call.values)
     cache = False
@@ -170,7 +181,7 @@ def run(
             and holders * call.cache_bytes_per_holder <= call.cache_bytes
         )
         values["cache"] = cache
-    compile_seconds = compile_kernels(kern, call.family)
+    compile_seconds = compile_kernels(kern, call.family, call.dtype)
     fn = getattr(kern, call.family)
     spans = step_spans(call, nthreads, progress)
     chunks = _chunks(call.runs, progress, nthreads) if len(spans) == 1 else [(0, call.runs)]
@@ -229,7 +240,7 @@ def run(
     return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
 
 
-def compile_kernels(kern: ModuleType, family: str) -> float:
+def compile_kernels(kern: ModuleType, family: str, dtype: str = "float64") -> float:
     """Compile (or load from the cache) ``family``'s kernels, outside any timing; say so on
     stderr if it takes longer than :data:`fastperm.knobs.COMPILE_NOTICE_SECONDS` (the first
     call after an install compiles for ~20 s and would otherwise look hung). Returns the
@@ -249,7 +260,7 @@ def compile_kernels(kern: ModuleType, family: str) -> float:
     t0 = time.perf_counter()
     timer.start()
     try:
-        kern.compile((family,))
+        kern.compile((family,)) if dtype == "float64" else kern.compile((family,), dtype=dtype)
     finally:
         timer.cancel()
     seconds = time.perf_counter() - t0
@@ -342,7 +353,7 @@ def _over_steps(
                 steps=b - a,
                 start_step=t0 + a,
                 record_steps=local,
-                **run_outputs(alive.size, local.size - 1, d, keep_w),
+                **run_outputs(alive.size, local.size - 1, d, keep_w, W0.dtype),
             )
             fn(*[args[name] for name in spec.arg_names])
             part = args["loss_out"]

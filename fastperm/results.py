@@ -407,13 +407,14 @@ class TrainResult:
         records = {metric: loss}
         for name, value in arrays.items():
             if name.startswith("record."):
-                records[name[len("record.") :]] = value.astype(np.float64)
+                kind = rest.get("dtype", "float64") if name == "record.w" else np.float64
+                records[name[len("record.") :]] = value.astype(kind)
         order = rest.get("record", [metric])  # the order they were asked for
         records = {name: records[name] for name in order if name in records}
         return cls(
             arrays["steps"].astype(np.int64),
             loss,
-            arrays["w"].astype(np.float64),
+            arrays["w"].astype(rest.get("dtype", "float64")),
             (None if int(ds) < 0 else int(ds)) if single else ds,
             float(meta["seconds"]),
             _k_from_json(meta["k"]),

@@ -66,6 +66,7 @@ def _run(
     augmentation: str | augment.Augmentation,
     W0: FloatArray,
     keep_w: bool,
+    dtype: str,
     backend: str | None,
     cache_bytes: int,
     progress: bool | str,
@@ -74,8 +75,9 @@ def _run(
     """Runs on one problem: steps ``start_step + 1 .. start_step + steps`` (``steps``: the
     sentinel ``rec[-1]`` minus one), recording at the call's steps ``rec`` (and keeping w
     there when ``keep_w``). Returns the outputs (``loss_out``, ``w_rec``, ``w_out``,
-    ``status_out``), how the call ran and the family. On Ctrl-C,
-    :class:`_runs.Interrupted` carries the outputs so far."""
+    ``status_out``), how the call ran and the family. In ``dtype="float32"`` the
+    examples, the start and w are float32. On Ctrl-C, :class:`_runs.Interrupted` carries
+    the outputs so far."""
     aug = augment.as_augmentation(augmentation)
     aug.check_d(problem.d)  # for every k: the kernels trust the indices it carries
     if k == 1:
@@ -84,15 +86,21 @@ def _run(
     R = lr.shape[0]
     n, d = problem.X.shape
     fresh = sampling == "fresh"
+    X, y, target = problem.X, problem.y, problem.target
+    if dtype != "float64":  # read-only copies, as the problem's own (the kernels' types)
+        X, y, target = (np.array(a, dtype=dtype) for a in (X, y, target))
+        for a in (X, y, target):
+            a.setflags(write=False)
+        W0 = W0.astype(dtype)
     values: dict[str, Any] = {  # the kernel's arguments by name (contract.FAMILIES)
-        "X": problem.X,
-        "y": problem.y,
-        "w_star": problem.target,
+        "X": X,
+        "y": y,
+        "w_star": target,
         "W0": W0,
         "lr": lr,
         "steps": steps,
         "record_steps": rec,
-        **_runs.run_outputs(R, rec.shape[0] - 1, d, keep_w),
+        **_runs.run_outputs(R, rec.shape[0] - 1, d, keep_w, dtype),
     }
     outputs = ("loss_out", "w_rec", "w_out", "status_out")
     if math.isinf(k):
@@ -123,8 +131,9 @@ def _run(
             R,
             R * _work(k, d, n, steps, fresh, "sgd_runs"),
             kind=kind,
-            cache_bytes_per_holder=n * int(k) * d * 8 if keep else 0,
+            cache_bytes_per_holder=n * int(k) * d * X.itemsize if keep else 0,
             cache_bytes=cache_bytes,
+            dtype=dtype,
         )
     call.seeds = seeds
     try:
@@ -221,6 +230,7 @@ def _train_runs(
     W0: FloatArray,
     record_every: int,
     record: tuple[str, ...],
+    dtype: str,
     backend: str | None,
     cache_bytes: int,
     progress: bool | str,
@@ -245,8 +255,8 @@ def _train_runs(
     if keep_w:
         _check_record_memory(R, rec.shape[0] - 1, d)
     error = np.full((R, int(keep_cols.sum())), np.nan)
-    w_path = np.full((R, error.shape[1], d), np.nan) if keep_w else None
-    w, status = np.empty((R, d)), np.full(R, -1, dtype=np.int64)
+    w_path = np.full((R, error.shape[1], d), np.nan, dtype) if keep_w else None
+    w, status = np.empty((R, d), dtype), np.full(R, -1, dtype=np.int64)
     seconds, compile_seconds, cache, name, family, threads_used = 0.0, 0.0, True, "", "", 1
     groups = (
         [np.arange(R)]
@@ -262,7 +272,7 @@ def _train_runs(
             try:
                 out, done, family = _run(
                     problems[g], k, lr[rows], seeds[rows], rec, 0 if replay else start_step,
-                    sampling, augmentation, start, keep_w, backend, cache_bytes,
+                    sampling, augmentation, start, keep_w, dtype, backend, cache_bytes,
                     progress if bar is None else False, threads,
                 )  # fmt: skip
             except _runs.Interrupted as exc:
@@ -271,7 +281,7 @@ def _train_runs(
                     raise
                 exc.result = _partial(
                     problems[0], exc.step, first, rec, keep_cols, exc.result, record, k, lr,
-                    seeds, sampling, augmentation, origin, start_step, record_every,
+                    seeds, sampling, augmentation, origin, start_step, record_every, dtype,
                 )  # fmt: skip
                 raise
             error[rows] = out["loss_out"][:, keep_cols]
@@ -293,7 +303,9 @@ def _train_runs(
     records = _recorded(problems, index, record, error, w_path)
     if warn:
         _runs.warn_divergence(status, lr, seeds, steps_rec, records[record[0]])
-    meta = _meta(problems, index, start_step + steps, start_step, record_every, origin, record)
+    meta = _meta(
+        problems, index, start_step + steps, start_step, record_every, origin, record, dtype
+    )
     meta.update(family=family, threads=threads_used, cache=cache, compile_seconds=compile_seconds)
     return TrainResult(steps_rec, records[record[0]], w, status, seconds, k, lr, seeds, sampling,
                        augmentation, name, meta, records)  # fmt: skip
@@ -307,9 +319,10 @@ def _meta(
     record_every: int,
     origin: FloatArray,
     record: tuple[str, ...],
+    dtype: str,
 ) -> dict[str, Any]:
     """A training result's metadata: the problem(s), the steps it covers, what it recorded,
-    its start."""
+    its start, the parameters' type."""
     many = len(problems) > 1
     meta: dict[str, Any] = {
         "problem": [p.describe() for p in problems] if many else problems[0].describe(),
@@ -317,6 +330,7 @@ def _meta(
         "start_step": start_step,
         "record_every": record_every,
         "record": list(record),
+        "dtype": dtype,
         "w0": origin,
         **results.environment(),
     }
@@ -341,6 +355,7 @@ def _partial(
     origin: FloatArray,
     start_step: int,
     record_every: int,
+    dtype: str,
 ) -> TrainResult:
     """The result of an interrupted single-problem call (``out``: the outputs so far): the
     records up to the call's step ``step`` and a last record there (computed here from w),
@@ -362,7 +377,7 @@ def _partial(
             w_path = np.concatenate((w_path, w[:, None, :]), axis=1)
     index = np.zeros(w.shape[0], dtype=np.int64)
     records = _recorded([problem], index, record, error, w_path)
-    meta = _meta([problem], index, first + step, start_step, record_every, origin, record)
+    meta = _meta([problem], index, first + step, start_step, record_every, origin, record, dtype)
     meta["interrupted"] = True
     return TrainResult(steps_rec, records[record[0]], w, status, 0.0, k, lr, seeds, sampling,
                        augmentation, "", meta, records)  # fmt: skip
@@ -383,7 +398,8 @@ def _common(
     record_every: object,
     cache_bytes: object,
     threads: object,
-) -> tuple[float, int, Sampling, str | augment.Augmentation, int, int, int | None]:
+    dtype: object,
+) -> tuple[float, int, Sampling, str | augment.Augmentation, int, int, int | None, str]:
     k = _checks.as_k(k)
     steps = _checks.as_int("steps", steps, minimum=0, maximum=2**32 - 2)
     sampling = _checks.as_choice("sampling", sampling, _checks.SAMPLINGS)
@@ -391,7 +407,8 @@ def _common(
     record_every = _checks.as_int("record_every", record_every, minimum=1)
     cache_bytes = _runs.as_cache_bytes(cache_bytes)
     threads = _runs.as_threads(threads)
-    return k, steps, sampling, augmentation, record_every, cache_bytes, threads
+    dtype = _checks.as_dtype("dtype", dtype, k)
+    return k, steps, sampling, augmentation, record_every, cache_bytes, threads, dtype
 
 
 def train(
@@ -406,6 +423,7 @@ def train(
     seed: int = 0,
     record_every: int = 1,
     record: str | Sequence[str] | None = None,
+    dtype: str = "float64",
     backend: str | None = None,
     cache_bytes: int | None = None,
     threads: int | None = None,
@@ -450,6 +468,12 @@ def train(
         d floats, at most :data:`fastperm.knobs.RECORD_BYTES`) and the training and test
         losses are computed from it after the call: steps between records cost nothing
         more.
+    dtype : {"float64", "float32"}
+        The type of w, the examples and their copies. ``"float32"`` (plain and k-fold runs
+        on the numba backend) halves the memory traffic and the fixed-copy cache; dot
+        products and losses still accumulate in float64, and the result's ``w`` is
+        float32. It agrees with float64 to float32's accuracy (a test checks it), and is
+        bitwise reproducible as float64 is (same machine, backend and dtype).
     backend : str, optional
         ``"numba"`` (default), ``"cython"``, ``"numpy"`` (reference), ``"cuda"`` (GPU); see
         :func:`fastperm.backends.get`.
@@ -518,8 +542,8 @@ def train(
     (3, 50)
     """
     problem = as_problem(problem)
-    k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
-        k, steps, sampling, augmentation, record_every, cache_bytes, threads
+    k, steps, sampling, augmentation, record_every, cache_bytes, threads, dtype = _common(
+        k, steps, sampling, augmentation, record_every, cache_bytes, threads, dtype
     )
     lrs = np.array([_checks.as_positive_real("lr", lr)])
     seeds = np.array([_checks.as_seed("seed", seed)], dtype=np.uint64)
@@ -528,7 +552,8 @@ def train(
     try:
         res = _train_runs(
             [problem], np.zeros(1, dtype=np.int64), k, lrs, seeds, steps, sampling,
-            augmentation, W0, record_every, names, backend, cache_bytes, progress, threads,
+            augmentation, W0, record_every, names, dtype, backend, cache_bytes, progress,
+            threads,
         )  # fmt: skip
     except _runs.Interrupted as exc:
         exc.result = None if exc.result is None else _single(exc.result)
@@ -558,6 +583,7 @@ def train_many(
     w0: npt.ArrayLike | None = None,
     record_every: int = 1,
     record: str | Sequence[str] | None = None,
+    dtype: str = "float64",
     backend: str | None = None,
     cache_bytes: int | None = None,
     progress: bool | str = False,
@@ -622,8 +648,8 @@ def train_many(
     True
     """
     problems = as_problems(problem)
-    k, steps, sampling, augmentation, record_every, cache_bytes, threads = _common(
-        k, steps, sampling, augmentation, record_every, cache_bytes, threads
+    k, steps, sampling, augmentation, record_every, cache_bytes, threads, dtype = _common(
+        k, steps, sampling, augmentation, record_every, cache_bytes, threads, dtype
     )
     names = as_record(record, problems)
     seeds, lr = _checks.seeds_and_lr(seeds, lr)
@@ -637,7 +663,7 @@ def train_many(
         W0 = _starts(problems, index, w0)
     return _train_runs(
         problems, index, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
-        names, backend, cache_bytes, progress, threads,
+        names, dtype, backend, cache_bytes, progress, threads,
     )  # fmt: skip
 
 
@@ -741,15 +767,16 @@ def resume(
         raise ValueError(f"steps: the run would pass step 2**32 - 2 (it is at step {start})")
     single = result.loss.ndim == 1
     record = tuple(result.meta.get("record", ("error",)))
+    dtype = str(result.meta.get("dtype", "float64"))
     for p in problems:
         p.check_metrics(record)
     # copies: the result passed in is never changed
     lr = np.array(result.lr, dtype=np.float64, ndmin=1)
     seeds = np.array(result.seed, dtype=np.uint64, ndmin=1)
-    W = np.array(result.w, dtype=np.float64, ndmin=2)
+    W = np.array(result.w, dtype=dtype, ndmin=2)
     # each record's last column (the state the continuation starts from), one row per run
     last = {
-        name: np.array(values[None] if single else values, dtype=np.float64)[:, -1]
+        name: np.array(values[None] if single else values)[:, -1]
         for name, values in result.records.items()
     }
     ds = result.diverged_step
@@ -763,11 +790,11 @@ def resume(
     def expand(part: TrainResult) -> TrainResult:
         """The alive runs' continuation back among all runs (diverged ones stay so)."""
         for name, values in part.records.items():
-            full = np.full((R, *values.shape[1:]), np.nan)
+            full = np.full((R, *values.shape[1:]), np.nan, values.dtype)
             full[alive] = values
             full[alive, 0] = last[name][alive]  # the state it continues from
             part.records[name] = full
-        w = np.full((R, W.shape[1]), np.nan)
+        w = np.full((R, W.shape[1]), np.nan, W.dtype)
         w[alive] = part.w
         merged = status.copy()
         merged[alive] = cast(IntArray, part.diverged_step)
@@ -782,7 +809,8 @@ def resume(
         part = _train_runs(
             problems, index[alive], result.k, lr[alive], seeds[alive], steps,
             cast(Sampling, result.sampling), augmentation, W[alive],
-            result.meta["record_every"], record, backend, cache_bytes, progress, threads,
+            result.meta["record_every"], record, dtype, backend, cache_bytes, progress,
+            threads,
             start_step=start, origin=origin if origin.shape[0] == 1 else origin[alive],
             warn=False,
         )  # fmt: skip

@@ -383,12 +383,18 @@ BACKEND_API = {
     "name": "the backend's name in :data:`fastperm.backends.KNOWN`",
     "compile": "compile(families=None): compile (or load from a cache) the kernels of these "
     "families (None: all it times), outside any timing; a no-op where nothing "
-    "compiles at run time",
+    "compiles at run time. A backend listing float32 in DTYPES takes dtype='float32' too",
     "threads": "threads its parallel drivers use for calls from this Python thread",
     "set_threads": "set_threads(n): set that count for this Python thread; n is checked by "
     ":func:`fastperm.knobs.as_thread_count` (the same refusals on every backend)",
 }
 
+
+#: parameter types a backend's ``sgd_runs`` runs in, when not float64 only: a backend module
+#: may list them as ``DTYPES`` (the numba backend: float64 and float32). In float32 the
+#: examples, their copies and w are stored in float32; dot products and losses accumulate in
+#: float64
+DTYPES_ATTR = "DTYPES"
 
 #: augmentation kinds a backend's samplers draw when it does not draw them all: a backend
 #: module may list them as ``SAMPLER_KINDS`` (the cuda backend: permutations, resampling)

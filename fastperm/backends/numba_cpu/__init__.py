@@ -23,16 +23,23 @@ name = "numba"
 CALLS_MODEL_KERNEL = True
 
 
+#: the parameter types its training kernels run in (``train(dtype=...)``): float32 for
+#: ``sgd_runs`` (plain and k-fold SGD), whose kernels are generic in the array type
+DTYPES = ("float64", "float32")
+
 #: the modules whose kernels the run harness times, each with its compile()
 _TRAINING = (sgd, closed_forms, deep_linear, schemes)
 
 
-def compile(families=None):
+def compile(families=None, dtype="float64"):
     """Compile (or load from Numba's cache) the training kernels, both twins of each driver
     (serial and parallel), so that ``TrainResult.seconds`` never includes JIT compilation.
 
     ``families``: the kernel families about to run (names of the contract); their modules
-    are compiled, each once a process. None: every training module."""
+    are compiled, each once a process. None: every training module. ``dtype="float32"``:
+    the float32 specialisations of ``sgd_runs`` too."""
+    if dtype == "float32":
+        sgd.compile_float32()
     if families is None:
         modules: Sequence[ModuleType] = _TRAINING
     elif _ready.issuperset(families):

@@ -41,8 +41,8 @@ def _plain_step(w, x, xn, c, w_star):
     xw = 0.0
     s = 0.0
     for m in range(w.shape[0]):
-        wm = w[m] - c * x[m]
-        w[m] = wm
+        w[m] = w[m] - c * x[m]
+        wm = w[m]  # as stored (rounded when w is float32; free for float64)
         xw += wm * xn[m]
         e = wm - w_star[m]
         s += e * e
@@ -180,7 +180,7 @@ def _sgd_driver_body(
     R = lr.shape[0]
     keep = cache and not fresh and k > 1
     for c in prange(nchunks):
-        block = np.empty((n if keep else 1, k if k > 1 else 1, d if k > 1 else 1))
+        block = np.empty((n if keep else 1, k if k > 1 else 1, d if k > 1 else 1), X.dtype)
         buf = draw_buffer(d)
         res = np.empty(k)
         for r in range(c, R, nchunks):
@@ -434,10 +434,39 @@ def compile():
     fastperm passes. Called by the run harness before it starts its clock, so that
     ``TrainResult.seconds`` never includes JIT compilation; the work is done once a process.
     """
+    _compile_sgd_runs(np.float64)
     X, y, w_star = warmup.problem(1)
     lr, seeds, rec, loss, w_rec, w, status = warmup.runs(1)
     fparams, gidx, gptr = np.zeros(2), np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64)
     W0 = np.ones((1, 1))
+    expected_runs(X, y, w_star, W0, lr, 1, spec.KIND_PERMUTATION, rec, loss, w_rec, w, status)
+    augmented_gradient(
+        np.ones(1),
+        np.ones((2, 1)),
+        lr,
+        2,
+        np.uint64(0),
+        spec.KIND_PERMUTATION,
+        fparams,
+        gidx,
+        gptr,
+        np.empty((2, 1)),
+    )
+
+
+@warmup.once
+def compile_float32():
+    """The float32 specialisations of ``sgd_runs`` (``dtype="float32"``): compiled only when
+    a float32 run asks for them, once a process."""
+    _compile_sgd_runs(np.float32)
+
+
+def _compile_sgd_runs(dtype):
+    """``sgd_runs`` for parameters and examples of ``dtype`` (every k and sampling path)."""
+    X, y, w_star = warmup.problem(1, dtype)
+    lr, seeds, rec, loss, w_rec, w, status = warmup.runs(1, dtype=dtype)
+    fparams, gidx, gptr = np.zeros(2), np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64)
+    W0 = np.ones((1, 1), dtype)
     for k in (1, 2):
         for flag in (False, True):
             sgd_runs(
@@ -462,16 +491,3 @@ def compile():
                 w,
                 status,
             )
-    expected_runs(X, y, w_star, W0, lr, 1, spec.KIND_PERMUTATION, rec, loss, w_rec, w, status)
-    augmented_gradient(
-        np.ones(1),
-        np.ones((2, 1)),
-        lr,
-        2,
-        np.uint64(0),
-        spec.KIND_PERMUTATION,
-        fparams,
-        gidx,
-        gptr,
-        np.empty((2, 1)),
-    )
