@@ -168,8 +168,8 @@ def run(
     kern = backends.get(backend, needs=call.family, kind=call.kind)
     if call.dtype not in getattr(kern, contract.DTYPES_ATTR, ("float64",)):
         raise ValueError(
-            f"dtype={call.dtype!r}: backend {kern.name!r} computes in float64 only; "
-            "float32 runs on the numba backend"
+            f"dtype={call.dtype!r} (given, or the dtype of the result resumed): backend "
+            f"{kern.name!r} computes in float64 only; float32 runs on the numba backend"
         )
     nthreads = threads_for(kern, call.runs, call.work, threads)
     values = dict(call.values)
@@ -226,8 +226,8 @@ def run(
     for name in ("w_out", "theta_out"):
         if name in values and diverged.any():
             values[name][diverged] = np.nan
-    if "w_rec" in values and values["w_rec"].shape[1] and diverged.any():
-        values["w_rec"][np.isnan(values["loss_out"])] = np.nan  # rows past a divergence
+    if "w_rec" in values and diverged.any():
+        nan_past_divergence(values["w_rec"], values["loss_out"])
     seeds = call.seeds if call.seeds is not None else values.get("seeds")
     if warn:  # (a caller that runs one call in parts warns once, itself)
         warn_divergence(
@@ -238,6 +238,13 @@ def run(
             values["loss_out"],
         )
     return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
+
+
+def nan_past_divergence(w_rec: FloatArray, loss: FloatArray) -> None:
+    """The kept parameters of records past a divergence (NaN losses) are NaN: the kernels
+    stop writing there (contract)."""
+    if w_rec.shape[1]:
+        w_rec[np.isnan(loss)] = np.nan
 
 
 def compile_kernels(kern: ModuleType, family: str, dtype: str = "float64") -> float:
@@ -357,6 +364,7 @@ def _over_steps(
             )
             fn(*[args[name] for name in spec.arg_names])
             part = args["loss_out"]
+            nan_past_divergence(args["w_rec"], part)
             loss[np.ix_(alive, inside)] = part[:, 1 : 1 + inside.size]
             if keep_w:
                 w_rec[np.ix_(alive, inside)] = args["w_rec"][:, 1 : 1 + inside.size]

@@ -270,7 +270,9 @@ def train(
     values: dict[str, Any] = {  # the kernel's arguments by name (contract.FAMILIES)
         "X": problem.X,
         "y": problem.y,
-        "w_star": problem.known_w_star("a deep linear network's loss mean((v − w*)²)"),
+        "w_star": problem.known_w_star(
+            "a deep linear network's loss mean((v − w*)²)", "train it on a problem with w*"
+        ),
         "Theta0": T0,
         "sizes": net.sizes,
         "offs": net.offs,

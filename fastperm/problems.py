@@ -114,14 +114,16 @@ class LinearProblem:
             y_test = _checks.as_float_array("y_test", y_test, 1)
             if X_test.shape[1] != d:
                 raise ValueError(f"X_test has {X_test.shape[1]} columns but X has d = {d}")
-            if y_test.shape[0] != X_test.shape[0] or X_test.shape[0] == 0:
+            if X_test.shape[0] == 0:
+                raise ValueError("X_test has no rows: a held-out split needs at least one")
+            if y_test.shape[0] != X_test.shape[0]:
                 raise ValueError(
-                    f"y_test has {y_test.shape[0]} entries but X_test has {X_test.shape[0]} "
-                    "rows (at least one)"
+                    f"y_test has {y_test.shape[0]} entries but X_test has {X_test.shape[0]} rows"
                 )
             self.X_test, self.y_test = _owned(X_test), _owned(y_test)
         self.origin: dict[str, Any] = {"source": "arrays"}
         self._digest: str | None = None
+        self._cast: dict[str, tuple[FloatArray, FloatArray]] = {}
 
     @classmethod
     def sample(
@@ -195,12 +197,13 @@ class LinearProblem:
             self._digest = h.hexdigest()
         return self._digest
 
-    def known_w_star(self, what: str) -> FloatArray:
-        """w*, or a ValueError saying that ``what`` needs it (a problem of real data has none)."""
+    def known_w_star(self, what: str, instead: str) -> FloatArray:
+        """w*, or a ValueError saying that ``what`` needs it (a problem of real data has none)
+        and what to do ``instead``."""
         if self.w_star is None:
             raise ValueError(
                 f"{what} needs the problem's w_star, and this problem has none (real data); "
-                "record the training or test loss instead (record='train' or 'test')"
+                f"{instead}"
             )
         return self.w_star
 
@@ -208,7 +211,7 @@ class LinearProblem:
         """Refuse to record losses this problem cannot give (``error`` without w*, ``test``
         without a held-out split)."""
         if "error" in names:
-            self.known_w_star("record='error'")
+            self.known_w_star("record='error'", "record the training or test loss instead")
         if "test" in names and self.X_test is None:
             raise ValueError(
                 "record='test' needs a held-out split: LinearProblem(X, y, X_test=..., "
@@ -216,33 +219,41 @@ class LinearProblem:
             )
 
     def metric(self, name: str, W: npt.ArrayLike) -> FloatArray:
-        """The loss ``name`` of :data:`fastperm.problems.LOSSES` at parameters ``W`` (..., d): shape (...).
+        """The loss ``name`` of :data:`fastperm.problems.LOSSES` at parameters ``W`` (..., d),
+        of shape (...).
 
         ``error`` is ``mean((w − w*)²)``; ``train`` and ``test`` are the mean squared
         residuals ``mean((Xw − y)²)`` over the training and held-out examples. Each value
         is computed on its own (``numpy.einsum`` without BLAS, in batches), so it is the same
         bitwise whatever the batch it is part of: a resumed run's records equal one call's.
         """
-        W = np.asarray(W, dtype=np.float64)
-        flat = W.reshape(-1, self.d)
+        name = _checks.as_choice("name", name, tuple(LOSSES))
+        self.check_metrics((name,))
+        W = np.asarray(W)
+        flat = W.reshape(-1, self.d)  # a view of the caller's array: batches are cast below
         out = np.empty(flat.shape[0])
+        if name == "error":
+            X, y = None, None
+            step = max(1, _BATCH_ENTRIES // self.d)
+        else:
+            X, y = (self.X, self.y) if name == "train" else (self.X_test, self.y_test)
+            assert X is not None and y is not None  # (check_metrics)
+            step = max(1, _BATCH_ENTRIES // max(X.shape[0], self.d))
         with np.errstate(all="ignore"):  # a diverged run's NaN rows stay NaN
-            if name == "error":
-                out[:] = np.mean((flat - self.known_w_star("record='error'")) ** 2, axis=1)
-            else:
-                self.check_metrics((name,))
-                X, y = (self.X, self.y) if name == "train" else (self.X_test, self.y_test)
-                assert X is not None and y is not None
-                step = max(1, _BATCH_ENTRIES // X.shape[0])
-                for a in range(0, flat.shape[0], step):
-                    res = np.einsum("rd,nd->rn", flat[a : a + step], X, optimize=False) - y
-                    out[a : a + step] = np.mean(res * res, axis=1)
+            for a in range(0, flat.shape[0], step):
+                rows = flat[a : a + step].astype(np.float64)
+                if X is None:
+                    res = rows - self.target  # (check_metrics: w* is known)
+                else:
+                    res = np.einsum("rd,nd->rn", rows, X, optimize=False) - y
+                out[a : a + step] = np.mean(res * res, axis=1)
         return out.reshape(W.shape[:-1])
 
     def loss(self, w: npt.ArrayLike) -> float:
         """Parameter error ``mean((w − w*)²)``: the population MSE divided by d (needs w*)."""
         w = _checks.as_float_array("w", w, 1)
-        return float(np.mean((w - self.known_w_star("loss")) ** 2))
+        w_star = self.known_w_star("loss", "problem.metric('train', w) gives the training loss")
+        return float(np.mean((w - w_star) ** 2))
 
     def start(
         self, w0: npt.ArrayLike | None, runs: int | None = None, *, check: bool = True
@@ -280,17 +291,32 @@ class LinearProblem:
         if bad.size:
             r = int(bad[0])
             row = f" (run {r})" if W.shape[0] > 1 else ""
+            of = "mean((w − w*)²)" if self.w_star is not None else "mean(w²)"
             what = (
-                f"the loss mean((w − w*)²) is {loss[r]}"
+                f"the loss {of} is {loss[r]}"
                 if not np.isfinite(loss[r])
                 else "the residuals X·w − y overflow"
             )
+            star = (
+                f", max |w*| = {np.max(np.abs(self.w_star)):.3g}" if self.w_star is not None else ""
+            )
             raise ValueError(
                 f"{name}{row} cannot start training on this problem: {what} "
-                f"(max |w| = {np.max(np.abs(W[r])):.3g}, max |w*| = "
-                f"{np.max(np.abs(self.target)):.3g}, max |X| = "
+                f"(max |w| = {np.max(np.abs(W[r])):.3g}{star}, max |X| = "
                 f"{np.max(np.abs(self.X)):.3g}); rescale {name} or the problem"
             )
+
+    def examples(self, dtype: str = "float64") -> tuple[FloatArray, FloatArray]:
+        """``(X, y)`` in ``dtype``: the problem's own arrays for float64, read-only copies
+        (made once) for float32 training."""
+        if dtype == "float64":
+            return self.X, self.y
+        if dtype not in self._cast:
+            X, y = self.X.astype(dtype), self.y.astype(dtype)
+            for a in (X, y):
+                a.setflags(write=False)
+            self._cast[dtype] = (X, y)
+        return self._cast[dtype]
 
     @property
     def target(self) -> FloatArray:

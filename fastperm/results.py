@@ -104,8 +104,9 @@ class TrainResult:
     steps : (records,) int array
         Steps at which the loss was recorded (0, record_every, ..., and the last step).
     loss : (records,) or (runs, records) float array
-        The primary loss after those steps (:attr:`metric`: the parameter error
-        ``mean((w − w*)²)`` unless ``record=`` said otherwise); NaN after a divergence.
+        The primary loss after those steps (:attr:`metric`: by default the parameter error
+        ``mean((w − w*)²)``, or the training loss for a problem without w*; else the first
+        loss named in ``record=``); NaN after a divergence.
     w : (d,) or (runs, d) float array
         Final parameters; NaN for a run that diverged (its last values depend on which
         operation overflowed first, which differs between backends).
@@ -120,8 +121,8 @@ class TrainResult:
         sampled), ``steps``, ``record_every``, the start ``w0`` (``theta0`` and the final
         ``theta`` for a deep linear network), ``threads``, ``cache``,
         ``compile_seconds``, ``family`` (the kernel family), ``record`` (the names
-        recorded), ``versions``, ``platform``, ``date``. :meth:`metadata` returns all of it,
-        settings included.
+        recorded), ``dtype`` (of w), ``versions``, ``platform``, ``date``.
+        :meth:`metadata` returns all of it, settings included.
     records : dict of str to array
         Everything recorded, by name (:data:`fastperm.problems.METRICS`): ``loss`` is
         ``records[metric]``; ``"train"``/``"test"``/``"error"`` have the shape of ``loss``,

@@ -139,7 +139,9 @@ def run(
     values: dict[str, Any] = {  # the kernel's arguments by name (contract.FAMILIES)
         "X": problem.X,
         "y": problem.y,
-        "w_star": problem.known_w_star("a scheme's loss mean((w − w*)²)"),
+        "w_star": problem.known_w_star(
+            "a scheme's loss mean((w − w*)²)", "run it on a problem with w*"
+        ),
         "W0": W0,
         "lr": lr_runs,
         "seeds": seeds,

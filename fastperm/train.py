@@ -86,17 +86,12 @@ def _run(
     R = lr.shape[0]
     n, d = problem.X.shape
     fresh = sampling == "fresh"
-    X, y, target = problem.X, problem.y, problem.target
-    if dtype != "float64":  # read-only copies, as the problem's own (the kernels' types)
-        X, y, target = (np.array(a, dtype=dtype) for a in (X, y, target))
-        for a in (X, y, target):
-            a.setflags(write=False)
-        W0 = W0.astype(dtype)
+    X, y = problem.examples(dtype)
     values: dict[str, Any] = {  # the kernel's arguments by name (contract.FAMILIES)
         "X": X,
         "y": y,
-        "w_star": target,
-        "W0": W0,
+        "w_star": problem.target,  # float64 always: the error is measured against w* itself
+        "W0": W0.astype(dtype, copy=False),
         "lr": lr,
         "steps": steps,
         "record_steps": rec,
@@ -694,8 +689,8 @@ def resume(
 
     ``result`` is a :func:`train` or :func:`train_many` result (complete, interrupted —
     ``fastperm.Interrupted.result`` — or loaded with :meth:`TrainResult.load`); its settings
-    (k, lr, seeds, sampling, augmentation, record_every) are reused. Run r continues from
-    its last step s with its parameters ``result.w[r]``: step s + t visits example
+    (k, lr, seeds, sampling, augmentation, record_every, record, dtype) are reused. Run r
+    continues from its last step s with its parameters ``result.w[r]``: step s + t visits example
     ``(s + t) mod n`` and draws fresh copies keyed by it, fixed copies are the same, so
     the continuation equals one uninterrupted call bitwise (plain SGD and k-fold, every
     sampling mode and backend). k = ∞ runs are replayed from their start at step 0 (their

@@ -244,3 +244,32 @@ def test_interrupted_records_resume_exactly(problem, monkeypatch):
     np.testing.assert_array_equal(rest.w, whole.w)
     for name in ("test", "w"):
         np.testing.assert_array_equal(rest.records[name][:, -1], whole.records[name][:, -1])
+
+
+def test_interrupted_after_a_divergence_keeps_nan_records(problem, monkeypatch):
+    """A run that diverged in a finished part has NaN records past its divergence in the
+    partial result of a Ctrl-C (not what the kernel left in memory it never wrote)."""
+    monkeypatch.setattr(knobs, "INTERRUPT_WORK", 4000.0)  # parts of 75 steps
+    real = fastperm.backends.get("numpy").sgd_runs
+    calls = []
+
+    def stop_at_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(fastperm.backends.get("numpy"), "sgd_runs", stop_at_third)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastperm.DivergenceWarning)
+        with pytest.raises(fastperm.Interrupted) as info:
+            fastperm.train_many(
+                problem, 1, seeds=[0, 0], lr=[50.0, 0.01], steps=300, record_every=5,
+                record=["train", "w"], backend="numpy",
+            )  # fmt: skip
+    part = info.value.result
+    bad = int(part.diverged_step[0])
+    assert 0 <= bad < part.steps[-1] and len(calls) == 3
+    after = part.steps >= bad
+    assert np.isnan(part.records["w"][0, after]).all() and np.isnan(part.loss[0, after]).all()
+    assert np.isfinite(part.records["w"][1]).all() and np.isfinite(part.loss[1]).all()

@@ -45,6 +45,19 @@ def fourier_finish(RE, IM, w_out):
         w_out[:] = np.fft.irfft(RE + 1j * IM, n=w_out.shape[-1], axis=-1)
 
 
+def kept_start(w_rec, W0):
+    """Record 0 of the kept parameters is the start itself (not its round trip through a
+    transformed state), as the kernels that keep w explicitly record it."""
+    if w_rec.shape[1]:
+        w_rec[:, 0] = W0
+
+
+def fourier_finish_kept(RE_rec, IM_rec, w_rec, W0):
+    """``w_rec[r, q]`` from the spectra kept at the records (record 0: the start)."""
+    fourier_finish(RE_rec, IM_rec, w_rec)
+    kept_start(w_rec, W0)
+
+
 def spectra_kept(w_rec, F):
     """``(RE_rec, IM_rec)``, (R, m, F) each: where a run's ŵ is kept at its records (m = 0
     when no parameters are kept)."""
@@ -74,6 +87,7 @@ class BlockState:
         self.c = np.ascontiguousarray(c)
         self.mg = np.ascontiguousarray(mg)
         W0r = np.broadcast_to(W0, (R, d))
+        self.W0 = W0r
         mean0 = (W0r @ onehot) / self.size
         self.ustar = (w_star @ onehot) / self.size
         self.u = W0r - mean0[:, self.labels]
@@ -97,3 +111,4 @@ class BlockState:
                 self.ALPHA_rec[:, :, self.labels] * self.u[:, None, :]
                 + (self.DELTA_rec + self.ustar)[:, :, self.labels]
             )
+            kept_start(w_rec, self.W0)

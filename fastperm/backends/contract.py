@@ -133,8 +133,8 @@ W_REC = _a(
     "w_rec",
     "output",
     "(R, m + 1, d): ``w_rec[r, q]`` = run r's parameters after ``s_q`` steps; or (R, 0, d): "
-    "none kept (the kernel writes nothing). Written at the recorded steps only; rows past a "
-    "divergence are left unwritten (the harness sets them to NaN)",
+    "none kept (the kernel writes nothing). Written at the recorded steps only; what a "
+    "kernel leaves in rows past a divergence is undefined (the harness sets them to NaN)",
 )
 W_OUT = _a("w_out", "output", "(R, d) final parameters (the harness sets a diverged run's to NaN)")
 STATUS = _a("status_out", "output", "(R,) int64 -1 or the divergence step")

@@ -15,7 +15,8 @@ from cython.parallel cimport prange
 from .vec cimport _dot, _keep, _mse, _nan_from, _rows, _run_rows
 
 
-from ..closed_form_setup import BlockState, fourier_finish, fourier_setup, spectra_kept
+from ..closed_form_setup import (BlockState, fourier_finish, fourier_finish_kept, fourier_setup,
+                                 spectra_kept)
 from .parallel import chunks
 
 
@@ -135,7 +136,7 @@ def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_rec, w
     _fourier_runs(lam, s1, y, RE, IM, sre, sim, wt, X.shape[1], lr, steps, record_steps,
                   loss_out, RE_rec, IM_rec, status_out)
     fourier_finish(RE, IM, w_out)
-    fourier_finish(RE_rec, IM_rec, w_rec)
+    fourier_finish_kept(RE_rec, IM_rec, w_rec, W0)
 
 
 def _fourier_runs(const double[:, ::1] lam, const double[::1] s1, const double[::1] y,

@@ -269,7 +269,7 @@ cdef int64_t _expected_run(const double* a, const double* A, const double* e, in
     alpha = 1.0 if c00 > 0.0 else 0.0
     delta = m0 - ms
     loss_row[0] = delta * delta + c00 - 2.0 * c0s + css
-    _keep_affine(kept, 0, w, d, alpha, m0, delta + ms)
+    _keep(kept, 0, w, d)  # the start itself
     i = n - 1
     for t in range(steps):
         i += 1  # i = t mod n, without a 64-bit division per step

@@ -32,7 +32,13 @@ import numpy as np
 from numba import prange
 
 from ..._jit import JIT, Twins, njit
-from ..closed_form_setup import BlockState, fourier_finish, fourier_setup, spectra_kept
+from ..closed_form_setup import (
+    BlockState,
+    fourier_finish,
+    fourier_finish_kept,
+    fourier_setup,
+    spectra_kept,
+)
 from . import warmup
 from .parallel import chunks
 from .vec import dot, keep, mse, stop
@@ -193,7 +199,7 @@ def circulant_runs(X, y, w_star, W0, lr, steps, record_steps, loss_out, w_rec, w
         status_out,
     )
     fourier_finish(RE, IM, w_out)
-    fourier_finish(RE_rec, IM_rec, w_rec)
+    fourier_finish_kept(RE_rec, IM_rec, w_rec, W0)
 
 
 @njit(inline="always", **JIT)

@@ -178,9 +178,9 @@ def _sgd_driver_body(
     """Runs ``r = c, c + nchunks, ...`` go to chunk c; each chunk owns its scratch."""
     n, d = X.shape
     R = lr.shape[0]
-    keep = cache and not fresh and k > 1
+    hold = cache and not fresh and k > 1
     for c in prange(nchunks):
-        block = np.empty((n if keep else 1, k if k > 1 else 1, d if k > 1 else 1), X.dtype)
+        block = np.empty((n if hold else 1, k if k > 1 else 1, d if k > 1 else 1), X.dtype)
         buf = draw_buffer(d)
         res = np.empty(k)
         for r in range(c, R, nchunks):
@@ -341,7 +341,7 @@ def _expected_run(a, A, e, w_star, w, lr, steps, record_steps, loss_row, w_rec):
     alpha = 1.0 if c00 > 0.0 else 0.0
     delta = m0 - ms
     loss_row[0] = delta * delta + c00 - 2.0 * c0s + css
-    _keep_affine(w_rec, 0, w, alpha, m0, delta + ms)
+    keep(w_rec, 0, w)  # the start itself
     q = 1
     status = -1
     for t in range(steps):
@@ -462,8 +462,10 @@ def compile_float32():
 
 
 def _compile_sgd_runs(dtype):
-    """``sgd_runs`` for parameters and examples of ``dtype`` (every k and sampling path)."""
-    X, y, w_star = warmup.problem(1, dtype)
+    """``sgd_runs`` for parameters and examples of ``dtype`` (every k and sampling path; w*
+    stays float64)."""
+    X, y, _ = warmup.problem(1, dtype)
+    w_star = warmup.problem(1)[2]
     lr, seeds, rec, loss, w_rec, w, status = warmup.runs(1, dtype=dtype)
     fparams, gidx, gptr = np.zeros(2), np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64)
     W0 = np.ones((1, 1), dtype)

@@ -99,7 +99,8 @@ class Outputs:
 
     def __init__(self, *arrays):
         self.host = arrays
-        # host outputs get fresh device arrays (the kernels write every entry: nothing to copy in)
+        # host outputs get fresh device arrays (nothing to copy in: the kernels never read an
+        # output before writing it; entries they leave unwritten are set by the harness)
         self.dev = [a if is_device(a) else cuda.device_array(a.shape, a.dtype) for a in arrays]
 
     def finish(self):

@@ -361,7 +361,9 @@ def _expected_kernel(a, A, e, w_star, W0, lr, steps, rec, keep_w, loss, w_rec, w
     row = loss[r]
     row[0] = delta * delta + c00 - 2.0 * c0s + css
     kept = w_rec[r]
-    _keep_affine(kept, keep_w, 0, w0, alpha, m0, delta + ms)
+    if keep_w:  # the start itself
+        for m in range(d):
+            kept[0, m] = w0[m]
     q = 1
     st = -1
     rate = lr[r]
