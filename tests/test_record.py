@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from test_resume import _supported
 
 import fastperm
 from fastperm import augment, knobs
@@ -30,14 +31,6 @@ CASES = [
     (2, "fixed", "gaussian"),
     *((math.inf, "fixed", name) for name in AUGS),
 ]
-
-
-def _supported(backend, k, aug):
-    if backend == "cuda":
-        return aug in ("permutation", "resample")
-    if backend == "cython" and math.isinf(k) and aug == "cyclic":
-        return "circulant_runs" in fastperm.backends.capabilities()["cython"]
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -216,12 +209,9 @@ def test_records_round_trip(problem, tmp_path):
     assert one.to_xarray()["w_path"].dims == ("step", "feature")
 
 
-def test_interrupted_records_resume_exactly(problem, monkeypatch):
-    """Ctrl-C between parts: the partial result has every record up to the step it stopped
-    at (the last one computed there from w), and resuming it gives one call's records."""
-    kw = dict(seeds=[0, 1], lr=[0.01, 0.02], record_every=5, record=["test", "w"])
-    whole = fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
-    monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
+def _ctrl_c_at_third_part(monkeypatch):
+    """The numpy backend's sgd_runs raises KeyboardInterrupt at its third call (a part);
+    returns the real kernel and the list of calls."""
     real = fastperm.backends.get("numpy").sgd_runs
     calls = []
 
@@ -232,6 +222,16 @@ def test_interrupted_records_resume_exactly(problem, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(fastperm.backends.get("numpy"), "sgd_runs", stop_at_third)
+    return real, calls
+
+
+def test_interrupted_records_resume_exactly(problem, monkeypatch):
+    """Ctrl-C between parts: the partial result has every record up to the step it stopped
+    at (the last one computed there from w), and resuming it gives one call's records."""
+    kw = dict(seeds=[0, 1], lr=[0.01, 0.02], record_every=5, record=["test", "w"])
+    whole = fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
+    monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
+    real, calls = _ctrl_c_at_third_part(monkeypatch)
     with pytest.raises(fastperm.Interrupted) as info:
         fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
     part = info.value.result
@@ -250,16 +250,7 @@ def test_interrupted_after_a_divergence_keeps_nan_records(problem, monkeypatch):
     """A run that diverged in a finished part has NaN records past its divergence in the
     partial result of a Ctrl-C (not what the kernel left in memory it never wrote)."""
     monkeypatch.setattr(knobs, "INTERRUPT_WORK", 4000.0)  # parts of 75 steps
-    real = fastperm.backends.get("numpy").sgd_runs
-    calls = []
-
-    def stop_at_third(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(fastperm.backends.get("numpy"), "sgd_runs", stop_at_third)
+    real, calls = _ctrl_c_at_third_part(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastperm.DivergenceWarning)
         with pytest.raises(fastperm.Interrupted) as info:
