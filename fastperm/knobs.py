@@ -39,6 +39,11 @@ INTERRUPT_WORK = 2e9
 #: less often: ``record_every``)
 RECORD_BYTES = 2**30
 
+#: tasks per worker thread when runs are spread over a Dask cluster (``client=``): a few per
+#: thread keep a grid of mixed costs balanced and make a lost worker cheap to redo, while
+#: each task stays large enough that scheduling (~1 ms a task) is small beside it
+DASK_TASKS_PER_THREAD = 4
+
 #: seconds a kernel compilation (or cache load) may take before fastperm says on stderr that
 #: it is compiling (the first call after an install or upgrade compiles for ~20 s)
 COMPILE_NOTICE_SECONDS = 1.0

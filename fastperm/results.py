@@ -51,7 +51,19 @@ FORMAT = 1
 
 #: metadata entries that describe how a result was computed, not what: ``==`` ignores them
 ENVIRONMENT_KEYS = frozenset(
-    {"threads", "cache", "compile_seconds", "versions", "platform", "date", "family"}
+    {
+        "threads",
+        "cache",
+        "compile_seconds",
+        "versions",
+        "platform",
+        "date",
+        "family",
+        "tasks",
+        "workers",
+        "worker_threads",
+        "task_seconds",
+    }
 )
 
 

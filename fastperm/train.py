@@ -27,14 +27,16 @@ loss from ``w0 = 0`` plateaus near ``1 − min(nk, d)/d`` (the post's Figure 1).
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _checks, _runs, augment, knobs, results
+from . import _checks, _runs, augment, distributed, knobs, results
 from ._runs import DivergenceWarning, record_steps  # noqa: F401  (public names)
 from ._typing import FloatArray, IntArray, Sampling, UIntArray
 from .problems import LOSSES, METRICS, LinearProblem, as_problem, as_problems
@@ -583,6 +585,7 @@ def train_many(
     cache_bytes: int | None = None,
     progress: bool | str = False,
     threads: int | None = None,
+    client: Any = None,
 ) -> TrainResult:
     """Many independent training runs in one compiled call, parallel over runs.
 
@@ -612,7 +615,13 @@ def train_many(
         One start for all runs or one per run; zeros by default.
     progress : bool or str
         Show a progress bar (over the steps for plain and k-fold runs, which then run in
-        parts; over the runs otherwise); a string is its label.
+        parts; over the runs otherwise; over the tasks with a ``client``); a string is its
+        label.
+    client : dask.distributed.Client, optional
+        Spread the runs over a Dask cluster (:mod:`fastperm.distributed`): tasks of about
+        equal cost, the problems scattered once, each task on one thread of a worker unless
+        ``threads`` says otherwise. The result is bitwise the one without a client;
+        ``seconds`` is then the wall time of the whole spread call.
 
     Returns
     -------
@@ -656,10 +665,95 @@ def train_many(
             problem=np.arange(len(problems)), seeds=seeds, lr=lr
         )
         W0 = _starts(problems, index, w0)
+    if client is not None:
+        return _train_spread(
+            distributed.check_client(client), problems, index, k, lr, seeds, steps, sampling,
+            augmentation, W0, record_every, names, dtype, backend, cache_bytes, progress,
+            threads,
+        )  # fmt: skip
     return _train_runs(
         problems, index, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
         names, dtype, backend, cache_bytes, progress, threads,
     )  # fmt: skip
+
+
+def _train_task(
+    problems: list[LinearProblem],
+    W0: FloatArray,
+    index: IntArray,
+    lr: FloatArray,
+    seeds: UIntArray,
+    **settings: Any,
+) -> TrainResult:
+    """One task of a spread call, on a worker: its runs through the local harness (no
+    warning there: the client warns once for the whole call)."""
+    return _train_runs(problems, index, lr=lr, seeds=seeds, W0=W0, warn=False, **settings)
+
+
+def _train_spread(
+    client: Any,
+    problems: list[LinearProblem],
+    index: IntArray,
+    k: float,
+    lr: FloatArray,
+    seeds: UIntArray,
+    steps: int,
+    sampling: Sampling,
+    augmentation: str | augment.Augmentation,
+    W0: FloatArray,
+    record_every: int,
+    record: tuple[str, ...],
+    dtype: str,
+    backend: str | None,
+    cache_bytes: int,
+    progress: bool | str,
+    threads: int | None,
+) -> TrainResult:
+    """:func:`train_many`'s runs as tasks on a Dask cluster (:mod:`fastperm.distributed`),
+    joined into the result one local call gives."""
+    R = index.shape[0]
+    family = "expected_runs" if math.isinf(k) else "sgd_runs"
+    fresh = sampling == "fresh"
+    per_problem = [_work(k, p.d, p.n, steps, fresh, family) for p in problems]
+    cost = distributed.run_costs(np.asarray(per_problem)[index])
+    slices = distributed.task_slices(cost, distributed.tasks_for(client, R))
+    per_run_start = W0.shape[0] > 1
+    shared: dict[str, Any] = {"problems": problems}
+    if not per_run_start:
+        shared["W0"] = W0
+    per_task = [
+        {
+            "index": index[s],
+            "lr": lr[s],
+            "seeds": seeds[s],
+            **({"W0": W0[s]} if per_run_start else {}),
+        }
+        for s in slices
+    ]
+    task = functools.partial(
+        _train_task, k=k, steps=steps, sampling=sampling, augmentation=augmentation,
+        record_every=record_every, record=record, dtype=dtype, backend=backend,
+        cache_bytes=cache_bytes, progress=False, threads=1 if threads is None else threads,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    parts: list[TrainResult] = distributed.map_tasks(client, task, shared, per_task, progress)
+    seconds = time.perf_counter() - t0
+    records = {name: np.concatenate([p.records[name] for p in parts]) for name in record}
+    w = np.concatenate([p.w for p in parts])
+    status = np.concatenate([cast(IntArray, p.diverged_step) for p in parts])
+    meta = dict(parts[0].meta)
+    meta.update(
+        w0=W0,
+        cache=all(p.meta["cache"] for p in parts),
+        compile_seconds=max(p.meta["compile_seconds"] for p in parts),
+        task_seconds=sum(p.seconds for p in parts),
+        **distributed.describe(client, len(parts)),
+    )
+    if len(problems) > 1:
+        meta["problem_index"] = index
+    _runs.warn_divergence(status, lr, seeds, parts[0].steps, records[record[0]])
+    return TrainResult(parts[0].steps, records[record[0]], w, status, seconds, k, lr, seeds,
+                       sampling, augmentation, parts[0].backend, meta, records)  # fmt: skip
 
 
 def _starts(problems: list[LinearProblem], index: IntArray, w0: npt.ArrayLike | None) -> FloatArray:

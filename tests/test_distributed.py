@@ -1,0 +1,163 @@
+"""Runs spread over a Dask cluster (issue 16, item 1): ``train_many(..., client=...)`` equals
+the same call without a client bitwise, on a cluster of two worker processes on loopback,
+and once on a scheduler and workers started with Dask's own command-line tools."""
+
+import math
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import fastperm
+from fastperm import augment, distributed
+
+dd = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cluster's own start-up notices
+        cluster = dd.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        c = dd.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return fastperm.LinearProblem.sample(d=24, n=6, seed=3, n_test=10)
+
+
+KW = dict(seeds=range(11), lr=np.linspace(0.002, 0.03, 11), steps=120, record_every=20)
+
+CASES = [
+    (1, "fixed", "permutation"),
+    (16, "fixed", "permutation"),
+    (16, "fresh", "permutation"),
+    (math.inf, "fixed", "permutation"),
+    (4, "fresh", augment.Gaussian(0.3)),
+    (math.inf, "fixed", augment.CyclicShift()),
+]
+
+
+@pytest.mark.parametrize("k, sampling, aug", CASES)
+def test_spread_equals_local(client, problem, k, sampling, aug):
+    kw = dict(KW, sampling=sampling, augmentation=aug)
+    local = fastperm.train_many(problem, k, **kw)
+    spread = fastperm.train_many(problem, k, client=client, **kw)
+    assert spread == local  # every array bitwise, the settings, the problem
+    np.testing.assert_array_equal(spread.loss, local.loss)
+    np.testing.assert_array_equal(spread.w, local.w)
+    assert spread.meta["tasks"] > 1 and spread.meta["workers"] == 2
+
+
+def test_spread_over_problems_starts_records_dtype(client, problem):
+    problems = [
+        fastperm.LinearProblem.sample(d=24, n=n, seed=s, n_test=5) for s, n in ((0, 4), (1, 9))
+    ]
+    w0 = np.random.default_rng(0).standard_normal((2, 24)) * 0.1
+    kw = dict(seeds=[0, 1], lr=0.01, steps=90, record_every=15, record=["test", "w"], w0=w0)
+    local = fastperm.train_many(problems, 3, **kw)
+    assert fastperm.train_many(problems, 3, client=client, **kw) == local
+    if "numba" in fastperm.backends.available():
+        kw32 = dict(KW, dtype="float32", backend="numba")
+        assert fastperm.train_many(problem, 2, client=client, **kw32) == fastperm.train_many(
+            problem, 2, **kw32
+        )
+
+
+def test_divergence_is_reported_once(client, problem):
+    with pytest.warns(fastperm.DivergenceWarning, match="run 0"):
+        res = fastperm.train_many(problem, 1, seeds=[0, 1, 2], lr=[80.0, 0.01, 0.01],
+                                  steps=400, record_every=100, client=client)  # fmt: skip
+    assert res.diverged_step[0] > 0 and (res.diverged_step[1:] == -1).all()
+
+
+def test_tasks_balance_costs():
+    cost = np.array([1.0] * 8 + [16.0] * 8)  # k = 1 runs, then k = 16 runs
+    slices = distributed.task_slices(cost, 4)
+    sums = [cost[s].sum() for s in slices]
+    assert slices[0].start == 0 and slices[-1].stop == 16
+    assert all(a.stop == b.start for a, b in zip(slices[:-1], slices[1:], strict=True))
+    assert max(sums) <= 1.5 * cost.sum() / 4  # about equal cost, not equal counts
+    assert [s.stop - s.start for s in slices] != [4, 4, 4, 4]
+    assert distributed.task_slices(np.ones(3), 10) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+
+
+def test_not_a_client(problem):
+    with pytest.raises(TypeError, match="client must be a dask.distributed.Client"):
+        fastperm.train_many(problem, 1, client="tcp://localhost:8786")
+
+
+def test_cluster_started_with_dask_commands(tmp_path, problem):
+    """A scheduler and two workers as separate processes, started with ``dask scheduler`` and
+    ``dask worker`` the way a real cluster runs (README: Running on a cluster)."""
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    worker = [sys.executable, "-m", "distributed.cli.dask_worker"]
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ)
+    procs = [subprocess.Popen([*dask, "--scheduler-file", str(sched_file), "--port", "0",
+                               "--no-dashboard"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]  # fmt: skip
+    try:
+        for _ in range(200):
+            if sched_file.exists():
+                break
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(subprocess.Popen([*worker, "--scheduler-file", str(sched_file),
+                                           "--nthreads", "1", "--no-dashboard"], env=env,
+                                          cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))  # fmt: skip
+        with dd.Client(scheduler_file=str(sched_file), timeout=60) as c:
+            c.wait_for_workers(2, timeout=120)
+            spread = fastperm.train_many(problem, 4, client=c, **KW)
+            assert spread.meta["workers"] == 2
+        assert spread == fastperm.train_many(problem, 4, **KW)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_progress_bar_over_tasks(client, problem):
+    assert fastperm.train_many(problem, 2, client=client, progress="tasks", **KW) == (
+        fastperm.train_many(problem, 2, **KW)
+    )
+
+
+def test_a_killed_worker_changes_nothing(client, problem):
+    """A worker process dies in the middle of a call: its tasks run again elsewhere (or on
+    its restarted self) and the result is still exactly the local one."""
+    import threading
+
+    kw = dict(seeds=range(40), lr=0.002, steps=80_000, record_every=20_000, sampling="fresh")
+    t0 = time.perf_counter()
+    local = fastperm.train_many(problem, 8, **kw)
+    took = time.perf_counter() - t0
+    before = set(client.nthreads())
+    victim = sorted(before)[0]
+
+    def kill():
+        time.sleep(min(0.3, took / 4))
+        try:
+            client.run(os._exit, 1, workers=[victim])
+        except Exception:  # the worker died before it could answer: as intended
+            pass
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    spread = fastperm.train_many(problem, 8, client=client, **kw)
+    killer.join()
+    assert spread == local
+    client.wait_for_workers(2, timeout=120)  # the nanny restarts it for the next tests
+    assert set(client.nthreads()) != before, "no worker was killed: the test proved nothing"
