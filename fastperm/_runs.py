@@ -319,8 +319,8 @@ def step_spans(call: Call, threads: int, progress: bool | str) -> list[tuple[int
     if progress:
         parts = max(parts, knobs.PROGRESS_CHUNKS)
     size = max(1, math.ceil(steps / parts))
-    if call.cache_bytes_per_holder:  # each part draws the fixed copies again: >= 8 epochs
-        size = max(size, 8 * call.values["X"].shape[0])
+    if call.cache_bytes_per_holder:  # each part draws the fixed copies again
+        size = max(size, knobs.PART_MIN_EPOCHS * call.values["X"].shape[0])
     if size >= steps:
         return [(0, steps)]
     return [(a, min(a + size, steps)) for a in range(0, steps, size)]

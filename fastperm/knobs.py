@@ -39,6 +39,12 @@ INTERRUPT_WORK = 2e9
 #: less often: ``record_every``)
 RECORD_BYTES = 2**30
 
+#: shortest part (in epochs, n steps) of a call run in parts when the fixed copies are kept:
+#: each part draws every run's copies again (n·(k − 1) draws), so a part of 64 epochs keeps
+#: that under a few per cent of its steps (8 epochs cost 1.8× the whole time of 500 k = 16
+#: runs of 1000 steps, measured); a call this short is one part
+PART_MIN_EPOCHS = 64
+
 #: tasks per worker thread when runs are spread over a Dask cluster (``client=``): a few per
 #: thread keep a grid of mixed costs balanced and make a lost worker cheap to redo, while
 #: each task stays large enough that scheduling (~1 ms a task) is small beside it

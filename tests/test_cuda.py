@@ -88,6 +88,7 @@ def test_resumed_and_split_runs_equal_one_call(problem, k, sampling, monkeypatch
     np.testing.assert_array_equal(rest.w, whole.w)
     np.testing.assert_array_equal(rest.loss[:, 1:], whole.loss[:, -3:])
     monkeypatch.setattr(fastperm.knobs, "INTERRUPT_WORK", 50.0)
+    monkeypatch.setattr(fastperm.knobs, "PART_MIN_EPOCHS", 8)
     parts = fastperm.train_many(problem, k, **kw)
     np.testing.assert_array_equal(parts.loss, whole.loss)
     np.testing.assert_array_equal(parts.w, whole.w)

@@ -64,6 +64,7 @@ def test_float32_is_deterministic_and_resumable(problem, monkeypatch):
         np.testing.assert_array_equal(rest.w, whole.w)
         assert rest.w.dtype == np.float32
         monkeypatch.setattr(knobs, "INTERRUPT_WORK", 500.0)
+        monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
         parts = fastperm.train_many(problem, k, steps=90, sampling=sampling, **kw)
         monkeypatch.undo()
         np.testing.assert_array_equal(parts.w, whole.w)

@@ -231,6 +231,7 @@ def test_interrupted_records_resume_exactly(problem, monkeypatch):
     kw = dict(seeds=[0, 1], lr=[0.01, 0.02], record_every=5, record=["test", "w"])
     whole = fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
     monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
+    monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
     real, calls = _ctrl_c_at_third_part(monkeypatch)
     with pytest.raises(fastperm.Interrupted) as info:
         fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
@@ -250,6 +251,7 @@ def test_interrupted_after_a_divergence_keeps_nan_records(problem, monkeypatch):
     """A run that diverged in a finished part has NaN records past its divergence in the
     partial result of a Ctrl-C (not what the kernel left in memory it never wrote)."""
     monkeypatch.setattr(knobs, "INTERRUPT_WORK", 4000.0)  # parts of 75 steps
+    monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
     real, calls = _ctrl_c_at_third_part(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastperm.DivergenceWarning)

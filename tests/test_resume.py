@@ -95,6 +95,7 @@ def test_parts_equal_one_call(backend, problem, k, sampling, monkeypatch):
         warnings.simplefilter("ignore", fastperm.DivergenceWarning)
         one = fastperm.train_many(problem, k, **kw)
         monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
+        monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
         parts = fastperm.train_many(problem, k, **kw)
     assert one.diverged_step[2] > 0  # the large lr diverges, at the same step
     np.testing.assert_array_equal(parts.diverged_step, one.diverged_step)
@@ -211,6 +212,7 @@ def test_interrupted_resume_gives_all_runs(problem, monkeypatch):
         warnings.simplefilter("ignore", fastperm.DivergenceWarning)
         first = fastperm.train_many(problem, 2, seeds=[0, 1, 2], lr=[5.0, 0.01, 0.02], steps=200)
     monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
+    monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
     calls = []
     real = fastperm.backends.get("numpy").sgd_runs
 
