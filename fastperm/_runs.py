@@ -17,7 +17,8 @@ harness then, the same way for all of them:
    ~8 ms measured on a loaded machine: issue 12), else one per run up to the backend's
    count; the setting holds for this call only;
 5. calls the kernel once, or in chunks of runs behind a progress bar (the contract lets
-   runs be split: each depends only on its own entries);
+   runs be split: each depends only on its own entries), or — given a Dask client — as
+   chunks of runs on its cluster (:func:`fastperm.distributed.spread`);
 6. times the call and warns once if runs diverged, at the caller's line.
 
 Imports go one way: front ends → this harness → the contract and registry → backends.
@@ -121,6 +122,7 @@ class Launched:
     compile_seconds: float
     threads: int
     cache: bool
+    spread: dict[str, Any] = field(default_factory=dict)  # over a Dask cluster: tasks, workers
 
     def metadata(self, family: str) -> dict[str, Any]:
         """How the call ran, for a result's metadata (``family``: the kernel family)."""
@@ -129,6 +131,7 @@ class Launched:
             "threads": self.threads,
             "cache": self.cache,
             "compile_seconds": self.compile_seconds,
+            **self.spread,
         }
 
 
@@ -161,9 +164,17 @@ def run(
     threads: int | None = None,
     progress: bool | str = False,
     warn: bool = True,
+    client: Any = None,
 ) -> Launched:
     """Run ``call`` on ``backend`` (steps 1–6 of the module docstring); outputs are written
-    into ``call.values``."""
+    into ``call.values``. With a Dask ``client``, the runs are spread over its cluster
+    (:func:`fastperm.distributed.spread`) and the same outputs written."""
+    if client is not None:
+        from . import distributed  # (imports this module: late, one way)
+
+        done = distributed.spread(client, call, backend, threads, progress)
+        _finish(call, warn)
+        return done
     spec = contract.FAMILIES[call.family]
     kern = backends.get(backend, needs=call.family, kind=call.kind)
     if call.dtype not in getattr(kern, contract.DTYPES_ATTR, ("float64",)):
@@ -220,8 +231,16 @@ def run(
             kern.set_threads(before)
         if bar is not None:
             bar.close()
-    # a diverged run's last parameters are whatever overflowed first, which depends on each
-    # backend's order of operations: one answer everywhere, NaN (as its loss from then on)
+    _finish(call, warn)  # (the outputs were written in place: values holds call's arrays)
+    return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
+
+
+def _finish(call: Call, warn: bool) -> None:
+    """After the kernels: a diverged run's last parameters are whatever overflowed first,
+    which depends on each backend's order of operations: one answer everywhere, NaN (as its
+    loss from then on); one divergence warning unless the caller warns itself (a caller that
+    runs one call in parts, or several calls)."""
+    values = call.values
     diverged = values["status_out"] >= 0
     for name in ("w_out", "theta_out"):
         if name in values and diverged.any():
@@ -229,7 +248,7 @@ def run(
     if "w_rec" in values and diverged.any():
         nan_past_divergence(values["w_rec"], values["loss_out"])
     seeds = call.seeds if call.seeds is not None else values.get("seeds")
-    if warn:  # (a caller that runs one call in parts warns once, itself)
+    if warn:
         warn_divergence(
             values["status_out"],
             values["lr"],
@@ -237,7 +256,6 @@ def run(
             values["record_steps"][:-1],
             values["loss_out"],
         )
-    return Launched(kern.name, seconds, compile_seconds, nthreads, cache)
 
 
 def nan_past_divergence(w_rec: FloatArray, loss: FloatArray) -> None:

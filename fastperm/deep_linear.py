@@ -181,6 +181,7 @@ def train(
     backend: str | None = None,
     cache_bytes: int | None = None,
     threads: int | None = None,
+    client: Any = None,
 ) -> TrainResult:
     """Noise-augmented SGD of a deep linear network on a linear problem, R runs in one call.
 
@@ -209,6 +210,8 @@ def train(
         default :data:`fastperm.knobs.CACHE_BYTES`. Never changes results.
     threads : int, optional
         Threads for this call (as in :func:`fastperm.train`). Never changes results.
+    client : dask.distributed.Client, optional
+        Spread the runs over a Dask cluster (:mod:`fastperm.distributed`); the same result.
 
     Returns
     -------
@@ -296,7 +299,7 @@ def train(
         cache_bytes_per_holder=n * kk * d * 8 if keep else 0,
         cache_bytes=cache_bytes,
     )
-    done = _runs.run(call, backend=backend, threads=threads)
+    done = _runs.run(call, backend=backend, threads=threads, client=client)
     loss, theta, status = values["loss_out"], values["theta_out"], values["status_out"]
     with np.errstate(all="ignore"):  # a diverged run's θ is NaN (reported above)
         V = np.stack([_maths.end_to_end(t, net.sizes, net.offs) for t in theta])

@@ -1,4 +1,4 @@
-"""The distributed twin of the training front ends: runs spread over a Dask cluster.
+"""The distributed twin of the run harness: a training call's runs spread over a Dask cluster.
 
 The user builds the cluster (``dask.distributed.LocalCluster``, ``dask scheduler`` and
 ``dask worker`` on several machines, dask-jobqueue on a batch system) and passes its client::
@@ -7,18 +7,21 @@ The user builds the cluster (``dask.distributed.LocalCluster``, ``dask scheduler
     client = Client("tcp://scheduler:8786")
     res = fastperm.train_many(problem, 16, seeds=range(10_000), client=client)
 
-fastperm never imports dask itself (``import fastperm`` stays light): it only calls the
-client's ``scatter``, ``submit``, ``gather`` and ``cancel``. How a call is spread:
+``train_many``, :func:`fastperm.deep_linear.train` and :func:`fastperm.schemes.run` take
+``client=``; they pass it to the run harness (:func:`fastperm._runs.run`), which hands the
+call to :func:`spread`. fastperm never imports dask itself (``import fastperm`` stays
+light): it only calls the client's ``scatter``, ``submit``, ``gather``, ``cancel`` and
+``nthreads``. How a call is spread:
 
-1. the shared inputs (the problems, one start for all runs) are scattered to every worker
-   once;
+1. the inputs every run shares (the data, one start for all runs) are scattered to every
+   worker once;
 2. the runs are cut into contiguous tasks of about equal estimated cost
-   (:func:`task_slices`: a k = 16 run costs about 16 k = 1 runs), about
-   :data:`fastperm.knobs.DASK_TASKS_PER_THREAD` per worker thread, so that a grid of mixed
-   costs stays balanced and a lost worker costs little to redo;
-3. each task runs its runs with the local harness on the worker, on one thread by default
-   (the serial kernels: one Dask thread per core, no thread pool oversubscribed);
-4. the results are gathered in order and joined.
+   (:func:`task_slices`), about :data:`fastperm.knobs.DASK_TASKS_PER_THREAD` per worker
+   thread, so that the workers stay busy to the end and a lost worker costs little to redo;
+3. each task is a chunk of runs, run by the local harness on a worker, on one thread by
+   default (the serial kernels, which release the GIL: one worker thread per core, no
+   thread pool oversubscribed);
+4. the outputs are gathered in order into the call's arrays.
 
 A run depends only on its own seed, lr, start and problem, never on the other runs of its
 call (the kernel contract), so the joined result is bitwise the one of the same call without
@@ -28,14 +31,17 @@ kernels once, at its first task.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import knobs
-from ._runs import progress_bar
+from ._runs import Call, Launched, progress_bar, run
 from ._typing import FloatArray
+from .backends import contract
 
 
 def check_client(client: object) -> Any:
@@ -80,8 +86,11 @@ def map_tasks(
     """``[fn(**shared, **kw) for kw in per_task]`` on the cluster, in order: ``shared`` is
     scattered to every worker once; each task's own arguments travel with it. Ctrl-C (or an
     error) cancels the tasks not yet done."""
+    # each value as one object under a fresh key (a dict passed to scatter directly would be
+    # scattered entry by entry under its own keys, shared with other calls' entries)
     futures_shared = {
-        name: client.scatter(value, broadcast=True, hash=False) for name, value in shared.items()
+        name: client.scatter([value], broadcast=True, hash=False)[0]
+        for name, value in shared.items()
     }
     futures = [client.submit(fn, **futures_shared, **kw, pure=False) for kw in per_task]
     try:
@@ -110,3 +119,97 @@ def describe(client: Any, tasks: int) -> dict[str, Any]:
     """How a call was spread, for a result's metadata: tasks, workers, worker threads."""
     nthreads = client.nthreads()
     return {"tasks": tasks, "workers": len(nthreads), "worker_threads": int(sum(nthreads.values()))}
+
+
+def spread(
+    client: Any,
+    call: Call,
+    backend: str | None,
+    threads: int | None,
+    progress: bool | str,
+) -> Launched:
+    """Run ``call``'s runs as tasks on the cluster of ``client`` and write its outputs, as
+    :func:`fastperm._runs.run` does locally (the harness calls this for ``client=``).
+
+    The contract lets runs be split into chunks, one kernel call each: every task is such a
+    chunk, run by the local harness on a worker (one thread unless ``threads``). Inputs
+    shared by every run are scattered once; a task takes its slice of the per-run ones and
+    allocates its outputs on the worker.
+    """
+    client = check_client(client)
+    family = contract.FAMILIES[call.family]
+    values = call.values
+    R = call.runs
+    slices = task_slices(run_costs(np.full(R, call.work / max(R, 1))), tasks_for(client, R))
+    outputs = family.role("output")
+
+    def per_run(name: str) -> bool:
+        return name in family.per_run and values[name].shape[0] == R and R > 1
+
+    shared = {
+        name: values[name]
+        for name in family.arg_names
+        if name != "cache" and name not in outputs and not per_run(name)
+    }
+    per_task = [
+        {
+            "inputs": {
+                name: values[name][s]
+                for name in family.arg_names
+                if name not in outputs and per_run(name)
+            },
+            "runs": s.stop - s.start,
+        }
+        for s in slices
+    ]
+    shapes = {name: (values[name].shape[1:], values[name].dtype) for name in outputs}
+    task = functools.partial(
+        _run_task,
+        family=call.family,
+        shapes=shapes,
+        work_per_run=call.work / max(R, 1),
+        kind=call.kind,
+        cache_bytes_per_holder=call.cache_bytes_per_holder,
+        cache_bytes=call.cache_bytes,
+        dtype=call.dtype,
+        backend=backend,
+        threads=1 if threads is None else threads,
+    )
+    t0 = time.perf_counter()
+    parts = map_tasks(client, task, {"shared": shared}, per_task, progress)
+    seconds = time.perf_counter() - t0
+    for s, (outs, _) in zip(slices, parts, strict=True):
+        for name in outputs:
+            values[name][s] = outs[name]
+    done = [launched for _, launched in parts]
+    return Launched(
+        done[0].backend,
+        seconds,
+        max(d.compile_seconds for d in done),
+        done[0].threads,
+        all(d.cache for d in done),
+        spread={
+            **describe(client, len(parts)),
+            "task_seconds": sum(d.seconds for d in done),
+        },
+    )
+
+
+def _run_task(
+    shared: dict[str, Any],
+    inputs: dict[str, Any],
+    runs: int,
+    family: str,
+    shapes: dict[str, tuple[tuple[int, ...], Any]],
+    work_per_run: float,
+    **settings: Any,
+) -> tuple[dict[str, Any], Launched]:
+    """One task, on a worker: a chunk of ``runs`` runs through the local harness; returns
+    its outputs and how it ran."""
+    values = {**shared, **inputs}
+    for name, (shape, dtype) in shapes.items():
+        values[name] = np.empty((runs, *shape), dtype)
+    backend, threads = settings.pop("backend"), settings.pop("threads")
+    call = Call(family, values, runs, work_per_run * runs, **settings)
+    done = run(call, backend=backend, threads=threads, warn=False)
+    return {name: values[name] for name in shapes}, done

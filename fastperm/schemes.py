@@ -79,6 +79,7 @@ def run(
     record_every: int = 1,
     backend: str | None = None,
     threads: int | None = None,
+    client: Any = None,
 ) -> SchemeResult:
     """Train with one scheme; R runs (one per seed) in one call.
 
@@ -95,6 +96,8 @@ def run(
     backend : {"numba", "numpy"} or None
     threads : int, optional
         Threads for this call (as in :func:`fastperm.train`). Never changes results.
+    client : dask.distributed.Client, optional
+        Spread the runs over a Dask cluster (:mod:`fastperm.distributed`); the same result.
 
     Returns
     -------
@@ -154,7 +157,7 @@ def run(
         **out,
     }
     call = _runs.Call("scheme_runs", values, R, R * steps * 3.0 * d * max(kk, 1))
-    done = _runs.run(call, backend=backend, threads=threads)
+    done = _runs.run(call, backend=backend, threads=threads, client=client)
     return SchemeResult(
         scheme,
         k,

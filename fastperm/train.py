@@ -27,9 +27,7 @@ loss from ``w0 = 0`` plateaus near ``1 − min(nk, d)/d`` (the post's Figure 1).
 
 from __future__ import annotations
 
-import functools
 import math
-import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -73,6 +71,7 @@ def _run(
     cache_bytes: int,
     progress: bool | str,
     threads: int | None,
+    client: Any = None,
 ) -> tuple[dict[str, Any], _runs.Launched, str]:
     """Runs on one problem: steps ``start_step + 1 .. start_step + steps`` (``steps``: the
     sentinel ``rec[-1]`` minus one), recording at the call's steps ``rec`` (and keeping w
@@ -134,7 +133,9 @@ def _run(
         )
     call.seeds = seeds
     try:
-        done = _runs.run(call, backend=backend, threads=threads, progress=progress, warn=False)
+        done = _runs.run(
+            call, backend=backend, threads=threads, progress=progress, warn=False, client=client
+        )
     except _runs.Interrupted as exc:
         exc.result = {name: values[name] for name in outputs}
         raise
@@ -235,6 +236,7 @@ def _train_runs(
     start_step: int = 0,
     origin: FloatArray | None = None,
     warn: bool = True,
+    client: Any = None,
 ) -> TrainResult:
     """The runs r = 0..R−1 on ``problems[index[r]]`` from ``W0`` (one row, or one per run)
     at step ``start_step``, for ``steps`` steps: one call per problem, one divergence
@@ -255,6 +257,7 @@ def _train_runs(
     w_path = np.full((R, error.shape[1], d), np.nan, dtype) if keep_w else None
     w, status = np.empty((R, d), dtype), np.full(R, -1, dtype=np.int64)
     seconds, compile_seconds, cache, name, family, threads_used = 0.0, 0.0, True, "", "", 1
+    spread: dict[str, Any] = {}  # with a client: tasks, workers, task seconds
     groups = (
         [np.arange(R)]
         if len(problems) == 1
@@ -270,7 +273,7 @@ def _train_runs(
                 out, done, family = _run(
                     problems[g], k, lr[rows], seeds[rows], rec, 0 if replay else start_step,
                     sampling, augmentation, start, keep_w, dtype, backend, cache_bytes,
-                    progress if bar is None else False, threads,
+                    progress if bar is None else False, threads, client,
                 )  # fmt: skip
             except _runs.Interrupted as exc:
                 if len(problems) > 1:
@@ -291,6 +294,9 @@ def _train_runs(
             compile_seconds += done.compile_seconds
             cache = cache and done.cache
             name, threads_used = done.backend, done.threads
+            for key, value in done.spread.items():  # tasks and task seconds add up
+                adds = key in ("tasks", "task_seconds")
+                spread[key] = spread.get(key, 0) + value if adds else value
             if bar is not None:
                 bar.update(rows.size)
     finally:
@@ -304,6 +310,7 @@ def _train_runs(
         problems, index, start_step + steps, start_step, record_every, origin, record, dtype
     )
     meta.update(family=family, threads=threads_used, cache=cache, compile_seconds=compile_seconds)
+    meta.update(spread)
     return TrainResult(steps_rec, records[record[0]], w, status, seconds, k, lr, seeds, sampling,
                        augmentation, name, meta, records)  # fmt: skip
 
@@ -666,94 +673,11 @@ def train_many(
         )
         W0 = _starts(problems, index, w0)
     if client is not None:
-        return _train_spread(
-            distributed.check_client(client), problems, index, k, lr, seeds, steps, sampling,
-            augmentation, W0, record_every, names, dtype, backend, cache_bytes, progress,
-            threads,
-        )  # fmt: skip
+        distributed.check_client(client)
     return _train_runs(
         problems, index, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
-        names, dtype, backend, cache_bytes, progress, threads,
+        names, dtype, backend, cache_bytes, progress, threads, client=client,
     )  # fmt: skip
-
-
-def _train_task(
-    problems: list[LinearProblem],
-    W0: FloatArray,
-    index: IntArray,
-    lr: FloatArray,
-    seeds: UIntArray,
-    **settings: Any,
-) -> TrainResult:
-    """One task of a spread call, on a worker: its runs through the local harness (no
-    warning there: the client warns once for the whole call)."""
-    return _train_runs(problems, index, lr=lr, seeds=seeds, W0=W0, warn=False, **settings)
-
-
-def _train_spread(
-    client: Any,
-    problems: list[LinearProblem],
-    index: IntArray,
-    k: float,
-    lr: FloatArray,
-    seeds: UIntArray,
-    steps: int,
-    sampling: Sampling,
-    augmentation: str | augment.Augmentation,
-    W0: FloatArray,
-    record_every: int,
-    record: tuple[str, ...],
-    dtype: str,
-    backend: str | None,
-    cache_bytes: int,
-    progress: bool | str,
-    threads: int | None,
-) -> TrainResult:
-    """:func:`train_many`'s runs as tasks on a Dask cluster (:mod:`fastperm.distributed`),
-    joined into the result one local call gives."""
-    R = index.shape[0]
-    family = "expected_runs" if math.isinf(k) else "sgd_runs"
-    fresh = sampling == "fresh"
-    per_problem = [_work(k, p.d, p.n, steps, fresh, family) for p in problems]
-    cost = distributed.run_costs(np.asarray(per_problem)[index])
-    slices = distributed.task_slices(cost, distributed.tasks_for(client, R))
-    per_run_start = W0.shape[0] > 1
-    shared: dict[str, Any] = {"problems": problems}
-    if not per_run_start:
-        shared["W0"] = W0
-    per_task = [
-        {
-            "index": index[s],
-            "lr": lr[s],
-            "seeds": seeds[s],
-            **({"W0": W0[s]} if per_run_start else {}),
-        }
-        for s in slices
-    ]
-    task = functools.partial(
-        _train_task, k=k, steps=steps, sampling=sampling, augmentation=augmentation,
-        record_every=record_every, record=record, dtype=dtype, backend=backend,
-        cache_bytes=cache_bytes, progress=False, threads=1 if threads is None else threads,
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    parts: list[TrainResult] = distributed.map_tasks(client, task, shared, per_task, progress)
-    seconds = time.perf_counter() - t0
-    records = {name: np.concatenate([p.records[name] for p in parts]) for name in record}
-    w = np.concatenate([p.w for p in parts])
-    status = np.concatenate([cast(IntArray, p.diverged_step) for p in parts])
-    meta = dict(parts[0].meta)
-    meta.update(
-        w0=W0,
-        cache=all(p.meta["cache"] for p in parts),
-        compile_seconds=max(p.meta["compile_seconds"] for p in parts),
-        task_seconds=sum(p.seconds for p in parts),
-        **distributed.describe(client, len(parts)),
-    )
-    if len(problems) > 1:
-        meta["problem_index"] = index
-    _runs.warn_divergence(status, lr, seeds, parts[0].steps, records[record[0]])
-    return TrainResult(parts[0].steps, records[record[0]], w, status, seconds, k, lr, seeds,
-                       sampling, augmentation, parts[0].backend, meta, records)  # fmt: skip
 
 
 def _starts(problems: list[LinearProblem], index: IntArray, w0: npt.ArrayLike | None) -> FloatArray:

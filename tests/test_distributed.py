@@ -161,3 +161,18 @@ def test_a_killed_worker_changes_nothing(client, problem):
     assert spread == local
     client.wait_for_workers(2, timeout=120)  # the nanny restarts it for the next tests
     assert set(client.nthreads()) != before, "no worker was killed: the test proved nothing"
+
+
+def test_deep_linear_and_schemes_spread(client, problem):
+    from fastperm import deep_linear, schemes
+
+    net = deep_linear.DeepLinear([24, 6, 3])
+    kw = dict(k=4, sigma=0.2, seeds=range(9), lr=0.005, steps=80, record_every=20)
+    local = deep_linear.train(problem, net, **kw)
+    spread = deep_linear.train(problem, net, client=client, **kw)
+    assert spread == local and spread.meta["tasks"] > 1
+    skw = dict(k=3, lr=0.01, steps=60, seeds=range(7), record_every=20)
+    a = schemes.run(problem, "da", **skw)
+    b = schemes.run(problem, "da", client=client, **skw)
+    for name in ("loss", "distance", "w", "diverged_step"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(a, name))
