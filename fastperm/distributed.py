@@ -8,7 +8,7 @@ The user builds the cluster (``dask.distributed.LocalCluster``, ``dask scheduler
     res = fastperm.train_many(problem, 16, seeds=range(10_000), client=client)
 
 ``train_many``, :func:`fastperm.deep_linear.train` and :func:`fastperm.schemes.run` take
-``client=``; they pass it to the run harness (:func:`fastperm._runs.run`), which hands the
+``client=``; they pass it to the run harness (``fastperm._runs.run``), which hands the
 call to :func:`spread`. fastperm never imports dask itself (``import fastperm`` stays
 light): it only calls the client's ``scatter``, ``submit``, ``gather``, ``cancel`` and
 ``nthreads``. How a call is spread:
@@ -129,7 +129,7 @@ def spread(
     progress: bool | str,
 ) -> Launched:
     """Run ``call``'s runs as tasks on the cluster of ``client`` and write its outputs, as
-    :func:`fastperm._runs.run` does locally (the harness calls this for ``client=``).
+    ``fastperm._runs.run`` does locally (the harness calls this for ``client=``).
 
     The contract lets runs be split into chunks, one kernel call each: every task is such a
     chunk, run by the local harness on a worker (one thread unless ``threads``). Inputs

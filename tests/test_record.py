@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from test_resume import _supported
+from test_resume import _supported, ctrl_c_at_third_part
 
 import fastperm
 from fastperm import augment, knobs
@@ -209,22 +209,6 @@ def test_records_round_trip(problem, tmp_path):
     assert one.to_xarray()["w_path"].dims == ("step", "feature")
 
 
-def _ctrl_c_at_third_part(monkeypatch):
-    """The numpy backend's sgd_runs raises KeyboardInterrupt at its third call (a part);
-    returns the real kernel and the list of calls."""
-    real = fastperm.backends.get("numpy").sgd_runs
-    calls = []
-
-    def stop_at_third(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(fastperm.backends.get("numpy"), "sgd_runs", stop_at_third)
-    return real, calls
-
-
 def test_interrupted_records_resume_exactly(problem, monkeypatch):
     """Ctrl-C between parts: the partial result has every record up to the step it stopped
     at (the last one computed there from w), and resuming it gives one call's records."""
@@ -232,7 +216,7 @@ def test_interrupted_records_resume_exactly(problem, monkeypatch):
     whole = fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
     monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
     monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
-    real, calls = _ctrl_c_at_third_part(monkeypatch)
+    real, calls = ctrl_c_at_third_part(monkeypatch)
     with pytest.raises(fastperm.Interrupted) as info:
         fastperm.train_many(problem, 3, steps=200, backend="numpy", **kw)
     part = info.value.result
@@ -252,7 +236,7 @@ def test_interrupted_after_a_divergence_keeps_nan_records(problem, monkeypatch):
     partial result of a Ctrl-C (not what the kernel left in memory it never wrote)."""
     monkeypatch.setattr(knobs, "INTERRUPT_WORK", 4000.0)  # parts of 75 steps
     monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
-    real, calls = _ctrl_c_at_third_part(monkeypatch)
+    real, calls = ctrl_c_at_third_part(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastperm.DivergenceWarning)
         with pytest.raises(fastperm.Interrupted) as info:

@@ -206,15 +206,11 @@ def test_resume_leaves_its_input_alone_and_names_the_right_run(problem):
         assert fastperm.resume(first, problem, 400) == rest
 
 
-def test_interrupted_resume_gives_all_runs(problem, monkeypatch):
-    """Ctrl-C during resume(): the partial result has every run, the earlier record first."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastperm.DivergenceWarning)
-        first = fastperm.train_many(problem, 2, seeds=[0, 1, 2], lr=[5.0, 0.01, 0.02], steps=200)
-    monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
-    monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
-    calls = []
+def ctrl_c_at_third_part(monkeypatch):
+    """The numpy backend's sgd_runs raises KeyboardInterrupt at its third call (a part of a
+    call split into parts); returns the real kernel and the list of calls."""
     real = fastperm.backends.get("numpy").sgd_runs
+    calls = []
 
     def stop_at_third(*args):
         calls.append(1)
@@ -223,6 +219,17 @@ def test_interrupted_resume_gives_all_runs(problem, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(fastperm.backends.get("numpy"), "sgd_runs", stop_at_third)
+    return real, calls
+
+
+def test_interrupted_resume_gives_all_runs(problem, monkeypatch):
+    """Ctrl-C during resume(): the partial result has every run, the earlier record first."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastperm.DivergenceWarning)
+        first = fastperm.train_many(problem, 2, seeds=[0, 1, 2], lr=[5.0, 0.01, 0.02], steps=200)
+    monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2000.0)
+    monkeypatch.setattr(knobs, "PART_MIN_EPOCHS", 8)
+    ctrl_c_at_third_part(monkeypatch)
     with pytest.raises(fastperm.Interrupted) as info:
         fastperm.resume(first, problem, 500, backend="numpy")
     part = info.value.result
