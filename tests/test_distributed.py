@@ -176,3 +176,20 @@ def test_deep_linear_and_schemes_spread(client, problem):
     b = schemes.run(problem, "da", client=client, **skw)
     for name in ("loss", "distance", "w", "diverged_step"):
         np.testing.assert_array_equal(getattr(b, name), getattr(a, name))
+
+
+def test_workers_run_the_warmed_kernels(client, problem):
+    """The problem's arrays reach the workers read-only, as locally: their kernels are the
+    specialisations compile() warmed, so no task compiles inside its timing."""
+    fastperm.train_many(problem, 3, client=client, **KW)  # every worker has run a task
+    res = fastperm.train_many(problem, 3, client=client, **dict(KW, steps=50))
+    assert res.meta["compile_seconds"] < 1.0
+    if "numba" in fastperm.backends.available():
+
+        def signatures():
+            from fastperm.backends.numba_cpu import sgd
+
+            return sorted(str(s) for s in sgd._kfold_run.signatures)
+
+        for sigs in client.run(signatures).values():
+            assert all(s.startswith("(readonly array(float") for s in sigs), sigs  # X
