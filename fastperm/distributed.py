@@ -163,18 +163,10 @@ def spread(
         for s in slices
     ]
     shapes = {name: (values[name].shape[1:], values[name].dtype) for name in outputs}
-    # arrays travel pickled, which makes them writable: the worker marks these read-only
-    # again, so that its kernels are the ones compiled (and warmed) for the local types
-    readonly = [
-        name
-        for name, value in values.items()
-        if isinstance(value, np.ndarray) and not value.flags.writeable
-    ]
     task = functools.partial(
         _run_task,
         family=call.family,
         shapes=shapes,
-        readonly=readonly,
         work_per_run=call.work / max(R, 1),
         kind=call.kind,
         cache_bytes_per_holder=call.cache_bytes_per_holder,
@@ -209,16 +201,12 @@ def _run_task(
     runs: int,
     family: str,
     shapes: dict[str, tuple[tuple[int, ...], Any]],
-    readonly: list[str],
     work_per_run: float,
     **settings: Any,
 ) -> tuple[dict[str, Any], Launched]:
     """One task, on a worker: a chunk of ``runs`` runs through the local harness; returns
     its outputs and how it ran."""
-    values = {**shared, **inputs}
-    for name in readonly:
-        values[name] = values[name].view()
-        values[name].setflags(write=False)
+    values = {**shared, **inputs}  # (Dask's serialisation keeps read-only arrays read-only)
     for name, (shape, dtype) in shapes.items():
         values[name] = np.empty((runs, *shape), dtype)
     backend, threads = settings.pop("backend"), settings.pop("threads")

@@ -179,8 +179,9 @@ def test_deep_linear_and_schemes_spread(client, problem):
 
 
 def test_workers_run_the_warmed_kernels(client, problem):
-    """The problem's arrays reach the workers read-only, as locally: their kernels are the
-    specialisations compile() warmed, so no task compiles inside its timing."""
+    """The problem's arrays reach the workers read-only, as locally (Dask's serialisation
+    keeps the flag): their kernels are the specialisations compile() warmed, so no task
+    compiles inside its timing."""
     fastperm.train_many(problem, 3, client=client, **KW)  # every worker has run a task
     res = fastperm.train_many(problem, 3, client=client, **dict(KW, steps=50))
     assert res.meta["compile_seconds"] < 1.0
