@@ -197,6 +197,9 @@ def _recorded(
             out[name] = w_path
         else:
             assert w_path is not None
+            if len(problems) == 1:  # (no masked copy of the whole w_path)
+                out[name] = problems[0].metric(name, w_path)
+                continue
             values = np.empty(error.shape)
             for g, problem in enumerate(problems):
                 rows = index == g
@@ -250,7 +253,7 @@ def _train_runs(
     first, count, base = (0, start_step + steps, origin) if replay else (start_step, steps, W0)
     rec = _records(first, count, record_every, start_step)
     keep_cols = rec[:-1] >= start_step - first  # a replay keeps the records from start_step
-    keep_w = any(name not in ("error",) for name in record)
+    keep_w = any(name != "error" for name in record)
     if keep_w:
         _check_record_memory(R, rec.shape[0] - 1, d)
     error = np.full((R, int(keep_cols.sum())), np.nan)
