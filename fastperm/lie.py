@@ -19,12 +19,14 @@ above with h and 2h, error O(h⁴)), in compiled kernels fused over all pairs.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -239,6 +241,7 @@ def brackets(
     backend: str | None = None,
     return_error: Literal[False] = False,
     out: FloatArray | None = None,
+    client: Any = None,
 ) -> FloatArray: ...
 
 
@@ -255,6 +258,7 @@ def brackets(
     *,
     return_error: Literal[True],
     out: FloatArray | None = None,
+    client: Any = None,
 ) -> tuple[FloatArray, FloatArray]: ...
 
 
@@ -270,6 +274,7 @@ def brackets(
     backend: str | None = None,
     return_error: bool = False,
     out: FloatArray | None = None,
+    client: Any = None,
 ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
 
 
@@ -284,6 +289,7 @@ def brackets(
     backend: str | None = None,
     return_error: bool = False,
     out: FloatArray | None = None,
+    client: Any = None,
 ) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Lie brackets ``[v_x, v_y] = H_y g_x − H_x g_y`` of training examples.
 
@@ -313,6 +319,12 @@ def brackets(
         Written in place and returned: reusing one buffer across batches saves
         the first-touch cost of 8·B²·P fresh bytes (about a quarter of the time
         for B = 32 on a small MLP, measured).
+    client : dask.distributed.Client, optional
+        Spread the pairs over a Dask cluster (:mod:`fastperm.distributed`): blocks of pairs
+        as tasks, the model, θ and the examples scattered once, each task on one thread of
+        a worker. Every pair's bracket depends only on its two examples, so the result is
+        bitwise the one without a client (all pairs are computed as the pairs a < b and
+        filled in antisymmetrically, as the compiled all-pairs kernel does).
 
     Returns
     -------
@@ -368,6 +380,10 @@ def brackets(
             stacklevel=2,
         )
     kern = _kernels(model, backend)
+    if client is not None:
+        return _spread_brackets(
+            client, model, theta, X, Y, pairs, h, order, backend, return_error, out
+        )
     out, G, h = _compute(kern, model, theta, X, Y, pairs, h, order, out)
     if not return_error:
         return out
@@ -375,6 +391,74 @@ def brackets(
     _checks.finite_result(coarse, "brackets at 2h (the error estimate)", "theta, X, Y or h are")
     err = row_norms(out - coarse) / (2**order - 1)
     return out, err
+
+
+def _upper_pairs(B: int) -> IntArray:
+    """All pairs a < b of B examples, in row-major order."""
+    return np.column_stack(np.triu_indices(B, 1)).astype(np.int64)
+
+
+def _one_thread(fn: Callable[..., _T], backend: str | None, **kwargs: Any) -> _T:
+    """``fn(backend=backend, **kwargs)`` with the backend on one thread (a Dask task: the
+    worker's threads are the parallelism), the count restored after."""
+    kern = backends.get(backend)
+    before = kern.threads()
+    kern.set_threads(1)
+    try:
+        return fn(backend=backend, **kwargs)
+    finally:
+        kern.set_threads(before)
+
+
+def _spread_brackets(
+    client: Any,
+    model: Model,
+    theta: FloatArray,
+    X: FloatArray,
+    Y: FloatArray,
+    pairs: IntArray | None,
+    h: object,
+    order: int,
+    backend: str | None,
+    return_error: bool,
+    out: FloatArray | None,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
+    """:func:`brackets` with ``client``: blocks of pairs as tasks, joined in order."""
+    from . import distributed
+
+    client = distributed.check_client(client)
+    B = X.shape[0]
+    listed = _upper_pairs(B) if pairs is None else pairs
+    blocks = distributed.task_slices(
+        np.ones(listed.shape[0]), distributed.tasks_for(client, listed.shape[0])
+    )
+    task = functools.partial(
+        _one_thread, brackets, backend, h=h, order=order, return_error=return_error
+    )
+    parts = distributed.map_tasks(
+        client,
+        task,
+        {"model": model, "theta": theta, "X": X, "Y": Y},
+        [{"pairs": listed[s]} for s in blocks],
+    )
+    if not return_error:
+        parts = [(part, np.empty(0)) for part in parts]
+    b = np.concatenate([part[0] for part in parts]) if parts else np.empty((0, model.P))
+    err = np.concatenate([part[1] for part in parts]) if parts else np.empty(0)
+    if pairs is not None:
+        if out is not None:
+            _as_out(out, b.shape)[...] = b
+            b = out
+        return (b, err) if return_error else b
+    full = _as_out(out, (B, B, model.P))
+    full_err = np.zeros((B, B))
+    a, c = listed[:, 0], listed[:, 1]
+    full[a, c], full[c, a] = b, -b
+    full[np.arange(B), np.arange(B)] = 0.0
+    if not return_error:
+        return full
+    full_err[a, c] = full_err[c, a] = err
+    return full, full_err
 
 
 def _pairs_for(pairs: object, B: int, all_pairs: _T) -> IntArray | _T:
@@ -570,6 +654,8 @@ def tensor_rms(
     h: npt.ArrayLike | None = None,
     order: int = 2,
     backend: str | None = None,
+    client: Any = None,
+    progress: bool | str = False,
 ) -> TensorRMS:
     """RMS of brackets vs RMS of gradients per named tensor, over pairs and checkpoints.
 
@@ -580,6 +666,11 @@ def tensor_rms(
     X, Y : the examples whose pairs are bracketed
     pairs : sequence of (a, b), optional (default: all a < b)
     h, order, backend : as in :func:`brackets`
+    client : dask.distributed.Client, optional
+        Spread the work over a Dask cluster: checkpoints × blocks of pairs as tasks (the
+        model and examples scattered once). Bitwise the result without a client.
+    progress : bool or str
+        A progress bar over the checkpoints (over the tasks with a ``client``).
 
     Returns
     -------
@@ -589,18 +680,24 @@ def tensor_rms(
     order = _as_order(order)
     thetas = np.atleast_2d(_checks.as_float_array("checkpoints", checkpoints, (1, 2)))
     _, X, Y = model.check(thetas[0], X, Y)
-    B = X.shape[0]
-    pairs = _pairs_for(pairs, B, np.column_stack(np.triu_indices(B, 1)).astype(np.int64))
-    rb = {k: np.empty((thetas.shape[0], pairs.shape[0])) for k in model.tensors}
-    rg = {k: np.empty((thetas.shape[0], pairs.shape[0])) for k in model.tensors}
-    kern = _kernels(model, backend)
-    for c, theta in enumerate(thetas):
-        th, _ = model.check(theta, X)
-        b, G, _ = _compute(kern, model, th, X, Y, pairs, h, order)
-        for k, (sl, _) in model.tensors.items():
-            rb[k][c] = np.sqrt(np.mean(b[:, sl] ** 2, axis=1))
-            ga, gb = G[pairs[:, 0], sl], G[pairs[:, 1], sl]
-            rg[k][c] = np.sqrt(0.5 * (np.mean(ga**2, axis=1) + np.mean(gb**2, axis=1)))
+    thetas = np.stack([model.check(theta, X)[0] for theta in thetas])
+    pairs = _pairs_for(pairs, X.shape[0], _upper_pairs(X.shape[0]))
+    _kernels(model, backend)
+    C = thetas.shape[0]
+    rb = {k: np.empty((C, pairs.shape[0])) for k in model.tensors}
+    rg = {k: np.empty((C, pairs.shape[0])) for k in model.tensors}
+    if client is None:
+        bar = _runs.progress_bar(progress, C, unit="checkpoint") if progress else None
+        for c in range(C):
+            rms = _rms_block(model, thetas[c], X, Y, pairs, h, order, backend)
+            for k, (b, g) in rms.items():
+                rb[k][c], rg[k][c] = b, g
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    else:
+        _spread_rms(client, model, thetas, X, Y, pairs, h, order, backend, progress, rb, rg)
     slope: dict[str, float] = {}
     intercept: dict[str, float] = {}
     corr: dict[str, float] = {}
@@ -613,3 +710,61 @@ def tensor_rms(
         else:
             slope[k] = intercept[k] = corr[k] = math.nan
     return TensorRMS(rb, rg, slope, intercept, corr, pairs)
+
+
+def _rms_block(
+    model: Model,
+    theta: FloatArray,
+    X: FloatArray,
+    Y: FloatArray,
+    pairs: IntArray,
+    h: object,
+    order: int,
+    backend: str | None,
+) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """Per tensor: (RMS of each pair's bracket, RMS of its two gradients) at one θ."""
+    b, G, _ = _compute(_kernels(model, backend), model, theta, X, Y, pairs, h, order)
+    rms = {}
+    for k, (sl, _) in model.tensors.items():
+        ga, gb = G[pairs[:, 0], sl], G[pairs[:, 1], sl]
+        rms[k] = (
+            np.sqrt(np.mean(b[:, sl] ** 2, axis=1)),
+            np.sqrt(0.5 * (np.mean(ga**2, axis=1) + np.mean(gb**2, axis=1))),
+        )
+    return rms
+
+
+def _spread_rms(
+    client: Any,
+    model: Model,
+    thetas: FloatArray,
+    X: FloatArray,
+    Y: FloatArray,
+    pairs: IntArray,
+    h: object,
+    order: int,
+    backend: str | None,
+    progress: bool | str,
+    rb: dict[str, FloatArray],
+    rg: dict[str, FloatArray],
+) -> None:
+    """:func:`tensor_rms` with ``client``: tasks of (checkpoint, block of pairs), about
+    :data:`fastperm.knobs.DASK_TASKS_PER_THREAD` per worker thread, written into rb, rg."""
+    from . import distributed
+
+    client = distributed.check_client(client)
+    C, npairs = thetas.shape[0], pairs.shape[0]
+    per_checkpoint = -(-distributed.tasks_for(client, C * npairs) // C)
+    blocks = distributed.task_slices(np.ones(npairs), per_checkpoint)
+    where = [(c, s) for c in range(C) for s in blocks]
+    task = functools.partial(_one_thread, _rms_block, backend, h=h, order=order)
+    parts = distributed.map_tasks(
+        client,
+        task,
+        {"model": model, "X": X, "Y": Y},
+        [{"theta": thetas[c], "pairs": pairs[s]} for c, s in where],
+        progress,
+    )
+    for (c, s), rms in zip(where, parts, strict=True):
+        for k, (b, g) in rms.items():
+            rb[k][c, s], rg[k][c, s] = b, g

@@ -194,3 +194,60 @@ def test_workers_run_the_warmed_kernels(client, problem):
 
         for flags in client.run(x_is_readonly).values():
             assert flags and all(flags), flags
+
+
+@pytest.fixture(scope="module")
+def mlp_batch():
+    from fastperm import models
+
+    model = models.MLP([5, 4, 3])
+    rng = np.random.default_rng(7)
+    X, Y = rng.standard_normal((9, 5)), rng.integers(0, 2, (9, 3)).astype(float)
+    return model, model.init(seed=1), X, Y
+
+
+def test_brackets_spread_equal_local(client, mlp_batch):
+    model, theta, X, Y = mlp_batch
+    local = fastperm.lie.brackets(model, theta, X, Y)
+    spread = fastperm.lie.brackets(model, theta, X, Y, client=client)
+    np.testing.assert_array_equal(spread, local)  # all pairs, from pair blocks
+    pairs = [(0, 3), (8, 1), (2, 2), (4, 5), (6, 7)]
+    b, err = fastperm.lie.brackets(model, theta, X, Y, pairs=pairs, order=4, return_error=True)
+    bs, errs = fastperm.lie.brackets(
+        model, theta, X, Y, pairs=pairs, order=4, return_error=True, client=client
+    )
+    np.testing.assert_array_equal(bs, b)
+    np.testing.assert_array_equal(errs, err)
+    full, full_err = fastperm.lie.brackets(model, theta, X, Y, return_error=True)
+    spread, spread_err = fastperm.lie.brackets(model, theta, X, Y, return_error=True,
+                                               client=client)  # fmt: skip
+    np.testing.assert_array_equal(spread_err, full_err)
+
+
+def test_brackets_spread_check_can_fail(client, mlp_batch):
+    """The comparison above sees one pair off by one ulp (a planted error)."""
+    model, theta, X, Y = mlp_batch
+    spread = fastperm.lie.brackets(model, theta, X, Y, client=client)
+    spread[2, 5, 3] = np.nextafter(spread[2, 5, 3], np.inf)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(spread, fastperm.lie.brackets(model, theta, X, Y))
+
+
+def test_tensor_rms_spread_equals_local(client, mlp_batch):
+    model, theta, X, Y = mlp_batch
+    thetas = [theta, theta * 0.5, model.init(seed=2)]
+    local = fastperm.lie.tensor_rms(model, thetas, X, Y)
+    spread = fastperm.lie.tensor_rms(model, thetas, X, Y, client=client, progress=True)
+    for name in model.tensors:
+        np.testing.assert_array_equal(spread.rms_bracket[name], local.rms_bracket[name])
+        np.testing.assert_array_equal(spread.rms_grad[name], local.rms_grad[name])
+        assert spread.slope[name] == local.slope[name]
+    np.testing.assert_array_equal(spread.pairs, local.pairs)
+
+
+def test_lie_refuses_a_non_client(mlp_batch):
+    model, theta, X, Y = mlp_batch
+    with pytest.raises(TypeError, match="client must be"):
+        fastperm.lie.brackets(model, theta, X, Y, client="tcp://localhost:8786")
+    with pytest.raises(TypeError, match="client must be"):
+        fastperm.lie.tensor_rms(model, theta, X, Y, client=object())
