@@ -25,13 +25,15 @@ lie, models
     (imported on first access: ``fastperm.lie.brackets(...)``).
 timing, plot, digits
     Measurement helpers, figures, the digits study (also on first access).
+sweep, sweeps, distributed
+    A declarative grid of runs → a labelled xarray Dataset, saved to a resumable Zarr
+    store, locally or on a Dask cluster (on first access).
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import augment, backends, rng
 from ._runs import Interrupted
@@ -53,7 +55,10 @@ def _installed_version() -> str:
 
 __version__ = _installed_version()
 
-_LAZY = ("lie", "models", "timing", "plot", "digits", "deep_linear", "schemes")
+_LAZY = (
+    "lie", "models", "timing", "plot", "digits", "deep_linear", "schemes", "sweeps",
+    "distributed",
+)  # fmt: skip
 
 if TYPE_CHECKING:  # imported on first access, by __getattr__ below
     from . import deep_linear, lie, models
@@ -61,10 +66,13 @@ if TYPE_CHECKING:  # imported on first access, by __getattr__ below
     from . import plot as plot
     from . import schemes as schemes
     from . import timing as timing
+    from .sweeps import sweep as sweep
 
 
-def __getattr__(name: str) -> ModuleType:
+def __getattr__(name: str) -> Any:
     """Import the heavier submodules on first access (PEP 562): ``import fastperm`` stays light."""
+    if name == "sweep":
+        return importlib.import_module(f"{__name__}.sweeps").sweep
     if name in _LAZY:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -84,6 +92,7 @@ __all__ = [
     "lie",
     "models",
     "rng",
+    "sweep",
     "train",
     "train_many",
 ]

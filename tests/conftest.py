@@ -52,3 +52,21 @@ def small():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A Dask cluster of two single-threaded worker processes on loopback, shared by the
+    distributed tests (test_distributed, test_sweep)."""
+    dd = pytest.importorskip("distributed")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cluster's own start-up notices
+        cluster = dd.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        c = dd.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()

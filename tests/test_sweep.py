@@ -1,0 +1,264 @@
+"""fastperm.sweep (issue 16, item 2): a declarative grid → a labelled Dataset, its numbers
+those of train_many run by run; a Zarr store that resumes, recomputes what is missing or
+damaged (and counts it), and refuses another spec without touching it; the same numbers on a
+Dask cluster, even when a worker dies."""
+
+import hashlib
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import fastperm
+from fastperm import sweeps
+
+xr = pytest.importorskip("xarray")
+pytest.importorskip("zarr")
+
+SPEC = dict(
+    k=[1, 4, "inf"],
+    lr={"start": 0.002, "stop": 0.02, "num": 3},
+    seeds=5,
+    d=12,
+    n=[4, 6],
+    steps=60,
+    record_every=20,
+    record=["error", "test"],
+    n_test=7,
+    augmentation=["permutation", {"name": "gaussian", "sigma": 0.3}],
+    chunk_seeds=2,
+)
+
+
+@pytest.fixture(scope="module")
+def local():
+    return fastperm.sweep(SPEC)
+
+
+def test_labelled_and_equal_to_train_many(local):
+    assert local.loss_error.dims == (*sweeps.DIMS, "step")
+    assert local.sizes == {"augmentation": 2, "sampling": 1, "d": 1, "n": 2, "data_seed": 1,
+                           "k": 3, "lr": 3, "seed": 5, "step": 4}  # fmt: skip
+    assert list(local.k.values) == [1, 4, math.inf] and list(local.step.values) == [0, 20, 40, 60]
+    assert local.attrs["chunks"] == 2 * 2 * 3 * 3 == local.attrs["chunks_computed"]
+    assert "fastperm" in local.attrs["versions"]
+    # one cell, run by hand: the same numbers bitwise
+    problem = fastperm.LinearProblem.sample(d=12, n=6, seed=0, n_test=7)
+    res = fastperm.train_many(problem, 4, seeds=[3], lr=local.lr.values[1], steps=60,
+                              record_every=20, record=["error", "test"],
+                              augmentation=fastperm.augment.Gaussian(0.3))  # fmt: skip
+    cell = local.sel(augmentation="gaussian(sigma=0.3)", n=6, k=4.0, seed=3).isel(lr=1)
+    np.testing.assert_array_equal(cell.loss_error.values.ravel(), res.loss[0])
+    np.testing.assert_array_equal(cell.loss_test.values.ravel(), res.records["test"][0])
+    assert (local.diverged_step.values == -1).all()
+
+
+def _tree_digest(path):
+    h = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            h.update(full.encode())
+            with open(full, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def test_store_resumes_and_recomputes_damaged_chunks(tmp_path, local):
+    store = tmp_path / "sweep.zarr"
+    first = fastperm.sweep(SPEC, store=store)
+    xr.testing.assert_identical(first.drop_attrs(), local.drop_attrs())
+    again = fastperm.sweep(SPEC, store=store)
+    assert again.attrs["chunks_computed"] == 0
+
+    # a chunk's numbers changed behind the sweep's back (its digest no longer matches), and
+    # another chunk's file garbled: exactly these two are computed again
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    group["loss_error"][0, 0, 0, 1, 0, 2, :, 0:2] = 7.0
+    files = sorted((store / "loss_test").rglob("c/*/*/*/*/*/*/*/*/*"))
+    assert files, "no chunk files found: the layout changed"
+    files[3].write_bytes(b"\x00garbled\xff" * 3)
+    resumed = fastperm.sweep(SPEC, store=store)
+    assert resumed.attrs["chunks_computed"] == 2
+    xr.testing.assert_identical(resumed.drop_attrs(), local.drop_attrs())
+
+
+def test_oracle_sees_a_changed_chunk(tmp_path, local):
+    """The comparison above would catch a damaged chunk that was not recomputed."""
+    store = tmp_path / "sweep.zarr"
+    fastperm.sweep(SPEC, store=store)
+    import zarr
+
+    zarr.open_group(store, mode="r+")["loss_error"][0, 0, 0, 0, 0, 0, 0, 0, 1] = 7.0
+    damaged = sweeps._open(os.fspath(store))
+    with pytest.raises(AssertionError):
+        xr.testing.assert_identical(damaged.drop_attrs(), local.drop_attrs())
+
+
+def test_another_spec_is_refused_and_the_store_untouched(tmp_path):
+    store = tmp_path / "sweep.zarr"
+    small = dict(SPEC, k=[1], n=4, augmentation="permutation")
+    fastperm.sweep(small, store=store)
+    before = _tree_digest(store)
+    with pytest.raises(ValueError, match=r"different sweep.*\bk\b.*left untouched"):
+        fastperm.sweep(dict(small, k=[1, 2]), store=store)
+    assert _tree_digest(store) == before
+    (tmp_path / "other.zarr").mkdir()
+    with pytest.raises(ValueError, match="not written by fastperm.sweep"):
+        fastperm.sweep(small, store=tmp_path / "other.zarr")
+
+
+KILLED = textwrap.dedent(
+    """
+    import sys, fastperm
+    spec = dict(k=[1, 2, 3, 4], lr=[0.001, 0.002], seeds=8, chunk_seeds=1, d=200, n=10,
+                steps=40_000, record_every=10_000)
+    fastperm.sweep(spec, store=sys.argv[1])
+    """
+)
+
+
+def test_a_killed_sweep_resumes_with_only_the_missing_chunks(tmp_path):
+    """The sweep's process is killed (SIGKILL: no clean-up) after some chunks; running it
+    again computes exactly the chunks without a valid digest, and the numbers are those of
+    an uninterrupted sweep."""
+    import zarr
+
+    store = tmp_path / "sweep.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(store)])
+    done = 0
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            try:
+                done = int((zarr.open_group(store, mode="r")["chunk_digest"][...] != 0).sum())
+            except Exception:  # the store is being created
+                continue
+            if done >= 3:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sweep finished before it was killed"
+    digests = zarr.open_group(store, mode="r")["chunk_digest"][...]
+    stored = int((digests != 0).sum())
+    assert 3 <= stored < digests.size
+    spec = sweeps.load_spec(dict(k=[1, 2, 3, 4], lr=[0.001, 0.002], seeds=8, chunk_seeds=1,
+                                 d=200, n=10, steps=40_000, record_every=10_000))  # fmt: skip
+    resumed = fastperm.sweep(spec, store=store)
+    assert resumed.attrs["chunks_computed"] == digests.size - stored
+    fresh = fastperm.sweep(spec)
+    xr.testing.assert_identical(resumed.drop_attrs(), fresh.drop_attrs())
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"lrs": [0.1]}, "lrs"),
+        ({"k": []}, "k"),
+        ({"seeds": 0}, "seeds"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr": {"start": 1e-3, "num": 3}}, "lr"),
+        ({"d": [4, 4]}, "d"),
+        ({"augmentation": {"name": "rotation"}}, "augmentation"),
+        ({"augmentation": {"name": "gaussian", "sigma": -1.0}}, "sigma"),
+        ({"augmentation": {"name": "mask", "q": 0.5}}, "augmentation"),
+        ({"record": ["w"]}, "record"),
+        ({"record": "test", "n_test": 0}, "record"),
+        ({"sampling": "sometimes"}, "sampling"),
+        ({"steps": 0}, "steps"),
+        ({"k": [0]}, "k"),
+        ({"dtype": "float32"}, "dtype"),
+        ({"augmentation": {"name": "block_permutation", "groups": [[0, 1]]}}, "augmentation"),
+    ],
+)
+def test_bad_specs_name_the_key(change, key):
+    spec = dict(SPEC, **change)
+    with pytest.raises(ValueError, match=rf"\b{key}\b"):
+        fastperm.sweep(spec)
+
+
+def test_spec_needs_k_and_a_mapping(tmp_path):
+    with pytest.raises(ValueError, match="'k'"):
+        fastperm.sweep({"lr": 0.1})
+    with pytest.raises(TypeError, match="spec must be"):
+        fastperm.sweep([("k", 1)])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("k = [1,\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        fastperm.sweep(bad)
+
+
+def test_toml_spec_and_augmentation_objects_name_the_same_sweep(tmp_path):
+    path = tmp_path / "spec.toml"
+    path.write_text(textwrap.dedent(
+        """
+        k = [1, "inf"]
+        lr = {start = 0.001, stop = 0.01, num = 2}
+        seeds = 3
+        augmentation = {name = "block_permutation", groups = [[0, 1, 2], [3, 4, 5]]}
+        d = 6
+        n = 4
+        steps = 30
+        """
+    ))  # fmt: skip
+    from_toml = sweeps.load_spec(path)
+    obj = fastperm.augment.BlockPermutation([[0, 1, 2], [3, 4, 5]])
+    from_dict = sweeps.load_spec(dict(k=[1, math.inf], lr=[0.001, 0.01], seeds=[0, 1, 2],
+                                      augmentation=obj, d=6, n=4, steps=30))  # fmt: skip
+    assert from_toml.digest() == from_dict.digest()
+    split = fastperm.augment.BlockPermutation([[0, 1], [2, 3, 4, 5]])
+    other = sweeps.load_spec(dict(k=[1, math.inf], lr=[0.001, 0.01], seeds=[0, 1, 2],
+                                  augmentation=split, d=6, n=4, steps=30))  # fmt: skip
+    assert other.digest() != from_dict.digest()
+
+
+def test_divergence_is_warned_once():
+    spec = dict(k=[1], lr=[0.01, 50.0], seeds=2, d=8, n=4, steps=200)
+    with pytest.warns(fastperm.DivergenceWarning, match=r"2 of 4 runs diverged.*lr=50"):
+        ds = fastperm.sweep(spec)
+    assert (ds.diverged_step.sel(lr=50.0) >= 0).all()
+    assert (ds.diverged_step.sel(lr=0.01) == -1).all()
+
+
+def test_sweep_on_a_cluster_equals_local(client, local, tmp_path):
+    spread = fastperm.sweep(SPEC, client=client, progress=True)
+    xr.testing.assert_identical(spread.drop_attrs(), local.drop_attrs())
+    stored = fastperm.sweep(SPEC, store=tmp_path / "s.zarr", client=client)
+    xr.testing.assert_identical(stored.drop_attrs(), local.drop_attrs())
+
+
+def test_a_killed_worker_leaves_the_sweep_exact(client):
+    import threading
+
+    spec = dict(k=[2, 8], lr=[0.001, 0.002], seeds=8, chunk_seeds=2, d=40, n=8,
+                steps=40_000, record_every=10_000, sampling="fresh")  # fmt: skip
+    t0 = time.perf_counter()
+    local = fastperm.sweep(spec)
+    took = time.perf_counter() - t0
+    before = set(client.nthreads())
+
+    def kill():
+        time.sleep(min(0.5, took / 4))
+        try:
+            client.run(os._exit, 1, workers=[sorted(before)[0]])
+        except Exception:  # the worker died before it could answer: as intended
+            pass
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    spread = fastperm.sweep(spec, client=client)
+    killer.join()
+    xr.testing.assert_identical(spread.drop_attrs(), local.drop_attrs())
+    client.wait_for_workers(2, timeout=120)
+    assert set(client.nthreads()) != before, "no worker was killed: the test proved nothing"
