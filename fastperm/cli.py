@@ -8,6 +8,10 @@
     A quick table (under a minute): ns/step per method and backend, and the cost ratios.
 ``fastperm figure-schemes --out schemes.png``
     Vanilla / DA / FA / EA: loss and distance to the invariant subspace.
+``fastperm sweep SPEC.toml --out sweep.zarr [--scheduler ADDRESS | --workers N]``
+    A grid of runs (:mod:`fastperm.sweeps`) into a resumable Zarr store, locally or on Dask.
+``fastperm sweep-plot sweep.zarr --out sweep.png``
+    Final loss against lr per k, and loss curves per k, with seed bands.
 ``fastperm info``
     Backends available here, versions, threads, and the GPU (if any).
 """
@@ -308,6 +312,83 @@ def figure_schemes(args) -> int:
     return 0
 
 
+def _store_path(text):
+    """``--out`` of a sweep: a Zarr store (a folder) that exists or can be created."""
+    if not text.endswith(".zarr"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a sweep store's name ends in .zarr")
+    return _folder_path(text)
+
+
+def _client(args):
+    """The Dask client for --scheduler / --workers (None: run locally), and what to close."""
+    if args.scheduler is None and args.workers is None:
+        return None, []
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ImportError(
+            "--scheduler and --workers need Dask: pip install 'fastperm[dask]'"
+        ) from None
+    if args.workers is not None:
+        cluster = LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+        return client, [client, cluster]
+    if os.path.isfile(args.scheduler):  # a scheduler file (dask scheduler --scheduler-file)
+        client = Client(scheduler_file=args.scheduler)
+    else:
+        client = Client(args.scheduler)
+    return client, [client]
+
+
+def sweep(args) -> int:
+    import numpy as np
+
+    from fastperm import sweeps
+
+    spec = sweeps.load_spec(args.spec)  # a bad spec fails here, before a cluster starts
+    client, to_close = _client(args)
+    try:
+        ds = sweeps.sweep(spec, store=args.out, client=client, backend=args.backend,
+                          progress=not args.quiet)  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the finished chunks are in {args.out}; run the same command "
+              "again to resume", file=sys.stderr)  # fmt: skip
+        return 130
+    finally:
+        for thing in to_close:
+            thing.close()
+    runs = int(np.prod([ds.sizes[d] for d in sweeps.DIMS]))
+    print(
+        f"{args.out}: {ds.attrs['chunks_computed']} of {ds.attrs['chunks']} chunks computed "
+        f"({runs} runs in all) in {ds.attrs['seconds']:.1f} s"
+    )
+    metric = ds.attrs["metric"]
+    final = ds[f"loss_{metric}"].isel(step=-1).median("seed")
+    first = {dim: 0 for dim in sweeps.DIMS[:5]}
+    print(f"median final loss ({metric}) over seeds, by lr (rows) and k (columns); "
+          + ", ".join(f"{d} = {ds[d].values[0]}" for d in first))  # fmt: skip
+    table = final.isel(first).transpose("lr", "k").values
+    ks = [int(k) if math.isfinite(k) else k for k in ds["k"].values]
+    print(f"{'lr':>10}" + "".join(f"{_k_name(k):>12}" for k in ks))
+    for lr, row in zip(ds["lr"].values, table, strict=True):
+        print(f"{lr:>10.3g}" + "".join(f"{v:>12.4g}" for v in row))
+    return 0
+
+
+def sweep_plot(args) -> int:
+    from fastperm import plot, sweeps
+
+    if not os.path.isdir(args.store):
+        raise ValueError(f"{args.store!r} is not a sweep store (no such folder)")
+    ds = sweeps.open_store(args.store)
+    fig = plot.sweep_figure(ds, metric=args.metric)
+    fig.savefig(args.out, dpi=args.dpi)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def info(args) -> int:
     import numpy
 
@@ -545,6 +626,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default=None, help="numba (default) or numpy")
     s.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
     s.set_defaults(func=figure_schemes)
+
+    w = sub.add_parser(
+        "sweep",
+        help="a grid of runs into a resumable Zarr store, locally or on a Dask cluster",
+        description="Run the grid of a TOML spec (fastperm.sweeps: k, lr, seeds, "
+        "augmentation, sampling, d, n, ...) and write every chunk to a Zarr store as it "
+        "finishes. Running the same command again resumes: only missing or damaged "
+        "chunks are computed. A store of another spec is refused, never overwritten.",
+    )
+    w.add_argument("spec", help="the sweep's TOML file")
+    w.add_argument("--out", type=_store_path, required=True, help="the Zarr store (NAME.zarr)")
+    where = w.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a running Dask scheduler (tcp://host:8786) or its scheduler file",
+    )
+    where.add_argument(
+        "--workers",
+        type=_int_at_least("workers", 1),
+        help="start a local Dask cluster of this many single-threaded worker processes",
+    )
+    w.add_argument("--backend", default=None, help="numba (default), cython or numpy")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(func=sweep)
+
+    wp = sub.add_parser(
+        "sweep-plot",
+        help="final loss against lr per k, and loss curves per k, from a sweep store",
+    )
+    wp.add_argument("store", help="the sweep's Zarr store")
+    wp.add_argument("--out", type=_figure_path, default="sweep.png", help="PNG/PDF/SVG to write")
+    wp.add_argument("--metric", default=None, help="error, train or test (default: the first)")
+    wp.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
+    wp.set_defaults(func=sweep_plot)
 
     i = sub.add_parser("info", help="backends, versions, threads, the GPU and the kernel cache")
     i.set_defaults(func=info)

@@ -6,7 +6,10 @@ Matplotlib is imported inside the functions (the ``plot`` extra), so that
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -160,3 +163,102 @@ def schemes_figure(results: dict, *, d: int, n: int, lr: float):
         fontsize=11,
     )
     return fig
+
+
+#: the sweep's dimensions that each get a row of panels when swept (k is the lines' colour)
+SWEEP_FACETS = ("augmentation", "sampling", "d", "n", "data_seed")
+
+
+def sweep_figure(ds, metric: str | None = None, max_rows: int = 6):
+    """The plots a sweep is made for: final loss against lr per k with seed bands (left),
+    and the loss curves per k at each k's best lr, with seed bands (right).
+
+    Lines are the median over seeds; bands span the 10th to 90th percentile (runs that
+    diverged are left out; an lr where every seed diverged has no point). One row per
+    setting of the other swept dimensions (augmentation, sampling, d, n, data_seed), at most
+    ``max_rows``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        From :func:`fastperm.sweep` (or ``xarray.open_zarr`` of its store).
+    metric : str, optional
+        ``"error"``, ``"train"`` or ``"test"`` (default: the sweep's first).
+    max_rows : int
+        Rows of panels shown (the first settings); the title says when some are left out.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    metric = metric or ds.attrs.get("metric", "error")
+    name = f"loss_{metric}"
+    if name not in ds:
+        have = [v[5:] for v in ds.data_vars if str(v).startswith("loss_")]
+        raise ValueError(f"metric {metric!r} is not in this sweep; it has {have}")
+    loss = ds[name]
+    swept = [dim for dim in SWEEP_FACETS if ds.sizes[dim] > 1]
+    settings = list(np.ndindex(*(ds.sizes[dim] for dim in swept))) or [()]
+    shown = settings[:max_rows]
+    fig, axes = plt.subplots(
+        len(shown), 2, figsize=(11, 3.6 * len(shown)), squeeze=False, constrained_layout=True
+    )
+    lr = ds["lr"].values
+    steps = ds["step"].values
+    for row, where in enumerate(shown):
+        select = {dim: 0 for dim in SWEEP_FACETS} | dict(zip(swept, where, strict=True))
+        cell = loss.isel(select)  # (k, lr, seed, step)
+        values = np.asarray(cell.transpose("k", "lr", "seed", "step").values)
+        left, right = axes[row]
+        for i, k in enumerate(ds["k"].values):
+            colour = f"C{i % 10}"
+            final = values[i, :, :, -1]
+            with _quiet_nan():
+                mid = np.nanmedian(final, axis=1)
+                lo, hi = np.nanpercentile(final, [10, 90], axis=1)
+            k = int(k) if math.isfinite(k) else k
+            left.plot(lr, mid, "o-", color=colour, label=k_label(k), ms=3)
+            left.fill_between(lr, lo, hi, color=colour, alpha=0.2, lw=0)
+            if np.all(np.isnan(mid)):
+                continue
+            best = int(np.nanargmin(mid))
+            with _quiet_nan():
+                curve = np.nanmedian(values[i, best], axis=0)
+                clo, chi = np.nanpercentile(values[i, best], [10, 90], axis=0)
+            right.plot(steps, curve, color=colour, label=f"{k_label(k)}, lr = {lr[best]:.3g}")
+            right.fill_between(steps, clo, chi, color=colour, alpha=0.2, lw=0)
+        title = ", ".join(
+            f"{dim} = {ds[dim].values[i]}" for dim, i in zip(swept, where, strict=True)
+        )
+        for ax in (left, right):
+            ax.set_yscale("log")
+            ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
+            if title:
+                ax.set_title(title, fontsize=9)
+        left.set_xscale("log")
+        left.set_xlabel(f"lr (loss at step {int(steps[-1])})")
+        right.set_xlabel("step (each k at its best lr)")
+        left.legend(frameon=False, fontsize=8)
+        right.legend(frameon=False, fontsize=8)
+    seeds = ds.sizes["seed"]
+    left_out = len(settings) - len(shown)
+    more = f"; {left_out} more settings not shown" if left_out else ""
+    fig.suptitle(f"Sweep: median over {seeds} seeds, bands 10th–90th percentile{more}", fontsize=11)
+    return fig
+
+
+_METRIC_LABELS = {
+    "error": "mean((w − w*)²)",
+    "train": "training loss mean((Xw − y)²)",
+    "test": "held-out loss mean((Xw − y)²)",
+}
+
+
+@contextlib.contextmanager
+def _quiet_nan() -> Iterator[None]:
+    """NumPy's 'All-NaN slice' warnings off: a fully diverged lr is shown as a gap."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield

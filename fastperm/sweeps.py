@@ -650,7 +650,7 @@ def sweep(
     seconds = time.perf_counter() - t0
     counts = {"chunks": len(every), "chunks_computed": len(todo), "seconds": seconds}
     if isinstance(sink, _Store):
-        ds = _open(sink.path)
+        ds = open_store(sink.path)
     else:
         coords = spec.coords
         ds = xarray.Dataset(
@@ -696,8 +696,8 @@ def _computed(
         raise
 
 
-def _open(path: str) -> xarray.Dataset:
-    """The stored sweep as a Dataset (its digests left out)."""
+def open_store(path: str | os.PathLike[str]) -> xarray.Dataset:
+    """A stored sweep as a Dataset (its digests left out), lazily when dask is installed."""
     import xarray
 
     try:
@@ -706,7 +706,12 @@ def _open(path: str) -> xarray.Dataset:
         chunks: dict[str, Any] | None = {}
     except ImportError:
         chunks = None
-    ds = xarray.open_zarr(path, chunks=chunks, consolidated=False)
+    try:
+        ds = xarray.open_zarr(os.fspath(path), chunks=chunks, consolidated=False)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise ValueError(f"{os.fspath(path)!r} is not a sweep store: {exc}") from None
+    if _Store.DIGEST not in ds or "spec_digest" not in ds.attrs:
+        raise ValueError(f"{os.fspath(path)!r} was not written by fastperm.sweep")
     return ds.drop_vars(_Store.DIGEST)
 
 

@@ -99,7 +99,7 @@ def test_oracle_sees_a_changed_chunk(tmp_path, local):
     import zarr
 
     zarr.open_group(store, mode="r+")["loss_error"][0, 0, 0, 0, 0, 0, 0, 0, 1] = 7.0
-    damaged = sweeps._open(os.fspath(store))
+    damaged = sweeps.open_store(store)
     with pytest.raises(AssertionError):
         xr.testing.assert_identical(damaged.drop_attrs(), local.drop_attrs())
 
@@ -262,3 +262,71 @@ def test_a_killed_worker_leaves_the_sweep_exact(client):
     xr.testing.assert_identical(spread.drop_attrs(), local.drop_attrs())
     client.wait_for_workers(2, timeout=120)
     assert set(client.nthreads()) != before, "no worker was killed: the test proved nothing"
+
+
+CLI_SPEC = """
+k = [1, "inf"]
+lr = {start = 0.002, stop = 0.02, num = 3}
+seeds = 4
+d = 10
+n = 5
+steps = 100
+record_every = 25
+"""
+
+
+def test_cli_sweep_resume_and_plot(tmp_path, capsys):
+    from fastperm import cli
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(CLI_SPEC)
+    store = tmp_path / "sweep.zarr"
+    assert cli.main(["sweep", str(spec), "--out", str(store), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "8 of 8 chunks computed (24 runs in all)" in text and "inf" in text
+    xr.testing.assert_identical(
+        sweeps.open_store(store).drop_attrs(), fastperm.sweep(spec).drop_attrs()
+    )
+    assert cli.main(["sweep", str(spec), "--out", str(store)]) == 0
+    captured = capsys.readouterr()
+    assert "0 of 8 chunks computed" in captured.out
+    assert "8 of 8 chunks stored, computing 0" in captured.err
+    fig = tmp_path / "sweep.png"
+    assert cli.main(["sweep-plot", str(store), "--out", str(fig)]) == 0
+    assert fig.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sweep", "{spec}", "--out", "{tmp}/x.nc"], "ends in .zarr"),
+        (["sweep", "{bad}", "--out", "{tmp}/x.zarr"], "'lrs': unknown key (did you mean 'lr'?)"),
+        (["sweep", "{spec}", "--out", "{tmp}/x.zarr", "--workers", "0"], "workers"),
+        (["sweep", "{spec}", "--out", "{tmp}/x.zarr", "--workers", "2", "--scheduler", "a"],
+         "not allowed with"),
+        (["sweep-plot", "{tmp}/none.zarr", "--out", "{tmp}/f.png"], "not a sweep store"),
+        (["sweep-plot", "{tmp}", "--out", "{tmp}/f.png"], "not a sweep store"),
+    ],
+)  # fmt: skip
+def test_cli_sweep_errors_are_one_line(tmp_path, capsys, argv, message):
+    from fastperm import cli
+
+    (tmp_path / "spec.toml").write_text(CLI_SPEC)
+    (tmp_path / "bad.toml").write_text("k = [1]\nlrs = 3\n")
+    fill = dict(spec=tmp_path / "spec.toml", bad=tmp_path / "bad.toml", tmp=tmp_path)
+    assert cli.main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_cli_sweep_on_local_workers(tmp_path, capsys):
+    from fastperm import cli
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(CLI_SPEC)
+    store = tmp_path / "sweep.zarr"
+    assert cli.main(["sweep", str(spec), "--out", str(store), "--workers", "2", "--quiet"]) == 0
+    xr.testing.assert_identical(
+        sweeps.open_store(store).drop_attrs(), fastperm.sweep(spec).drop_attrs()
+    )
