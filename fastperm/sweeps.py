@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _checks, augment, distributed
+from . import _checks, _runs, augment, distributed
 from .problems import LinearProblem
 from .results import environment
 from .train import DivergenceWarning, train_many
@@ -314,9 +314,7 @@ class Spec:
 
     def step_values(self) -> np.ndarray:
         """The recorded steps: 0, record_every, 2·record_every, …, and the last step."""
-        from ._runs import record_steps
-
-        return record_steps(self.steps, self.record_every)[:-1]
+        return _runs.record_steps(self.steps, self.record_every)[:-1]
 
     @property
     def outer_shape(self) -> tuple[int, ...]:
@@ -567,6 +565,7 @@ def sweep(
     *,
     client: Any = None,
     backend: str | None = None,
+    threads: int | None = None,
     progress: bool | str = False,
 ) -> xarray.Dataset:
     """Run a grid of training runs (module docstring) and return it as a labelled Dataset.
@@ -587,6 +586,9 @@ def sweep(
     backend : str, optional
         As in :func:`fastperm.train_many` (the numbers of one backend; the store does not
         record it).
+    threads : int, optional
+        Threads of each chunk run locally (default: as ``train_many`` chooses); with a
+        client, each chunk runs on one thread of a worker. Never changes the numbers.
     progress : bool or str
         A progress bar over the chunks (time left included).
 
@@ -611,6 +613,7 @@ def sweep(
         Once, if runs diverged: how many, and the first one's setting.
     """
     spec = load_spec(spec)
+    threads = _runs.as_threads(threads)
     if client is not None:
         distributed.check_client(client)
     import xarray  # the sweep's result type: fail here, before any work, if it is missing
@@ -631,16 +634,14 @@ def sweep(
     problems = _Problems(spec)
     bar = None
     if progress:
-        from ._runs import progress_bar
-
         if len(todo) < len(every):
             stored = len(every) - len(todo)
             print(f"resuming {os.fspath(store or '')}: {stored} of {len(every)} chunks "
                   f"stored, computing {len(todo)}", file=sys.stderr)  # fmt: skip
-        bar = progress_bar(progress, len(todo), unit="chunk")
+        bar = _runs.progress_bar(progress, len(todo), unit="chunk")
     t0 = time.perf_counter()
     try:
-        for chunk, arrays in _computed(spec, todo, problems, client, backend):
+        for chunk, arrays in _computed(spec, todo, problems, client, backend, threads):
             sink.write(chunk, arrays)
             if bar is not None:
                 bar.update(1)
@@ -672,11 +673,12 @@ def _computed(
     problems: _Problems,
     client: Any,
     backend: str | None,
+    threads: int | None,
 ) -> Iterator[tuple[Chunk, dict[str, np.ndarray]]]:
     """The chunks' arrays as they finish: in order locally, as they arrive from a cluster."""
     if client is None:
         for chunk in todo:
-            yield chunk, run_chunk(spec, chunk, problems(chunk.where), backend)
+            yield chunk, run_chunk(spec, chunk, problems(chunk.where), backend, threads)
         return
     from distributed import as_completed
 
