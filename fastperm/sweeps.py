@@ -616,7 +616,10 @@ def sweep(
     threads = _runs.as_threads(threads)
     if client is not None:
         distributed.check_client(client)
-    import xarray  # the sweep's result type: fail here, before any work, if it is missing
+    try:
+        import xarray  # the sweep's result type: fail here, before any work, if it is missing
+    except ImportError:
+        raise ImportError("fastperm.sweep needs xarray: pip install 'fastperm[dask]'") from None
 
     env = environment()
     attrs = {

@@ -121,7 +121,7 @@ KILLED = textwrap.dedent(
     """
     import sys, fastperm
     spec = dict(k=[1, 2, 3, 4], lr=[0.001, 0.002], seeds=8, chunk_seeds=1, d=200, n=10,
-                steps=40_000, record_every=10_000)
+                steps=100_000, record_every=25_000)
     fastperm.sweep(spec, store=sys.argv[1])
     """
 )
@@ -154,7 +154,7 @@ def test_a_killed_sweep_resumes_with_only_the_missing_chunks(tmp_path):
     stored = int((digests != 0).sum())
     assert 3 <= stored < digests.size
     spec = sweeps.load_spec(dict(k=[1, 2, 3, 4], lr=[0.001, 0.002], seeds=8, chunk_seeds=1,
-                                 d=200, n=10, steps=40_000, record_every=10_000))  # fmt: skip
+                                 d=200, n=10, steps=100_000, record_every=25_000))  # fmt: skip
     resumed = fastperm.sweep(spec, store=store)
     assert resumed.attrs["chunks_computed"] == digests.size - stored
     fresh = fastperm.sweep(spec)
@@ -330,3 +330,34 @@ def test_cli_sweep_on_local_workers(tmp_path, capsys):
     xr.testing.assert_identical(
         sweeps.open_store(store).drop_attrs(), fastperm.sweep(spec).drop_attrs()
     )
+
+
+def test_cli_ctrl_c_says_how_to_resume(tmp_path):
+    """SIGINT to ``fastperm sweep``: exit status 130, a line saying the store holds the
+    finished chunks, and the same command then finishes the rest."""
+    import zarr
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        "k = [1, 2, 3, 4]\nlr = [0.001, 0.002]\nseeds = 8\nchunk_seeds = 1\n"
+        "d = 200\nn = 10\nsteps = 100000\nrecord_every = 25000\n"
+    )
+    store = tmp_path / "sweep.zarr"
+    argv = [sys.executable, "-m", "fastperm.cli", "sweep", str(spec), "--out", str(store),
+            "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            if (zarr.open_group(store, mode="r")["chunk_digest"][...] != 0).sum() >= 2:
+                break
+        except Exception:  # the store is being created
+            continue
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    stored = int((zarr.open_group(store, mode="r")["chunk_digest"][...] != 0).sum())
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert f"{32 - stored} of 32 chunks computed" in done.stdout
