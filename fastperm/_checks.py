@@ -86,6 +86,12 @@ def as_int(name: str, v: object, *, minimum: int, maximum: int | None = None) ->
     return v
 
 
+def is_inf_name(v: object) -> bool:
+    """Whether ``v`` is text for k = ∞ (``"inf"``, ``"infinity"``, ``"∞"``, any case): the
+    spelling of the command line and of sweep specs."""
+    return isinstance(v, str) and v.strip().lower() in ("inf", "infinity", "∞")
+
+
 def as_k(v: object) -> float:
     """The augmentation factor: an integer >= 1, or ``math.inf`` for the expected gradient."""
     if is_real_scalar(v) and not isinstance(v, numbers.Integral):

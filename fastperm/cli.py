@@ -25,6 +25,8 @@ import platform
 import sys
 import warnings
 
+from . import _checks
+
 #: the figure formats ``--out`` accepts (matplotlib writes them without extra packages)
 FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
 
@@ -112,8 +114,8 @@ def _folder_path(text):
 def _k_list(text: str):
     ks = []
     for part in text.split(","):
-        part = part.strip().lower()
-        if part in ("inf", "∞", "infinity"):
+        part = part.strip()
+        if _checks.is_inf_name(part):
             ks.append(math.inf)
         else:
             try:
@@ -343,8 +345,6 @@ def _client(args):
 
 
 def sweep(args) -> int:
-    import numpy as np
-
     from fastperm import sweeps
 
     spec = sweeps.load_spec(args.spec)  # a bad spec fails here, before a cluster starts
@@ -359,21 +359,7 @@ def sweep(args) -> int:
     finally:
         for thing in to_close:
             thing.close()
-    runs = int(np.prod([ds.sizes[d] for d in sweeps.DIMS]))
-    print(
-        f"{args.out}: {ds.attrs['chunks_computed']} of {ds.attrs['chunks']} chunks computed "
-        f"({runs} runs in all) in {ds.attrs['seconds']:.1f} s"
-    )
-    metric = ds.attrs["metric"]
-    final = ds[f"loss_{metric}"].isel(step=-1).median("seed")
-    first = {dim: 0 for dim in sweeps.DIMS[:5]}
-    print(f"median final loss ({metric}) over seeds, by lr (rows) and k (columns); "
-          + ", ".join(f"{d} = {ds[d].values[0]}" for d in first))  # fmt: skip
-    table = final.isel(first).transpose("lr", "k").values
-    ks = [int(k) if math.isfinite(k) else k for k in ds["k"].values]
-    print(f"{'lr':>10}" + "".join(f"{_k_name(k):>12}" for k in ks))
-    for lr, row in zip(ds["lr"].values, table, strict=True):
-        print(f"{lr:>10.3g}" + "".join(f"{v:>12.4g}" for v in row))
+    print(sweeps.summary(ds, args.out))
     return 0
 
 

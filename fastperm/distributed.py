@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,12 +86,7 @@ def map_tasks(
     """``[fn(**shared, **kw) for kw in per_task]`` on the cluster, in order: ``shared`` is
     scattered to every worker once; each task's own arguments travel with it. Ctrl-C (or an
     error) cancels the tasks not yet done."""
-    # each value as one object under a fresh key (a dict passed to scatter directly would be
-    # scattered entry by entry under its own keys, shared with other calls' entries)
-    futures_shared = {
-        name: client.scatter([value], broadcast=True, hash=False)[0]
-        for name, value in shared.items()
-    }
+    futures_shared = {name: scatter(client, value) for name, value in shared.items()}
     futures = [client.submit(fn, **futures_shared, **kw, pure=False) for kw in per_task]
     try:
         if progress:
@@ -106,6 +101,27 @@ def map_tasks(
         return list(client.gather(futures))
     except BaseException:
         client.cancel(futures)
+        raise
+
+
+def scatter(client: Any, value: Any) -> Any:
+    """``value`` sent to every worker once, as one object under a fresh key (a dict passed to
+    ``client.scatter`` directly would be scattered entry by entry under keys shared with
+    other calls' entries); returns its future."""
+    return client.scatter([value], broadcast=True, hash=False)[0]
+
+
+def completed(client: Any, futures: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    """``(index, result)`` of each future as it finishes; Ctrl-C (or an error) cancels
+    those not yet done."""
+    from distributed import as_completed  # the user's client comes with distributed
+
+    index = {future.key: i for i, future in enumerate(futures)}
+    try:
+        for future in as_completed(futures):
+            yield index[future.key], future.result()
+    except BaseException:
+        client.cancel(list(futures))
         raise
 
 

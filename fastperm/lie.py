@@ -429,6 +429,8 @@ def _spread_brackets(
     client = distributed.check_client(client)
     B = X.shape[0]
     listed = _upper_pairs(B) if pairs is None else pairs
+    shape = (B, B, model.P) if pairs is None else (listed.shape[0], model.P)
+    out = _as_out(out, shape)  # checked before the cluster works
     blocks = distributed.task_slices(
         np.ones(listed.shape[0]), distributed.tasks_for(client, listed.shape[0])
     )
@@ -441,24 +443,21 @@ def _spread_brackets(
         {"model": model, "theta": theta, "X": X, "Y": Y},
         [{"pairs": listed[s]} for s in blocks],
     )
-    if not return_error:
-        parts = [(part, np.empty(0)) for part in parts]
-    b = np.concatenate([part[0] for part in parts]) if parts else np.empty((0, model.P))
-    err = np.concatenate([part[1] for part in parts]) if parts else np.empty(0)
+    if return_error:
+        b, err = (np.concatenate(column) for column in zip(*parts, strict=True))
+    else:
+        b, err = np.concatenate(parts), np.empty(0)
     if pairs is not None:
-        if out is not None:
-            _as_out(out, b.shape)[...] = b
-            b = out
-        return (b, err) if return_error else b
-    full = _as_out(out, (B, B, model.P))
-    full_err = np.zeros((B, B))
+        out[...] = b
+        return (out, err) if return_error else out
     a, c = listed[:, 0], listed[:, 1]
-    full[a, c], full[c, a] = b, -b
-    full[np.arange(B), np.arange(B)] = 0.0
+    out[a, c], out[c, a] = b, -b
+    out[np.arange(B), np.arange(B)] = 0.0
     if not return_error:
-        return full
+        return out
+    full_err = np.zeros((B, B))
     full_err[a, c] = full_err[c, a] = err
-    return full, full_err
+    return out, full_err
 
 
 def _pairs_for(pairs: object, B: int, all_pairs: _T) -> IntArray | _T:

@@ -36,6 +36,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _checks, _runs, augment, distributed
+from . import _checks, _runs, augment, backends, distributed
 from .problems import LinearProblem
 from .results import environment
 from .train import DivergenceWarning, train_many
@@ -97,7 +98,12 @@ def _spec_error(key: str, message: str) -> ValueError:
 
 
 def _as_list(key: str, value: Any) -> list[Any]:
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    """One value or a list (a tuple, range or 1-D NumPy array) as a list."""
+    if isinstance(value, np.ndarray):
+        if value.ndim > 1:
+            raise _spec_error(key, f"give one value or a 1-D list, got shape {value.shape}")
+        value = value.tolist()
+    values = list(value) if isinstance(value, (list, tuple, range)) else [value]
     if not values:
         raise _spec_error(key, "the list is empty (give at least one value)")
     return values
@@ -126,7 +132,7 @@ def _augmentation_form(value: Any) -> str | dict[str, Any]:
         return name if not params else {"name": name, **params}
     if isinstance(value, str):
         value = {"name": value}
-    if not isinstance(value, Mapping) or "name" not in value:
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
         raise _spec_error(
             "augmentation",
             f"each value must be a name or a table with 'name', got {value!r}",
@@ -141,9 +147,13 @@ def _augmentation_form(value: Any) -> str | dict[str, Any]:
         raise _spec_error(
             "augmentation", f"{name} takes {list(_AUGMENTATION_PARAMS[name])}, not {sorted(extra)}"
         )
-    params = {p: value[p] for p in _AUGMENTATION_PARAMS[name] if p in value}
-    _build_augmentation({"name": name, **params})  # its own checks, naming the parameter
-    return name if not params else {"name": name, **params}
+    if "rescale" in value and not isinstance(value["rescale"], (bool, np.bool_)):
+        raise _spec_error(
+            "augmentation", f"mask: rescale must be true or false, got {value['rescale']!r}"
+        )
+    built = _build_augmentation({"name": name, **{p: value[p] for p in value if p != "name"}})
+    # the canonical form is the object's: {sigma = 1} and Gaussian(1.0) name one sweep
+    return built if isinstance(built, str) else _augmentation_form(built)
 
 
 def _build_augmentation(form: str | Mapping[str, Any]) -> str | augment.Augmentation:
@@ -161,7 +171,7 @@ def _build_augmentation(form: str | Mapping[str, Any]) -> str | augment.Augmenta
     }[name]
     try:
         return cls(**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise _spec_error("augmentation", f"{name}: {exc}") from None
 
 
@@ -212,9 +222,16 @@ class Spec:
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> Spec:
-        """Validate a dict (or a parsed TOML file); errors name the key."""
+        """Validate a dict (or a parsed TOML file); errors are ValueErrors naming the key."""
         if not isinstance(spec, Mapping):
             raise TypeError(f"spec must be a dict or a TOML file's path, got {type(spec).__name__}")
+        try:
+            return cls._parse(spec)
+        except TypeError as exc:  # a value of the wrong type: fastperm's checks name the key
+            raise ValueError(f"sweep spec: {exc}") from None
+
+    @classmethod
+    def _parse(cls, spec: Mapping[str, Any]) -> Spec:
         known = {*GRID, *SETTINGS}
         for key in spec:
             if key not in known:
@@ -226,7 +243,7 @@ class Spec:
         get = {**GRID, **SETTINGS, **spec}.__getitem__
         ks = []
         for v in _as_list("k", get("k")):
-            ks.append(math.inf if v in ("inf", "Inf", "infinity") else _checks.as_k(v))
+            ks.append(math.inf if _checks.is_inf_name(v) else _checks.as_k(v))
         seeds = get("seeds")
         if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
             seeds = list(range(_checks.as_int("seeds", seeds, minimum=1)))
@@ -265,7 +282,9 @@ class Spec:
             chunk_seeds=_checks.as_int("chunk_seeds", chunk, minimum=1),
         )
         for name, values in (("k", out.k), ("lr", out.lr), ("seeds", out.seeds), ("d", out.d),
-                             ("n", out.n), ("data_seed", out.data_seed)):  # fmt: skip
+                             ("n", out.n), ("data_seed", out.data_seed),
+                             ("sampling", out.sampling),
+                             ("augmentation", [_label(a) for a in out.augmentation])):  # fmt: skip
             if len(set(values)) != len(values):
                 raise _spec_error(name, f"values repeat: {list(values)}")
         if "test" in out.record and out.n_test == 0:
@@ -335,7 +354,12 @@ def load_spec(spec: object) -> Spec:
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # the [dask] extra installs it
-            import tomli as tomllib
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise ImportError(
+                    "reading a TOML spec on Python 3.10 needs tomli: pip install 'fastperm[dask]'"
+                ) from None
 
         path = os.fspath(spec)
         try:
@@ -468,8 +492,14 @@ class _Store:
                 "store= needs zarr >= 3 (Python 3.11+): pip install 'fastperm[dask]'"
             ) from None
 
+        if int(zarr.__version__.split(".")[0]) < 3:
+            raise ImportError(
+                f"store= needs zarr >= 3 (Python 3.11+), found zarr {zarr.__version__}: "
+                "pip install 'fastperm[dask]'"
+            )
         self.path = os.fspath(path)
         self.spec = spec
+        self._arrays: dict[str, Any] = {}
         if os.path.exists(self.path):
             try:
                 self.group = zarr.open_group(self.path, mode="r+")
@@ -480,6 +510,15 @@ class _Store:
                 stored = self.group.attrs.get("spec")
                 raise ValueError(self._mismatch(stored if isinstance(stored, str) else None))
             self.created = False
+            if self.group.attrs.get("backend") != attrs["backend"]:
+                warnings.warn(
+                    f"store {self.path!r} was computed with backend "
+                    f"{self.group.attrs.get('backend')!r}, this run uses "
+                    f"{attrs['backend']!r}: the chunks computed now may differ from the "
+                    "stored ones in the last bits",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         else:
             self._create(attrs)
             self.group = zarr.open_group(self.path, mode="r+")
@@ -497,13 +536,26 @@ class _Store:
         )
 
     def _create(self, attrs: dict[str, Any]) -> None:
+        """The empty store, built in a temporary folder next to it and renamed into place
+        when complete: a process killed meanwhile leaves no half-made store at the path."""
+        import tempfile
+
+        parent, name = os.path.split(os.path.abspath(self.path))
+        tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".creating", dir=parent)
+        try:
+            self._layout(os.path.join(tmp, name), attrs)
+            os.rename(os.path.join(tmp, name), self.path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _layout(self, path: str, attrs: dict[str, Any]) -> None:
         import xarray
         import zarr
 
         spec = self.spec
         coords = spec.coords
-        xarray.Dataset(coords=coords, attrs=attrs).to_zarr(self.path, mode="w-", consolidated=False)
-        group = zarr.open_group(self.path, mode="r+")
+        xarray.Dataset(coords=coords, attrs=attrs).to_zarr(path, mode="w-", consolidated=False)
+        group = zarr.open_group(path, mode="r+")
         outer = (*spec.outer_shape, len(spec.lr), len(spec.seeds))
         chunk = (*(1 for _ in spec.outer_shape), len(spec.lr), spec.chunk_seeds)
         nsteps = len(coords["step"])
@@ -549,7 +601,9 @@ class _Store:
         self._array(self.DIGEST)[chunk.where + (chunk.block,)] = np.uint64(_digest(arrays))
 
     def _array(self, name: str) -> Any:
-        return self.group[name]
+        if name not in self._arrays:  # opened once (each opening reads its metadata)
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
 
 _LONG_NAMES = {
@@ -629,6 +683,7 @@ def sweep(
         "platform": env["platform"],
         "created": env["date"],
         "metric": spec.record[0],
+        "backend": backends.get(backend).name,
     }
     sink: _Memory | _Store = _Memory(spec) if store is None else _Store(store, spec, attrs)
     every = chunks(spec)
@@ -683,22 +738,16 @@ def _computed(
         for chunk in todo:
             yield chunk, run_chunk(spec, chunk, problems(chunk.where), backend, threads)
         return
-    from distributed import as_completed
-
     scattered: dict[tuple[int, ...], Any] = {}
-    futures = {}
+    futures = []
     for chunk in todo:
         key = chunk.where[2:5]
         if key not in scattered:  # each problem travels to the workers once
-            scattered[key] = client.scatter([problems(chunk.where)], broadcast=True, hash=False)[0]
-        fut = client.submit(run_chunk, spec, chunk, scattered[key], backend, 1, pure=False)
-        futures[fut] = chunk
-    try:
-        for fut in as_completed(list(futures)):
-            yield futures[fut], fut.result()
-    except BaseException:
-        client.cancel(list(futures))
-        raise
+            scattered[key] = distributed.scatter(client, problems(chunk.where))
+        futures.append(client.submit(run_chunk, spec, chunk, scattered[key], backend, 1,
+                                     pure=False))  # fmt: skip
+    for i, arrays in distributed.completed(client, futures):
+        yield todo[i], arrays
 
 
 def open_store(path: str | os.PathLike[str]) -> xarray.Dataset:
@@ -718,6 +767,28 @@ def open_store(path: str | os.PathLike[str]) -> xarray.Dataset:
     if _Store.DIGEST not in ds or "spec_digest" not in ds.attrs:
         raise ValueError(f"{os.fspath(path)!r} was not written by fastperm.sweep")
     return ds.drop_vars(_Store.DIGEST)
+
+
+def summary(ds: xarray.Dataset, where: str = "sweep") -> str:
+    """A few lines on a sweep: chunks computed, runs, time, and a table of the median final
+    loss over seeds by lr (rows) and k (columns), at the first value of the other
+    dimensions (``fastperm sweep`` prints it)."""
+    runs = int(np.prod([ds.sizes[dim] for dim in DIMS]))
+    metric = ds.attrs["metric"]
+    first = {dim: 0 for dim in DIMS[:5]}
+    final = ds[f"loss_{metric}"].isel(step=-1).median("seed").isel(first)
+    table = np.asarray(final.transpose("lr", "k").values)
+    ks = ["inf" if math.isinf(k) else str(int(k)) for k in ds["k"].values]
+    lines = [
+        f"{where}: {ds.attrs['chunks_computed']} of {ds.attrs['chunks']} chunks computed "
+        f"({runs} runs in all) in {ds.attrs['seconds']:.1f} s",
+        f"median final loss ({metric}) over seeds, by lr (rows) and k (columns); "
+        + ", ".join(f"{dim} = {ds[dim].values[0]}" for dim in first),
+        f"{'lr':>10}" + "".join(f"{k:>12}" for k in ks),
+    ]
+    for lr, row in zip(ds["lr"].values, table, strict=True):
+        lines.append(f"{lr:>10.3g}" + "".join(f"{v:>12.4g}" for v in row))
+    return "\n".join(lines)
 
 
 def _warn_divergence(ds: xarray.Dataset) -> None:

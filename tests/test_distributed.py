@@ -208,6 +208,11 @@ def test_brackets_spread_equal_local(client, mlp_batch):
     spread, spread_err = fastperm.lie.brackets(model, theta, X, Y, return_error=True,
                                                client=client)  # fmt: skip
     np.testing.assert_array_equal(spread_err, full_err)
+    buffer = np.empty_like(full)
+    assert fastperm.lie.brackets(model, theta, X, Y, client=client, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, full)
+    with pytest.raises(ValueError, match="out must be"):
+        fastperm.lie.brackets(model, theta, X, Y, client=client, out=np.empty((2, 2)))
 
 
 def test_brackets_spread_check_can_fail(client, mlp_batch):
