@@ -333,7 +333,7 @@ def _client(args):
         ) from None
     if args.workers is not None:
         cluster = LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         client = Client(cluster)
         return client, [client, cluster]

@@ -57,14 +57,15 @@ def rng():
 @pytest.fixture(scope="session")
 def client():
     """A Dask cluster of two single-threaded worker processes on loopback, shared by the
-    distributed tests (test_distributed, test_sweep)."""
+    distributed tests (test_distributed, test_sweep). Its HTTP server takes a free port
+    (":0"), leaving Dask's default 8787 to the clusters the README and CLI tests start."""
     dd = pytest.importorskip("distributed")
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the cluster's own start-up notices
         cluster = dd.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         c = dd.Client(cluster)
     yield c
