@@ -59,6 +59,11 @@ COMPILE_NOTICE_SECONDS = 1.0
 #: cache while the task combines them
 TILE_BYTES = 768 * 1024
 
+#: Lie brackets of a TorchModel: bytes of bracket-sized vectors a chunk of pairs may hold
+#: (about 8 vectors of P entries per pair while it is computed), so memory stays
+#: O(chunk × P) however many pairs are asked for
+TORCH_CHUNK_BYTES = 64 * 2**20
+
 #: numba.cuda: threads per block for the training and bracket kernels; 0 chooses from the
 #: problem size (a power of two near width/8 in [32, 256]). ``set_block(n)`` of the cuda
 #: backend sets it (and checks n)

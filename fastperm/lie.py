@@ -96,6 +96,21 @@ def row_norms(A: FloatArray) -> FloatArray:
     return m * np.sqrt(np.sum((A / safe[..., None]) ** 2, axis=-1))
 
 
+def _as_torch_model(model: object, backend: str | None = None, client: Any = None) -> Any:
+    """``model`` if it is a TorchModel (with no backend or client, which do not apply to
+    it), else None."""
+    from .torch_model import TorchModel  # torch itself is imported only by a TorchModel
+
+    if not isinstance(model, TorchModel):
+        return None
+    if backend is not None or client is not None:
+        raise ValueError(
+            f"backend= and client= choose fastperm's compiled kernels; {model.name} runs "
+            "with torch.func on its module's device: leave them out"
+        )
+    return model
+
+
 def _as_model(model: object) -> Model:
     if not isinstance(model, Model):
         raise TypeError(
@@ -242,6 +257,7 @@ def brackets(
     return_error: Literal[False] = False,
     out: FloatArray | None = None,
     client: Any = None,
+    method: str | None = None,
 ) -> FloatArray: ...
 
 
@@ -259,6 +275,7 @@ def brackets(
     return_error: Literal[True],
     out: FloatArray | None = None,
     client: Any = None,
+    method: str | None = None,
 ) -> tuple[FloatArray, FloatArray]: ...
 
 
@@ -275,6 +292,7 @@ def brackets(
     return_error: bool = False,
     out: FloatArray | None = None,
     client: Any = None,
+    method: str | None = None,
 ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
 
 
@@ -290,6 +308,7 @@ def brackets(
     return_error: bool = False,
     out: FloatArray | None = None,
     client: Any = None,
+    method: str | None = None,
 ) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Lie brackets ``[v_x, v_y] = H_y g_x − H_x g_y`` of training examples.
 
@@ -325,6 +344,15 @@ def brackets(
         a worker. Every pair's bracket depends only on its two examples, so the result is
         bitwise the one without a client (all pairs are computed as the pairs a < b and
         filled in antisymmetrically, as the compiled all-pairs kernel does).
+
+    method : {"auto", "forward", "reverse", "fd"}, optional
+        For a :class:`~fastperm.torch_model.TorchModel` only (default: the model's):
+        exact Hessian-vector products by forward-over-reverse or reverse-over-reverse
+        ``torch.func``, or finite differences with the step rule above. A TorchModel takes
+        ``theta=None`` for its module's current parameters, X and Y as tensors or arrays
+        of any shape (first axis: the example), and returns arrays in its dtype; computed
+        in chunks of pairs (:data:`fastperm.knobs.TORCH_CHUNK_BYTES`), on its device;
+        ``backend`` and ``client`` do not apply.
 
     Returns
     -------
@@ -368,6 +396,15 @@ def brackets(
     >>> b.shape, err.shape, bool(np.allclose(b[0], B[0, 1]))
     ((2, 23), (2,), True)
     """
+    torch_model = _as_torch_model(model, backend, client)
+    if torch_model is not None:
+        from . import torch_model as tm
+
+        listed = _pairs_for(pairs, len(X), all_pairs=None)  # type: ignore[arg-type]
+        return tm.brackets(torch_model, theta, X, Y, listed, h, _as_order(order), return_error,
+                           out, method)  # fmt: skip
+    if method is not None:
+        raise ValueError("method= applies to a TorchModel (the compiled kernels use FD)")
     model = _as_model(model)
     theta, X, Y = model.check(theta, X, Y)
     pairs = _pairs_for(pairs, X.shape[0], all_pairs=None)
@@ -547,8 +584,13 @@ def swap_difference(
     -------
     (P,) array
     """
-    model = _as_model(model)
     lr = _checks.as_positive_real("lr", lr)
+    torch_model = _as_torch_model(model)
+    if torch_model is not None:
+        from . import torch_model as tm
+
+        return tm.swap_difference(torch_model, theta, a, b, lr)
+    model = _as_model(model)
     xa, ya = a
     xb, yb = b
     theta, Xa, Ya = model.check(theta, xa, ya)
@@ -585,11 +627,21 @@ def logit_perturbation(
     -------
     (batch, K), or (npairs, batch, K)
     """
-    model = _as_model(model)
-    theta, X = model.check(theta, X_batch)
     v = _checks.as_float_array("bracket", bracket, (1, 2))
     single = v.ndim == 1
     V = v[None] if single else v
+    torch_model = _as_torch_model(model)
+    if torch_model is not None:
+        from . import torch_model as tm
+
+        if V.shape[1] != torch_model.P:
+            raise ValueError(
+                f"bracket has {V.shape[1]} entries per pair but the model has P = {torch_model.P}"
+            )
+        out = tm.logit_perturbation(torch_model, theta, V, X_batch)
+        return out[0] if single else out
+    model = _as_model(model)
+    theta, X = model.check(theta, X_batch)
     if V.shape[1] != model.P:
         raise ValueError(
             f"bracket has {V.shape[1]} entries per pair but the model has P = {model.P}"
@@ -662,6 +714,7 @@ def tensor_rms(
     ----------
     model : fastperm.models model
     checkpoints : sequence of (P,) arrays (or one (P,) array)
+        For a :class:`~fastperm.torch_model.TorchModel`, None is the module's current θ.
     X, Y : the examples whose pairs are bracketed
     pairs : sequence of (a, b), optional (default: all a < b)
     h, order, backend : as in :func:`brackets`
@@ -675,32 +728,52 @@ def tensor_rms(
     -------
     TensorRMS
     """
-    model = _as_model(model)
     order = _as_order(order)
-    thetas = np.atleast_2d(_checks.as_float_array("checkpoints", checkpoints, (1, 2)))
-    _, X, Y = model.check(thetas[0], X, Y)
-    thetas = np.stack([model.check(theta, X)[0] for theta in thetas])
-    pairs = _pairs_for(pairs, X.shape[0], _upper_pairs(X.shape[0]))
-    _kernels(model, backend)
+    torch_model = _as_torch_model(model, backend, client)
+    block: Callable[[FloatArray], dict[str, tuple[FloatArray, FloatArray]]]
+    if torch_model is not None:
+        from . import torch_model as tm
+
+        thetas = np.atleast_2d(
+            torch_model.theta() if checkpoints is None else np.asarray(checkpoints, np.float64)
+        )
+        B = len(X)  # type: ignore[arg-type]
+        listed = _pairs_for(pairs, B, _upper_pairs(B))
+        tensors = torch_model.tensors
+
+        def block(theta: FloatArray) -> dict[str, tuple[FloatArray, FloatArray]]:
+            return tm.rms_block(torch_model, theta, X, Y, listed, h, order, None)
+
+    else:
+        builtin = _as_model(model)
+        thetas = np.atleast_2d(_checks.as_float_array("checkpoints", checkpoints, (1, 2)))
+        _, Xc, Yc = builtin.check(thetas[0], X, Y)
+        thetas = np.stack([builtin.check(theta, Xc)[0] for theta in thetas])
+        listed = _pairs_for(pairs, Xc.shape[0], _upper_pairs(Xc.shape[0]))
+        tensors = builtin.tensors
+        _kernels(builtin, backend)
+
+        def block(theta: FloatArray) -> dict[str, tuple[FloatArray, FloatArray]]:
+            return _rms_block(builtin, theta, Xc, Yc, listed, h, order, backend)
+
     C = thetas.shape[0]
-    rb = {k: np.empty((C, pairs.shape[0])) for k in model.tensors}
-    rg = {k: np.empty((C, pairs.shape[0])) for k in model.tensors}
+    rb = {k: np.empty((C, listed.shape[0])) for k in tensors}
+    rg = {k: np.empty((C, listed.shape[0])) for k in tensors}
     if client is None:
         bar = _runs.progress_bar(progress, C, unit="checkpoint") if progress else None
         for c in range(C):
-            rms = _rms_block(model, thetas[c], X, Y, pairs, h, order, backend)
-            for k, (b, g) in rms.items():
+            for k, (b, g) in block(thetas[c]).items():
                 rb[k][c], rg[k][c] = b, g
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
     else:
-        _spread_rms(client, model, thetas, X, Y, pairs, h, order, backend, progress, rb, rg)
+        _spread_rms(client, builtin, thetas, Xc, Yc, listed, h, order, backend, progress, rb, rg)
     slope: dict[str, float] = {}
     intercept: dict[str, float] = {}
     corr: dict[str, float] = {}
-    for k in model.tensors:
+    for k in tensors:
         ok = (rb[k] > 0) & (rg[k] > 0)
         lx, ly = np.log10(rg[k][ok]), np.log10(rb[k][ok])
         if lx.size >= 2 and np.ptp(lx) > 0:
@@ -708,7 +781,7 @@ def tensor_rms(
             corr[k] = float(np.corrcoef(lx, ly)[0, 1])
         else:
             slope[k] = intercept[k] = corr[k] = math.nan
-    return TensorRMS(rb, rg, slope, intercept, corr, pairs)
+    return TensorRMS(rb, rg, slope, intercept, corr, listed)
 
 
 def _rms_block(

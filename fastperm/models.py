@@ -627,10 +627,14 @@ class CustomModel(Model):
 _NUMBA_KERNELS = ("mlp_grad", "mlp_directional", "mlp_aux")
 
 
-def __getattr__(name: str) -> Any:  # a Numba dispatcher
+def __getattr__(name: str) -> Any:  # a Numba dispatcher, or TorchModel
     """``mlp_grad``, ``mlp_directional``, ``mlp_aux``: imported from
     ``fastperm.backends.numba_cpu.mlp`` on first access (so this module imports without
-    numba)."""
+    numba); ``TorchModel`` from :mod:`fastperm.torch_model`."""
+    if name == "TorchModel":
+        from .torch_model import TorchModel
+
+        return TorchModel
     if name in _NUMBA_KERNELS:
         from .backends.numba_cpu import mlp
 

@@ -1,0 +1,473 @@
+"""Brackets of your own PyTorch module: :class:`TorchModel`, and what ``fastperm.lie`` runs on it.
+
+``TorchModel(module, loss_fn)`` makes a ``torch.nn.Module`` a fastperm model. The functions
+of :mod:`fastperm.lie` (``brackets``, ``tensor_rms``, ``logit_perturbation``,
+``swap_difference``) accept it and compute, with ``torch.func`` on the module's own device
+and dtype:
+
+* the per-example gradients ``g_x = ∇_θ L(θ; x, y)`` (``vmap`` of ``grad``);
+* the Hessian-vector products ``H_y g_x`` of a bracket ``[v_x, v_y] = H_y g_x − H_x g_y``,
+  exactly, by one of three methods:
+
+  - ``"forward"``: forward-over-reverse, the ``jvp`` of ``y``'s gradient along ``g_x``
+    (one pass gives g_y and H_y g_x);
+  - ``"reverse"``: reverse-over-reverse, the gradient of ``g_y · g_x``, for operations
+    without forward-mode derivatives (some attention kernels);
+  - ``"fd"``: central finite differences of the gradient with fastperm's step rule
+    (:func:`fastperm.lie.default_step`), the method of the compiled kernels;
+
+  ``"auto"`` (the default) is ``"forward"``, falling back to ``"reverse"`` (with a warning)
+  where forward mode is not implemented;
+* in chunks of pairs, so that memory stays O(chunk × P): the reductions (RMS per named
+  parameter tensor) are computed chunk by chunk, and the full (pairs, P) or (B, B, P) array
+  is formed only when :func:`fastperm.lie.brackets` is asked for it.
+
+θ is the module's parameters (``named_parameters()``, detached) flattened in that order into
+one vector of P entries: ``model.theta()`` gives the current one, and every function takes
+``theta=None`` for it, or another vector (a checkpoint). The module is evaluated in eval
+mode (BatchNorm uses its running statistics, dropout is off) and left in the mode it was
+in. PyTorch is the optional extra ``torch`` (``pip install ".[torch]"``); this module
+imports it on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from . import knobs
+from ._typing import FloatArray, IntArray
+
+METHODS = ("auto", "forward", "reverse", "fd")
+
+
+def _tensor(A: Any) -> Any:
+    """A tensor as it is, anything else as a tensor of a (writeable) NumPy copy."""
+    torch = _torch()
+    return A if torch.is_tensor(A) else torch.from_numpy(np.array(A))
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("TorchModel needs PyTorch: pip install 'fastperm[torch]'") from None
+    return torch
+
+
+class TorchModel:
+    """A ``torch.nn.Module`` and its per-example loss, as a fastperm model.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Its parameters (``named_parameters()``) are θ. Evaluated in eval mode.
+    loss_fn : callable
+        ``loss_fn(output, target) -> scalar``, called on a batch of one example (the
+        module's output for ``x[None]`` and ``y[None]``): the per-example loss L(θ; x, y),
+        e.g. ``torch.nn.functional.binary_cross_entropy_with_logits``.
+    method : {"auto", "forward", "reverse", "fd"}
+        How Hessian-vector products are computed (module docstring).
+
+    Attributes
+    ----------
+    P : int
+        Number of parameters.
+    tensors : dict
+        name → (slice of θ, shape), in ``named_parameters()`` order.
+    dtype : numpy dtype
+        The parameters' (float32 or float64): the results come in it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastperm import lie
+    >>> from fastperm.models import TorchModel
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    >>> model = TorchModel(net.double(), torch.nn.functional.binary_cross_entropy_with_logits)
+    >>> X, Y = torch.randn(5, 4).double(), (torch.rand(5, 2) > 0.5).double()
+    >>> lie.brackets(model, None, X, Y).shape  # all pairs, exact (forward-over-reverse)
+    (5, 5, 23)
+    """
+
+    def __init__(self, module: Any, loss_fn: Callable[..., Any], method: str = "auto") -> None:
+        torch = _torch()
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        wrapped = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+        if isinstance(module, wrapped):
+            raise TypeError(
+                f"module is wrapped in {type(module).__name__}: pass the module inside it "
+                "(module.module); brackets run on one device"
+            )
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable (output, target) -> scalar, got {loss_fn!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        params = dict(module.named_parameters())
+        if not params:
+            raise ValueError("module has no parameters: there is nothing to bracket")
+        dtypes = {p.dtype for p in params.values()}
+        devices = {p.device for p in params.values()}
+        if len(dtypes) != 1 or next(iter(dtypes)) not in (torch.float32, torch.float64):
+            raise TypeError(
+                f"the module's parameters must all be float32 or all float64, got {dtypes}"
+            )
+        if len(devices) != 1:
+            raise ValueError(f"the module's parameters must be on one device, got {devices}")
+        self.module, self.loss_fn, self.method = module, loss_fn, method
+        self.torch_dtype, self.device = next(iter(dtypes)), next(iter(devices))
+        self.dtype = np.dtype("float32" if self.torch_dtype == torch.float32 else "float64")
+        self.tensors: dict[str, tuple[slice, tuple[int, ...]]] = {}
+        start = 0
+        for name, p in params.items():
+            self.tensors[name] = (slice(start, start + p.numel()), tuple(p.shape))
+            start += p.numel()
+        self.P = start
+        self.name = f"TorchModel({type(module).__name__})"
+        #: what "auto" runs: "forward" until it fails on this module, then "reverse"
+        self.auto = "forward"
+
+    def __repr__(self) -> str:
+        return f"{self.name} with P = {self.P}, {self.dtype}, on {self.device}"
+
+    # -- θ and data -----------------------------------------------------------------------
+
+    def theta(self) -> FloatArray:
+        """The module's current parameters as one vector (a NumPy copy)."""
+        torch = _torch()
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1) for p in self.module.parameters()])
+        return flat.cpu().numpy().copy()
+
+    def as_theta(self, theta: Any) -> Any:
+        """θ as a flat tensor on the module's device: the current parameters for None."""
+        torch = _torch()
+        if theta is None:
+            return torch.cat([p.detach().reshape(-1) for p in self.module.parameters()])
+        t = _tensor(theta)
+        if t.ndim != 1 or t.shape[0] != self.P:
+            raise ValueError(f"theta has shape {tuple(t.shape)} but {self.name} has P = {self.P}")
+        t = t.detach().to(self.device, self.torch_dtype)
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("theta has non-finite value(s) (NaN or inf)")
+        return t
+
+    def as_data(self, X: Any, Y: Any = None) -> tuple[Any, ...]:
+        """X (and Y) as tensors on the module's device, floating data in its dtype; the
+        first axis is the example."""
+        out = []
+        for label, A in (("X", X), ("Y", Y)):
+            if A is None and label == "Y":
+                break
+            t = _tensor(A).to(self.device)
+            if t.is_floating_point():
+                t = t.to(self.torch_dtype)
+            if t.ndim == 0:
+                raise ValueError(f"{label} must have a first axis of examples, got a scalar")
+            out.append(t)
+        if len(out) == 2 and out[0].shape[0] != out[1].shape[0]:
+            raise ValueError(
+                f"X has {out[0].shape[0]} examples but Y has {out[1].shape[0]}: one target each"
+            )
+        return tuple(out)
+
+    def unflatten(self, theta: Any) -> dict[str, Any]:
+        """θ (P,) → the module's parameters by name (views)."""
+        return {name: theta[sl].view(shape) for name, (sl, shape) in self.tensors.items()}
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The module in eval mode for the duration, then back in the mode it was in;
+        PyTorch's errors for what cannot work under the transforms said plainly."""
+        was = self.module.training
+        self.module.eval()
+        try:
+            yield
+        except RuntimeError as exc:
+            text = str(exc).lower()
+            in_place = ("inplace", "in-place", "in place", "doesn't match the broadcast shape")
+            if any(s in text for s in in_place):
+                raise ValueError(
+                    f"{self.name} modifies a tensor in place, which torch.func cannot batch "
+                    "or differentiate (e.g. z = torch.zeros(...); z += f(x)): use "
+                    "out-of-place operations (z = f(x), x = x + y instead of x += y, "
+                    f"torch.relu(x) instead of x.relu_()); PyTorch said: {exc}"
+                ) from None
+            raise
+        finally:
+            self.module.train(was)
+
+    # -- the maths (tensors in, tensors out) ---------------------------------------------
+
+    def loss(self, theta: Any, x: Any, y: Any) -> Any:
+        """L(θ; x, y) of one example (a scalar tensor)."""
+        torch = _torch()
+        out = torch.func.functional_call(self.module, self.unflatten(theta), (x.unsqueeze(0),))
+        return self.loss_fn(out, y.unsqueeze(0))
+
+    def output(self, theta: Any, X: Any) -> Any:
+        """The module's output for a batch (its logits)."""
+        torch = _torch()
+        return torch.func.functional_call(self.module, self.unflatten(theta), (X,))
+
+    def grads(self, theta: Any, X: Any, Y: Any) -> Any:
+        """Per-example gradients (B, P)."""
+        torch = _torch()
+        return torch.func.vmap(torch.func.grad(self.loss), in_dims=(None, 0, 0))(theta, X, Y)
+
+    def hvp(self, method: str) -> Callable[..., Any]:
+        """``(θ, v, x, y) → H_(x,y) v`` for one example, exactly (forward or reverse)."""
+        torch = _torch()
+        grad = torch.func.grad(self.loss)
+        if method == "forward":
+
+            def forward(theta: Any, v: Any, x: Any, y: Any) -> Any:
+                return torch.func.jvp(lambda t: grad(t, x, y), (theta,), (v,))[1]
+
+            return forward
+
+        def reverse(theta: Any, v: Any, x: Any, y: Any) -> Any:
+            return torch.func.grad(lambda t: torch.dot(grad(t, x, y), v))(theta)
+
+        return reverse
+
+    def chunk_pairs(self) -> int:
+        """Pairs per chunk: about :data:`fastperm.knobs.TORCH_CHUNK_BYTES` of bracket-sized
+        vectors (each pair holds ~8 vectors of P entries while it is computed)."""
+        return max(1, knobs.TORCH_CHUNK_BYTES // (8 * self.P * self.dtype.itemsize))
+
+
+def pair_brackets(
+    model: TorchModel,
+    theta: Any,
+    X: Any,
+    Y: Any,
+    G: Any,
+    pairs: Any,
+    method: str,
+    h: Any = None,
+    stencil: tuple[Any, Any] | None = None,
+) -> Any:
+    """Brackets ``H_b g_a − H_a g_b`` of the pairs (a, b), as a (pairs, P) tensor."""
+    torch = _torch()
+    a, b = pairs[:, 0], pairs[:, 1]
+    if method == "fd":
+        c, w = stencil  # type: ignore[misc]
+        grad = torch.func.grad(model.loss)
+
+        def directional(theta: Any, u: Any, hu: Any, x: Any, y: Any) -> Any:
+            # Σ_j w_j g_y(θ + c_j h u) / h: the compiled kernels' stencil
+            return sum(w[j] * grad(theta + c[j] * hu * u, x, y) for j in range(len(c))) / hu
+
+        D = torch.func.vmap(directional, in_dims=(None, 0, 0, 0, 0))
+        return D(theta, G[a], h[a], X[b], Y[b]) - D(theta, G[b], h[b], X[a], Y[a])
+    hvp = torch.func.vmap(model.hvp(method), in_dims=(None, 0, 0, 0))
+    return hvp(theta, G[a], X[b], Y[b]) - hvp(theta, G[b], X[a], Y[a])
+
+
+def _method(model: TorchModel, method: str | None) -> str:
+    method = model.method if method is None else method
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return method
+
+
+def _chunks(model: TorchModel, pairs: IntArray) -> Iterator[slice]:
+    step = model.chunk_pairs()
+    for start in range(0, pairs.shape[0], step):
+        yield slice(start, min(pairs.shape[0], start + step))
+
+
+class Bracketer:
+    """Brackets of one θ and batch, computed chunk by chunk (the gradients once)."""
+
+    def __init__(
+        self,
+        model: TorchModel,
+        theta: Any,
+        X: Any,
+        Y: Any,
+        method: str | None,
+        h: Any = None,
+        order: int = 2,
+    ) -> None:
+        from .lie import STENCILS, default_step
+
+        torch = _torch()
+        self.model, self.method = model, _method(model, method)
+        self.theta = model.as_theta(theta)
+        self.X, self.Y = model.as_data(X, Y)
+        with model.evaluating():
+            self.G = model.grads(self.theta, self.X, self.Y)
+        if not bool(torch.isfinite(self.G).all()):
+            raise FloatingPointError("the per-example gradients at theta are not finite")
+        self.h: Any = None
+        self.stencil: tuple[list[float], list[float]] | None = None
+        if self.method == "fd":
+            G = self.G.detach().cpu().double().numpy()
+            th = self.theta.detach().cpu().double().numpy()
+            step = default_step(th, G, order) if h is None else np.broadcast_to(h, G.shape[:1])
+            self.h = _tensor(np.asarray(step, dtype=np.float64)).to(model.device, model.torch_dtype)
+            c, w = STENCILS[order]
+            self.stencil = (c.tolist(), w.tolist())
+
+    def __call__(self, pairs: IntArray) -> Any:
+        """The brackets of ``pairs`` (a chunk) as a (pairs, P) tensor."""
+        torch = _torch()
+        idx = torch.as_tensor(pairs, device=self.model.device)
+        method = self.model.auto if self.method == "auto" else self.method
+        with self.model.evaluating():
+            try:
+                out = pair_brackets(self.model, self.theta, self.X, self.Y, self.G, idx,
+                                    method, self.h, self.stencil)  # fmt: skip
+            except (NotImplementedError, RuntimeError) as exc:
+                if self.method != "auto" or method != "forward" or not _no_forward_mode(exc):
+                    raise
+                warnings.warn(
+                    f"{self.model.name}: forward-over-reverse failed on this module and loss "
+                    f"(PyTorch said: {str(exc).splitlines()[0]}); using reverse-over-reverse "
+                    "for this model from now on (the same brackets, more memory per pair)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self.model.auto = "reverse"
+                out = pair_brackets(self.model, self.theta, self.X, self.Y, self.G, idx,
+                                    "reverse")  # fmt: skip
+        if not bool(torch.isfinite(out).all()):
+            raise FloatingPointError("brackets are not finite: theta, X, Y or h are too large")
+        return out
+
+
+def _no_forward_mode(exc: BaseException) -> bool:
+    """Whether PyTorch's error is one of forward mode: an operation without a forward-mode
+    derivative, or one whose double backward mishandles forward-mode zeros (PyTorch 2.13's
+    ``mse_loss``: "ZeroTensors are immutable")."""
+    text = str(exc).lower()
+    return isinstance(exc, NotImplementedError) or any(
+        s in text for s in ("forward ad", "forward-mode", "jvp", "forward mode", "zerotensor")
+    )
+
+
+def brackets(
+    model: TorchModel,
+    theta: Any,
+    X: Any,
+    Y: Any,
+    pairs: IntArray | None,
+    h: Any,
+    order: int,
+    return_error: bool,
+    out: FloatArray | None,
+    method: str | None,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
+    """:func:`fastperm.lie.brackets` for a TorchModel (validated pairs; None: all)."""
+    run = Bracketer(model, theta, X, Y, method, h, order)
+    B = run.X.shape[0]
+    listed = np.column_stack(np.triu_indices(B, 1)).astype(np.int64) if pairs is None else pairs
+    shape = (B, B, model.P) if pairs is None else (listed.shape[0], model.P)
+    if out is None:
+        out = np.empty(shape, dtype=model.dtype)
+    elif out.shape != shape or out.dtype != model.dtype or not out.flags.writeable:
+        raise ValueError(
+            f"out must be a writeable {model.dtype} array of shape {shape}, got "
+            f"{out.dtype} {out.shape}"
+        )
+    if return_error and run.method != "fd":
+        raise ValueError(
+            f"return_error estimates finite-difference error; method {run.method!r} is exact "
+            "(no truncation error): use method='fd' to compare"
+        )
+    err = np.empty(listed.shape[0])
+    coarse = (
+        Bracketer(model, theta, X, Y, "fd", 2 * run.h.cpu().numpy(), order)
+        if return_error
+        else None
+    )
+    for sl in _chunks(model, listed):
+        b = run(listed[sl])
+        values = b.detach().cpu().numpy()
+        if pairs is None:
+            i, j = listed[sl, 0], listed[sl, 1]
+            out[i, j], out[j, i] = values, -values
+        else:
+            out[sl] = values
+        if coarse is not None:
+            from .lie import row_norms
+
+            diff = values.astype(np.float64) - coarse(listed[sl]).detach().cpu().double().numpy()
+            err[sl] = row_norms(diff) / (2**order - 1)
+    if pairs is None:
+        out[np.arange(B), np.arange(B)] = 0.0
+        if return_error:
+            full = np.zeros((B, B))
+            full[listed[:, 0], listed[:, 1]] = full[listed[:, 1], listed[:, 0]] = err
+            return out, full
+    return (out, err) if return_error else out
+
+
+def rms_block(
+    model: TorchModel,
+    theta: Any,
+    X: Any,
+    Y: Any,
+    pairs: IntArray,
+    h: Any,
+    order: int,
+    method: str | None,
+) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """Per named tensor: (RMS of each pair's bracket, RMS of its two gradients), computed
+    chunk by chunk (no (pairs, P) array)."""
+    run = Bracketer(model, theta, X, Y, method, h, order)
+    G = run.G
+    rb = {k: np.empty(pairs.shape[0]) for k in model.tensors}
+    rg = {k: np.empty(pairs.shape[0]) for k in model.tensors}
+    for sl in _chunks(model, pairs):
+        b = run(pairs[sl])
+        a, c = pairs[sl, 0], pairs[sl, 1]
+        for k, (ts, _) in model.tensors.items():
+            rb[k][sl] = b[:, ts].double().pow(2).mean(dim=1).sqrt().cpu().numpy()
+            ga, gc = G[a][:, ts].double(), G[c][:, ts].double()
+            rg[k][sl] = (0.5 * (ga.pow(2).mean(dim=1) + gc.pow(2).mean(dim=1))).sqrt().cpu().numpy()
+    return {k: (rb[k], rg[k]) for k in model.tensors}
+
+
+def logit_perturbation(model: TorchModel, theta: Any, V: FloatArray, X_batch: Any) -> FloatArray:
+    """``J_f(θ) v`` for each row v of V over a batch, exactly (forward mode, or the
+    gradient of ⟨f, u⟩ with respect to a dummy u where forward mode is missing), in chunks
+    of rows."""
+    torch = _torch()
+    th = model.as_theta(theta)
+    (Xb,) = model.as_data(X_batch)
+    Vt = _tensor(V).to(model.device, model.torch_dtype)
+
+    def jvp(v: Any) -> Any:
+        return torch.func.jvp(lambda t: model.output(t, Xb), (th,), (v,))[1]
+
+    parts = []
+    with model.evaluating():
+        for start in range(0, Vt.shape[0], model.chunk_pairs()):
+            parts.append(torch.func.vmap(jvp)(Vt[start : start + model.chunk_pairs()]))
+    return torch.cat(parts).detach().cpu().numpy()
+
+
+def swap_difference(
+    model: TorchModel, theta: Any, a: tuple[Any, Any], b: tuple[Any, Any], lr: float
+) -> FloatArray:
+    """``θ_ab − θ_ba`` by literal SGD steps (the form of :func:`fastperm.lie.swap_difference`)."""
+    torch = _torch()
+    th = model.as_theta(theta)
+    xa, ya = model.as_data(*(_tensor(v)[None] for v in a))  # one example: a batch of one
+    xb, yb = model.as_data(*(_tensor(v)[None] for v in b))
+    grad = torch.func.grad(model.loss)
+    with model.evaluating():
+        ga, gb = grad(th, xa[0], ya[0]), grad(th, xb[0], yb[0])
+        ta, tb = th - lr * ga, th - lr * gb
+        d = lr * (gb - grad(ta, xb[0], yb[0])) - lr * (ga - grad(tb, xa[0], ya[0]))
+    return d.detach().cpu().numpy()
