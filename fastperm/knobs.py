@@ -61,8 +61,10 @@ TILE_BYTES = 768 * 1024
 
 #: Lie brackets of a TorchModel: bytes of bracket-sized vectors a chunk of pairs may hold
 #: (about 8 vectors of P entries per pair while it is computed), so memory stays
-#: O(chunk × P) however many pairs are asked for
-TORCH_CHUNK_BYTES = 64 * 2**20
+#: O(chunk × P) however many pairs are asked for. Each chunk is one vmapped torch.func
+#: call, whose fixed cost is tens of ms: at 64 MiB the 496 pairs of an MLP 64-32-10 took
+#: two chunks and 2.4× the time of one
+TORCH_CHUNK_BYTES = 256 * 2**20
 
 #: numba.cuda: threads per block for the training and bracket kernels; 0 chooses from the
 #: problem size (a power of two near width/8 in [32, 256]). ``set_block(n)`` of the cuda
