@@ -240,6 +240,54 @@ class Brackets:
     track_brackets_per_second.unit = "brackets/s"
 
 
+class TorchModelBrackets:
+    """All 496 brackets among B = 32 examples of the MLPs of :class:`Brackets`, through
+    ``fastperm.models.TorchModel`` (torch.func, forward over reverse, float64), as a
+    (B, B, P) array: the cost of a user's own PyTorch module against the compiled kernels.
+    """
+
+    params = (["64-32-10", "64-256-10"],)
+    param_names = ["mlp"]
+    timeout = 300
+
+    def setup(self, mlp):
+        try:
+            import torch  # noqa: F401
+
+            from fastperm.models import TorchModel  # noqa: F401
+        except ImportError:
+            raise NotImplementedError("needs torch and fastperm.models.TorchModel") from None
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "compare"))
+        import bracket_peers
+
+        from fastperm import timing
+
+        model, theta, X, Y = timing.bracket_workload(mlp)
+        self.run = bracket_peers.torch_model_runner(model, theta, X, Y)
+        self.run()
+
+    def time_brackets(self, mlp):
+        self.run()
+
+    def track_brackets_per_second(self, mlp):
+
+        best = min(_seconds(self.run) for _ in range(3))
+        return 496 / best
+
+    track_brackets_per_second.unit = "brackets/s"
+
+
+def _seconds(fn):
+    import time
+
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 #: runs per call in ``BatchedRuns``
 RUNS = [1, 10, 100, 1000, 10_000]
 #: the most runs timed on a CPU backend per method (beyond it one call takes minutes here)

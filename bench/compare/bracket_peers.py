@@ -52,6 +52,28 @@ def torch_func_runner(model, theta, X, Y):
     return run
 
 
+def torch_model_runner(model, theta, X, Y):
+    """fastperm.models.TorchModel of a torch.nn.Sequential holding the same weights (one
+    torch thread, as torch_func_runner): torch.func's brackets plus TorchModel's overhead."""
+    import torch
+
+    from fastperm import lie, models
+
+    torch.set_num_threads(1)
+    layers = []
+    for i, (W, b) in enumerate(_layers(model, theta)):
+        lin = torch.nn.Linear(W.shape[1], W.shape[0]).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(W))
+            lin.bias.copy_(torch.as_tensor(b))
+        layers += [lin] if i == len(model.sizes) - 2 else [lin, torch.nn.Tanh()]
+    tm = models.TorchModel(
+        torch.nn.Sequential(*layers), torch.nn.functional.binary_cross_entropy_with_logits
+    )
+    Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
+    return lambda: lie.brackets(tm, None, Xt, Yt)
+
+
 def jax_runner(model, theta, X, Y):
     """jit of vmap over x and y of jax.jvp of jax.grad (float64)."""
     import jax

@@ -50,7 +50,11 @@ def test_train(benchmark, contender, method):
 
 # -- Lie brackets -----------------------------------------------------------------------------
 
-BRACKET_CONTENDERS = [f"fastperm-{b}" for b in fastperm.backends.KNOWN] + ["jax", "torch.func"]
+BRACKET_CONTENDERS = [f"fastperm-{b}" for b in fastperm.backends.KNOWN] + [
+    "jax",
+    "torch.func",
+    "fastperm TorchModel",
+]
 
 
 def _digits():
@@ -84,7 +88,11 @@ def test_brackets(benchmark, contender, sizes):
         def run():
             return lie.brackets(model, theta, X, Y, backend=backend, out=out)
     else:
-        make = {"torch.func": bracket_peers.torch_func_runner, "jax": bracket_peers.jax_runner}
+        make = {
+            "torch.func": bracket_peers.torch_func_runner,
+            "jax": bracket_peers.jax_runner,
+            "fastperm TorchModel": bracket_peers.torch_model_runner,
+        }
         try:
             run = make[contender](model, theta, X, Y)
         except ImportError as exc:
