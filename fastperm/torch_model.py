@@ -14,7 +14,8 @@ and dtype:
   - ``"reverse"``: reverse-over-reverse, the gradient of ``g_y · g_x``, for operations
     without forward-mode derivatives (some attention kernels);
   - ``"fd"``: central finite differences of the gradient with fastperm's step rule
-    (:func:`fastperm.lie.default_step`), the method of the compiled kernels;
+    (:func:`fastperm.lie.default_step`, with the module's ε_mach: a float32 module steps
+    about 800× further than a float64 one), the method of the compiled kernels;
 
   ``"auto"`` (the default) is ``"forward"``, falling back to ``"reverse"`` (with a warning)
   where forward mode is not implemented;
@@ -331,7 +332,7 @@ class Bracketer:
         h: Any = None,
         order: int = 2,
     ) -> None:
-        from .lie import STENCILS, default_step
+        from .lie import EPS, STENCILS, _as_h
 
         torch = _torch()
         self.model, self.method = model, _method(model, method)
@@ -346,8 +347,10 @@ class Bracketer:
         if self.method == "fd":
             G = self.G.detach().cpu().double().numpy()
             th = self.theta.detach().cpu().double().numpy()
-            step = default_step(th, G, order) if h is None else np.broadcast_to(h, G.shape[:1])
-            self.h = _tensor(np.asarray(step, dtype=np.float64)).to(model.device, model.torch_dtype)
+            step = _as_h(h, G, th, order)  # the compiled kernels' rule and checks
+            if h is None and model.dtype == np.float32:  # the rule's ε_mach is the module's
+                step = step * (np.finfo(np.float32).eps / EPS) ** (1.0 / (order + 1))
+            self.h = _tensor(step).to(model.device, model.torch_dtype)
             c, w = STENCILS[order]
             self.stencil = (c.tolist(), w.tolist())
 
@@ -401,9 +404,11 @@ def brackets(
     method: str | None,
 ) -> FloatArray | tuple[FloatArray, FloatArray]:
     """:func:`fastperm.lie.brackets` for a TorchModel (validated pairs; None: all)."""
+    from .lie import _upper_pairs, row_norms
+
     run = Bracketer(model, theta, X, Y, method, h, order)
     B = run.X.shape[0]
-    listed = np.column_stack(np.triu_indices(B, 1)).astype(np.int64) if pairs is None else pairs
+    listed = _upper_pairs(B) if pairs is None else pairs
     shape = (B, B, model.P) if pairs is None else (listed.shape[0], model.P)
     if out is None:
         out = np.empty(shape, dtype=model.dtype)
@@ -432,8 +437,6 @@ def brackets(
         else:
             out[sl] = values
         if coarse is not None:
-            from .lie import row_norms
-
             diff = values.astype(np.float64) - coarse(listed[sl]).detach().cpu().double().numpy()
             err[sl] = row_norms(diff) / (2**order - 1)
     if pairs is None:

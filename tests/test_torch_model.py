@@ -126,6 +126,9 @@ def test_float32_module_stays_float32_and_auto_falls_back_once():
     np.testing.assert_array_equal(lie.brackets(tm, None, X, Y), b)  # no second warning
     manual = models.TorchModel(net, lambda out, t: ((out - t) ** 2).mean(), method="forward")
     np.testing.assert_allclose(lie.brackets(manual, None, X, Y), b, rtol=1e-5, atol=1e-7)
+    # FD in float32 steps by float32's rounding, not float64's (which would be all noise)
+    fd = lie.brackets(manual, None, X, Y, method="fd")
+    assert np.abs(fd - b).max() < 1e-3 * np.abs(b).max()  # float64's step: 1.7e-2
 
 
 def test_eval_mode_and_left_as_it_was():
