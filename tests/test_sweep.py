@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -132,47 +133,59 @@ def test_another_spec_is_refused_and_the_store_untouched(tmp_path):
         fastperm.sweep(small, store=tmp_path / "other.zarr")
 
 
+#: many small chunks (64 of ~10 ms with numba): a kill lands mid-sweep on a fast machine,
+#: and the rerun stays cheap on a slow backend (CI's bounds-checked Cython run)
+KILLED_SPEC = dict(k=[1, 2], lr=[0.001], seeds=32, chunk_seeds=1, d=100, n=10, steps=20_000,
+                   record_every=5_000)  # fmt: skip
 KILLED = textwrap.dedent(
-    """
+    f"""
     import sys, fastperm
-    spec = dict(k=[1, 2, 3, 4], lr=[0.001, 0.002], seeds=8, chunk_seeds=1, d=200, n=10,
-                steps=100_000, record_every=25_000)
-    fastperm.sweep(spec, store=sys.argv[1])
+    fastperm.sweep({KILLED_SPEC!r}, store=sys.argv[1])
     """
 )
 
 
-@needs_store
+def _stored(store):
+    """Chunks with a digest in the store (None while it is being created)."""
+    import zarr
+
+    try:
+        return int((zarr.open_group(store, mode="r")["chunk_digest"][...] != 0).sum())
+    except Exception:  # the store is being created (or renamed into place)
+        return None
+
+
+def _stop_after(proc, store, chunks, sig):
+    """Send ``sig`` to ``proc`` once the store holds ``chunks`` chunks."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+        if (_stored(store) or 0) >= chunks:
+            break
+    proc.send_signal(sig)
+
+
 def test_a_killed_sweep_resumes_with_only_the_missing_chunks(tmp_path):
     """The sweep's process is killed (SIGKILL: no clean-up) after some chunks; running it
     again computes exactly the chunks without a valid digest, and the numbers are those of
     an uninterrupted sweep."""
-    import zarr
 
     store = tmp_path / "sweep.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(store)])
-    done = 0
+    # (cwd: the installed fastperm, as this process imports it, not a source tree's)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(store)], cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-            try:
-                done = int((zarr.open_group(store, mode="r")["chunk_digest"][...] != 0).sum())
-            except Exception:  # the store is being created
-                continue
-            if done >= 3:
-                break
+        _stop_after(proc, store, 3, signal.SIGKILL)
     finally:
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the sweep finished before it was killed"
-    digests = zarr.open_group(store, mode="r")["chunk_digest"][...]
-    stored = int((digests != 0).sum())
-    assert 3 <= stored < digests.size
-    spec = sweeps.load_spec(dict(k=[1, 2, 3, 4], lr=[0.001, 0.002], seeds=8, chunk_seeds=1,
-                                 d=200, n=10, steps=100_000, record_every=25_000))  # fmt: skip
-    resumed = fastperm.sweep(spec, store=store)
-    assert resumed.attrs["chunks_computed"] == digests.size - stored
+    stored = _stored(store)
+    assert 3 <= stored < 64
+    spec = sweeps.load_spec(KILLED_SPEC)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the same backend in both processes
+        resumed = fastperm.sweep(spec, store=store)
+    assert resumed.attrs["chunks_computed"] == 64 - stored
     fresh = fastperm.sweep(spec)
     xr.testing.assert_identical(resumed.drop_attrs(), fresh.drop_attrs())
 
@@ -358,32 +371,21 @@ def test_cli_sweep_on_local_workers(tmp_path, capsys):
 def test_cli_ctrl_c_says_how_to_resume(tmp_path):
     """SIGINT to ``fastperm sweep``: exit status 130, a line saying the store holds the
     finished chunks, and the same command then finishes the rest."""
-    import zarr
 
     spec = tmp_path / "spec.toml"
-    spec.write_text(
-        "k = [1, 2, 3, 4]\nlr = [0.001, 0.002]\nseeds = 8\nchunk_seeds = 1\n"
-        "d = 200\nn = 10\nsteps = 100000\nrecord_every = 25000\n"
-    )
+    spec.write_text("\n".join(f"{key} = {value!r}" for key, value in KILLED_SPEC.items()))
     store = tmp_path / "sweep.zarr"
     argv = [sys.executable, "-m", "fastperm.cli", "sweep", str(spec), "--out", str(store),
             "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            if (zarr.open_group(store, mode="r")["chunk_digest"][...] != 0).sum() >= 2:
-                break
-        except Exception:  # the store is being created
-            continue
-    proc.send_signal(signal.SIGINT)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    _stop_after(proc, store, 2, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err
-    stored = int((zarr.open_group(store, mode="r")["chunk_digest"][...] != 0).sum())
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
-    assert f"{32 - stored} of 32 chunks computed" in done.stdout
+    stored = _stored(store)
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600,
+                          cwd=tmp_path)  # fmt: skip
+    assert f"{64 - stored} of 64 chunks computed" in done.stdout
 
 
 def test_spec_takes_arrays_ranges_and_every_spelling_of_inf():
@@ -449,8 +451,12 @@ def test_a_store_never_appears_half_made(tmp_path, monkeypatch):
 
 @needs_store
 def test_resuming_with_another_backend_warns(tmp_path):
+    compiled = [b for b in fastperm.backends.available() if b in ("numba", "cython")]
+    if not compiled:
+        pytest.skip("needs a compiled backend beside the reference")
     spec = dict(k=[1], lr=[0.01], seeds=2, d=6, n=3, steps=20)
     store = tmp_path / "s.zarr"
-    fastperm.sweep(spec, store=store)
-    with pytest.warns(RuntimeWarning, match="computed with backend"):
+    fastperm.sweep(spec, store=store, backend=compiled[0])
+    with pytest.warns(RuntimeWarning, match=f"computed with backend '{compiled[0]}'"):
         fastperm.sweep(spec, store=store, backend="numpy")
+    fastperm.sweep(spec, store=store, backend=compiled[0])  # the same backend: no warning
