@@ -180,7 +180,8 @@ class TorchModel:
         return tuple(out)
 
     def unflatten(self, flat: Any) -> dict[str, Any]:
-        """θ (..., P) → the module's parameters by name, (..., *shape) each (views)."""
+        """θ of shape ``(..., P)`` → the module's parameters by name, each of shape
+        ``(..., *shape)`` (views)."""
         lead = tuple(flat.shape[:-1])
         return {
             name: flat[..., sl].view(*lead, *shape) for name, (sl, shape) in self.tensors.items()
