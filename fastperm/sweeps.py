@@ -509,7 +509,6 @@ class _Store:
             if theirs != spec.digest():
                 stored = self.group.attrs.get("spec")
                 raise ValueError(self._mismatch(stored if isinstance(stored, str) else None))
-            self.created = False
             if self.group.attrs.get("backend") != attrs["backend"]:
                 warnings.warn(
                     f"store {self.path!r} was computed with backend "
@@ -522,7 +521,6 @@ class _Store:
         else:
             self._create(attrs)
             self.group = zarr.open_group(self.path, mode="r+")
-            self.created = True
 
     def _mismatch(self, stored: str | None) -> str:
         if stored is None:
