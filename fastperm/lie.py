@@ -518,16 +518,29 @@ def _compute(
     out: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Brackets of validated inputs; returns (brackets, per-example gradients G, h)."""
+    G, h = _gradients(kern, model, theta, X, Y, h, order)
+    out = _run(kern, model, theta, X, Y, G, h, order, pairs, out)
+    _checks.finite_result(out, "brackets", "theta, X, Y or h are")
+    return out, G, h
+
+
+def _gradients(
+    kern: ModuleType,
+    model: Model,
+    theta: FloatArray,
+    X: FloatArray,
+    Y: FloatArray,
+    h: object,
+    order: int,
+) -> tuple[FloatArray, FloatArray]:
+    """The per-example gradients G at θ (checked finite) and the FD multipliers h."""
     _probe(kern, model, theta, X, Y)
     G = np.empty((X.shape[0], model.P))
     with np.errstate(all="ignore"):  # checked right below, the same way on every backend
         kern.example_grads(model, theta, X, Y, G)
     if not np.all(np.isfinite(G)):
         raise FloatingPointError("the per-example gradients at theta are not finite")
-    h = _as_h(h, G, theta, order)
-    out = _run(kern, model, theta, X, Y, G, h, order, pairs, out)
-    _checks.finite_result(out, "brackets", "theta, X, Y or h are")
-    return out, G, h
+    return G, _as_h(h, G, theta, order)
 
 
 def exact_brackets(
@@ -707,6 +720,7 @@ def tensor_rms(
     backend: str | None = None,
     client: Any = None,
     progress: bool | str = False,
+    fused: bool = True,
 ) -> TensorRMS:
     """RMS of brackets vs RMS of gradients per named tensor, over pairs and checkpoints.
 
@@ -723,6 +737,12 @@ def tensor_rms(
         model and examples scattered once). Bitwise the result without a client.
     progress : bool or str
         A progress bar over the checkpoints (over the tasks with a ``client``).
+    fused : bool
+        For the built-in models, sum each bracket's squares inside the compiled kernel,
+        never writing a bracket out (``bracket_norms``: about 8·P bytes per thread instead
+        of 8·npairs·P, and several times faster; see the README's table). False computes
+        the (npairs, P) brackets first and reduces them in NumPy: the same numbers to
+        rounding, kept as a check. A CustomModel always takes that path.
 
     Returns
     -------
@@ -754,7 +774,7 @@ def tensor_rms(
         _kernels(builtin, backend)
 
         def block(theta: FloatArray) -> dict[str, tuple[FloatArray, FloatArray]]:
-            return _rms_block(builtin, theta, Xc, Yc, listed, h, order, backend)
+            return _rms_block(builtin, theta, Xc, Yc, listed, h, order, backend, fused)
 
     C = thetas.shape[0]
     rb = {k: np.empty((C, listed.shape[0])) for k in tensors}
@@ -769,7 +789,9 @@ def tensor_rms(
         if bar is not None:
             bar.close()
     else:
-        _spread_rms(client, builtin, thetas, Xc, Yc, listed, h, order, backend, progress, rb, rg)
+        _spread_rms(
+            client, builtin, thetas, Xc, Yc, listed, h, order, backend, fused, progress, rb, rg
+        )
     slope: dict[str, float] = {}
     intercept: dict[str, float] = {}
     corr: dict[str, float] = {}
@@ -793,17 +815,41 @@ def _rms_block(
     h: object,
     order: int,
     backend: str | None,
+    fused: bool = True,
 ) -> dict[str, tuple[FloatArray, FloatArray]]:
-    """Per tensor: (RMS of each pair's bracket, RMS of its two gradients) at one θ."""
-    b, G, _ = _compute(_kernels(model, backend), model, theta, X, Y, pairs, h, order)
+    """Per tensor: (RMS of each pair's bracket, RMS of its two gradients) at one θ; the
+    brackets' squares summed in the kernel (``fused``, built-in models) or from the full
+    (npairs, P) array."""
+    kern = _kernels(model, backend)
+    tensors = list(model.tensors.values())
+    if fused and model.builtin:
+        G, hs = _gradients(kern, model, theta, X, Y, h, order)
+        c, w = STENCILS[order]
+        squares = np.empty((pairs.shape[0], len(tensors)))
+        with np.errstate(all="ignore"):
+            kern.bracket_norms(model, theta, X, Y, G, hs, c, w, pairs, _bounds(model), squares)
+        _checks.finite_result(squares, "brackets", "theta, X, Y or h are")
+    else:
+        b, G, _ = _compute(kern, model, theta, X, Y, pairs, h, order)
+        squares = np.stack([np.sum(b[:, sl] ** 2, axis=1) for sl, _ in tensors], axis=1)
     rms = {}
-    for k, (sl, _) in model.tensors.items():
-        ga, gb = G[pairs[:, 0], sl], G[pairs[:, 1], sl]
+    for t, (k, (sl, _)) in enumerate(model.tensors.items()):
+        size = sl.stop - sl.start
+        g2 = np.mean(G[:, sl] ** 2, axis=1)
         rms[k] = (
-            np.sqrt(np.mean(b[:, sl] ** 2, axis=1)),
-            np.sqrt(0.5 * (np.mean(ga**2, axis=1) + np.mean(gb**2, axis=1))),
+            np.sqrt(squares[:, t] / size),
+            np.sqrt(0.5 * (g2[pairs[:, 0]] + g2[pairs[:, 1]])),
         )
     return rms
+
+
+def _bounds(model: Model) -> IntArray:
+    """The boundaries of a built-in model's tensors in θ (contiguous, in order: W₁ first)."""
+    bounds = [sl.start for sl, _ in model.tensors.values()] + [model.P]
+    assert bounds[0] == 0 and all(
+        sl.stop == nxt for (sl, _), nxt in zip(model.tensors.values(), bounds[1:], strict=True)
+    ), "a built-in model's tensors tile θ in order"
+    return np.asarray(bounds, dtype=np.int64)
 
 
 def _spread_rms(
@@ -816,6 +862,7 @@ def _spread_rms(
     h: object,
     order: int,
     backend: str | None,
+    fused: bool,
     progress: bool | str,
     rb: dict[str, FloatArray],
     rg: dict[str, FloatArray],
@@ -829,7 +876,7 @@ def _spread_rms(
     per_checkpoint = -(-distributed.tasks_for(client, C * npairs) // C)
     blocks = distributed.task_slices(np.ones(npairs), per_checkpoint)
     where = [(c, s) for c in range(C) for s in blocks]
-    task = functools.partial(_one_thread, _rms_block, backend, h=h, order=order)
+    task = functools.partial(_one_thread, _rms_block, backend, h=h, order=order, fused=fused)
     parts = distributed.map_tasks(
         client,
         task,

@@ -373,6 +373,33 @@ FAMILIES = {
             ),
             RUNS_RETURN,
         ),
+        Family(
+            "bracket_norms",
+            "lie",
+            "``out[q, t] = Σ_{p ∈ tensor t} [v_a, v_b]_p²`` for the listed pairs, without "
+            "writing any bracket out (built-in models; the tensors are contiguous, W₁ and b₁ "
+            "first).",
+            BRACKET_ARGS
+            + (
+                _a("pairs", "input", "(Q, 2) int64 pairs, in range"),
+                _a("bounds", "setting", "(T + 1,) int64 tensor boundaries in θ"),
+                _a("out", "output", "(Q, T) squared norms"),
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "bracket_logits",
+            "lie",
+            "``out[q, z] = J_f(θ; Z[z]) · [v_a, v_b]``, the change of input z's logits along "
+            "each listed pair's bracket, without writing any bracket out (built-in models).",
+            BRACKET_ARGS
+            + (
+                _a("pairs", "input", "(Q, 2) int64 pairs, in range"),
+                _a("Z", "input", "(N, d) inputs whose logits are perturbed"),
+                _a("out", "output", "(Q, N, K) logit changes"),
+            ),
+            RUNS_RETURN,
+        ),
     )
 }
 

@@ -9,7 +9,13 @@ there, this import fails and fastperm runs on its other backends
 """
 
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
-from .lie import brackets_all, brackets_pairs, example_grads
+from .lie import (
+    bracket_logits,
+    bracket_norms,
+    brackets_all,
+    brackets_pairs,
+    example_grads,
+)
 from .parallel import CYTHON_VERSION, have_openmp, set_threads, threads
 from .sgd import augmented_gradient, compile, expected_runs, sgd_runs
 
@@ -19,6 +25,8 @@ __all__ = [
     "CYTHON_VERSION",
     "augmented_gradient",
     "block_runs",
+    "bracket_logits",
+    "bracket_norms",
     "brackets_all",
     "brackets_pairs",
     "circulant_runs",

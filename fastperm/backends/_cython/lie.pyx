@@ -167,10 +167,12 @@ cdef void _directional(const int64_t* layout, int64_t P, const double* pts, int6
                        const double* w, const double* c, double hx, int64_t xi, int64_t yi,
                        const double* aux, int64_t naux, const double* X, const double* Y,
                        int64_t d, int64_t K, double* work, int64_t work_size,
-                       double* out) noexcept nogil:
+                       double* out, bint first_layer) noexcept nogil:
     """``out = Σ_j w_j g_y(θ + c_j h_x g_x) / h_x`` with the exact first-layer shortcut.
 
-    ``work`` holds ``work_size`` entries for the backpropagation, then 2·H₁ more.
+    ``work`` holds ``work_size`` entries for the backpropagation, then 2·H₁ more; the
+    first H₁ of those end up holding the stencil sum of the first layer's deltas, which
+    is written out as the first layer's blocks only when ``first_layer``.
     """
     cdef int64_t L = layout[0], H1 = layout[5], j, o
     cdef bint bias = layout[3] != 0
@@ -194,7 +196,8 @@ cdef void _directional(const int64_t* layout, int64_t P, const double* pts, int6
                 z1[o] = ay[o] + ldexp(ldexp(c[j] * hx * ax[H1 + o], ex) * gram, ey)
         _backprop(pts + j * P, X + yi * d, Y + yi * K, layout, work, out, w[j] * invh,
                   0.0 if j == 0 else 1.0, acc, z1)
-    _outer(acc, X + yi * d, H1, d, out + layout[5 + L], out + layout[5 + 2 * L], bias, 0.0)
+    if first_layer:
+        _outer(acc, X + yi * d, H1, d, out + layout[5 + L], out + layout[5 + 2 * L], bias, 0.0)
 
 
 cdef void _aux_row(const double* theta, const double* X, const double* G, int64_t B,
@@ -375,14 +378,14 @@ def brackets_all(model, const double[::1] theta, const double[:, ::1] X, const d
                             if y != x:
                                 _directional(&layout[0], P, pts, S, &w[0], &c[0], h[x], x, y,
                                              &aux[0, 0], naux, &X[0, 0], &Y[0, 0], d, K, work,
-                                             wsize, &out[x, y, 0])
+                                             wsize, &out[x, y, 0], True)
                     if I != J:  # D[y→x] into out[y, x]
                         for y in range(y0, y1):
                             _stencil_points(&theta[0], &G[y, 0], h[y], &c[0], S, P, pts, start)
                             for x in range(x0, x1):
                                 _directional(&layout[0], P, pts, S, &w[0], &c[0], h[y], y, x,
                                              &aux[0, 0], naux, &X[0, 0], &Y[0, 0], d, K, work,
-                                             wsize, &out[y, x, 0])
+                                             wsize, &out[y, x, 0], True)
                     _combine(&out[0, 0, 0], B, P, x0, x1, y0, y1, I == J)
                     task = task + nchunks
             free(pts)
@@ -427,15 +430,234 @@ def brackets_pairs(model, const double[::1] theta, const double[:, ::1] X,
                     else:
                         _stencil_points(&theta[0], &G[a, 0], h[a], &c[0], S, P, pts, start)
                         _directional(&layout[0], P, pts, S, &w[0], &c[0], h[a], a, b, &aux[0, 0],
-                                     naux, &X[0, 0], &Y[0, 0], d, K, work, wsize, &out[q, 0])
+                                     naux, &X[0, 0], &Y[0, 0], d, K, work, wsize, &out[q, 0],
+                                     True)
                         _stencil_points(&theta[0], &G[b, 0], h[b], &c[0], S, P, pts, start)
                         _directional(&layout[0], P, pts, S, &w[0], &c[0], h[b], b, a, &aux[0, 0],
-                                     naux, &X[0, 0], &Y[0, 0], d, K, work, wsize, tmp)
+                                     naux, &X[0, 0], &Y[0, 0], d, K, work, wsize, tmp, True)
                         for p in range(P):
                             out[q, p] -= tmp[p]
                     q = q + nchunks
             free(pts)
             free(work)
             free(tmp)
+    if failed:
+        raise MemoryError("could not allocate the bracket scratch")
+
+
+# -- fused reductions (numba_cpu/lie.py's bracket_norms and bracket_logits) ---------------------
+
+cdef void _pair_blocks(const int64_t* layout, int64_t P, int64_t start, const double* theta,
+                       const double* X, const double* Y, const double* G, const double* h,
+                       const double* c, const double* w, int64_t S, const double* aux,
+                       int64_t naux, int64_t d, int64_t K, int64_t a, int64_t b, double* pts,
+                       double* work, int64_t wsize, double* da, double* db, double* fa,
+                       double* fb) noexcept nogil:
+    """One pair's bracket in factored form: ``da − db`` from ``start`` on, ``fa ⊗ x_b −
+    fb ⊗ x_a`` for the first layer's weights, ``fa − fb`` its bias."""
+    cdef int64_t H1 = layout[5], o
+    _stencil_points(theta, G + a * P, h[a], c, S, P, pts, start)
+    _directional(layout, P, pts, S, w, c, h[a], a, b, aux, naux, X, Y, d, K, work, wsize, da,
+                 False)
+    for o in range(H1):
+        fa[o] = work[wsize + o]
+    _stencil_points(theta, G + b * P, h[b], c, S, P, pts, start)
+    _directional(layout, P, pts, S, w, c, h[b], b, a, aux, naux, X, Y, d, K, work, wsize, db,
+                 False)
+    for o in range(H1):
+        fb[o] = work[wsize + o]
+
+
+cdef double _first_layer_norm(const double* xa, const double* xb, int64_t d, int ea, int eb,
+                              const double* fa, const double* fb, int64_t H1) noexcept nogil:
+    """``‖fa ⊗ x_b − fb ⊗ x_a‖²`` in O(H₁ + d), x_a split along x_b (numba_cpu's
+    ``_first_layer_norm``)."""
+    cdef double ia = ldexp(1.0, -ea), ib = ldexp(1.0, -eb)
+    cdef double nb2 = 0.0, ab = 0.0, r, perp2 = 0.0, along = 0.0, across = 0.0, v, xbi, Fa, Fb
+    cdef int64_t i, o
+    for i in range(d):
+        xbi = xb[i] * ib
+        nb2 += xbi * xbi
+        ab += (xa[i] * ia) * xbi
+    r = ab / nb2 if nb2 > 0.0 else 0.0
+    for i in range(d):
+        v = xa[i] * ia - r * (xb[i] * ib)
+        perp2 += v * v
+    for o in range(H1):
+        Fa = ldexp(fa[o], eb)
+        Fb = ldexp(fb[o], ea)
+        v = Fa - r * Fb
+        along += v * v
+        across += Fb * Fb
+    return nb2 * along + perp2 * across
+
+
+cdef void _forward(const double* theta, const double* x, const int64_t* layout,
+                   double* acts) noexcept nogil:
+    """The activations of every layer for input x, at the layout's activation offsets."""
+    cdef int64_t L = layout[0], act = layout[1], l
+    cdef bint bias = layout[3] != 0
+    cdef const int64_t* sizes = layout + 4
+    cdef const int64_t* pa = layout + 5 + 3 * L
+    for l in range(L):
+        _affine(theta + layout[5 + L + l], sizes[l + 1], sizes[l], theta + layout[5 + 2 * L + l],
+                bias, x if l == 0 else acts + pa[l - 1], acts + pa[l], l < L - 1, act)
+
+
+def bracket_norms(model, const double[::1] theta, const double[:, ::1] X,
+                  const double[:, ::1] Y, const double[:, ::1] G, const double[::1] h,
+                  const double[::1] c, const double[::1] w, const int64_t[:, ::1] pairs,
+                  const int64_t[::1] bounds, double[:, ::1] out):
+    """Squared norms per tensor of the listed pairs' brackets, none written out."""
+    cdef const int64_t[::1] layout = _builtin(model, "fused bracket reductions")
+    cdef int64_t P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
+    cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
+    cdef int64_t H1 = int(model.sizes[1]), npairs = pairs.shape[0], T = bounds.shape[0] - 1
+    cdef int64_t first = 2 if layout[3] != 0 else 1
+    cdef int nchunks = chunks(npairs)
+    if npairs == 0:
+        return
+    cdef const double[:, ::1] aux = _aux(layout, theta, X, G)
+    cdef int64_t naux = aux.shape[1]
+    cdef int64_t ch, q, a, b, p, t, o, failed = 0
+    cdef double s, v
+    cdef double* pts
+    cdef double* work
+    cdef double* da
+    cdef double* db
+    cdef double* fa
+    cdef double* fb
+    with nogil:
+        for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
+            pts = <double*>malloc(S * P * sizeof(double))
+            work = <double*>malloc((wsize + 2 * H1) * sizeof(double))
+            da = <double*>malloc((2 * P + 2 * H1) * sizeof(double))
+            if pts == NULL or work == NULL or da == NULL:
+                failed += 1
+            else:
+                db = da + P
+                fa = da + 2 * P
+                fb = fa + H1
+                q = ch
+                while q < npairs:
+                    a = pairs[q, 0]
+                    b = pairs[q, 1]
+                    if a == b:  # [v_a, v_a] = 0 exactly
+                        for t in range(T):
+                            out[q, t] = 0.0
+                    else:
+                        _pair_blocks(&layout[0], P, start, &theta[0], &X[0, 0], &Y[0, 0],
+                                     &G[0, 0], &h[0], &c[0], &w[0], S, &aux[0, 0], naux, d, K, a,
+                                     b, pts, work, wsize, da, db, fa, fb)
+                        out[q, 0] = _first_layer_norm(&X[a, 0], &X[b, 0], d,
+                                                      <int>aux[a, naux - 1],
+                                                      <int>aux[b, naux - 1], fa, fb, H1)
+                        if first == 2:
+                            s = 0.0
+                            for o in range(H1):
+                                v = fa[o] - fb[o]
+                                s = s + v * v
+                            out[q, 1] = s
+                        for t in range(first, T):
+                            s = 0.0
+                            for p in range(bounds[t], bounds[t + 1]):
+                                v = da[p] - db[p]
+                                s = s + v * v
+                            out[q, t] = s
+                    q = q + nchunks
+            free(pts)
+            free(work)
+            free(da)
+    if failed:
+        raise MemoryError("could not allocate the bracket scratch")
+
+
+def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
+                   const double[:, ::1] Y, const double[:, ::1] G, const double[::1] h,
+                   const double[::1] c, const double[::1] w, const int64_t[:, ::1] pairs,
+                   const double[:, ::1] Z, double[:, :, ::1] out):
+    """The logits' change along each listed pair's bracket for every input of Z, none
+    written out (numba_cpu's ``_logits_body``)."""
+    cdef const int64_t[::1] layout = _builtin(model, "fused bracket reductions")
+    cdef int64_t B = G.shape[0], P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
+    cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
+    cdef int64_t H1 = int(model.sizes[1]), npairs = pairs.shape[0], N = Z.shape[0]
+    cdef int64_t L = layout[0], act = layout[1]
+    cdef bint bias = layout[3] != 0
+    cdef int64_t width = max(model.sizes)
+    cdef int nchunks = chunks(npairs), zchunks = chunks(N)
+    if npairs == 0 or N == 0:
+        return
+    cdef const double[:, ::1] aux = _aux(layout, theta, X, G)
+    cdef int64_t naux = aux.shape[1]
+    cdef double[:, ::1] acts = np.empty((N, max(wsize, 1)))
+    cdef double[:, ::1] xz = np.empty((B, N))
+    cdef int64_t ch, q, a, b, p, o, i, z, e, layer, nin, nout, woff, boff, src, failed = 0
+    cdef double s
+    cdef double* pts
+    cdef double* work
+    cdef double* da
+    cdef double* db
+    cdef double* fa
+    cdef double* fb
+    cdef double* u
+    cdef double* t
+    with nogil:
+        for z in prange(N, schedule="static", num_threads=zchunks):
+            _forward(&theta[0], &Z[z, 0], &layout[0], &acts[z, 0])
+            for e in range(B):
+                s = 1.0 if bias else 0.0
+                for i in range(d):
+                    s = s + X[e, i] * Z[z, i]
+                xz[e, z] = s
+        for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
+            pts = <double*>malloc(S * P * sizeof(double))
+            work = <double*>malloc((wsize + 2 * H1) * sizeof(double))
+            da = <double*>malloc((2 * P + 2 * H1 + 2 * width) * sizeof(double))
+            if pts == NULL or work == NULL or da == NULL:
+                failed += 1
+            else:
+                db = da + P
+                fa = da + 2 * P
+                fb = fa + H1
+                u = fb + H1
+                t = u + width
+                q = ch
+                while q < npairs:
+                    a = pairs[q, 0]
+                    b = pairs[q, 1]
+                    if a == b:
+                        for z in range(N):
+                            for o in range(K):
+                                out[q, z, o] = 0.0
+                    else:
+                        _pair_blocks(&layout[0], P, start, &theta[0], &X[0, 0], &Y[0, 0],
+                                     &G[0, 0], &h[0], &c[0], &w[0], S, &aux[0, 0], naux, d, K, a,
+                                     b, pts, work, wsize, da, db, fa, fb)
+                        for p in range(start, P):
+                            da[p] = da[p] - db[p]
+                        for z in range(N):
+                            for o in range(H1):  # the first layer's pre-activation tangent
+                                t[o] = fa[o] * xz[b, z] - fb[o] * xz[a, z]
+                            for layer in range(1, L):
+                                nin = layout[4 + layer]
+                                nout = layout[5 + layer]
+                                woff = layout[5 + L + layer]
+                                boff = layout[5 + 2 * L + layer]
+                                src = layout[5 + 3 * L + layer - 1]
+                                for i in range(nin):
+                                    u[i] = t[i] * _dactivate(acts[z, src + i], act)
+                                for o in range(nout):
+                                    s = da[boff + o] if bias else 0.0
+                                    for i in range(nin):
+                                        s = s + (theta[woff + o * nin + i] * u[i]
+                                                 + da[woff + o * nin + i] * acts[z, src + i])
+                                    t[o] = s
+                            for o in range(K):
+                                out[q, z, o] = t[o]
+                    q = q + nchunks
+            free(pts)
+            free(work)
+            free(da)
     if failed:
         raise MemoryError("could not allocate the bracket scratch")

@@ -11,7 +11,13 @@ from types import ModuleType
 from . import closed_forms, deep_linear, schemes, sgd
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
-from .lie import brackets_all, brackets_pairs, example_grads
+from .lie import (
+    bracket_logits,
+    bracket_norms,
+    brackets_all,
+    brackets_pairs,
+    example_grads,
+)
 from .parallel import set_threads, threads
 from .schemes import scheme_runs
 from .sgd import augmented_gradient, expected_runs, sgd_runs
@@ -60,6 +66,8 @@ _ready: set = set()  # families whose modules compile() has done
 __all__ = [
     "augmented_gradient",
     "block_runs",
+    "bracket_logits",
+    "bracket_norms",
     "brackets_all",
     "brackets_pairs",
     "circulant_runs",

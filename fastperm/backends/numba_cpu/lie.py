@@ -21,16 +21,27 @@ output element is owned by one task (no races, deterministic), nothing of size
 when combined. Gradient evaluations: S·B(B − 1) for S stencil points, the fewest
 the method allows. Tasks are dealt round-robin to one chunk per thread, each
 with its scratch (S·P + work floats) allocated once.
+
+Fused reductions (``bracket_norms``, ``bracket_logits``; built-in MLPs): a pair's
+bracket is never written out. Its first-layer block is the rank-two
+``b_W₁ = δ_ab ⊗ x_b − δ_ba ⊗ x_a`` (δ_ab: the stencil sum of example b's first-layer
+deltas along g_a, :func:`.mlp.directional_delta`), so only the two H₁-vectors and the
+deeper layers' blocks (P − H₁(d + 1) floats, in cache) are formed: the squared norm of
+b_W₁ is summed entry by entry from its factors (the same products and differences as the
+full array's, so no cancellation is added), and its action on an input z is
+``δ_ab (x_b·z + 1) − δ_ba (x_a·z + 1)`` (O(H₁), not O(H₁ d)).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import prange
 
 from ..._jit import JIT, NOCACHE, Twins, njit, specialise
 from ..tiling import block_pairs
-from .mlp import mlp_directional, mlp_grad
+from .mlp import _dactivate, directional_delta, mlp_directional, mlp_forward, mlp_grad
 from .parallel import chunks
 
 
@@ -98,7 +109,7 @@ def _model_gradient(model, theta, x, y, layout, work, dst):
 
 @njit(inline="always", **JIT)
 def _mlp_stencil(model, layout, pts, w, c, hx, xi, yi, aux, X, Y, work, dst):
-    mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, dst)
+    mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, dst, True)
 
 
 @njit(inline="always", **NOCACHE)
@@ -280,4 +291,191 @@ def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
         pairs,
         out,
         nchunks,
+    )
+
+
+# -- fused reductions (built-in MLPs) -----------------------------------------------------------
+
+
+@njit(**JIT)
+def _pair_blocks(layout, start, aux, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb):
+    """One pair's bracket in factored form: ``da - db`` from ``start`` on (the deeper
+    layers), ``fa ⊗ x_b − fb ⊗ x_a`` for the first layer's weights, ``fa − fb`` its bias."""
+    _stencil_points(theta, G[a], h[a], c, pts, start)
+    mlp_directional(layout, pts, w, c, h[a], a, b, aux, X, Y, work, da, False)
+    fa[:] = directional_delta(layout, work)
+    _stencil_points(theta, G[b], h[b], c, pts, start)
+    mlp_directional(layout, pts, w, c, h[b], b, a, aux, X, Y, work, db, False)
+    fb[:] = directional_delta(layout, work)
+
+
+@njit(**JIT)
+def _first_layer_norm(xa, xb, ea, eb, fa, fb):
+    """``‖fa ⊗ x_b − fb ⊗ x_a‖²`` in O(H₁ + d), with x_a split along x_b.
+
+    With ``x̃ = x / 2^e`` (e: the aux scale exponents, so nothing overflows for |x| up
+    to float64's limit), ``Fa = 2^{e_b} fa``, ``Fb = 2^{e_a} fb`` and
+    ``x̃_a = r x̃_b + x̃_⊥`` (r = x̃_a·x̃_b / |x̃_b|²), the matrix is
+    ``(Fa − r Fb) ⊗ x̃_b − Fb ⊗ x̃_⊥``, two orthogonal rank-one terms:
+    ``‖·‖² = |x̃_b|² |Fa − r Fb|² + |x̃_⊥|² |Fb|²``. The difference that can cancel,
+    ``Fa − r Fb``, is formed entry by entry as the full array's entries are, and x̃_⊥
+    explicitly, so no cancellation beyond the full array's own is added.
+    """
+    ia = math.ldexp(1.0, -int(ea))
+    ib = math.ldexp(1.0, -int(eb))
+    nb2 = 0.0
+    ab = 0.0
+    for i in range(xb.shape[0]):
+        xbi = xb[i] * ib
+        nb2 += xbi * xbi
+        ab += (xa[i] * ia) * xbi
+    r = ab / nb2 if nb2 > 0.0 else 0.0
+    perp2 = 0.0
+    for i in range(xa.shape[0]):
+        v = xa[i] * ia - r * (xb[i] * ib)
+        perp2 += v * v
+    along = 0.0
+    across = 0.0
+    for o in range(fa.shape[0]):
+        Fa = math.ldexp(fa[o], int(eb))
+        Fb = math.ldexp(fb[o], int(ea))
+        v = Fa - r * Fb
+        along += v * v
+        across += Fb * Fb
+    return nb2 * along + perp2 * across
+
+
+def _norms_body(layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, bounds, out, nchunks):
+    """``out[q, t]``: the squared norm of pair q's bracket over tensor t (W₁, b₁ first)."""
+    P = G.shape[1]
+    H1 = layout[5]
+    first = 2 if layout[3] != 0 else 1  # tensors of the first layer: W₁ (and b₁)
+    npairs = pairs.shape[0]
+    for k in prange(nchunks):
+        pts = np.empty((c.shape[0], P))
+        work = np.empty(work_size)
+        da = np.empty(P)
+        db = np.empty(P)
+        fa = np.empty(H1)
+        fb = np.empty(H1)
+        for q in range(k, npairs, nchunks):
+            a = pairs[q, 0]
+            b = pairs[q, 1]
+            if a == b:  # [v_a, v_a] = 0 exactly
+                out[q, :] = 0.0
+                continue
+            _pair_blocks(layout, start, aux, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb)
+            out[q, 0] = _first_layer_norm(X[a], X[b], aux[a, -1], aux[b, -1], fa, fb)
+            if first == 2:
+                s = 0.0
+                for o in range(H1):
+                    v = fa[o] - fb[o]
+                    s += v * v
+                out[q, 1] = s
+            for t in range(first, bounds.shape[0] - 1):
+                s = 0.0
+                for p in range(bounds[t], bounds[t + 1]):
+                    v = da[p] - db[p]
+                    s += v * v
+                out[q, t] = s
+
+
+def _logits_body(layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, Z, acts, xz, out, nchunks):
+    """``out[q, z] = J_f(θ; Z[z]) · b_q``, b_q pair q's bracket: a forward-mode pass per
+    input along b_q, from the primal activations ``acts[z]`` and ``xz[e, z] = x_e·Z[z] + bias``."""
+    P = G.shape[1]
+    L = layout[0]
+    act = layout[1]
+    bias = layout[3] != 0
+    H1 = layout[5]
+    npairs = pairs.shape[0]
+    width = 0
+    for layer in range(L + 1):
+        width = max(width, layout[4 + layer])
+    for k in prange(nchunks):
+        pts = np.empty((c.shape[0], P))
+        work = np.empty(work_size)
+        da = np.empty(P)
+        db = np.empty(P)
+        fa = np.empty(H1)
+        fb = np.empty(H1)
+        u = np.empty(width)
+        t = np.empty(width)
+        for q in range(k, npairs, nchunks):
+            a = pairs[q, 0]
+            b = pairs[q, 1]
+            if a == b:
+                out[q] = 0.0
+                continue
+            _pair_blocks(layout, start, aux, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb)
+            for p in range(start, P):
+                da[p] -= db[p]
+            for z in range(Z.shape[0]):
+                for o in range(H1):  # the first layer's pre-activation tangent
+                    t[o] = fa[o] * xz[b, z] - fb[o] * xz[a, z]
+                for layer in range(1, L):
+                    nin = layout[4 + layer]
+                    nout = layout[5 + layer]
+                    woff = layout[5 + L + layer]
+                    boff = layout[5 + 2 * L + layer]
+                    src = layout[5 + 3 * L + layer - 1]
+                    for i in range(nin):  # through the activation of layer `layer`
+                        u[i] = t[i] * _dactivate(acts[z, src + i], act)
+                    for o in range(nout):
+                        s = da[boff + o] if bias else 0.0
+                        row = woff + o * nin
+                        for i in range(nin):
+                            s += theta[row + i] * u[i] + da[row + i] * acts[z, src + i]
+                        t[o] = s
+                for o in range(out.shape[2]):
+                    out[q, z, o] = t[o]
+
+
+def _inputs_body(theta, X, Z, layout, acts, xz):
+    """Per input z: its activations at θ, and ``x_e·z + bias`` for every example e."""
+    bias = 1.0 if layout[3] != 0 else 0.0
+    for z in prange(Z.shape[0]):
+        mlp_forward(theta, Z[z], layout, acts[z])
+        for e in range(X.shape[0]):
+            s = bias
+            for i in range(X.shape[1]):
+                s += X[e, i] * Z[z, i]
+            xz[e, z] = s
+
+
+_FUSED = {
+    "norms": Twins(_norms_body),
+    "logits": Twins(_logits_body),
+    "inputs": Twins(_inputs_body),
+}
+
+
+def _fused_args(model, theta, X, Y, G):
+    if not model.builtin:
+        raise TypeError(
+            f"the fused bracket reductions are compiled for the built-in models only, not "
+            f"{model.name}: fastperm.lie reduces a CustomModel's brackets in blocks of pairs"
+        )
+    return model.layout, model.directional_work, model.stencil_start, model.bracket_aux(theta, X, Y, G)
+
+
+def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):
+    """Squared norms per tensor of the listed pairs' brackets, fused (pairs dealt to one
+    chunk per thread)."""
+    layout, work_size, start, aux = _fused_args(model, theta, X, Y, G)
+    nchunks = chunks(pairs.shape[0])
+    _FUSED["norms"](
+        nchunks, layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, bounds, out, nchunks
+    )
+
+
+def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
+    """The logits' change along each listed pair's bracket, for every input of Z, fused."""
+    layout, work_size, start, aux = _fused_args(model, theta, X, Y, G)
+    acts = np.empty((Z.shape[0], model.work_size))
+    xz = np.empty((X.shape[0], Z.shape[0]))
+    _FUSED["inputs"](chunks(Z.shape[0]), theta, X, Z, layout, acts, xz)
+    nchunks = chunks(pairs.shape[0])
+    _FUSED["logits"](
+        nchunks, layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, Z, acts, xz, out, nchunks
     )

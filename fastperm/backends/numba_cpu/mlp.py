@@ -179,7 +179,7 @@ def _mlp_backprop(theta, x, y, layout, work, out, alpha, beta, acc0, z1):
 
 
 @njit(**JIT)
-def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
+def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out, first_layer):
     """``out = Σ_j w_j g_y(θ + c_j h_x g_x) / h_x`` for :class:`fastperm.models.MLP`, exploiting
     the first layer.
 
@@ -195,7 +195,9 @@ def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
     and hoisting ``2^eₓ · 2^e_y G̃`` out of the loop overflowed.) The first layer's gradient,
     ``δ₁ ⊗ x_y``, has the
     same x_y at every stencil point, so its stencil sum is written once:
-    ``(Σ_j w_j δ₁(θ_j)/h_x) ⊗ x_y``. Deeper layers are evaluated at ``pts[j]``,
+    ``(Σ_j w_j δ₁(θ_j)/h_x) ⊗ x_y`` — or not at all when ``first_layer`` is False: the
+    fused reductions use the stencil sum itself, left in ``work[-2 H₁:-H₁]``
+    (:func:`directional_delta`). Deeper layers are evaluated at ``pts[j]``,
     which the driver fills from ``stencil_start`` on. ``work``: ``directional_work``
     entries. No function is passed in, so this and its drivers can be cached
     (Numba's cache index breaks on signatures holding other jitted functions).
@@ -229,7 +231,32 @@ def mlp_directional(layout, pts, w, c, hx, xi, yi, aux, X, Y, work, out):
         _mlp_backprop(
             pts[j], X[yi], Y[yi], layout, inner, out, w[j] * invh, 0.0 if j == 0 else 1.0, acc, z1
         )
-    _outer(acc, X[yi], _layer_matrix(out, layout, 0), out[b1 : b1 + H1], bias, 0.0)
+    if first_layer:
+        _outer(acc, X[yi], _layer_matrix(out, layout, 0), out[b1 : b1 + H1], bias, 0.0)
+
+
+@njit(inline="always", **JIT)
+def directional_delta(layout, work):
+    """The stencil sum of the first layer's deltas that :func:`mlp_directional` leaves in
+    ``work`` (its first-layer gradient block is this ⊗ x_y, its first bias block this)."""
+    H1 = layout[5]
+    base = work.shape[0] - 2 * H1
+    return work[base : base + H1]
+
+
+@njit(**JIT)
+def mlp_forward(theta, x, layout, acts):
+    """The activations of every layer for input x (``acts``: the layout's activation part of
+    the work buffer, layers 1..L; the last layer's are the logits)."""
+    L = layout[0]
+    act = layout[1]
+    bias = layout[3] != 0
+    pb = 5 + 2 * L
+    for layer in range(L):
+        W = _layer_matrix(theta, layout, layer)
+        src = x if layer == 0 else _layer_output(acts, layout, layer - 1)
+        _affine(W, theta, layout[pb + layer], bias, src, _layer_output(acts, layout, layer),
+                layer < L - 1, act)
 
 
 @njit(inline="always", **JIT)

@@ -17,7 +17,13 @@ from .device import check_available
 check_available()
 
 from .device import SIMULATOR, block, describe, set_block  # noqa: E402
-from .lie import brackets_all, brackets_pairs, example_grads  # noqa: E402
+from .lie import (  # noqa: E402
+    bracket_logits,
+    bracket_norms,
+    brackets_all,
+    brackets_pairs,
+    example_grads,
+)
 from .sgd import SAMPLER_KINDS, augmented_gradient, compile, expected_runs, sgd_runs  # noqa: E402
 
 name = "cuda"
@@ -44,6 +50,8 @@ __all__ = [
     "SIMULATOR",
     "augmented_gradient",
     "block",
+    "bracket_logits",
+    "bracket_norms",
     "brackets_all",
     "brackets_pairs",
     "compile",

@@ -14,7 +14,13 @@ compiled backends' file names (``sgd``, ``closed_forms``, ``deep_linear``, ``sch
 from ...knobs import as_thread_count
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
-from .lie import brackets_all, brackets_pairs, example_grads
+from .lie import (
+    bracket_logits,
+    bracket_norms,
+    brackets_all,
+    brackets_pairs,
+    example_grads,
+)
 from .schemes import scheme_runs
 from .sgd import augmented_gradient, expected_runs, sgd_runs
 
@@ -38,6 +44,8 @@ def compile(families=None):
 __all__ = [
     "augmented_gradient",
     "block_runs",
+    "bracket_logits",
+    "bracket_norms",
     "brackets_all",
     "brackets_pairs",
     "circulant_runs",

@@ -10,6 +10,8 @@ import numpy as np
 # ``brackets_all(model, theta, X, Y, G, h, c, w, out)``: out[x, y] = [v_x, v_y] (B, B, P) with
 #   H_y g_x ≈ Σ_j w_j g_y(θ + c_j h_x G[x]) / h_x.
 # ``brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out)``: out[q] = [v_a, v_b].
+# ``bracket_norms(..., pairs, bounds, out)``: out[q, t] = Σ over tensor t of [v_a, v_b]².
+# ``bracket_logits(..., pairs, Z, out)``: out[q, z] = J_f(θ; Z[z]) · [v_a, v_b].
 # The reference evaluates every stencil point for every example at once with the model's
 # NumPy gradient, materialising (S, B, B, P): readable, memory-hungry, for tests.
 
@@ -34,3 +36,23 @@ def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
     D = _hessian_products(model, theta, X, Y, G, h, c, w)
     out[:] = D[pairs[:, 0], pairs[:, 1]] - D[pairs[:, 1], pairs[:, 0]]
     out[pairs[:, 0] == pairs[:, 1]] = 0.0
+
+
+def _pair_brackets(model, theta, X, Y, G, h, c, w, pairs):
+    out = np.empty((pairs.shape[0], G.shape[1]))
+    brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out)
+    return out
+
+
+def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):
+    b = _pair_brackets(model, theta, X, Y, G, h, c, w, pairs)
+    for t in range(bounds.shape[0] - 1):
+        out[:, t] = np.sum(b[:, bounds[t] : bounds[t + 1]] ** 2, axis=1)
+
+
+def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
+    """The directional derivative of the logits by the complex step (the built-in models'
+    forward pass is complex-analytic): exact, and a route independent of the kernels'."""
+    b = _pair_brackets(model, theta, X, Y, G, h, c, w, pairs)
+    t = 1e-30
+    out[:] = model.logits(theta + 1j * t * b, Z).imag / t
