@@ -66,6 +66,11 @@ TILE_BYTES = 768 * 1024
 #: two chunks and 2.4× the time of one
 TORCH_CHUNK_BYTES = 256 * 2**20
 
+#: numba.cuda: device memory for the directional derivatives of one chunk of pairs in the
+#: fused bracket reductions (``bracket_norms``, ``bracket_logits``): 2 · chunk · P float64s,
+#: so the device holds O(chunk × P) however many pairs are asked for
+CUDA_PAIR_CHUNK_BYTES = 256 * 2**20
+
 #: numba.cuda: threads per block for the training and bracket kernels; 0 chooses from the
 #: problem size (a power of two near width/8 in [32, 256]). ``set_block(n)`` of the cuda
 #: backend sets it (and checks n)

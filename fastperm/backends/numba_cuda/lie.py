@@ -14,6 +14,14 @@ CPU work layout). A second kernel combines ``out[x, y] − out[y, x]`` in place,
 one thread per entry of the upper triangle. Gradient evaluations: S·B(B − 1),
 as on the CPU.
 
+Fused reductions (``bracket_norms``, ``bracket_logits``): the pairs go in chunks of
+:data:`fastperm.knobs.CUDA_PAIR_CHUNK_BYTES`; a chunk's directional derivatives stay on the
+device, where one block per pair sums each tensor's squares (a shared-memory tree), or one
+block per (pair, input) runs the forward-mode pass of the logits along the bracket (a
+layer's outputs spread over the threads, the primal and tangent activations in shared
+memory). Only the (pairs, tensors) or (pairs, inputs, K) results come back: the host never
+holds a bracket.
+
 Built-in models only (MLP, LinearRegression, MultiLabelLogistic): a
 CustomModel's gradient is a CPU function.
 """
@@ -25,6 +33,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from ... import knobs
 from . import device
 
 #: dynamic shared memory a block may ask for without opting in (bytes)
@@ -262,11 +271,118 @@ def brackets_all(model, theta, X, Y, G, h, c, w, out):
 
 
 def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
-    both = np.empty((2 * pairs.shape[0], 2), dtype=np.int64)
-    both[0::2] = pairs
-    both[1::2] = pairs[:, ::-1]
-    D = _directional(model, theta, X, Y, G, h, c, w, both)
+    D = _directional(model, theta, X, Y, G, h, c, w, _both_ways(pairs))
     res = device.Outputs(out)
     with device.quiet_simulator():
         _combine_pairs[_flat_launch(out.shape[0] * model.P)](D, *res.dev)
     res.finish()
+
+
+# -- fused reductions ----------------------------------------------------------------------------
+
+
+@cuda.jit
+def _norms_kernel(D, bounds, out):
+    """Block q: ``out[q, t] = Σ_{p ∈ tensor t} (D[2q, p] − D[2q + 1, p])²``."""
+    sh = cuda.shared.array(0, float64)
+    q = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for t in range(bounds.shape[0] - 1):
+        s = 0.0
+        for p in range(bounds[t] + tid, bounds[t + 1], nt):
+            v = D[2 * q, p] - D[2 * q + 1, p]
+            s += v * v
+        sh[tid] = s
+        cuda.syncthreads()
+        half = nt // 2
+        while half > 0:
+            if tid < half:
+                sh[tid] += sh[tid + half]
+            cuda.syncthreads()
+            half //= 2
+        if tid == 0:
+            out[q, t] = sh[0]
+        cuda.syncthreads()
+
+
+@cuda.jit
+def _logits_kernel(layout, theta, D, Z, out):
+    """Block (q, z): ``out[q, z] = J_f(θ; Z[z]) · b_q`` with ``b_q = D[2q] − D[2q + 1]``, by
+    one forward pass carrying the primal activations and their tangents along b_q."""
+    sh = cuda.shared.array(0, float64)
+    q = cuda.blockIdx.x
+    z = cuda.blockIdx.y
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    L = layout[0]
+    act = layout[1]
+    bias = layout[3] != 0
+    width = 0
+    for layer in range(L + 1):
+        width = max(width, layout[4 + layer])
+    a_cur, t_cur, a_nxt, t_nxt = 0, width, 2 * width, 3 * width
+    for i in range(tid, layout[4], nt):
+        sh[a_cur + i] = Z[z, i]
+        sh[t_cur + i] = 0.0
+    cuda.syncthreads()
+    for layer in range(L):
+        nin = layout[4 + layer]
+        nout = layout[5 + layer]
+        woff = layout[5 + L + layer]
+        boff = layout[5 + 2 * L + layer]
+        for o in range(tid, nout, nt):
+            s = theta[boff + o] if bias else 0.0
+            ds = (D[2 * q, boff + o] - D[2 * q + 1, boff + o]) if bias else 0.0
+            for i in range(nin):
+                p = woff + o * nin + i
+                ai = sh[a_cur + i]
+                s += theta[p] * ai
+                ds += theta[p] * sh[t_cur + i] + (D[2 * q, p] - D[2 * q + 1, p]) * ai
+            if layer < L - 1:
+                av = _act(s, act)
+                sh[a_nxt + o] = av
+                sh[t_nxt + o] = _dact(av, act) * ds
+            else:
+                out[q, z, o] = ds
+        cuda.syncthreads()
+        a_cur, a_nxt = a_nxt, a_cur
+        t_cur, t_nxt = t_nxt, t_cur
+
+
+def _pair_chunks(model, pairs):
+    """Slices of at most :data:`fastperm.knobs.CUDA_PAIR_CHUNK_BYTES` of directional
+    derivatives (two per pair) each."""
+    step = max(1, knobs.CUDA_PAIR_CHUNK_BYTES // (16 * model.P))
+    return [slice(s, min(s + step, pairs.shape[0])) for s in range(0, pairs.shape[0], step)]
+
+
+def _both_ways(pairs):
+    both = np.empty((2 * pairs.shape[0], 2), dtype=np.int64)
+    both[0::2] = pairs
+    both[1::2] = pairs[:, ::-1]
+    return both
+
+
+def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):
+    nt = device.block(1024)
+    dev_bounds = device.to_device(bounds)
+    for sl in _pair_chunks(model, pairs):
+        D = _directional(model, theta, X, Y, G, h, c, w, _both_ways(pairs[sl]))
+        res = device.Outputs(out[sl])
+        _launch(_norms_kernel, sl.stop - sl.start, nt, nt * 8, D, dev_bounds, *res.dev)
+        res.finish()
+
+
+def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
+    nt = device.block(max(model.sizes))
+    shared = 4 * max(model.sizes) * 8
+    layout, dev_theta, dev_Z = (device.to_device(a) for a in (model.layout, theta, Z))
+    for sl in _pair_chunks(model, pairs):
+        D = _directional(model, theta, X, Y, G, h, c, w, _both_ways(pairs[sl]))
+        res = device.Outputs(out[sl])
+        _launch(
+            _logits_kernel, (sl.stop - sl.start, Z.shape[0]), nt, shared, layout, dev_theta, D,
+            dev_Z, *res.dev,
+        )
+        res.finish()
