@@ -675,6 +675,72 @@ def logit_perturbation(
     return out[0] if single else out
 
 
+def bracket_logits(
+    model: Model,
+    theta: npt.ArrayLike,
+    X: npt.ArrayLike,
+    Y: npt.ArrayLike,
+    X_batch: npt.ArrayLike,
+    pairs: npt.ArrayLike | None = None,
+    h: npt.ArrayLike | None = None,
+    order: int = 2,
+    backend: str | None = None,
+    fused: bool = True,
+    method: str | None = None,
+) -> FloatArray:
+    """How a batch's logits move along each pair's bracket: ``J_f(θ; z) · [v_a, v_b]``.
+
+    :func:`logit_perturbation` of :func:`brackets`, for many pairs at once, without the
+    (npairs, P) brackets: for the built-in models the compiled kernels form each bracket in
+    factored form and push it through a forward-mode pass of the network (``bracket_logits``
+    of the backends; the first layer's part in O(H₁) per input, as
+    ``δ_ab (x_b·z + 1) − δ_ba (x_a·z + 1)``). Multiplied by ε², it is the change of each
+    logit of z caused by swapping the order of the SGD steps on a and b (the article's
+    logit-perturbation analysis).
+
+    Parameters
+    ----------
+    model : fastperm.models model, or a :class:`~fastperm.torch_model.TorchModel`
+    theta : (P,) array (None: a TorchModel's current parameters)
+    X, Y : the examples whose pairs are bracketed
+    X_batch : (batch, d) array
+        The inputs whose logits are perturbed.
+    pairs : sequence of (a, b), optional
+        Default: all a < b, in row-major order (``np.triu_indices(B, 1)``).
+    h, order, backend, method : as in :func:`brackets`
+    fused : bool
+        False computes the (npairs, P) brackets first and calls :func:`logit_perturbation`
+        (the complex step): the same numbers to the FD rounding, kept as a check. A
+        CustomModel always takes that path.
+
+    Returns
+    -------
+    (npairs, batch, K) array
+    """
+    order = _as_order(order)
+    torch_model = _as_torch_model(model, backend)
+    if torch_model is not None:
+        from . import torch_model as tm
+
+        listed = _pairs_for(pairs, len(X), _upper_pairs(len(X)))  # type: ignore[arg-type]
+        return tm.bracket_logits(torch_model, theta, X, Y, X_batch, listed, h, order, method)
+    model = _as_model(model)
+    theta, X, Y = model.check(theta, X, Y)
+    _, Z = model.check(theta, X_batch)
+    listed = _pairs_for(pairs, X.shape[0], _upper_pairs(X.shape[0]))
+    kern = _kernels(model, backend)
+    if not (fused and model.builtin):
+        b, _, _ = _compute(kern, model, theta, X, Y, listed, h, order)
+        return logit_perturbation(model, theta, b, Z)
+    G, hs = _gradients(kern, model, theta, X, Y, h, order)
+    c, w = STENCILS[order]
+    out = np.empty((listed.shape[0], Z.shape[0], model.K))
+    with np.errstate(all="ignore"):
+        kern.bracket_logits(model, theta, X, Y, G, hs, c, w, listed, Z, out)
+    _checks.finite_result(out, "logit perturbations", "theta, X, Y, X_batch or h are")
+    return out
+
+
 @dataclass
 class TensorRMS:
     """Per named tensor: RMS of brackets and of gradients, and their log-log relation.

@@ -475,25 +475,53 @@ def rms_block(
     return {k: (rb[k], rg[k]) for k in model.tensors}
 
 
-def logit_perturbation(model: TorchModel, theta: Any, V: FloatArray, X_batch: Any) -> FloatArray:
-    """``J_f(θ) v`` for each row v of V over a batch, exactly (forward mode), in chunks of
-    rows."""
+def _logit_jvp(model: TorchModel, theta: Any, X_batch: Any) -> Callable[[Any], Any]:
+    """``V ↦ J_f(θ) v`` over the batch for each row v of a (rows, P) tensor (forward mode)."""
     torch = _torch()
-    th = model.as_theta(theta)
     (Xb,) = model.as_data(X_batch)
-    Vt = _tensor(V).to(model.device, model.torch_dtype)
-
-    params = model.unflatten(th)
+    params = model.unflatten(theta)
 
     def jvp(v: Any) -> Any:
         return torch.func.jvp(lambda p: model.output(p, Xb), (params,), (v,))[1]
 
+    return lambda V: torch.func.vmap(jvp)(model.unflatten(V))
+
+
+def logit_perturbation(model: TorchModel, theta: Any, V: FloatArray, X_batch: Any) -> FloatArray:
+    """``J_f(θ) v`` for each row v of V over a batch, exactly (forward mode), in chunks of
+    rows."""
+    th = model.as_theta(theta)
+    Vt = _tensor(V).to(model.device, model.torch_dtype)
+    jvps = _logit_jvp(model, th, X_batch)
     parts = []
     step = model.chunk_pairs()
     with model.evaluating():
         for start in range(0, Vt.shape[0], step):
-            parts.append(torch.func.vmap(jvp)(model.unflatten(Vt[start : start + step])))
-    return torch.cat(parts).detach().cpu().numpy()
+            parts.append(jvps(Vt[start : start + step]))
+    return _torch().cat(parts).detach().cpu().numpy()
+
+
+def bracket_logits(
+    model: TorchModel,
+    theta: Any,
+    X: Any,
+    Y: Any,
+    X_batch: Any,
+    pairs: IntArray,
+    h: Any,
+    order: int,
+    method: str | None,
+) -> FloatArray:
+    """``J_f(θ) [v_a, v_b]`` over a batch for each pair, chunk by chunk: no (pairs, P)
+    array."""
+    run = Bracketer(model, theta, X, Y, method, h, order)
+    jvps = _logit_jvp(model, run.theta, X_batch)
+    parts = []
+    for sl in _chunks(model, pairs):
+        b = run(pairs[sl])
+        with model.evaluating():
+            parts.append(jvps(b).detach().cpu().numpy())
+    return np.concatenate(parts)
 
 
 def swap_difference(
