@@ -726,7 +726,9 @@ def bracket_logits(
         return tm.bracket_logits(torch_model, theta, X, Y, X_batch, listed, h, order, method)
     model = _as_model(model)
     theta, X, Y = model.check(theta, X, Y)
-    _, Z = model.check(theta, X_batch)
+    Z = np.atleast_2d(_checks.as_float_array("X_batch", X_batch, (1, 2)))
+    if Z.shape[1] != model.d:
+        raise ValueError(f"X_batch has {Z.shape[1]} features but {model.name} takes d = {model.d}")
     listed = _pairs_for(pairs, X.shape[0], _upper_pairs(X.shape[0]))
     kern = _kernels(model, backend)
     if not (fused and model.builtin):

@@ -237,6 +237,32 @@ def test_brackets_match_numba(model):
     assert not pb[1].any()
 
 
+@pytest.mark.parametrize("model", BRACKET_MODELS[:3], ids=repr)
+def test_fused_reductions_match_numba(model):
+    """bracket_norms / bracket_logits on the device (chunks of pairs, 2 pairs per chunk here)
+    against Numba's fused kernels, at a wide step where the two FD routes agree to 1e-12."""
+    from fastperm import knobs
+
+    rs = np.random.default_rng(6)
+    theta = model.init(1) + 0.3 * rs.standard_normal(model.P)
+    X = rs.random((4, model.d))
+    Y = (rs.random((4, model.K)) > 0.5).astype(float)
+    Z = rs.random((3, model.d))
+    h = 100 * lie.default_step(theta, model.grad(theta, X, Y))
+    old = knobs.CUDA_PAIR_CHUNK_BYTES
+    knobs.CUDA_PAIR_CHUNK_BYTES = 2 * 16 * model.P
+    try:
+        a = lie.tensor_rms(model, theta, X, Y, h=h, backend="numba")
+        b = lie.tensor_rms(model, theta, X, Y, h=h, backend="cuda")
+        ja = lie.bracket_logits(model, theta, X, Y, Z, h=h, backend="numba")
+        jb = lie.bracket_logits(model, theta, X, Y, Z, h=h, backend="cuda")
+    finally:
+        knobs.CUDA_PAIR_CHUNK_BYTES = old
+    for k in model.tensors:
+        np.testing.assert_allclose(b.rms_bracket[k], a.rms_bracket[k], rtol=1e-10)
+    assert np.abs(jb - ja).max() < 1e-10 * np.abs(ja).max()
+
+
 def test_brackets_fourth_order_and_exact_oracle():
     """Against the analytic brackets of least squares (H = x xᵀ), order 4."""
     model = models.LinearRegression(4)

@@ -324,6 +324,114 @@ def test_tensor_rms():
     assert "slope" in r.summary()
 
 
+# -- fused reductions (issue 17, item 2) -----------------------------------------------------------
+
+
+def _squares(b, model):
+    """Per-tensor sums of squares of (npairs, P) brackets."""
+    return np.stack([np.sum(b[:, sl] ** 2, axis=1) for sl, _ in model.tensors.values()], axis=1)
+
+
+def _fused_norms(kern, model, theta, X, Y, pairs, order=2, bounds=None):
+    G, h = lie._gradients(kern, model, theta, X, Y, None, order)
+    c, w = lie.STENCILS[order]
+    out = np.empty((len(pairs), len(model.tensors)))
+    bounds = lie._bounds(model) if bounds is None else bounds
+    kern.bracket_norms(model, theta, X, Y, G, h, c, w, np.asarray(pairs, np.int64), bounds, out)
+    return out
+
+
+PAIRS = [(0, 1), (4, 2), (3, 3), (1, 5), (5, 0)]
+
+
+@pytest.mark.filterwarnings("ignore:order=4 assumes a smooth model")
+@pytest.mark.parametrize("order", [2, 4])
+@pytest.mark.parametrize("model", MODELS, ids=repr)
+def test_fused_norms_equal_the_full_arrays(backend, model, order):
+    """The kernel's per-tensor sums of squares are those of the backend's own (npairs, P)
+    brackets, to rounding (the first layer's from its factors)."""
+    from fastperm import backends
+
+    kern = backends.get(backend)
+    theta, X, Y = _data(model, 6, seed=3)
+    full = lie.brackets(model, theta, X, Y, pairs=PAIRS, order=order, backend=backend)
+    got = _fused_norms(kern, model, theta, X, Y, PAIRS, order)
+    want = _squares(full, model)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13 * want.max())
+    np.testing.assert_array_equal(got[2], 0.0)
+
+
+def test_fused_norms_comparison_can_fail(compiled):
+    """One entry moved from b2 to W2 (the bounds shifted by one) is caught."""
+    from fastperm import backends
+
+    model = MODELS[1]
+    kern = backends.get(compiled)
+    theta, X, Y = _data(model, 6, seed=3)
+    want = _squares(lie.brackets(model, theta, X, Y, pairs=PAIRS, backend=compiled), model)
+    bounds = lie._bounds(model).copy()
+    bounds[3] += 1
+    got = _fused_norms(kern, model, theta, X, Y, PAIRS, bounds=bounds)
+    assert not np.allclose(got, want, rtol=1e-12, atol=1e-13 * want.max())
+
+
+@pytest.mark.parametrize("model", MODELS[:3], ids=repr)
+def test_fused_reductions_against_exact_brackets(model):
+    """Independent oracle: complex-step (exact) brackets, reduced in NumPy; the fused
+    results agree to the finite differences' error."""
+    theta, X, Y = _data(model, 5, seed=4)
+    ex = exact_brackets(model, theta, X, Y)
+    iu = lie._upper_pairs(5)
+    b = ex[iu[:, 0], iu[:, 1]]
+    r = lie.tensor_rms(model, theta, X, Y)
+    for name, (sl, _) in model.tensors.items():
+        want = np.sqrt(np.mean(b[:, sl] ** 2, axis=1))
+        np.testing.assert_allclose(r.rms_bracket[name][0], want, rtol=1e-6, atol=1e-9 * want.max())
+    Z = np.random.default_rng(1).random((3, model.d))
+    J = lie.bracket_logits(model, theta, X, Y, Z)
+    want = lie.logit_perturbation(model, theta, b, Z)
+    assert J.shape == (10, 3, model.K)
+    assert np.abs(J - want).max() < 1e-6 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("model", MODELS, ids=repr)
+def test_fused_logits_equal_the_full_arrays(backend, model):
+    """Forward mode along the factored bracket = the complex step along the full one."""
+    theta, X, Y = _data(model, 6, seed=5)
+    Z = np.random.default_rng(2).random((4, model.d))
+    got = lie.bracket_logits(model, theta, X, Y, Z, pairs=PAIRS, backend=backend)
+    want = lie.bracket_logits(model, theta, X, Y, Z, pairs=PAIRS, backend=backend, fused=False)
+    assert got.shape == (5, 4, model.K)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12 * np.abs(want).max())
+    np.testing.assert_array_equal(got[2], 0.0)
+    shifted = lie.bracket_logits(model, theta, X, Y, Z[::-1], pairs=PAIRS, backend=backend)
+    assert not np.allclose(shifted, want, rtol=1e-11, atol=1e-12 * np.abs(want).max())
+
+
+def test_tensor_rms_fused_and_full_agree(backend):
+    m = MODELS[0]
+    theta, X, Y = _data(m, 6, seed=6)
+    cps = [theta, 1.5 * theta]
+    a = lie.tensor_rms(m, cps, X, Y, backend=backend)
+    b = lie.tensor_rms(m, cps, X, Y, backend=backend, fused=False)
+    for k in m.tensors:
+        np.testing.assert_allclose(a.rms_bracket[k], b.rms_bracket[k], rtol=1e-12)
+        np.testing.assert_allclose(a.rms_grad[k], b.rms_grad[k], rtol=1e-14)
+
+
+def test_bracket_logits_bad_input():
+    m = MODELS[0]
+    theta, X, Y = _data(m, 4)
+    with pytest.raises(ValueError, match="X_batch has 5 features"):
+        lie.bracket_logits(m, theta, X, Y, np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="out of range"):
+        lie.bracket_logits(m, theta, X, Y, X, pairs=[(0, 4)])
+    with pytest.raises(ValueError, match="order must be 2 or 4"):
+        lie.bracket_logits(m, theta, X, Y, X, order=3)
+    with pytest.raises(ValueError, match="X_batch has 12 non-finite"):
+        lie.bracket_logits(m, theta, X, Y, np.full((2, 6), np.nan))
+
+
 # -- bad input -------------------------------------------------------------------------------------
 
 

@@ -113,6 +113,22 @@ def test_reductions_equal_reductions_of_the_full_brackets(mlp_case, monkeypatch)
                                atol=1e-15)  # fmt: skip
 
 
+def test_bracket_logits_chunk_by_chunk(mlp_case, monkeypatch):
+    """TorchModel's bracket_logits (brackets and the jvp per chunk of pairs) = the jvp of
+    the full brackets = the built-in model's fused kernel (exact vs FD brackets)."""
+    model, theta, X, Y, tm = mlp_case
+    from fastperm import knobs
+
+    monkeypatch.setattr(knobs, "TORCH_CHUNK_BYTES", 8 * 8 * tm.P * 2)  # 2 pairs per chunk
+    Z = X[::-1]
+    got = lie.bracket_logits(tm, None, X, Y, Z)
+    full = lie.brackets(tm, None, X, Y, pairs=lie._upper_pairs(6))
+    np.testing.assert_allclose(got, lie.logit_perturbation(tm, None, full, Z), rtol=1e-13,
+                               atol=1e-16)  # fmt: skip
+    fused = lie.bracket_logits(model, theta, X, Y, Z)
+    assert np.abs(got - fused).max() < 1e-6 * np.abs(fused).max()
+
+
 def test_float32_module_stays_float32_and_auto_falls_back_once():
     """PyTorch 2.13's mse_loss fails under forward-over-reverse ("ZeroTensors are
     immutable"): "auto" says so once and runs reverse-over-reverse, the same brackets."""
