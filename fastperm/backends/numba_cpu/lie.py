@@ -41,7 +41,15 @@ from numba import prange
 
 from ..._jit import JIT, NOCACHE, Twins, njit, specialise
 from ..tiling import block_pairs
-from .mlp import _dactivate, directional_delta, mlp_directional, mlp_forward, mlp_grad
+from .mlp import (
+    _dactivate,
+    directional_delta,
+    mlp_directional,
+    mlp_forward,
+    mlp_grad,
+    mlp_hvp,
+    mlp_primal,
+)
 from .parallel import chunks
 
 
@@ -298,9 +306,14 @@ def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
 
 
 @njit(**JIT)
-def _pair_blocks(layout, start, aux, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb):
-    """One pair's bracket in factored form: ``da - db`` from ``start`` on (the deeper
-    layers), ``fa ⊗ x_b − fb ⊗ x_a`` for the first layer's weights, ``fa − fb`` its bias."""
+def _pair_blocks(layout, start, aux, prim, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb):
+    """One pair's bracket in factored form: ``da − db`` from ``start`` on (the deeper
+    layers), ``fa ⊗ x_b − fb ⊗ x_a`` for the first layer's weights, ``fa − fb`` its bias.
+    By the stencil (c, w), or exactly (:func:`.mlp.mlp_hvp`) when the stencil is empty."""
+    if c.shape[0] == 0:
+        mlp_hvp(layout, theta, G[a], a, b, aux, prim, work, da, fa)
+        mlp_hvp(layout, theta, G[b], b, a, aux, prim, work, db, fb)
+        return
     _stencil_points(theta, G[a], h[a], c, pts, start)
     mlp_directional(layout, pts, w, c, h[a], a, b, aux, X, Y, work, da, False)
     fa[:] = directional_delta(layout, work)
@@ -345,7 +358,7 @@ def _first_layer_norm(xa, xb, ea, eb, fa, fb):
     return nb2 * along + perp2 * across
 
 
-def _norms_body(layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, bounds, out, nchunks):
+def _norms_body(layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, bounds, out, nchunks):
     """``out[q, t]``: the squared norm of pair q's bracket over tensor t (W₁, b₁ first)."""
     P = G.shape[1]
     H1 = layout[5]
@@ -364,7 +377,9 @@ def _norms_body(layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, b
             if a == b:  # [v_a, v_a] = 0 exactly
                 out[q, :] = 0.0
                 continue
-            _pair_blocks(layout, start, aux, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb)
+            _pair_blocks(
+                layout, start, aux, prim, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb
+            )
             out[q, 0] = _first_layer_norm(X[a], X[b], aux[a, -1], aux[b, -1], fa, fb)
             if first == 2:
                 s = 0.0
@@ -380,7 +395,7 @@ def _norms_body(layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, b
                 out[q, t] = s
 
 
-def _logits_body(layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, Z, acts, xz, out, nchunks):
+def _logits_body(layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, Z, acts, xz, out, nchunks):
     """``out[q, z] = J_f(θ; Z[z]) · b_q``, b_q pair q's bracket: a forward-mode pass per
     input along b_q, from the primal activations ``acts[z]`` and ``xz[e, z] = x_e·Z[z] + bias``."""
     P = G.shape[1]
@@ -407,7 +422,9 @@ def _logits_body(layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, 
             if a == b:
                 out[q] = 0.0
                 continue
-            _pair_blocks(layout, start, aux, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb)
+            _pair_blocks(
+                layout, start, aux, prim, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb
+            )
             for p in range(start, P):
                 da[p] -= db[p]
             for z in range(Z.shape[0]):
@@ -450,32 +467,42 @@ _FUSED = {
 }
 
 
-def _fused_args(model, theta, X, Y, G):
+def _fused_args(model, theta, X, Y, G, c):
+    """``(layout, work_size, start, aux, prim)``: the stencil's scratch and data, or for the
+    exact products (an empty stencil) their scratch and the examples' primal passes."""
     if not model.builtin:
         raise TypeError(
             f"the fused bracket reductions are compiled for the built-in models only, not "
             f"{model.name}: fastperm.lie reduces a CustomModel's brackets in blocks of pairs"
         )
-    return model.layout, model.directional_work, model.stencil_start, model.bracket_aux(theta, X, Y, G)
+    aux = model.bracket_aux(theta, X, Y, G)
+    nact = sum(model.sizes[1:])
+    if c.shape[0]:
+        return model.layout, model.directional_work, model.stencil_start, aux, _NO_AUX
+    prim = np.empty((X.shape[0], 3 * nact))
+    mlp_primal(theta, X, Y, model.layout, prim)
+    return model.layout, 2 * nact + 2 * max(model.sizes), model.stencil_start, aux, prim
 
 
 def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):
     """Squared norms per tensor of the listed pairs' brackets, fused (pairs dealt to one
     chunk per thread)."""
-    layout, work_size, start, aux = _fused_args(model, theta, X, Y, G)
+    layout, work_size, start, aux, prim = _fused_args(model, theta, X, Y, G, c)
     nchunks = chunks(pairs.shape[0])
     _FUSED["norms"](
-        nchunks, layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, bounds, out, nchunks
+        nchunks, layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, bounds, out,
+        nchunks,
     )
 
 
 def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
     """The logits' change along each listed pair's bracket, for every input of Z, fused."""
-    layout, work_size, start, aux = _fused_args(model, theta, X, Y, G)
+    layout, work_size, start, aux, prim = _fused_args(model, theta, X, Y, G, c)
     acts = np.empty((Z.shape[0], model.work_size))
     xz = np.empty((X.shape[0], Z.shape[0]))
     _FUSED["inputs"](chunks(Z.shape[0]), theta, X, Z, layout, acts, xz)
     nchunks = chunks(pairs.shape[0])
     _FUSED["logits"](
-        nchunks, layout, work_size, start, aux, theta, X, Y, G, h, c, w, pairs, Z, acts, xz, out, nchunks
+        nchunks, layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, Z, acts, xz,
+        out, nchunks,
     )

@@ -328,3 +328,170 @@ def mlp_aux(theta, X, G, layout, aux):
     """The first-layer shortcut's per-example data (``prange`` over examples; serial for one
     example or one thread); see ``_aux_body``."""
     _aux_driver(chunks(X.shape[0]), theta, X, G, layout, aux)
+
+
+# -- exact Hessian-vector products (forward over reverse) for the fused bracket reductions ------
+
+
+@njit(inline="always", **JIT)
+def _d2activate(a, act):
+    """The activation's second derivative from its output: −2a(1 − a²) (tanh), 0 (ReLU)."""
+    return -2.0 * a * (1.0 - a * a) if act == 0 else 0.0
+
+
+@njit(inline="always", **JIT)
+def _sigmoid(z):
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
+def _primal_body(theta, X, Y, layout, prim):
+    """Per example b: ``prim[b] = [a (activations) | e (∂loss/∂z) | m (Wᵀe of the layer
+    above)]``, each at the layout's activation offsets: what :func:`mlp_hvp` differentiates."""
+    L = layout[0]
+    act = layout[1]
+    loss = layout[2]
+    nact = 0
+    for layer in range(1, L + 1):
+        nact += layout[4 + layer]
+    K = layout[4 + L]
+    for b in prange(X.shape[0]):
+        a = prim[b, :nact]
+        e = prim[b, nact : 2 * nact]
+        m = prim[b, 2 * nact : 3 * nact]
+        mlp_forward(theta, X[b], layout, a)
+        zL = _layer_output(a, layout, L - 1)
+        eL = _layer_output(e, layout, L - 1)
+        for o in range(K):
+            eL[o] = ((_sigmoid(zL[o]) if loss == 0 else zL[o]) - Y[b, o]) / K
+        for layer in range(L - 1, 0, -1):
+            W = _layer_matrix(theta, layout, layer)
+            up = _layer_output(e, layout, layer)
+            below = _layer_output(m, layout, layer - 1)
+            src = _layer_output(a, layout, layer - 1)
+            dst = _layer_output(e, layout, layer - 1)
+            for i in range(W.shape[1]):
+                s = 0.0
+                for o in range(W.shape[0]):
+                    s += W[o, i] * up[o]
+                below[i] = s
+                dst[i] = s * _dactivate(src[i], act)
+
+
+_primal_driver = Twins(_primal_body)
+
+
+def mlp_primal(theta, X, Y, layout, prim):
+    """:func:`_primal_body` for every example (``prange``; serial for one chunk)."""
+    _primal_driver(chunks(X.shape[0]), theta, X, Y, layout, prim)
+
+
+@njit(**JIT)
+def mlp_hvp(layout, theta, u, xi, yi, aux, prim, scratch, out, f):
+    """``H_y u`` exactly, by forward-mode differentiation of the backpropagation, for
+    ``u = g_x`` (whose first-layer blocks are ``δ₁ₓ ⊗ xₓ`` and δ₁ₓ).
+
+    With z_l = W_l a_{l−1} + b_l, a_l = σ(z_l), e_l = ∂loss/∂z_l and m_l = W_{l+1}ᵀ e_{l+1}
+    (so e_l = m_l ⊙ σ'(z_l)) of example y at θ (``prim[y]``, :func:`mlp_primal`), and U_l,
+    c_l the blocks of u: ż₁ = δ₁ₓ (xₓ·x_y + bias) (the Gram entry of ``aux``, as in
+    :func:`mlp_directional`), ż_l = W_l ȧ_{l−1} + U_l a_{l−1} + c_l, ȧ_l = σ'(z_l) ż_l;
+    ė_L = ℓ''(z_L) ż_L; ė_l = (W_{l+1}ᵀ ė_{l+1} + U_{l+1}ᵀ e_{l+1}) ⊙ σ'(z_l)
+    + m_l ⊙ σ''(z_l) ż_l. The product's blocks are ė_l ⊗ a_{l−1} + e_l ⊗ ȧ_{l−1} and ė_l,
+    written into ``out`` for layers 2.. (from ``stencil_start`` on); the first layer's is
+    ``ė₁ ⊗ x_y`` (ȧ₀ = 0), of which only ``f = ė₁`` is written. No stencil, no step: exact
+    to rounding. ``scratch``: 2·(activations) + 2·max(sizes) entries.
+    """
+    L = layout[0]
+    act = layout[1]
+    loss = layout[2]
+    bias = layout[3] != 0
+    H1 = layout[5]
+    nact = 0
+    width = 0
+    for layer in range(L + 1):
+        width = max(width, layout[4 + layer])
+        if layer > 0:
+            nact += layout[4 + layer]
+    K = layout[4 + L]
+    a = prim[yi, :nact]
+    e = prim[yi, nact : 2 * nact]
+    m = prim[yi, 2 * nact : 3 * nact]
+    dz = scratch[:nact]
+    da = scratch[nact : 2 * nact]
+    cur = scratch[2 * nact : 2 * nact + width]
+    nxt = scratch[2 * nact + width : 2 * nact + 2 * width]
+    # the first layer's tangent: U₁ x_y + c₁ = δ₁ₓ (xₓ·x_y + bias), overflow-safe as in
+    # mlp_directional
+    scale = aux.shape[1] - 1
+    ex = int(aux[xi, scale])
+    ey = int(aux[yi, scale])
+    gram = aux[xi, 2 * H1 + yi]
+    kb = math.ldexp(gram, ex + ey)
+    finite = math.isfinite(kb)
+    for o in range(H1):
+        if finite:
+            dz[o] = kb * aux[xi, H1 + o]
+        else:
+            dz[o] = math.ldexp(math.ldexp(aux[xi, H1 + o], ex) * gram, ey)
+    # forward tangents
+    for layer in range(L):
+        zdot = _layer_output(dz, layout, layer)
+        if layer > 0:
+            W = _layer_matrix(theta, layout, layer)
+            U = _layer_matrix(u, layout, layer)
+            boff = layout[5 + 2 * L + layer]
+            src = _layer_output(a, layout, layer - 1)
+            dsrc = _layer_output(da, layout, layer - 1)
+            for o in range(W.shape[0]):
+                s = u[boff + o] if bias else 0.0
+                for i in range(W.shape[1]):
+                    s += W[o, i] * dsrc[i] + U[o, i] * src[i]
+                zdot[o] = s
+        if layer < L - 1:
+            adot = _layer_output(da, layout, layer)
+            out_a = _layer_output(a, layout, layer)
+            for o in range(zdot.shape[0]):
+                adot[o] = _dactivate(out_a[o], act) * zdot[o]
+    # the output delta's tangent: ℓ''(z_L) ż_L
+    zL = _layer_output(a, layout, L - 1)
+    dzL = _layer_output(dz, layout, L - 1)
+    for o in range(K):
+        if loss == 0:
+            sg = _sigmoid(zL[o])
+            cur[o] = sg * (1.0 - sg) * dzL[o] / K
+        else:
+            cur[o] = dzL[o] / K
+    # backward tangents
+    for layer in range(L - 1, -1, -1):
+        nout = layout[5 + layer]
+        el = _layer_output(e, layout, layer)
+        if layer == 0:
+            for o in range(H1):
+                f[o] = cur[o]
+            break
+        W = _layer_matrix(theta, layout, layer)
+        U = _layer_matrix(u, layout, layer)
+        G = _layer_matrix(out, layout, layer)
+        boff = layout[5 + 2 * L + layer]
+        src = _layer_output(a, layout, layer - 1)
+        dsrc = _layer_output(da, layout, layer - 1)
+        for o in range(nout):
+            row = G[o]
+            for i in range(W.shape[1]):
+                row[i] = cur[o] * src[i] + el[o] * dsrc[i]
+            if bias:
+                out[boff + o] = cur[o]
+        below = _layer_output(m, layout, layer - 1)
+        zdot = _layer_output(dz, layout, layer - 1)
+        nin = W.shape[1]
+        for i in range(nin):
+            nxt[i] = 0.0
+        for o in range(nout):  # row by row: contiguous, vectorised over i
+            co = cur[o]
+            eo = el[o]
+            for i in range(nin):
+                nxt[i] += W[o, i] * co + U[o, i] * eo
+        for i in range(nin):
+            cur[i] = nxt[i] * _dactivate(src[i], act) + below[i] * _d2activate(src[i], act) * zdot[i]
