@@ -263,6 +263,13 @@ def test_fused_reductions_match_numba(model):
     assert np.abs(jb - ja).max() < 1e-10 * np.abs(ja).max()
 
 
+def test_exact_method_is_refused_on_the_device():
+    model = BRACKET_MODELS[0]
+    X, Y = np.ones((3, model.d)), np.ones((3, model.K))
+    with pytest.raises(ValueError, match="runs on the CPU backends"):
+        lie.tensor_rms(model, model.init(0), X, Y, backend="cuda", method="exact")
+
+
 def test_brackets_fourth_order_and_exact_oracle():
     """Against the analytic brackets of least squares (H = x xᵀ), order 4."""
     model = models.LinearRegression(4)

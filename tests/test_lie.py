@@ -419,6 +419,40 @@ def test_tensor_rms_fused_and_full_agree(backend):
         np.testing.assert_allclose(a.rms_grad[k], b.rms_grad[k], rtol=1e-14)
 
 
+@pytest.mark.parametrize("model", MODELS, ids=repr)
+def test_exact_products_equal_complex_step_brackets(backend, model):
+    """method="exact": the kernels' forward-over-reverse products against the complex-step
+    brackets (an independent route), to rounding — norms and logit changes."""
+    theta, X, Y = _data(model, 6, seed=7)
+    ex = exact_brackets(model, theta, X, Y)
+    pairs = np.asarray(PAIRS)
+    b = ex[pairs[:, 0], pairs[:, 1]]
+    r = lie.tensor_rms(model, theta, X, Y, pairs=PAIRS, backend=backend, method="exact")
+    for name, (sl, _) in model.tensors.items():
+        want = np.sqrt(np.mean(b[:, sl] ** 2, axis=1))
+        np.testing.assert_allclose(
+            r.rms_bracket[name][0], want, rtol=1e-12, atol=1e-14 * want.max()
+        )
+    Z = np.random.default_rng(3).random((3, model.d))
+    J = lie.bracket_logits(model, theta, X, Y, Z, pairs=PAIRS, backend=backend, method="exact")
+    want = lie.logit_perturbation(model, theta, b, Z)
+    np.testing.assert_allclose(J, want, rtol=1e-11, atol=1e-13 * np.abs(want).max())
+    # the comparison can fail: the FD brackets differ from the exact ones by ~1e-9
+    fd = lie.tensor_rms(model, theta, X, Y, pairs=PAIRS, backend=backend)
+    assert any(
+        not np.allclose(fd.rms_bracket[k], r.rms_bracket[k], rtol=1e-12, atol=0) for k in r.slope
+    )
+
+
+def test_exact_method_refusals():
+    m = MODELS[0]
+    theta, X, Y = _data(m, 4)
+    with pytest.raises(ValueError, match="method for a fastperm model must be"):
+        lie.tensor_rms(m, theta, X, Y, method="forward")
+    with pytest.raises(ValueError, match="method='exact' takes none"):
+        lie.bracket_logits(m, theta, X, Y, X, method="exact", h=1e-4)
+
+
 def test_bracket_logits_bad_input():
     m = MODELS[0]
     theta, X, Y = _data(m, 4)

@@ -151,7 +151,12 @@ MODEL_ARGS = (
 BRACKET_ARGS = MODEL_ARGS + (
     _a("G", "input", "(B, P) gradients at θ"),
     _a("h", "input", "(B,) finite-difference steps"),
-    _a("c", "setting", "(S,) stencil offsets"),
+    _a(
+        "c",
+        "setting",
+        "(S,) stencil offsets; S = 0 (the fused families only): exact "
+        "Hessian-vector products, forward over reverse, where the backend has them",
+    ),
     _a("w", "setting", "(S,) weights"),
 )
 

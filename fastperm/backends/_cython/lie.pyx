@@ -447,15 +447,136 @@ def brackets_pairs(model, const double[::1] theta, const double[:, ::1] X,
 
 # -- fused reductions (numba_cpu/lie.py's bracket_norms and bracket_logits) ---------------------
 
+cdef inline double _d2activate(double a, int64_t act) noexcept nogil:
+    """The activation's second derivative from its output: −2a(1 − a²) (tanh), 0 (ReLU)."""
+    if act == 0:
+        return -2.0 * a * (1.0 - a * a)
+    return 0.0
+
+
+cdef inline double _sigmoid(double z) noexcept nogil:
+    cdef double ez
+    if z >= 0:
+        return 1.0 / (1.0 + exp(-z))
+    ez = exp(z)
+    return ez / (1.0 + ez)
+
+
+cdef void _primal(const double* theta, const double* x, const double* y, const int64_t* layout,
+                  int64_t nact, double* prim) noexcept nogil:
+    """``prim = [a | e | m]`` for one example (numba_cpu's ``mlp._primal_body``)."""
+    cdef int64_t L = layout[0], act = layout[1], loss = layout[2], l, o, i, nin, nout
+    cdef int64_t K = layout[4 + L]
+    cdef const int64_t* pa = layout + 5 + 3 * L
+    cdef double* a = prim
+    cdef double* e = prim + nact
+    cdef double* m = prim + 2 * nact
+    cdef const double* W
+    cdef double s, z
+    _forward(theta, x, layout, a)
+    for o in range(K):
+        z = a[pa[L - 1] + o]
+        e[pa[L - 1] + o] = ((_sigmoid(z) if loss == 0 else z) - y[o]) / K
+    for l in range(L - 1, 0, -1):
+        nin = layout[4 + l]
+        nout = layout[5 + l]
+        W = theta + layout[5 + L + l]
+        for i in range(nin):
+            s = 0.0
+            for o in range(nout):
+                s = s + W[o * nin + i] * e[pa[l] + o]
+            m[pa[l - 1] + i] = s
+            e[pa[l - 1] + i] = s * _dactivate(a[pa[l - 1] + i], act)
+
+
+cdef void _hvp(const int64_t* layout, const double* theta, const double* u, int64_t xi,
+               int64_t yi, const double* aux, int64_t naux, const double* prim, int64_t nact,
+               double* scratch, int64_t width, double* out, double* f) noexcept nogil:
+    """``H_y u`` exactly for u = g_x, forward over reverse (numba_cpu's ``mlp.mlp_hvp``: the
+    formulas are there): layers 2.. into out, the first layer's factor ė₁ into f."""
+    cdef int64_t L = layout[0], act = layout[1], loss = layout[2], H1 = layout[5]
+    cdef bint bias = layout[3] != 0
+    cdef int64_t K = layout[4 + L], l, o, i, nin, nout, woff, boff
+    cdef const int64_t* pa = layout + 5 + 3 * L
+    cdef const double* a = prim + yi * 3 * nact
+    cdef const double* e = a + nact
+    cdef const double* m = a + 2 * nact
+    cdef double* dz = scratch
+    cdef double* da = scratch + nact
+    cdef double* cur = scratch + 2 * nact
+    cdef double* nxt = cur + width
+    cdef const double* ax = aux + xi * naux
+    cdef const double* ay = aux + yi * naux
+    cdef int ex = <int>ax[naux - 1], ey = <int>ay[naux - 1]
+    cdef double gram = ax[2 * H1 + yi], kb = ldexp(gram, ex + ey), s, co, eo, sg
+    cdef bint finite = isfinite(kb)
+    for o in range(H1):
+        if finite:
+            dz[o] = kb * ax[H1 + o]
+        else:
+            dz[o] = ldexp(ldexp(ax[H1 + o], ex) * gram, ey)
+    for l in range(L):
+        nout = layout[5 + l]
+        if l > 0:
+            nin = layout[4 + l]
+            woff = layout[5 + L + l]
+            boff = layout[5 + 2 * L + l]
+            for o in range(nout):
+                s = u[boff + o] if bias else 0.0
+                for i in range(nin):
+                    s = s + (theta[woff + o * nin + i] * da[pa[l - 1] + i]
+                             + u[woff + o * nin + i] * a[pa[l - 1] + i])
+                dz[pa[l] + o] = s
+        if l < L - 1:
+            for o in range(nout):
+                da[pa[l] + o] = _dactivate(a[pa[l] + o], act) * dz[pa[l] + o]
+    for o in range(K):
+        if loss == 0:
+            sg = _sigmoid(a[pa[L - 1] + o])
+            cur[o] = sg * (1.0 - sg) * dz[pa[L - 1] + o] / K
+        else:
+            cur[o] = dz[pa[L - 1] + o] / K
+    for l in range(L - 1, 0, -1):
+        nin = layout[4 + l]
+        nout = layout[5 + l]
+        woff = layout[5 + L + l]
+        boff = layout[5 + 2 * L + l]
+        for o in range(nout):
+            co = cur[o]
+            eo = e[pa[l] + o]
+            for i in range(nin):
+                out[woff + o * nin + i] = co * a[pa[l - 1] + i] + eo * da[pa[l - 1] + i]
+            if bias:
+                out[boff + o] = co
+        for i in range(nin):
+            nxt[i] = 0.0
+        for o in range(nout):
+            co = cur[o]
+            eo = e[pa[l] + o]
+            for i in range(nin):
+                nxt[i] = nxt[i] + theta[woff + o * nin + i] * co + u[woff + o * nin + i] * eo
+        for i in range(nin):
+            cur[i] = (nxt[i] * _dactivate(a[pa[l - 1] + i], act)
+                      + m[pa[l - 1] + i] * _d2activate(a[pa[l - 1] + i], act) * dz[pa[l - 1] + i])
+    for o in range(H1):
+        f[o] = cur[o]
+
+
 cdef void _pair_blocks(const int64_t* layout, int64_t P, int64_t start, const double* theta,
                        const double* X, const double* Y, const double* G, const double* h,
                        const double* c, const double* w, int64_t S, const double* aux,
                        int64_t naux, int64_t d, int64_t K, int64_t a, int64_t b, double* pts,
                        double* work, int64_t wsize, double* da, double* db, double* fa,
-                       double* fb) noexcept nogil:
+                       double* fb, const double* prim, int64_t nact,
+                       int64_t width) noexcept nogil:
     """One pair's bracket in factored form: ``da − db`` from ``start`` on, ``fa ⊗ x_b −
-    fb ⊗ x_a`` for the first layer's weights, ``fa − fb`` its bias."""
+    fb ⊗ x_a`` for the first layer's weights, ``fa − fb`` its bias. By the stencil, or
+    exactly (:func:`_hvp`) when it is empty (S = 0)."""
     cdef int64_t H1 = layout[5], o
+    if S == 0:
+        _hvp(layout, theta, G + a * P, a, b, aux, naux, prim, nact, work, width, da, fa)
+        _hvp(layout, theta, G + b * P, b, a, aux, naux, prim, nact, work, width, db, fb)
+        return
     _stencil_points(theta, G + a * P, h[a], c, S, P, pts, start)
     _directional(layout, P, pts, S, w, c, h[a], a, b, aux, naux, X, Y, d, K, work, wsize, da,
                  False)
@@ -518,7 +639,11 @@ def bracket_norms(model, const double[::1] theta, const double[:, ::1] X,
     if npairs == 0:
         return
     cdef const double[:, ::1] aux = _aux(layout, theta, X, G)
-    cdef int64_t naux = aux.shape[1]
+    cdef int64_t naux = aux.shape[1], width = max(model.sizes)
+    cdef int64_t nact = sum(model.sizes[1:])
+    cdef const double[:, ::1] prim = _primals(layout, theta, X, Y, nact, S)
+    if S == 0:
+        wsize = 2 * nact + 2 * width - 2 * H1  # the exact products' scratch (below: + 2·H₁)
     cdef int64_t ch, q, a, b, p, t, o, failed = 0
     cdef double s, v
     cdef double* pts
@@ -548,7 +673,8 @@ def bracket_norms(model, const double[::1] theta, const double[:, ::1] X,
                     else:
                         _pair_blocks(&layout[0], P, start, &theta[0], &X[0, 0], &Y[0, 0],
                                      &G[0, 0], &h[0], &c[0], &w[0], S, &aux[0, 0], naux, d, K, a,
-                                     b, pts, work, wsize, da, db, fa, fb)
+                                     b, pts, work, wsize, da, db, fa, fb, &prim[0, 0], nact,
+                                     width)
                         out[q, 0] = _first_layer_norm(&X[a, 0], &X[b, 0], d,
                                                       <int>aux[a, naux - 1],
                                                       <int>aux[b, naux - 1], fa, fb, H1)
@@ -588,9 +714,13 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
     cdef int nchunks = chunks(npairs), zchunks = chunks(N)
     if npairs == 0 or N == 0:
         return
+    if S == 0:
+        wsize = 2 * sum(model.sizes[1:]) + 2 * width - 2 * H1  # (below: + 2·H₁)
     cdef const double[:, ::1] aux = _aux(layout, theta, X, G)
     cdef int64_t naux = aux.shape[1]
-    cdef double[:, ::1] acts = np.empty((N, max(wsize, 1)))
+    cdef int64_t nact = sum(model.sizes[1:])
+    cdef const double[:, ::1] prim = _primals(layout, theta, X, Y, nact, S)
+    cdef double[:, ::1] acts = np.empty((N, max(int(model.work_size), 1)))
     cdef double[:, ::1] xz = np.empty((B, N))
     cdef int64_t ch, q, a, b, p, o, i, z, e, layer, nin, nout, woff, boff, src, failed = 0
     cdef double s
@@ -633,7 +763,8 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
                     else:
                         _pair_blocks(&layout[0], P, start, &theta[0], &X[0, 0], &Y[0, 0],
                                      &G[0, 0], &h[0], &c[0], &w[0], S, &aux[0, 0], naux, d, K, a,
-                                     b, pts, work, wsize, da, db, fa, fb)
+                                     b, pts, work, wsize, da, db, fa, fb, &prim[0, 0], nact,
+                                     width)
                         for p in range(start, P):
                             da[p] = da[p] - db[p]
                         for z in range(N):
@@ -661,3 +792,18 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
             free(da)
     if failed:
         raise MemoryError("could not allocate the bracket scratch")
+
+
+def _primals(const int64_t[::1] layout, const double[::1] theta, const double[:, ::1] X,
+             const double[:, ::1] Y, int64_t nact, int64_t S):
+    """Every example's primal pass for the exact products (S = 0); a dummy otherwise."""
+    cdef int64_t B = X.shape[0], b
+    if S:
+        return np.zeros((1, 1))
+    prim = np.empty((B, 3 * nact))
+    cdef double[:, ::1] pv = prim
+    cdef int nthreads = chunks(B)
+    with nogil:
+        for b in prange(B, schedule="static", num_threads=nthreads):
+            _primal(&theta[0], &X[b, 0], &Y[b, 0], &layout[0], nact, &pv[b, 0])
+    return prim

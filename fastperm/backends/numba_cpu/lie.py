@@ -306,7 +306,9 @@ def brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out):
 
 
 @njit(**JIT)
-def _pair_blocks(layout, start, aux, prim, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb):
+def _pair_blocks(
+    layout, start, aux, prim, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb
+):
     """One pair's bracket in factored form: ``da − db`` from ``start`` on (the deeper
     layers), ``fa ⊗ x_b − fb ⊗ x_a`` for the first layer's weights, ``fa − fb`` its bias.
     By the stencil (c, w), or exactly (:func:`.mlp.mlp_hvp`) when the stencil is empty."""
@@ -358,7 +360,9 @@ def _first_layer_norm(xa, xb, ea, eb, fa, fb):
     return nb2 * along + perp2 * across
 
 
-def _norms_body(layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, bounds, out, nchunks):
+def _norms_body(
+    layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, bounds, out, nchunks
+):
     """``out[q, t]``: the squared norm of pair q's bracket over tensor t (W₁, b₁ first)."""
     P = G.shape[1]
     H1 = layout[5]
@@ -395,7 +399,9 @@ def _norms_body(layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pa
                 out[q, t] = s
 
 
-def _logits_body(layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, Z, acts, xz, out, nchunks):
+def _logits_body(
+    layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, Z, acts, xz, out, nchunks
+):
     """``out[q, z] = J_f(θ; Z[z]) · b_q``, b_q pair q's bracket: a forward-mode pass per
     input along b_q, from the primal activations ``acts[z]`` and ``xz[e, z] = x_e·Z[z] + bias``."""
     P = G.shape[1]
@@ -490,7 +496,22 @@ def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):
     layout, work_size, start, aux, prim = _fused_args(model, theta, X, Y, G, c)
     nchunks = chunks(pairs.shape[0])
     _FUSED["norms"](
-        nchunks, layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, bounds, out,
+        nchunks,
+        layout,
+        work_size,
+        start,
+        aux,
+        prim,
+        theta,
+        X,
+        Y,
+        G,
+        h,
+        c,
+        w,
+        pairs,
+        bounds,
+        out,
         nchunks,
     )
 
@@ -503,6 +524,23 @@ def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
     _FUSED["inputs"](chunks(Z.shape[0]), theta, X, Z, layout, acts, xz)
     nchunks = chunks(pairs.shape[0])
     _FUSED["logits"](
-        nchunks, layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, Z, acts, xz,
-        out, nchunks,
+        nchunks,
+        layout,
+        work_size,
+        start,
+        aux,
+        prim,
+        theta,
+        X,
+        Y,
+        G,
+        h,
+        c,
+        w,
+        pairs,
+        Z,
+        acts,
+        xz,
+        out,
+        nchunks,
     )

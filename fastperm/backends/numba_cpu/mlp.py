@@ -255,8 +255,16 @@ def mlp_forward(theta, x, layout, acts):
     for layer in range(L):
         W = _layer_matrix(theta, layout, layer)
         src = x if layer == 0 else _layer_output(acts, layout, layer - 1)
-        _affine(W, theta, layout[pb + layer], bias, src, _layer_output(acts, layout, layer),
-                layer < L - 1, act)
+        _affine(
+            W,
+            theta,
+            layout[pb + layer],
+            bias,
+            src,
+            _layer_output(acts, layout, layer),
+            layer < L - 1,
+            act,
+        )
 
 
 @njit(inline="always", **JIT)
@@ -494,4 +502,6 @@ def mlp_hvp(layout, theta, u, xi, yi, aux, prim, scratch, out, f):
             for i in range(nin):
                 nxt[i] += W[o, i] * co + U[o, i] * eo
         for i in range(nin):
-            cur[i] = nxt[i] * _dactivate(src[i], act) + below[i] * _d2activate(src[i], act) * zdot[i]
+            cur[i] = (
+                nxt[i] * _dactivate(src[i], act) + below[i] * _d2activate(src[i], act) * zdot[i]
+            )

@@ -364,7 +364,17 @@ def _both_ways(pairs):
     return both
 
 
+def _stencil_only(c):
+    if c.shape[0] == 0:
+        raise ValueError(
+            "method='exact' (exact Hessian-vector products) runs on the CPU backends (numba, "
+            "cython, numpy); the cuda backend computes the brackets by the stencil: leave "
+            "method out, or use backend='numba'"
+        )
+
+
 def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):
+    _stencil_only(c)
     nt = device.block(1024)
     dev_bounds = device.to_device(bounds)
     for sl in _pair_chunks(model, pairs):
@@ -375,6 +385,7 @@ def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):
 
 
 def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
+    _stencil_only(c)
     nt = device.block(max(model.sizes))
     shared = 4 * max(model.sizes) * 8
     layout, dev_theta, dev_Z = (device.to_device(a) for a in (model.layout, theta, Z))
@@ -382,7 +393,14 @@ def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
         D = _directional(model, theta, X, Y, G, h, c, w, _both_ways(pairs[sl]))
         res = device.Outputs(out[sl])
         _launch(
-            _logits_kernel, (sl.stop - sl.start, Z.shape[0]), nt, shared, layout, dev_theta, D,
-            dev_Z, *res.dev,
+            _logits_kernel,
+            (sl.stop - sl.start, Z.shape[0]),
+            nt,
+            shared,
+            layout,
+            dev_theta,
+            D,
+            dev_Z,
+            *res.dev,
         )
         res.finish()
