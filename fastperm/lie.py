@@ -549,15 +549,17 @@ def _gradients(
     Y: FloatArray,
     h: object,
     order: int,
+    step: bool = True,
 ) -> tuple[FloatArray, FloatArray]:
-    """The per-example gradients G at θ (checked finite) and the FD multipliers h."""
+    """The per-example gradients G at θ (checked finite) and the FD multipliers h (when
+    ``step``; else an unused placeholder, for the exact products)."""
     _probe(kern, model, theta, X, Y)
     G = np.empty((X.shape[0], model.P))
     with np.errstate(all="ignore"):  # checked right below, the same way on every backend
         kern.example_grads(model, theta, X, Y, G)
     if not np.all(np.isfinite(G)):
         raise FloatingPointError("the per-example gradients at theta are not finite")
-    return G, _as_h(h, G, theta, order)
+    return G, _as_h(h, G, theta, order) if step else np.ones(X.shape[0])
 
 
 def exact_brackets(
@@ -754,7 +756,7 @@ def bracket_logits(
     if not (fused and model.builtin):
         b, _ = _full(kern, model, theta, X, Y, listed, h, order, c)
         return logit_perturbation(model, theta, b, Z)
-    G, hs = _gradients(kern, model, theta, X, Y, h, order)
+    G, hs = _gradients(kern, model, theta, X, Y, h, order, step=c.shape[0] > 0)
     out = np.empty((listed.shape[0], Z.shape[0], model.K))
     with np.errstate(all="ignore"):
         kern.bracket_logits(model, theta, X, Y, G, hs, c, w, listed, Z, out)
@@ -933,7 +935,7 @@ def _rms_block(
     tensors = list(model.tensors.values())
     c, w = _stencil(order, method, h)
     if fused and model.builtin:
-        G, hs = _gradients(kern, model, theta, X, Y, h, order)
+        G, hs = _gradients(kern, model, theta, X, Y, h, order, step=c.shape[0] > 0)
         squares = np.empty((pairs.shape[0], len(tensors)))
         with np.errstate(all="ignore"):
             kern.bracket_norms(model, theta, X, Y, G, hs, c, w, pairs, _bounds(model), squares)

@@ -43,6 +43,8 @@ from ..._jit import JIT, NOCACHE, Twins, njit, specialise
 from ..tiling import block_pairs
 from .mlp import (
     _dactivate,
+    _layer_matrix,
+    _layer_output,
     directional_delta,
     mlp_directional,
     mlp_forward,
@@ -392,9 +394,11 @@ def _norms_body(
                     s += v * v
                 out[q, 1] = s
             for t in range(first, bounds.shape[0] - 1):
+                ta = da[bounds[t] : bounds[t + 1]]  # views: indices from range() are >= 0,
+                tb = db[bounds[t] : bounds[t + 1]]  # so no wraparound test blocks the SIMD
                 s = 0.0
-                for p in range(bounds[t], bounds[t + 1]):
-                    v = da[p] - db[p]
+                for i in range(ta.shape[0]):
+                    v = ta[i] - tb[i]
                     s += v * v
                 out[q, t] = s
 
@@ -436,19 +440,19 @@ def _logits_body(
             for z in range(Z.shape[0]):
                 for o in range(H1):  # the first layer's pre-activation tangent
                     t[o] = fa[o] * xz[b, z] - fb[o] * xz[a, z]
-                for layer in range(1, L):
-                    nin = layout[4 + layer]
-                    nout = layout[5 + layer]
-                    woff = layout[5 + L + layer]
+                for layer in range(1, L):  # 2-D views, as in mlp._mlp_backprop (SIMD)
+                    W = _layer_matrix(theta, layout, layer)
+                    V = _layer_matrix(da, layout, layer)
                     boff = layout[5 + 2 * L + layer]
-                    src = layout[5 + 3 * L + layer - 1]
-                    for i in range(nin):  # through the activation of layer `layer`
-                        u[i] = t[i] * _dactivate(acts[z, src + i], act)
-                    for o in range(nout):
+                    src = _layer_output(acts[z], layout, layer - 1)
+                    for i in range(W.shape[1]):  # through the activation of layer `layer`
+                        u[i] = t[i] * _dactivate(src[i], act)
+                    for o in range(W.shape[0]):
                         s = da[boff + o] if bias else 0.0
-                        row = woff + o * nin
-                        for i in range(nin):
-                            s += theta[row + i] * u[i] + da[row + i] * acts[z, src + i]
+                        row = W[o]
+                        vrow = V[o]
+                        for i in range(W.shape[1]):
+                            s += row[i] * u[i] + vrow[i] * src[i]
                         t[o] = s
                 for o in range(out.shape[2]):
                     out[q, z, o] = t[o]
