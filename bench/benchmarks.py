@@ -240,6 +240,35 @@ class Brackets:
     track_brackets_per_second.unit = "brackets/s"
 
 
+class FusedBracketRMS:
+    """The per-tensor RMS of all 496 brackets among B = 32 examples (MLP 64-32-10, one
+    checkpoint): ``lie.tensor_rms`` with the fused kernels (exact products or FD) and with
+    the full (496, P) array (``fused=False``), per backend."""
+
+    params = (["numba", "cython"], ["exact", "fd", "full array"])
+    param_names = ["backend", "how"]
+    timeout = 300
+
+    def setup(self, backend, how):
+        _require(backend)
+        from fastperm import lie, timing
+
+        if not hasattr(lie, "bracket_logits"):
+            raise NotImplementedError("fused reductions are newer than this commit")
+        model, theta, X, Y = timing.bracket_workload("64-32-10")
+        kw = {"exact": dict(method="exact"), "fd": {}, "full array": dict(fused=False)}[how]
+        self.run = lambda: lie.tensor_rms(model, theta, X, Y, backend=backend, **kw)
+        self.run()
+
+    def time_tensor_rms(self, backend, how):
+        self.run()
+
+    def track_reduced_brackets_per_second(self, backend, how):
+        return 496 / min(_seconds(self.run) for _ in range(5))
+
+    track_reduced_brackets_per_second.unit = "brackets/s"
+
+
 class TorchModelBrackets:
     """All 496 brackets among B = 32 examples of the MLPs of :class:`Brackets`, through
     ``fastperm.models.TorchModel`` (torch.func, forward over reverse, float64), as a

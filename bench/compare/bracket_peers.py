@@ -52,6 +52,50 @@ def torch_func_runner(model, theta, X, Y):
     return run
 
 
+def torch_func_rms_runner(model, theta, X, Y):
+    """The per-tensor RMS of the brackets of all pairs a < b, by hand in torch.func (one
+    torch thread): vmap over the pairs of forward-over-reverse HVPs, then the reduction."""
+    import torch
+    from torch.func import grad, jvp, vmap
+
+    torch.set_num_threads(1)
+    params = [
+        torch.as_tensor(np.ascontiguousarray(a)) for pair in _layers(model, theta) for a in pair
+    ]
+    Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
+    a, b = torch.triu_indices(X.shape[0], X.shape[0], 1)
+
+    def loss(ps, x, y):
+        h = x
+        n = len(ps) // 2
+        for layer in range(n):
+            h = ps[2 * layer] @ h + ps[2 * layer + 1]
+            if layer < n - 1:
+                h = torch.tanh(h)
+        return torch.nn.functional.binary_cross_entropy_with_logits(h, y)
+
+    g = grad(loss)
+
+    def hvp(u, x, y):
+        return jvp(lambda ps: g(ps, x, y), (params,), (u,))[1]
+
+    H = vmap(hvp, in_dims=(0, 0, 0))
+
+    def run():
+        G = vmap(g, in_dims=(None, 0, 0))(params, Xt, Yt)
+        D_ab = H([t[a] for t in G], Xt[b], Yt[b])
+        D_ba = H([t[b] for t in G], Xt[a], Yt[a])
+        return torch.stack(
+            [
+                (p - q).reshape(p.shape[0], -1).pow(2).mean(dim=1).sqrt()
+                for p, q in zip(D_ab, D_ba, strict=True)
+            ],
+            dim=1,
+        ).numpy()
+
+    return run
+
+
 def torch_model_runner(model, theta, X, Y):
     """fastperm.models.TorchModel of a torch.nn.Sequential holding the same weights (one
     torch thread, as torch_func_runner): torch.func's brackets plus TorchModel's overhead."""
