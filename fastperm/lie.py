@@ -550,11 +550,13 @@ def _gradients(
     h: object,
     order: int,
     step: bool = True,
+    G: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
-    """The per-example gradients G at θ (checked finite) and the FD multipliers h (when
-    ``step``; else an unused placeholder, for the exact products)."""
+    """The per-example gradients G at θ (checked finite; into ``G`` when given) and the FD
+    multipliers h (when ``step``; else an unused placeholder, for the exact products)."""
     _probe(kern, model, theta, X, Y)
-    G = np.empty((X.shape[0], model.P))
+    if G is None:
+        G = np.empty((X.shape[0], model.P))
     with np.errstate(all="ignore"):  # checked right below, the same way on every backend
         kern.example_grads(model, theta, X, Y, G)
     if not np.all(np.isfinite(G)):
@@ -869,9 +871,10 @@ def tensor_rms(
         tensors = builtin.tensors
         _kernels(builtin, backend)
         _stencil(order, method, h)  # checked before any work
+        G = np.empty((Xc.shape[0], builtin.P))
 
         def block(theta: FloatArray) -> dict[str, tuple[FloatArray, FloatArray]]:
-            return _rms_block(builtin, theta, Xc, Yc, listed, h, order, backend, fused, method)
+            return _rms_block(builtin, theta, Xc, Yc, listed, h, order, backend, fused, method, G)
 
     C = thetas.shape[0]
     rb = {k: np.empty((C, listed.shape[0])) for k in tensors}
@@ -927,15 +930,17 @@ def _rms_block(
     backend: str | None,
     fused: bool = True,
     method: str | None = None,
+    G: FloatArray | None = None,
 ) -> dict[str, tuple[FloatArray, FloatArray]]:
     """Per tensor: (RMS of each pair's bracket, RMS of its two gradients) at one θ; the
     brackets' squares summed in the kernel (``fused``, built-in models) or from the full
-    (npairs, P) array."""
+    (npairs, P) array. ``G``: a (B, P) buffer for the gradients, reused across checkpoints
+    (a fresh one each time costs page faults: 230 µs instead of 50 for the digits MLP)."""
     kern = _kernels(model, backend)
     tensors = list(model.tensors.values())
     c, w = _stencil(order, method, h)
     if fused and model.builtin:
-        G, hs = _gradients(kern, model, theta, X, Y, h, order, step=c.shape[0] > 0)
+        G, hs = _gradients(kern, model, theta, X, Y, h, order, c.shape[0] > 0, G)
         squares = np.empty((pairs.shape[0], len(tensors)))
         with np.errstate(all="ignore"):
             kern.bracket_norms(model, theta, X, Y, G, hs, c, w, pairs, _bounds(model), squares)
@@ -946,7 +951,7 @@ def _rms_block(
     rms = {}
     for t, (k, (sl, _)) in enumerate(model.tensors.items()):
         size = sl.stop - sl.start
-        g2 = np.mean(G[:, sl] ** 2, axis=1)
+        g2 = np.einsum("bp,bp->b", G[:, sl], G[:, sl]) / size  # no (B, size) temporary
         rms[k] = (
             np.sqrt(squares[:, t] / size),
             np.sqrt(0.5 * (g2[pairs[:, 0]] + g2[pairs[:, 1]])),

@@ -312,7 +312,7 @@ def example_grads(model, const double[::1] theta, const double[:, ::1] X,
     cdef const int64_t[::1] layout = _builtin(model, "gradients")
     cdef int64_t B = X.shape[0], b, failed = 0, wsize = max(int(model.work_size), 1)
     cdef double* work
-    cdef int nthreads = chunks(B)
+    cdef int nthreads = chunks(B, 4 * B * int(model.P))
     with nogil:
         for b in prange(B, schedule="static", num_threads=nthreads):
             work = <double*>malloc(wsize * sizeof(double))
@@ -333,7 +333,7 @@ def _aux(const int64_t[::1] layout, const double[::1] theta, const double[:, ::1
     cdef int64_t last = 2 * layout[5] + B
     aux = np.empty((B, last + 1))
     cdef double[:, ::1] av = aux
-    cdef int nthreads = chunks(B)
+    cdef int nthreads = chunks(B, B * X.shape[1] * (layout[5] + B))
     with nogil:
         for b in range(B):  # every row's exponent first: the Gram rows need them all
             av[b, last] = _scale_exponent(&X[b, 0], d)
@@ -711,7 +711,7 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
     cdef int64_t L = layout[0], act = layout[1]
     cdef bint bias = layout[3] != 0
     cdef int64_t width = max(model.sizes)
-    cdef int nchunks = chunks(npairs), zchunks = chunks(N)
+    cdef int nchunks = chunks(npairs), zchunks = chunks(N, N * (P + B * d))
     if npairs == 0 or N == 0:
         return
     if S == 0:
@@ -802,7 +802,7 @@ def _primals(const int64_t[::1] layout, const double[::1] theta, const double[:,
         return np.zeros((1, 1))
     prim = np.empty((B, 3 * nact))
     cdef double[:, ::1] pv = prim
-    cdef int nthreads = chunks(B)
+    cdef int nthreads = chunks(B, 3 * B * theta.shape[0])
     with nogil:
         for b in prange(B, schedule="static", num_threads=nthreads):
             _primal(&theta[0], &X[b, 0], &Y[b, 0], &layout[0], nact, &pv[b, 0])

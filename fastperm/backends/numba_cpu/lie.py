@@ -244,7 +244,7 @@ def example_grads(model, theta, X, Y, out):
     """``out[b] = g_b(θ)`` (``prange`` over examples; serial for one example or thread)."""
     drivers = _MLP if model.builtin else _GENERIC
     drivers["grads"](
-        chunks(X.shape[0]),
+        chunks(X.shape[0], 4 * X.shape[0] * model.P),
         0 if model.builtin else model.kernel,
         model.layout,
         model.work_size,
@@ -525,7 +525,8 @@ def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
     layout, work_size, start, aux, prim = _fused_args(model, theta, X, Y, G, c)
     acts = np.empty((Z.shape[0], model.work_size))
     xz = np.empty((X.shape[0], Z.shape[0]))
-    _FUSED["inputs"](chunks(Z.shape[0]), theta, X, Z, layout, acts, xz)
+    work = Z.shape[0] * (model.P + X.shape[0] * X.shape[1])
+    _FUSED["inputs"](chunks(Z.shape[0], work), theta, X, Z, layout, acts, xz)
     nchunks = chunks(pairs.shape[0])
     _FUSED["logits"](
         nchunks,

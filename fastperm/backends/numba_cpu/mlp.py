@@ -335,7 +335,8 @@ _aux_driver = Twins(_aux_body)
 def mlp_aux(theta, X, G, layout, aux):
     """The first-layer shortcut's per-example data (``prange`` over examples; serial for one
     example or one thread); see ``_aux_body``."""
-    _aux_driver(chunks(X.shape[0]), theta, X, G, layout, aux)
+    B, d = X.shape
+    _aux_driver(chunks(B, B * d * (layout[5] + B)), theta, X, G, layout, aux)
 
 
 # -- exact Hessian-vector products (forward over reverse) for the fused bracket reductions ------
@@ -393,7 +394,7 @@ _primal_driver = Twins(_primal_body)
 
 def mlp_primal(theta, X, Y, layout, prim):
     """:func:`_primal_body` for every example (``prange``; serial for one chunk)."""
-    _primal_driver(chunks(X.shape[0]), theta, X, Y, layout, prim)
+    _primal_driver(chunks(X.shape[0], 3 * X.shape[0] * theta.shape[0]), theta, X, Y, layout, prim)
 
 
 @njit(**JIT)
