@@ -38,6 +38,7 @@ least one), started here and stopped when the condition ends.
 
     python bench/fused_reductions.py              # idle and loaded
     python bench/fused_reductions.py --no-load --repeats 30
+    python bench/fused_reductions.py --no-torch      # fastperm's rows alone
 """
 
 from __future__ import annotations
@@ -183,10 +184,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-load", action="store_true", help="skip the loaded condition")
+    parser.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="fastperm's rows only (torch's own threads, working between fastperm's calls, "
+        "slow the Numba kernels timed after them)",
+    )
     args = parser.parse_args(argv)
     model, theta, X, Y = timing.bracket_workload("64-32-10")
     pairs = X.shape[0] * (X.shape[0] - 1) // 2
-    contenders = {**fastperm_contenders(model, theta, X, Y), **torch_contenders(model, theta, X, Y)}
+    contenders = fastperm_contenders(model, theta, X, Y)
+    if not args.no_torch:
+        contenders.update(torch_contenders(model, theta, X, Y))
     contenders = dict(sorted(contenders.items(), key=lambda kv: kv[0][0]))
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}, MLP 64-32-10 float64, B = 32 ({pairs} pairs)")  # fmt: skip
