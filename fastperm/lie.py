@@ -838,7 +838,7 @@ def tensor_rms(
     method : {"fd", "exact"} for a fastperm model; a TorchModel's as in :func:`brackets`
         ``"fd"`` (default): the finite differences of :func:`brackets` (h, order).
         ``"exact"``: the Hessian-vector products by forward-mode differentiation of the
-        backpropagation (:func:`fastperm.backends.numba_cpu.mlp.mlp_hvp`): no step, no
+        backpropagation (``fastperm.backends.numba_cpu.mlp.mlp_hvp``): no step, no
         truncation error, and about twice as fast (numba and cython; the fused=False
         check uses :func:`exact_brackets`).
 

@@ -78,6 +78,38 @@ def test_cnn_identities():
                                b[[0, 4, 2], [3, 1, 2]], rtol=1e-12, atol=1e-16)  # fmt: skip
 
 
+def _cnn_field_bracket(tm, theta, X, Y, a, b, c, t):
+    """[[v_a, v_b], v_c] = −H_c V + DV·g_c, V = [v_a, v_b] (exact brackets; H_c V exactly by
+    forward over reverse, DV·g_c by a central difference of the exact V along g_c)."""
+    th = torch.as_tensor(theta)
+    gc = tm.grad(th, X[c], Y[c]).numpy()
+
+    def V(at):
+        return lie.brackets(tm, at, X, Y, pairs=[(a, b)])[0]
+
+    v = V(theta)
+    Hc_v = tm.flatten(tm.hvp("forward")(tm.unflatten(th), tm.unflatten(torch.as_tensor(v)),
+                                        X[c], Y[c]), 0).numpy()  # fmt: skip
+    DV_gc = (V(theta + t * gc) - V(theta - t * gc)) / (2 * t)
+    return -Hc_v + DV_gc
+
+
+def test_jacobi_identity_on_a_cnn():
+    """[[v_a, v_b], v_c] + [[v_b, v_c], v_a] + [[v_c, v_a], v_b] = 0 for three examples of a
+    small CNN; the check fails for a wrong sign of one term."""
+    tm, X, Y = _cnn()
+    theta = tm.theta()
+    t = 1e-4 / np.linalg.norm(tm.grads(torch.as_tensor(theta), X, Y).numpy(), axis=1).max()
+    terms = [
+        _cnn_field_bracket(tm, theta, X, Y, 0, 1, 2, t),
+        _cnn_field_bracket(tm, theta, X, Y, 1, 2, 0, t),
+        _cnn_field_bracket(tm, theta, X, Y, 2, 0, 1, t),
+    ]
+    scale = max(np.linalg.norm(T) for T in terms)
+    assert np.linalg.norm(sum(terms)) < 1e-6 * scale
+    assert np.linalg.norm(terms[0] + terms[1] - terms[2]) > 1e-2 * scale  # can fail
+
+
 def test_swap_identity_on_a_cnn():
     """θ_ab − θ_ba = lr² [v_a, v_b] + O(lr³): the error of lr²·bracket falls as lr³ (slope 1
     once divided by lr²)."""
