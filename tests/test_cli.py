@@ -99,6 +99,8 @@ BAD_OPTIONS = [
     (["lie-digits", "--out", "{tmp}/study", "--steps", "-5"], "--steps", "steps must be >= 1"),
     (["lie-digits", "--out", "{tmp}/study", "--seed", "-1"], "--seed", "seed must be >= 0"),
     (["lie-digits", "--out", "{file}"], "--out", "is not a folder"),
+    (["lie-study", "--out", "{tmp}/study", "--seeds", "1"], "--seeds", "seeds must be >= 2"),
+    (["lie-study", "--out", "{file}"], "--out", "is not a folder"),
 ]
 
 
