@@ -284,8 +284,9 @@ def lie_study(args) -> int:
     try:
         res = study.run(args.out, seeds=args.seeds, steps=args.steps, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the seeds finished so far are in {args.out}/results.npz",
-              file=sys.stderr)  # fmt: skip
+        saved = os.path.join(args.out, "results.npz")
+        print("\ninterrupted: " + (f"the seeds finished so far are in {saved}"
+              if os.path.exists(saved) else "no seed had finished"), file=sys.stderr)  # fmt: skip
         return 130
     print(res["summary"])
     print(f"\nwrote {args.out}/perturbation.png, {args.out}/co_movement.png, "

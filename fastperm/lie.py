@@ -46,9 +46,12 @@ STENCILS = {
 }
 
 
-def _stencil(order: int, method: str | None, h: object = None) -> tuple[FloatArray, FloatArray]:
+def _stencil(
+    order: int, method: str | None, h: object, model: Model, kern: ModuleType
+) -> tuple[FloatArray, FloatArray]:
     """(c, w) for a fastperm model's reductions: the order's stencil for ``method="fd"``
-    (the default), an empty one for ``"exact"`` (the kernels' exact products)."""
+    (the default), an empty one for ``"exact"`` (the kernels' exact products); checked
+    before any work."""
     if method is None or method == "fd":
         return STENCILS[order]
     if method != "exact":
@@ -57,10 +60,36 @@ def _stencil(order: int, method: str | None, h: object = None) -> tuple[FloatArr
             f"'exact' (forward over reverse), got {method!r} ('auto', 'forward' and 'reverse' "
             "are a TorchModel's)"
         )
+    if not model.builtin:
+        raise ValueError(
+            f"method='exact' needs a built-in model (MLP, LinearRegression, "
+            f"MultiLabelLogistic); {model.name}'s Hessian is known only through its gradient: "
+            "leave method out (finite differences)"
+        )
+    if kern.name == "cuda":
+        raise ValueError(
+            "method='exact' runs on the CPU backends (numba, cython, numpy); the cuda "
+            "backend computes the brackets by the stencil: leave method out, or use "
+            "backend='numba'"
+        )
     if h is not None:
         raise ValueError("h is the finite-difference step: method='exact' takes none")
     empty = np.empty(0)
     return empty, empty
+
+
+def _reducing_kernels(
+    kern: ModuleType, model: Model, c: FloatArray, fused: object
+) -> ModuleType | None:
+    """The backend whose fused kernels reduce the brackets, or None for the full-array path
+    (``fused=False`` with finite differences, or a CustomModel). Exact products without
+    ``fused`` run on the NumPy reference: the full (pairs, P) array by the complex step,
+    reduced in NumPy."""
+    if not isinstance(fused, (bool, np.bool_)):
+        raise TypeError(f"fused must be True or False, got {fused!r}")
+    if c.shape[0] == 0:
+        return kern if fused else backends.get("numpy")
+    return kern if fused and model.builtin else None
 
 
 def default_step(theta: FloatArray, G: FloatArray, order: int = 2) -> FloatArray:
@@ -738,7 +767,7 @@ def bracket_logits(
 
     Returns
     -------
-    (npairs, batch, K) array
+    (npairs, batch, K) array (float64; a TorchModel's in its module's dtype)
     """
     order = _as_order(order)
     torch_model = _as_torch_model(model, backend)
@@ -754,14 +783,15 @@ def bracket_logits(
         raise ValueError(f"X_batch has {Z.shape[1]} features but {model.name} takes d = {model.d}")
     listed = _pairs_for(pairs, X.shape[0], _upper_pairs(X.shape[0]))
     kern = _kernels(model, backend)
-    c, w = _stencil(order, method, h)
-    if not (fused and model.builtin):
-        b, _ = _full(kern, model, theta, X, Y, listed, h, order, c)
+    c, w = _stencil(order, method, h, model, kern)
+    reducing = _reducing_kernels(kern, model, c, fused)
+    if reducing is None:
+        b, _, _ = _compute(kern, model, theta, X, Y, listed, h, order)
         return logit_perturbation(model, theta, b, Z)
-    G, hs = _gradients(kern, model, theta, X, Y, h, order, step=c.shape[0] > 0)
+    G, hs = _gradients(reducing, model, theta, X, Y, h, order, step=c.shape[0] > 0)
     out = np.empty((listed.shape[0], Z.shape[0], model.K))
     with np.errstate(all="ignore"):
-        kern.bracket_logits(model, theta, X, Y, G, hs, c, w, listed, Z, out)
+        reducing.bracket_logits(model, theta, X, Y, G, hs, c, w, listed, Z, out)
     _checks.finite_result(out, "logit perturbations", "theta, X, Y, X_batch or h are")
     return out
 
@@ -831,16 +861,18 @@ def tensor_rms(
         A progress bar over the checkpoints (over the tasks with a ``client``).
     fused : bool
         For the built-in models, sum each bracket's squares inside the compiled kernel,
-        never writing a bracket out (``bracket_norms``: about 8·P bytes per thread instead
-        of 8·npairs·P, and several times faster; see the README's table). False computes
-        the (npairs, P) brackets first and reduces them in NumPy: the same numbers to
-        rounding, kept as a check. A CustomModel always takes that path.
+        never writing a bracket out (``bracket_norms``: O(P) scratch per thread, (S + 2)·P
+        floats, instead of 8·npairs·P bytes; 2–4× faster, see the README's table). False
+        computes the (npairs, P) brackets first and reduces them in NumPy (with
+        ``method="exact"``: the NumPy reference's complex-step brackets): the same numbers
+        to rounding, kept as a check. A CustomModel always takes that path.
     method : {"fd", "exact"} for a fastperm model; a TorchModel's as in :func:`brackets`
+        (which takes "exact" as its "auto": its products are exact)
         ``"fd"`` (default): the finite differences of :func:`brackets` (h, order).
         ``"exact"``: the Hessian-vector products by forward-mode differentiation of the
         backpropagation (``fastperm.backends.numba_cpu.mlp.mlp_hvp``): no step, no
-        truncation error, and about twice as fast (numba and cython; the fused=False
-        check uses :func:`exact_brackets`).
+        truncation error, and about twice as fast (the built-in models on numba, cython
+        and numpy; not on cuda).
 
     Returns
     -------
@@ -869,8 +901,8 @@ def tensor_rms(
         thetas = np.stack([builtin.check(theta, Xc)[0] for theta in thetas])
         listed = _pairs_for(pairs, Xc.shape[0], _upper_pairs(Xc.shape[0]))
         tensors = builtin.tensors
-        _kernels(builtin, backend)
-        _stencil(order, method, h)  # checked before any work
+        kern = _kernels(builtin, backend)  # the settings checked before any work
+        _reducing_kernels(kern, builtin, _stencil(order, method, h, builtin, kern)[0], fused)
         G = np.empty((Xc.shape[0], builtin.P))
 
         def block(theta: FloatArray) -> dict[str, tuple[FloatArray, FloatArray]]:
@@ -938,16 +970,18 @@ def _rms_block(
     (a fresh one each time costs page faults: 230 µs instead of 50 for the digits MLP)."""
     kern = _kernels(model, backend)
     tensors = list(model.tensors.values())
-    c, w = _stencil(order, method, h)
-    if fused and model.builtin:
-        G, hs = _gradients(kern, model, theta, X, Y, h, order, c.shape[0] > 0, G)
+    c, w = _stencil(order, method, h, model, kern)
+    reducing = _reducing_kernels(kern, model, c, fused)
+    if reducing is not None:
+        G, hs = _gradients(reducing, model, theta, X, Y, h, order, c.shape[0] > 0, G)
         squares = np.empty((pairs.shape[0], len(tensors)))
         with np.errstate(all="ignore"):
-            kern.bracket_norms(model, theta, X, Y, G, hs, c, w, pairs, _bounds(model), squares)
-        _checks.finite_result(squares, "brackets", "theta, X, Y or h are")
+            reducing.bracket_norms(model, theta, X, Y, G, hs, c, w, pairs, _bounds(model), squares)
     else:
-        b, G = _full(kern, model, theta, X, Y, pairs, h, order, c)
-        squares = np.stack([np.sum(b[:, sl] ** 2, axis=1) for sl, _ in tensors], axis=1)
+        b, G, _ = _compute(kern, model, theta, X, Y, pairs, h, order)
+        with np.errstate(over="ignore"):
+            squares = np.stack([np.sum(b[:, sl] ** 2, axis=1) for sl, _ in tensors], axis=1)
+    _checks.finite_result(squares, "brackets' squared norms", "theta, X, Y or h are")
     rms = {}
     for t, (k, (sl, _)) in enumerate(model.tensors.items()):
         size = sl.stop - sl.start
@@ -957,25 +991,6 @@ def _rms_block(
             np.sqrt(0.5 * (g2[pairs[:, 0]] + g2[pairs[:, 1]])),
         )
     return rms
-
-
-def _full(
-    kern: ModuleType,
-    model: Model,
-    theta: FloatArray,
-    X: FloatArray,
-    Y: FloatArray,
-    pairs: IntArray,
-    h: object,
-    order: int,
-    c: FloatArray,
-) -> tuple[FloatArray, FloatArray]:
-    """The pairs' (npairs, P) brackets and the gradients: by the stencil, or (an empty
-    stencil) exact, from :func:`exact_brackets`."""
-    if c.shape[0]:
-        b, G, _ = _compute(kern, model, theta, X, Y, pairs, h, order)
-        return b, G
-    return exact_brackets(model, theta, X, Y)[pairs[:, 0], pairs[:, 1]], model.grad(theta, X, Y)
 
 
 def _bounds(model: Model) -> IntArray:

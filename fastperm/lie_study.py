@@ -17,8 +17,9 @@ A small CNN (two 3×3 convolutions, tanh, a linear layer to the seven logits) is
 PyTorch with one sigmoid per attribute (mean binary cross-entropy), with Adam as in the
 article (lr 5e-3, betas (0.8, 0.999), batches of 32), for several seeds. At each checkpoint,
 the brackets of the 15 pairs among the first six test images are computed exactly
-(:class:`fastperm.models.TorchModel`, forward over reverse), and for each pair the change of
-every logit of a batch of 32 test images along the bracket,
+(:class:`~fastperm.torch_model.TorchModel`, forward over reverse), and for each pair the
+change of every logit of a batch of 32 test images (the first 32, so the six among them)
+along the bracket,
 ``J_f(θ; z) · [v_a, v_b]`` (:func:`fastperm.lie.bracket_logits`); ``p_i`` is its RMS over the
 batch for logit i.
 
@@ -108,8 +109,9 @@ def small_cnn(K: int, seed: int) -> Any:
 def train(
     net: Any, X: Any, Y: Any, steps: int, checkpoints: list[int], seed: int, bar: Any = None
 ) -> list[FloatArray]:
-    """Adam (lr 5e-3, betas (0.8, 0.999)) on batches of 32 drawn without replacement within
-    each epoch (NumPy's PCG64 with ``seed``); θ at each checkpoint step (0: the start)."""
+    """Adam (lr 5e-3, betas (0.8, 0.999)) on batches of 32 taken in order from a stream of
+    permutations of the training set (NumPy's PCG64 with ``seed``; a batch that spans two
+    permutations may hold an image twice); θ at each checkpoint step (0: the start)."""
     import torch
 
     from .models import TorchModel
@@ -294,10 +296,11 @@ def _analyse(pert, comove, accuracy, cps, names, kinds, steps, n_examples, batch
         "test accuracy per attribute (mean over seeds): "
         + ", ".join(f"{a} {accuracy[:, i].mean():.3f}" for i, a in enumerate(names)),
         "",
-        "(a) RMS change of each logit along a bracket, log10, mean over pairs, checkpoints, seeds:",
+        "(a) RMS change of each logit along a bracket, log10, mean over pairs and the trained "
+        "checkpoints (mean ± s.e. over seeds):",
     ]
     for i, a in enumerate(names):
-        m, se = _mean_se(np.mean(logp[..., i], axis=(1, 2)))
+        m, se = _mean_se(np.mean(logp[:, trained, :, i], axis=(1, 2)))
         group = "exclusive" if a in EXCLUSIVE else "overlapping"
         lines.append(f"  {a:<12} ({group:<11}) {m:7.3f} ± {se:.3f}")
     lines += [

@@ -339,6 +339,9 @@ class MLP(Model):
         #: parameter it reads from the stencil points (layers 2.. only)
         self.builtin = True
         self.directional_work = self.work_size + 2 * self.sizes[1]
+        #: the exact Hessian-vector products' scratch (mlp_hvp): the tangents ż and ȧ of
+        #: every layer, then two delta buffers
+        self.hvp_work = 2 * sum(self.sizes[1:]) + 2 * max(self.sizes)
         self.stencil_start = pw[1] if L > 1 else self.P
 
     def __repr__(self) -> str:

@@ -309,6 +309,8 @@ def pair_brackets(
 
 def _method(model: TorchModel, method: str | None) -> str:
     method = model.method if method is None else method
+    if method == "exact":  # the built-in models' name for exact products: "auto" here
+        method = "auto"
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     return method
@@ -513,7 +515,8 @@ def bracket_logits(
     method: str | None,
 ) -> FloatArray:
     """``J_f(θ) [v_a, v_b]`` over a batch for each pair, chunk by chunk: no (pairs, P)
-    array."""
+    array (the jvp of a chunk holds chunk × batch activations besides), in the module's
+    dtype."""
     run = Bracketer(model, theta, X, Y, method, h, order)
     jvps = _logit_jvp(model, run.theta, X_batch)
     parts = []

@@ -344,9 +344,16 @@ def _fused_norms(kern, model, theta, X, Y, pairs, order=2, bounds=None):
 PAIRS = [(0, 1), (4, 2), (3, 3), (1, 5), (5, 0)]
 
 
+#: MODELS and two shapes they lack: a hidden layer wider than the input, ReLU with L = 3
+FUSED_MODELS = MODELS + [
+    models.MLP([6, 11, 4, 3], activation="relu", loss="bce"),
+    models.MLP([6, 13, 9, 3], activation="tanh", loss="mse", bias=False),
+]
+
+
 @pytest.mark.filterwarnings("ignore:order=4 assumes a smooth model")
 @pytest.mark.parametrize("order", [2, 4])
-@pytest.mark.parametrize("model", MODELS, ids=repr)
+@pytest.mark.parametrize("model", FUSED_MODELS, ids=repr)
 def test_fused_norms_equal_the_full_arrays(backend, model, order):
     """The kernel's per-tensor sums of squares are those of the backend's own (npairs, P)
     brackets, to rounding (the first layer's from its factors)."""
@@ -394,7 +401,7 @@ def test_fused_reductions_against_exact_brackets(model):
     assert np.abs(J - want).max() < 1e-6 * np.abs(want).max()
 
 
-@pytest.mark.parametrize("model", MODELS, ids=repr)
+@pytest.mark.parametrize("model", FUSED_MODELS, ids=repr)
 def test_fused_logits_equal_the_full_arrays(backend, model):
     """Forward mode along the factored bracket = the complex step along the full one."""
     theta, X, Y = _data(model, 6, seed=5)
@@ -419,7 +426,7 @@ def test_tensor_rms_fused_and_full_agree(backend):
         np.testing.assert_allclose(a.rms_grad[k], b.rms_grad[k], rtol=1e-14)
 
 
-@pytest.mark.parametrize("model", MODELS, ids=repr)
+@pytest.mark.parametrize("model", FUSED_MODELS, ids=repr)
 def test_exact_products_equal_complex_step_brackets(backend, model):
     """method="exact": the kernels' forward-over-reverse products against the complex-step
     brackets (an independent route), to rounding — norms and logit changes."""
@@ -451,6 +458,19 @@ def test_exact_method_refusals():
         lie.tensor_rms(m, theta, X, Y, method="forward")
     with pytest.raises(ValueError, match="method='exact' takes none"):
         lie.bracket_logits(m, theta, X, Y, X, method="exact", h=1e-4)
+    with pytest.raises(TypeError, match="fused must be True or False"):
+        lie.tensor_rms(m, theta, X, Y, fused="no")
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="a CustomModel's gradient is a Numba function")
+def test_exact_method_refused_for_a_custom_model():
+    m = models.CustomModel(_ls_grad, P=6, d=6, K=1)
+    theta = np.linspace(-0.5, 0.5, 6)
+    X, Y = np.random.default_rng(0).random((4, 6)), np.ones(4)
+    with pytest.raises(ValueError, match="method='exact' needs a built-in model"):
+        lie.tensor_rms(m, theta, X, Y, method="exact")
+    fd = lie.tensor_rms(m, theta, X, Y)  # finite differences, through the full array
+    assert np.all(np.isfinite(fd.rms_bracket["theta"]))
 
 
 def test_bracket_logits_bad_input():

@@ -159,6 +159,9 @@ def test_bracket_logits_chunk_by_chunk(mlp_case, monkeypatch):
                                atol=1e-16)  # fmt: skip
     fused = lie.bracket_logits(model, theta, X, Y, Z)
     assert np.abs(got - fused).max() < 1e-6 * np.abs(fused).max()
+    exact = lie.bracket_logits(model, theta, X, Y, Z, method="exact")  # the same maths
+    np.testing.assert_allclose(lie.bracket_logits(tm, None, X, Y, Z, method="exact"), exact,
+                               rtol=1e-10, atol=1e-13 * np.abs(exact).max())  # fmt: skip
 
 
 def test_float32_module_stays_float32_and_auto_falls_back_once():

@@ -360,7 +360,7 @@ def brackets_all(model, const double[::1] theta, const double[:, ::1] X, const d
     cdef double* work
     with nogil:
         for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
-            pts = <double*>malloc(S * P * sizeof(double))
+            pts = <double*>malloc(max(S * P, 1) * sizeof(double))  # S = 0: exact
             work = <double*>malloc((wsize + 2 * H1) * sizeof(double))
             if pts == NULL or work == NULL:
                 failed += 1
@@ -414,7 +414,7 @@ def brackets_pairs(model, const double[::1] theta, const double[:, ::1] X,
         return
     with nogil:
         for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
-            pts = <double*>malloc(S * P * sizeof(double))
+            pts = <double*>malloc(max(S * P, 1) * sizeof(double))  # S = 0: exact
             work = <double*>malloc((wsize + 2 * H1) * sizeof(double))
             tmp = <double*>malloc(P * sizeof(double))
             if pts == NULL or work == NULL or tmp == NULL:
@@ -592,7 +592,7 @@ cdef void _pair_blocks(const int64_t* layout, int64_t P, int64_t start, const do
 cdef double _first_layer_norm(const double* xa, const double* xb, int64_t d, int ea, int eb,
                               const double* fa, const double* fb, int64_t H1) noexcept nogil:
     """``‖fa ⊗ x_b − fb ⊗ x_a‖²`` in O(H₁ + d), x_a split along x_b (numba_cpu's
-    ``_first_layer_norm``)."""
+    ``mlp.first_layer_norm``)."""
     cdef double ia = ldexp(1.0, -ea), ib = ldexp(1.0, -eb)
     cdef double nb2 = 0.0, ab = 0.0, r, perp2 = 0.0, along = 0.0, across = 0.0, v, xbi, Fa, Fb
     cdef int64_t i, o
@@ -643,7 +643,7 @@ def bracket_norms(model, const double[::1] theta, const double[:, ::1] X,
     cdef int64_t nact = sum(model.sizes[1:])
     cdef const double[:, ::1] prim = _primals(layout, theta, X, Y, nact, S)
     if S == 0:
-        wsize = 2 * nact + 2 * width - 2 * H1  # the exact products' scratch (below: + 2·H₁)
+        wsize = int(model.hvp_work) - 2 * H1  # the exact products' scratch (with the + 2·H₁)
     cdef int64_t ch, q, a, b, p, t, o, failed = 0
     cdef double s, v
     cdef double* pts
@@ -654,7 +654,7 @@ def bracket_norms(model, const double[::1] theta, const double[:, ::1] X,
     cdef double* fb
     with nogil:
         for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
-            pts = <double*>malloc(S * P * sizeof(double))
+            pts = <double*>malloc(max(S * P, 1) * sizeof(double))  # S = 0: exact
             work = <double*>malloc((wsize + 2 * H1) * sizeof(double))
             da = <double*>malloc((2 * P + 2 * H1) * sizeof(double))
             if pts == NULL or work == NULL or da == NULL:
@@ -703,7 +703,7 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
                    const double[::1] c, const double[::1] w, const int64_t[:, ::1] pairs,
                    const double[:, ::1] Z, double[:, :, ::1] out):
     """The logits' change along each listed pair's bracket for every input of Z, none
-    written out (numba_cpu's ``_logits_body``)."""
+    written out (numba_cpu's ``mlp.bracket_jvp``)."""
     cdef const int64_t[::1] layout = _builtin(model, "fused bracket reductions")
     cdef int64_t B = G.shape[0], P = G.shape[1], S = c.shape[0], d = X.shape[1], K = Y.shape[1]
     cdef int64_t wsize = int(model.work_size), start = int(model.stencil_start)
@@ -715,7 +715,7 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
     if npairs == 0 or N == 0:
         return
     if S == 0:
-        wsize = 2 * sum(model.sizes[1:]) + 2 * width - 2 * H1  # (below: + 2·H₁)
+        wsize = int(model.hvp_work) - 2 * H1  # the exact products' scratch (with the + 2·H₁)
     cdef const double[:, ::1] aux = _aux(layout, theta, X, G)
     cdef int64_t naux = aux.shape[1]
     cdef int64_t nact = sum(model.sizes[1:])
@@ -741,7 +741,7 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
                     s = s + X[e, i] * Z[z, i]
                 xz[e, z] = s
         for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
-            pts = <double*>malloc(S * P * sizeof(double))
+            pts = <double*>malloc(max(S * P, 1) * sizeof(double))  # S = 0: exact
             work = <double*>malloc((wsize + 2 * H1) * sizeof(double))
             da = <double*>malloc((2 * P + 2 * H1 + 2 * width) * sizeof(double))
             if pts == NULL or work == NULL or da == NULL:

@@ -25,16 +25,15 @@ with its scratch (S·P + work floats) allocated once.
 Fused reductions (``bracket_norms``, ``bracket_logits``; built-in MLPs): a pair's
 bracket is never written out. Its first-layer block is the rank-two
 ``b_W₁ = δ_ab ⊗ x_b − δ_ba ⊗ x_a`` (δ_ab: the stencil sum of example b's first-layer
-deltas along g_a, :func:`.mlp.directional_delta`), so only the two H₁-vectors and the
-deeper layers' blocks (P − H₁(d + 1) floats, in cache) are formed: the squared norm of
-b_W₁ is summed entry by entry from its factors (the same products and differences as the
-full array's, so no cancellation is added), and its action on an input z is
-``δ_ab (x_b·z + 1) − δ_ba (x_a·z + 1)`` (O(H₁), not O(H₁ d)).
+deltas along g_a, :func:`.mlp.directional_delta`, or its exact counterpart from
+:func:`.mlp.mlp_hvp` when the stencil is empty), so only the two H₁-vectors and the
+deeper layers' blocks (P − H₁(d + 1) floats, in cache) are formed. The squared norm of
+b_W₁ takes O(H₁ + d) (:func:`.mlp.first_layer_norm`, x_a split along x_b), and its action
+on an input z is ``δ_ab (x_b·z + 1) − δ_ba (x_a·z + 1)`` (:func:`.mlp.bracket_jvp`). The
+drivers here deal the pairs to one chunk per thread, each with its scratch.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import prange
@@ -42,10 +41,9 @@ from numba import prange
 from ..._jit import JIT, NOCACHE, Twins, njit, specialise
 from ..tiling import block_pairs
 from .mlp import (
-    _dactivate,
-    _layer_matrix,
-    _layer_output,
+    bracket_jvp,
     directional_delta,
+    first_layer_norm,
     mlp_directional,
     mlp_forward,
     mlp_grad,
@@ -326,42 +324,6 @@ def _pair_blocks(
     fb[:] = directional_delta(layout, work)
 
 
-@njit(**JIT)
-def _first_layer_norm(xa, xb, ea, eb, fa, fb):
-    """``‖fa ⊗ x_b − fb ⊗ x_a‖²`` in O(H₁ + d), with x_a split along x_b.
-
-    With ``x̃ = x / 2^e`` (e: the aux scale exponents, so nothing overflows for |x| up
-    to float64's limit), ``Fa = 2^{e_b} fa``, ``Fb = 2^{e_a} fb`` and
-    ``x̃_a = r x̃_b + x̃_⊥`` (r = x̃_a·x̃_b / |x̃_b|²), the matrix is
-    ``(Fa − r Fb) ⊗ x̃_b − Fb ⊗ x̃_⊥``, two orthogonal rank-one terms:
-    ``‖·‖² = |x̃_b|² |Fa − r Fb|² + |x̃_⊥|² |Fb|²``. The difference that can cancel,
-    ``Fa − r Fb``, is formed entry by entry as the full array's entries are, and x̃_⊥
-    explicitly, so no cancellation beyond the full array's own is added.
-    """
-    ia = math.ldexp(1.0, -int(ea))
-    ib = math.ldexp(1.0, -int(eb))
-    nb2 = 0.0
-    ab = 0.0
-    for i in range(xb.shape[0]):
-        xbi = xb[i] * ib
-        nb2 += xbi * xbi
-        ab += (xa[i] * ia) * xbi
-    r = ab / nb2 if nb2 > 0.0 else 0.0
-    perp2 = 0.0
-    for i in range(xa.shape[0]):
-        v = xa[i] * ia - r * (xb[i] * ib)
-        perp2 += v * v
-    along = 0.0
-    across = 0.0
-    for o in range(fa.shape[0]):
-        Fa = math.ldexp(fa[o], int(eb))
-        Fb = math.ldexp(fb[o], int(ea))
-        v = Fa - r * Fb
-        along += v * v
-        across += Fb * Fb
-    return nb2 * along + perp2 * across
-
-
 def _norms_body(
     layout, work_size, start, aux, prim, theta, X, Y, G, h, c, w, pairs, bounds, out, nchunks
 ):
@@ -386,7 +348,7 @@ def _norms_body(
             _pair_blocks(
                 layout, start, aux, prim, theta, X, Y, G, h, c, w, a, b, pts, work, da, db, fa, fb
             )
-            out[q, 0] = _first_layer_norm(X[a], X[b], aux[a, -1], aux[b, -1], fa, fb)
+            out[q, 0] = first_layer_norm(X[a], X[b], aux[a, -1], aux[b, -1], fa, fb)
             if first == 2:
                 s = 0.0
                 for o in range(H1):
@@ -409,13 +371,10 @@ def _logits_body(
     """``out[q, z] = J_f(θ; Z[z]) · b_q``, b_q pair q's bracket: a forward-mode pass per
     input along b_q, from the primal activations ``acts[z]`` and ``xz[e, z] = x_e·Z[z] + bias``."""
     P = G.shape[1]
-    L = layout[0]
-    act = layout[1]
-    bias = layout[3] != 0
     H1 = layout[5]
     npairs = pairs.shape[0]
     width = 0
-    for layer in range(L + 1):
+    for layer in range(layout[0] + 1):
         width = max(width, layout[4 + layer])
     for k in prange(nchunks):
         pts = np.empty((c.shape[0], P))
@@ -438,24 +397,7 @@ def _logits_body(
             for p in range(start, P):
                 da[p] -= db[p]
             for z in range(Z.shape[0]):
-                for o in range(H1):  # the first layer's pre-activation tangent
-                    t[o] = fa[o] * xz[b, z] - fb[o] * xz[a, z]
-                for layer in range(1, L):  # 2-D views, as in mlp._mlp_backprop (SIMD)
-                    W = _layer_matrix(theta, layout, layer)
-                    V = _layer_matrix(da, layout, layer)
-                    boff = layout[5 + 2 * L + layer]
-                    src = _layer_output(acts[z], layout, layer - 1)
-                    for i in range(W.shape[1]):  # through the activation of layer `layer`
-                        u[i] = t[i] * _dactivate(src[i], act)
-                    for o in range(W.shape[0]):
-                        s = da[boff + o] if bias else 0.0
-                        row = W[o]
-                        vrow = V[o]
-                        for i in range(W.shape[1]):
-                            s += row[i] * u[i] + vrow[i] * src[i]
-                        t[o] = s
-                for o in range(out.shape[2]):
-                    out[q, z, o] = t[o]
+                bracket_jvp(layout, theta, da, fa, fb, xz[b, z], xz[a, z], acts[z], u, t, out[q, z])
 
 
 def _inputs_body(theta, X, Z, layout, acts, xz):
@@ -491,7 +433,7 @@ def _fused_args(model, theta, X, Y, G, c):
         return model.layout, model.directional_work, model.stencil_start, aux, _NO_AUX
     prim = np.empty((X.shape[0], 3 * nact))
     mlp_primal(theta, X, Y, model.layout, prim)
-    return model.layout, 2 * nact + 2 * max(model.sizes), model.stencil_start, aux, prim
+    return model.layout, model.hvp_work, model.stencil_start, aux, prim
 
 
 def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):

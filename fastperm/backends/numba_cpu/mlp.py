@@ -32,6 +32,15 @@ def _dactivate(a, act):
 
 
 @njit(inline="always", **JIT)
+def _sigmoid(z):
+    """The logistic function, without overflow for either sign of z."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
+@njit(inline="always", **JIT)
 def _layer_matrix(v, layout, layer):
     """Layer l's (out × in) block of a parameter-shaped vector (θ or a gradient), as a view."""
     L = layout[0]
@@ -141,12 +150,7 @@ def _mlp_backprop(theta, x, y, layout, work, out, alpha, beta, acc0, z1):
     z = _layer_output(work, layout, L - 1)
     for o in range(K):
         if loss == 0:
-            if z[o] >= 0:
-                sig = 1.0 / (1.0 + math.exp(-z[o]))
-            else:
-                ez = math.exp(z[o])
-                sig = ez / (1.0 + ez)
-            dA[o] = alpha * (sig - y[o]) / K
+            dA[o] = alpha * (_sigmoid(z[o]) - y[o]) / K
         else:
             dA[o] = alpha * (z[o] - y[o]) / K
     cur = dA
@@ -348,14 +352,6 @@ def _d2activate(a, act):
     return -2.0 * a * (1.0 - a * a) if act == 0 else 0.0
 
 
-@njit(inline="always", **JIT)
-def _sigmoid(z):
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    ez = math.exp(z)
-    return ez / (1.0 + ez)
-
-
 def _primal_body(theta, X, Y, layout, prim):
     """Per example b: ``prim[b] = [a (activations) | e (∂loss/∂z) | m (Wᵀe of the layer
     above)]``, each at the layout's activation offsets: what :func:`mlp_hvp` differentiates."""
@@ -506,3 +502,76 @@ def mlp_hvp(layout, theta, u, xi, yi, aux, prim, scratch, out, f):
             cur[i] = (
                 nxt[i] * _dactivate(src[i], act) + below[i] * _d2activate(src[i], act) * zdot[i]
             )
+
+
+# -- the fused reductions' per-pair maths (drivers: numba_cpu/lie.py) ---------------------------
+
+
+@njit(**JIT)
+def first_layer_norm(xa, xb, ea, eb, fa, fb):
+    """``‖fa ⊗ x_b − fb ⊗ x_a‖²`` in O(H₁ + d), with x_a split along x_b.
+
+    With ``x̃ = x / 2^e`` (e: the aux scale exponents, so nothing overflows for |x| up
+    to float64's limit), ``Fa = 2^{e_b} fa``, ``Fb = 2^{e_a} fb`` and
+    ``x̃_a = r x̃_b + x̃_⊥`` (r = x̃_a·x̃_b / |x̃_b|²), the matrix is
+    ``(Fa − r Fb) ⊗ x̃_b − Fb ⊗ x̃_⊥``, two orthogonal rank-one terms:
+    ``‖·‖² = |x̃_b|² |Fa − r Fb|² + |x̃_⊥|² |Fb|²``. The difference that can cancel,
+    ``Fa − r Fb``, is formed entry by entry (as the full array's entries ``fa_o x_b,i −
+    fb_o x_a,i`` are) and x̃_⊥ explicitly; the rounding of r leaves a relative error of
+    about ε·|x_a|/|x_⊥|, the order of the full array's own.
+    """
+    ia = math.ldexp(1.0, -int(ea))
+    ib = math.ldexp(1.0, -int(eb))
+    nb2 = 0.0
+    ab = 0.0
+    for i in range(xb.shape[0]):
+        xbi = xb[i] * ib
+        nb2 += xbi * xbi
+        ab += (xa[i] * ia) * xbi
+    r = ab / nb2 if nb2 > 0.0 else 0.0
+    perp2 = 0.0
+    for i in range(xa.shape[0]):
+        v = xa[i] * ia - r * (xb[i] * ib)
+        perp2 += v * v
+    along = 0.0
+    across = 0.0
+    for o in range(fa.shape[0]):
+        Fa = math.ldexp(fa[o], int(eb))
+        Fb = math.ldexp(fb[o], int(ea))
+        v = Fa - r * Fb
+        along += v * v
+        across += Fb * Fb
+    return nb2 * along + perp2 * across
+
+
+@njit(**JIT)
+def bracket_jvp(layout, theta, V, fa, fb, gram_b, gram_a, acts, u, t, out):
+    """``out = J_f(θ; z) · b``, the logits' change at input z along a bracket b held in
+    factored form: ``V`` its blocks from layer 2 on, ``fa ⊗ x_b − fb ⊗ x_a`` its first
+    layer's weights (``fa − fb`` the bias), ``gram_b = x_b·z + bias`` and
+    ``gram_a = x_a·z + bias``, ``acts`` z's activations at θ (:func:`mlp_forward`).
+
+    Forward mode: ż₁ = fa gram_b − fb gram_a (O(H₁), not O(H₁ d)), then layer by layer
+    ż_l = W_l (σ'(z_{l−1}) ⊙ ż_{l−1}) + V_l a_{l−1} + V_b,l; out = ż_L (the logits are linear).
+    ``u``, ``t``: scratch of max(sizes) entries."""
+    L = layout[0]
+    act = layout[1]
+    bias = layout[3] != 0
+    for o in range(layout[5]):
+        t[o] = fa[o] * gram_b - fb[o] * gram_a
+    for layer in range(1, L):  # 2-D views, as in _mlp_backprop (SIMD)
+        W = _layer_matrix(theta, layout, layer)
+        Vl = _layer_matrix(V, layout, layer)
+        boff = layout[5 + 2 * L + layer]
+        src = _layer_output(acts, layout, layer - 1)
+        for i in range(W.shape[1]):  # through the activation of the layer below
+            u[i] = t[i] * _dactivate(src[i], act)
+        for o in range(W.shape[0]):
+            s = V[boff + o] if bias else 0.0
+            row = W[o]
+            vrow = Vl[o]
+            for i in range(W.shape[1]):
+                s += row[i] * u[i] + vrow[i] * src[i]
+            t[o] = s
+    for o in range(out.shape[0]):
+        out[o] = t[o]

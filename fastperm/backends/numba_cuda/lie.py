@@ -38,6 +38,8 @@ from . import device
 
 #: dynamic shared memory a block may ask for without opting in (bytes)
 SHARED_BYTES = 48 * 1024
+#: blocks along a grid's second axis, at most
+MAX_GRID_Y = 65535
 
 
 @cuda.jit(device=True)
@@ -387,20 +389,22 @@ def bracket_norms(model, theta, X, Y, G, h, c, w, pairs, bounds, out):
 def bracket_logits(model, theta, X, Y, G, h, c, w, pairs, Z, out):
     _stencil_only(c)
     nt = device.block(max(model.sizes))
-    shared = 4 * max(model.sizes) * 8
-    layout, dev_theta, dev_Z = (device.to_device(a) for a in (model.layout, theta, Z))
+    shared = 4 * max(model.sizes) * 8  # primal and tangent activations, two layers' worth
+    if shared > SHARED_BYTES:
+        raise ValueError(
+            f"the model's layers are too wide for the cuda backend's logit pass: a block keeps "
+            f"{shared} bytes of activations in shared memory, more than {SHARED_BYTES}; use "
+            "backend='numba'"
+        )
+    layout, dev_theta = device.to_device(model.layout), device.to_device(theta)
     for sl in _pair_chunks(model, pairs):
         D = _directional(model, theta, X, Y, G, h, c, w, _both_ways(pairs[sl]))
-        res = device.Outputs(out[sl])
-        _launch(
-            _logits_kernel,
-            (sl.stop - sl.start, Z.shape[0]),
-            nt,
-            shared,
-            layout,
-            dev_theta,
-            D,
-            dev_Z,
-            *res.dev,
-        )
-        res.finish()
+        for z0 in range(0, Z.shape[0], MAX_GRID_Y):  # a grid's second axis holds 65535 blocks
+            zs = slice(z0, min(Z.shape[0], z0 + MAX_GRID_Y))
+            res = device.Outputs(np.ascontiguousarray(out[sl, zs]))
+            _launch(
+                _logits_kernel, (sl.stop - sl.start, zs.stop - zs.start), nt, shared, layout,
+                dev_theta, D, device.to_device(Z[zs]), *res.dev,
+            )  # fmt: skip
+            res.finish()
+            out[sl, zs] = res.host[0]

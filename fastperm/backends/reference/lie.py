@@ -45,15 +45,17 @@ def _pair_brackets(model, theta, X, Y, G, h, c, w, pairs):
         out = np.empty((pairs.shape[0], G.shape[1]))
         brackets_pairs(model, theta, X, Y, G, h, c, w, pairs, out)
         return out
-    a, b = pairs[:, 0], pairs[:, 1]
-    rows = np.arange(pairs.shape[0])
+    out = np.empty((pairs.shape[0], G.shape[1]))
     t = 1e-30
+    step = max(1, 2**26 // (16 * X.shape[0] * G.shape[1]))  # (pairs, B, P) complex: ≤ 64 MiB
 
-    def products(u, at):
-        return model._grad(theta + 1j * t * G[u], X, Y)[rows, at].imag / t
+    def products(u, at):  # H_at g_u for each (u, at)
+        return model._grad(theta + 1j * t * G[u], X, Y)[np.arange(u.shape[0]), at].imag / t
 
-    out = products(a, b) - products(b, a)
-    out[a == b] = 0.0
+    for s in range(0, pairs.shape[0], step):
+        a, b = pairs[s : s + step, 0], pairs[s : s + step, 1]
+        out[s : s + step] = products(a, b) - products(b, a)
+        out[s : s + step][a == b] = 0.0
     return out
 
 
