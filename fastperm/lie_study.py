@@ -300,7 +300,7 @@ def _analyse(pert, comove, accuracy, cps, names, kinds, steps, n_examples, batch
         "checkpoints (mean ± s.e. over seeds):",
     ]
     for i, a in enumerate(names):
-        m, se = _mean_se(np.mean(logp[:, trained, :, i], axis=(1, 2)))
+        m, se = _mean_se(np.mean(logp[:, trained][..., i], axis=(1, 2)))  # over seeds
         group = "exclusive" if a in EXCLUSIVE else "overlapping"
         lines.append(f"  {a:<12} ({group:<11}) {m:7.3f} ± {se:.3f}")
     lines += [
