@@ -304,7 +304,7 @@ def pair_brackets(
         hvp = torch.func.vmap(model.hvp(method), in_dims=(None, 0, 0, 0))
         ab = hvp(params, model.unflatten(G[a]), X[b], Y[b])
         ba = hvp(params, model.unflatten(G[b]), X[a], Y[a])
-    return model.flatten(ab, 1) - model.flatten(ba, 1)
+    return model.flatten({k: ab[k] - ba[k] for k in ab}, 1)  # one (pairs, P) copy, not three
 
 
 def _method(model: TorchModel, method: str | None) -> str:
@@ -337,17 +337,17 @@ class Bracketer:
     ) -> None:
         from .lie import EPS, STENCILS, _as_h
 
-        torch = _torch()
         self.model, self.method = model, _method(model, method)
         self.theta = model.as_theta(theta)
         self.X, self.Y = model.as_data(X, Y)
         with model.evaluating():
             self.G = model.grads(self.theta, self.X, self.Y)
-        if not bool(torch.isfinite(self.G).all()):
-            raise FloatingPointError("the per-example gradients at theta are not finite")
+        # G is checked only where the brackets come out non-finite (a pass over it saved)
+        # or the finite-difference step needs its norms
         self.h: Any = None
         self.stencil: tuple[list[float], list[float]] | None = None
         if self.method == "fd":
+            self._check_gradients()
             G = self.G.detach().cpu().double().numpy()
             th = self.theta.detach().cpu().double().numpy()
             step = _as_h(h, G, th, order)  # the compiled kernels' rule and checks
@@ -380,8 +380,13 @@ class Bracketer:
                 out = pair_brackets(self.model, self.theta, self.X, self.Y, self.G, idx,
                                     "reverse")  # fmt: skip
         if not bool(torch.isfinite(out).all()):
+            self._check_gradients()
             raise FloatingPointError("brackets are not finite: theta, X, Y or h are too large")
         return out
+
+    def _check_gradients(self) -> None:
+        if not bool(_torch().isfinite(self.G).all()):
+            raise FloatingPointError("the per-example gradients at theta are not finite")
 
 
 def _no_forward_mode(exc: BaseException) -> bool:

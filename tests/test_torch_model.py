@@ -182,6 +182,16 @@ def test_float32_module_stays_float32_and_auto_falls_back_once():
     assert np.abs(fd - b).max() < 1e-3 * np.abs(b).max()  # float64's step: 1.7e-2
 
 
+def test_non_finite_gradients_are_said(mlp_case):
+    """Overflowing parameters: the gradients are reported (checked once the brackets come
+    out non-finite), on the exact and the finite-difference paths."""
+    _, theta, X, Y, tm = mlp_case
+    steep = models.TorchModel(tm.module, lambda out, t: 1e300 * ((out - t) ** 2).mean())
+    for method in ("auto", "fd"):
+        with pytest.raises(FloatingPointError, match="gradients at theta are not finite"):
+            lie.brackets(steep, 1e10 * theta, X, Y, method=method)
+
+
 def test_eval_mode_and_left_as_it_was():
     torch.manual_seed(1)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 1))
