@@ -5,7 +5,7 @@ An article computed Lie brackets of training examples for a ResNet trained on Ce
 binary attributes, each predicted by its own sigmoid, and saw that swapping two examples
 perturbed most the logits of mutually exclusive attributes (Black_Hair, Brown_Hair): a loss
 of independent sigmoids ignores that only one can hold. The digits study
-(:mod:`fastperm.digits`) could not test this, since its ten one-hot classes are all
+(``fastperm.digits``) could not test this, since its ten one-hot classes are all
 mutually exclusive. Here the attributes are of both kinds, on real images that ship with
 scikit-learn (the 8×8 digits):
 
