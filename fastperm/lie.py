@@ -20,6 +20,7 @@ above with h and 2h, error O(h⁴)), in compiled kernels fused over all pairs.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import numbers
 import warnings
@@ -142,19 +143,20 @@ def row_norms(A: FloatArray) -> FloatArray:
     return m * np.sqrt(np.sum((A / safe[..., None]) ** 2, axis=-1))
 
 
-def _as_torch_model(model: object, backend: str | None = None, client: Any = None) -> Any:
-    """``model`` if it is a TorchModel (with no backend or client, which do not apply to
-    it), else None."""
-    from .torch_model import TorchModel  # torch itself is imported only by a TorchModel
-
-    if not isinstance(model, TorchModel):
+def _as_adapter(model: object, backend: str | None = None, client: Any = None) -> Any:
+    """For a model adapted from another framework (a TorchModel, a JaxModel: its class names
+    the module computing this module's functions for it, ``lie_ops``), that module, with no
+    backend or client, which do not apply to it; None for a fastperm model. The framework
+    itself is imported only by such a model."""
+    ops = getattr(type(model), "lie_ops", None)
+    if ops is None:
         return None
     if backend is not None or client is not None:
         raise ValueError(
-            f"backend= and client= choose fastperm's compiled kernels; {model.name} runs "
-            "with torch.func on its module's device: leave them out"
+            f"backend= and client= choose fastperm's compiled kernels; {model.name} runs "  # type: ignore[attr-defined]
+            "with its own framework on its own device: leave them out"
         )
-    return model
+    return importlib.import_module(ops)
 
 
 def _as_model(model: object) -> Model:
@@ -442,15 +444,16 @@ def brackets(
     >>> b.shape, err.shape, bool(np.allclose(b[0], B[0, 1]))
     ((2, 23), (2,), True)
     """
-    torch_model = _as_torch_model(model, backend, client)
-    if torch_model is not None:
-        from . import torch_model as tm
-
+    ops = _as_adapter(model, backend, client)
+    if ops is not None:
         listed = _pairs_for(pairs, len(X), all_pairs=None)  # type: ignore[arg-type]
-        return tm.brackets(torch_model, theta, X, Y, listed, h, _as_order(order), return_error,
-                           out, method)  # fmt: skip
+        return ops.brackets(model, theta, X, Y, listed, h, _as_order(order), return_error,
+                            out, method)  # fmt: skip
     if method is not None:
-        raise ValueError("method= applies to a TorchModel (the compiled kernels use FD)")
+        raise ValueError(
+            "method= applies to a TorchModel or JaxModel (the compiled kernels use FD; "
+            "tensor_rms and bracket_logits take method='exact')"
+        )
     model = _as_model(model)
     theta, X, Y = model.check(theta, X, Y)
     pairs = _pairs_for(pairs, X.shape[0], all_pairs=None)
@@ -648,11 +651,9 @@ def swap_difference(
     (P,) array
     """
     lr = _checks.as_positive_real("lr", lr)
-    torch_model = _as_torch_model(model)
-    if torch_model is not None:
-        from . import torch_model as tm
-
-        return tm.swap_difference(torch_model, theta, a, b, lr)
+    ops = _as_adapter(model)
+    if ops is not None:
+        return ops.swap_difference(model, theta, a, b, lr)
     model = _as_model(model)
     xa, ya = a
     xb, yb = b
@@ -693,15 +694,13 @@ def logit_perturbation(
     v = _checks.as_float_array("bracket", bracket, (1, 2))
     single = v.ndim == 1
     V = v[None] if single else v
-    torch_model = _as_torch_model(model)
-    if torch_model is not None:
-        from . import torch_model as tm
-
-        if V.shape[1] != torch_model.P:
+    ops = _as_adapter(model)
+    if ops is not None:
+        if V.shape[1] != model.P:
             raise ValueError(
-                f"bracket has {V.shape[1]} entries per pair but the model has P = {torch_model.P}"
+                f"bracket has {V.shape[1]} entries per pair but the model has P = {model.P}"
             )
-        out = tm.logit_perturbation(torch_model, theta, V, X_batch)
+        out = ops.logit_perturbation(model, theta, V, X_batch)
         return out[0] if single else out
     model = _as_model(model)
     theta, X = model.check(theta, X_batch)
@@ -770,12 +769,10 @@ def bracket_logits(
     (npairs, batch, K) array (float64; a TorchModel's in its module's dtype)
     """
     order = _as_order(order)
-    torch_model = _as_torch_model(model, backend)
-    if torch_model is not None:
-        from . import torch_model as tm
-
+    ops = _as_adapter(model, backend)
+    if ops is not None:
         listed = _pairs_for(pairs, len(X), _upper_pairs(len(X)))  # type: ignore[arg-type]
-        return tm.bracket_logits(torch_model, theta, X, Y, X_batch, listed, h, order, method)
+        return ops.bracket_logits(model, theta, X, Y, X_batch, listed, h, order, method)
     model = _as_model(model)
     theta, X, Y = model.check(theta, X, Y)
     Z = np.atleast_2d(_checks.as_float_array("X_batch", X_batch, (1, 2)))
@@ -879,20 +876,19 @@ def tensor_rms(
     TensorRMS
     """
     order = _as_order(order)
-    torch_model = _as_torch_model(model, backend, client)
+    ops = _as_adapter(model, backend, client)
     block: Callable[[FloatArray], dict[str, tuple[FloatArray, FloatArray]]]
-    if torch_model is not None:
-        from . import torch_model as tm
-
+    if ops is not None:
+        adapted: Any = model
         thetas = np.atleast_2d(
-            torch_model.theta() if checkpoints is None else np.asarray(checkpoints, np.float64)
+            adapted.theta() if checkpoints is None else np.asarray(checkpoints, np.float64)
         )
         B = len(X)  # type: ignore[arg-type]
         listed = _pairs_for(pairs, B, _upper_pairs(B))
-        tensors = torch_model.tensors
+        tensors = adapted.tensors
 
         def block(theta: FloatArray) -> dict[str, tuple[FloatArray, FloatArray]]:
-            return tm.rms_block(torch_model, theta, X, Y, listed, h, order, method)
+            return ops.rms_block(adapted, theta, X, Y, listed, h, order, method)
 
     else:
         builtin = _as_model(model)

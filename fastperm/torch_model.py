@@ -97,6 +97,9 @@ class TorchModel:
     (5, 5, 23)
     """
 
+    #: the module computing fastperm.lie's functions for this model
+    lie_ops = "fastperm.torch_model"
+
     def __init__(self, module: Any, loss_fn: Callable[..., Any], method: str = "auto") -> None:
         torch = _torch()
         if not isinstance(module, torch.nn.Module):
