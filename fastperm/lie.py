@@ -394,13 +394,14 @@ def brackets(
         filled in antisymmetrically, as the compiled all-pairs kernel does).
 
     method : {"auto", "forward", "reverse", "fd"}, optional
-        For a :class:`~fastperm.torch_model.TorchModel` only (default: the model's):
+        For a :class:`~fastperm.torch_model.TorchModel` or
+        :class:`~fastperm.jax_model.JaxModel` only (default: the model's):
         exact Hessian-vector products by forward-over-reverse or reverse-over-reverse
-        ``torch.func``, or finite differences with the step rule above. A TorchModel takes
-        ``theta=None`` for its module's current parameters, X and Y as tensors or arrays
-        of any shape (first axis: the example), and returns arrays in its dtype; computed
-        in chunks of pairs (:data:`fastperm.knobs.TORCH_CHUNK_BYTES`), on its device;
-        ``backend`` and ``client`` do not apply.
+        ``torch.func`` (``jax``), or finite differences with the step rule above. Such a
+        model takes ``theta=None`` for its current parameters, X and Y as tensors or
+        arrays of any shape (first axis: the example), and returns arrays in its dtype;
+        computed in chunks of pairs (:data:`fastperm.knobs.TORCH_CHUNK_BYTES`), on its
+        device; ``backend`` and ``client`` do not apply.
 
     Returns
     -------

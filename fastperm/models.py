@@ -630,14 +630,19 @@ class CustomModel(Model):
 _NUMBA_KERNELS = ("mlp_grad", "mlp_directional", "mlp_aux")
 
 
-def __getattr__(name: str) -> Any:  # a Numba dispatcher, or TorchModel
+def __getattr__(name: str) -> Any:  # a Numba dispatcher, TorchModel or JaxModel
     """``mlp_grad``, ``mlp_directional``, ``mlp_aux``: imported from
     ``fastperm.backends.numba_cpu.mlp`` on first access (so this module imports without
-    numba); ``TorchModel`` from :mod:`fastperm.torch_model`."""
+    numba); ``TorchModel`` from :mod:`fastperm.torch_model`, ``JaxModel`` from
+    :mod:`fastperm.jax_model`."""
     if name == "TorchModel":
         from .torch_model import TorchModel
 
         return TorchModel
+    if name == "JaxModel":
+        from .jax_model import JaxModel
+
+        return JaxModel
     if name in _NUMBA_KERNELS:
         from .backends.numba_cpu import mlp
 
