@@ -26,12 +26,12 @@ module imports it on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from . import knobs
+from . import adapted, knobs
 from ._typing import FloatArray, IntArray
 
 METHODS = ("auto", "forward", "reverse", "fd")
@@ -274,54 +274,18 @@ class Bracketer:
             raise FloatingPointError("the per-example gradients at theta are not finite")
 
 
-def _chunks(model: JaxModel, pairs: IntArray) -> Iterator[slice]:
-    step = model.chunk_pairs()
-    for start in range(0, pairs.shape[0], step):
-        yield slice(start, min(pairs.shape[0], start + step))
-
-
 def brackets(
     model: JaxModel, theta: Any, X: Any, Y: Any, pairs: IntArray | None, h: Any, order: int,
     return_error: bool, out: FloatArray | None, method: str | None,
 ) -> FloatArray | tuple[FloatArray, FloatArray]:  # fmt: skip
     """:func:`fastperm.lie.brackets` for a JaxModel (validated pairs; None: all)."""
-    from .lie import _upper_pairs, row_norms
-
     run = Bracketer(model, theta, X, Y, method, h, order)
-    B = run.X.shape[0]
-    listed = _upper_pairs(B) if pairs is None else pairs
-    shape = (B, B, model.P) if pairs is None else (listed.shape[0], model.P)
-    if out is None:
-        out = np.empty(shape, dtype=model.dtype)
-    elif out.shape != shape or out.dtype != model.dtype or not out.flags.writeable:
-        raise ValueError(
-            f"out must be a writeable {model.dtype} array of shape {shape}, got "
-            f"{out.dtype} {out.shape}"
-        )
-    if return_error and run.method != "fd":
-        raise ValueError(
-            f"return_error estimates finite-difference error; method {run.method!r} is exact "
-            "(no truncation error): use method='fd' to compare"
-        )
-    coarse = Bracketer(model, theta, X, Y, "fd", 2 * run.h, order) if return_error else None
-    err = np.empty(listed.shape[0])
-    for sl in _chunks(model, listed):
-        values = run(listed[sl])
-        if pairs is None:
-            i, j = listed[sl, 0], listed[sl, 1]
-            out[i, j], out[j, i] = values, -values
-        else:
-            out[sl] = values
-        if coarse is not None:
-            diff = values.astype(np.float64) - coarse(listed[sl]).astype(np.float64)
-            err[sl] = row_norms(diff) / (2**order - 1)
-    if pairs is None:
-        out[np.arange(B), np.arange(B)] = 0.0
-        if return_error:
-            full = np.zeros((B, B))
-            full[listed[:, 0], listed[:, 1]] = full[listed[:, 1], listed[:, 0]] = err
-            return out, full
-    return (out, err) if return_error else out
+
+    def coarse() -> Bracketer:
+        return Bracketer(model, theta, X, Y, "fd", 2 * run.h, order)
+
+    return adapted.brackets(model, run, run.X.shape[0], run.method, coarse, pairs, order,
+                            return_error, out)  # fmt: skip
 
 
 def rms_block(
@@ -333,7 +297,7 @@ def rms_block(
     run = Bracketer(model, theta, X, Y, method, h, order)
     G = np.asarray(run.G, dtype=np.float64)
     rb = {k: np.empty(pairs.shape[0]) for k in model.tensors}
-    for sl in _chunks(model, pairs):
+    for sl in adapted.chunks(model, pairs):
         b = run(pairs[sl]).astype(np.float64)
         for k, (ts, _) in model.tensors.items():
             rb[k][sl] = np.sqrt(np.mean(b[:, ts] ** 2, axis=1))
@@ -374,7 +338,7 @@ def bracket_logits(
     """``J_f(θ) [v_a, v_b]`` over a batch for each pair, chunk by chunk, in the model's dtype."""
     run = Bracketer(model, theta, X, Y, method, h, order)
     jvps = _logit_jvp(model, run.theta, X_batch)
-    return np.concatenate([jvps(run(pairs[sl])) for sl in _chunks(model, pairs)])
+    return np.concatenate([jvps(run(pairs[sl])) for sl in adapted.chunks(model, pairs)])
 
 
 def swap_difference(

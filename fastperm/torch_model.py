@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from . import knobs
+from . import adapted, knobs
 from ._typing import FloatArray, IntArray
 
 METHODS = ("auto", "forward", "reverse", "fd")
@@ -319,12 +319,6 @@ def _method(model: TorchModel, method: str | None) -> str:
     return method
 
 
-def _chunks(model: TorchModel, pairs: IntArray) -> Iterator[slice]:
-    step = model.chunk_pairs()
-    for start in range(0, pairs.shape[0], step):
-        yield slice(start, min(pairs.shape[0], start + step))
-
-
 class Bracketer:
     """Brackets of one θ and batch, computed chunk by chunk (the gradients once)."""
 
@@ -415,48 +409,14 @@ def brackets(
     method: str | None,
 ) -> FloatArray | tuple[FloatArray, FloatArray]:
     """:func:`fastperm.lie.brackets` for a TorchModel (validated pairs; None: all)."""
-    from .lie import _upper_pairs, row_norms
-
     run = Bracketer(model, theta, X, Y, method, h, order)
-    B = run.X.shape[0]
-    listed = _upper_pairs(B) if pairs is None else pairs
-    shape = (B, B, model.P) if pairs is None else (listed.shape[0], model.P)
-    if out is None:
-        out = np.empty(shape, dtype=model.dtype)
-    elif out.shape != shape or out.dtype != model.dtype or not out.flags.writeable:
-        raise ValueError(
-            f"out must be a writeable {model.dtype} array of shape {shape}, got "
-            f"{out.dtype} {out.shape}"
-        )
-    if return_error and run.method != "fd":
-        raise ValueError(
-            f"return_error estimates finite-difference error; method {run.method!r} is exact "
-            "(no truncation error): use method='fd' to compare"
-        )
-    err = np.empty(listed.shape[0])
-    coarse = (
-        Bracketer(model, theta, X, Y, "fd", 2 * run.h.cpu().numpy(), order)
-        if return_error
-        else None
-    )
-    for sl in _chunks(model, listed):
-        b = run(listed[sl])
-        values = b.detach().cpu().numpy()
-        if pairs is None:
-            i, j = listed[sl, 0], listed[sl, 1]
-            out[i, j], out[j, i] = values, -values
-        else:
-            out[sl] = values
-        if coarse is not None:
-            diff = values.astype(np.float64) - coarse(listed[sl]).detach().cpu().double().numpy()
-            err[sl] = row_norms(diff) / (2**order - 1)
-    if pairs is None:
-        out[np.arange(B), np.arange(B)] = 0.0
-        if return_error:
-            full = np.zeros((B, B))
-            full[listed[:, 0], listed[:, 1]] = full[listed[:, 1], listed[:, 0]] = err
-            return out, full
-    return (out, err) if return_error else out
+
+    def coarse() -> Callable[[IntArray], FloatArray]:
+        twice = Bracketer(model, theta, X, Y, "fd", 2 * run.h.cpu().numpy(), order)
+        return lambda p: twice(p).detach().cpu().numpy()
+
+    return adapted.brackets(model, lambda p: run(p).detach().cpu().numpy(), run.X.shape[0],
+                            run.method, coarse, pairs, order, return_error, out)  # fmt: skip
 
 
 def rms_block(
@@ -475,7 +435,7 @@ def rms_block(
     G = run.G
     rb = {k: np.empty(pairs.shape[0]) for k in model.tensors}
     rg = {k: np.empty(pairs.shape[0]) for k in model.tensors}
-    for sl in _chunks(model, pairs):
+    for sl in adapted.chunks(model, pairs):
         b = run(pairs[sl])
         a, c = pairs[sl, 0], pairs[sl, 1]
         for k, (ts, _) in model.tensors.items():
@@ -528,7 +488,7 @@ def bracket_logits(
     run = Bracketer(model, theta, X, Y, method, h, order)
     jvps = _logit_jvp(model, run.theta, X_batch)
     parts = []
-    for sl in _chunks(model, pairs):
+    for sl in adapted.chunks(model, pairs):
         b = run(pairs[sl])
         with model.evaluating():
             parts.append(jvps(b).detach().cpu().numpy())
