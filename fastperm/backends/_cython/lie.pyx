@@ -625,6 +625,12 @@ cdef void _forward(const double* theta, const double* x, const int64_t* layout,
                 bias, x if l == 0 else acts + pa[l - 1], acts + pa[l], l < L - 1, act)
 
 
+cdef inline const double* _first(const double[::1] v):
+    """The address of v's first element, or NULL when v is empty (the exact products'
+    stencil, S = 0): taking &v[0] of an empty view is out of bounds."""
+    return &v[0] if v.shape[0] > 0 else NULL
+
+
 def bracket_norms(model, const double[::1] theta, const double[:, ::1] X,
                   const double[:, ::1] Y, const double[:, ::1] G, const double[::1] h,
                   const double[::1] c, const double[::1] w, const int64_t[:, ::1] pairs,
@@ -652,6 +658,9 @@ def bracket_norms(model, const double[::1] theta, const double[:, ::1] X,
     cdef double* db
     cdef double* fa
     cdef double* fb
+    cdef const double* hp = _first(h)
+    cdef const double* cp = _first(c)
+    cdef const double* wp = _first(w)
     with nogil:
         for ch in prange(nchunks, schedule="static", chunksize=1, num_threads=nchunks):
             pts = <double*>malloc(max(S * P, 1) * sizeof(double))  # S = 0: exact
@@ -672,7 +681,7 @@ def bracket_norms(model, const double[::1] theta, const double[:, ::1] X,
                             out[q, t] = 0.0
                     else:
                         _pair_blocks(&layout[0], P, start, &theta[0], &X[0, 0], &Y[0, 0],
-                                     &G[0, 0], &h[0], &c[0], &w[0], S, &aux[0, 0], naux, d, K, a,
+                                     &G[0, 0], hp, cp, wp, S, &aux[0, 0], naux, d, K, a,
                                      b, pts, work, wsize, da, db, fa, fb, &prim[0, 0], nact,
                                      width)
                         out[q, 0] = _first_layer_norm(&X[a, 0], &X[b, 0], d,
@@ -732,6 +741,9 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
     cdef double* fb
     cdef double* u
     cdef double* t
+    cdef const double* hp = _first(h)
+    cdef const double* cp = _first(c)
+    cdef const double* wp = _first(w)
     with nogil:
         for z in prange(N, schedule="static", num_threads=zchunks):
             _forward(&theta[0], &Z[z, 0], &layout[0], &acts[z, 0])
@@ -762,7 +774,7 @@ def bracket_logits(model, const double[::1] theta, const double[:, ::1] X,
                                 out[q, z, o] = 0.0
                     else:
                         _pair_blocks(&layout[0], P, start, &theta[0], &X[0, 0], &Y[0, 0],
-                                     &G[0, 0], &h[0], &c[0], &w[0], S, &aux[0, 0], naux, d, K, a,
+                                     &G[0, 0], hp, cp, wp, S, &aux[0, 0], naux, d, K, a,
                                      b, pts, work, wsize, da, db, fa, fb, &prim[0, 0], nact,
                                      width)
                         for p in range(start, P):
