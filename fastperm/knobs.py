@@ -45,6 +45,18 @@ RECORD_BYTES = 2**30
 #: runs of 1000 steps, measured); a call this short is one part
 PART_MIN_EPOCHS = 64
 
+#: the dual (Gram) form of plain and fixed k-fold SGD (``train(algorithm=...)``) forms w
+#: and recomputes its residuals and loss from it every ``DUAL_RESYNC · d / k`` steps (at
+#: least 1): a resynchronisation costs about 2·N·d, a step 2·N·k, so it adds
+#: ``1/DUAL_RESYNC`` (6 %) to the steps' work while bounding the rounding the recurrences
+#: accumulate (:mod:`fastperm.dual`)
+DUAL_RESYNC = 16
+
+#: ``algorithm="auto"`` takes the dual form only for calls whose primal work (element
+#: operations, all runs) is at least this: below it (~1 ms) the saving is lost in the
+#: call's fixed costs, and the literal loop is the one a reader expects
+DUAL_MIN_WORK = 1e6
+
 #: tasks per worker thread when runs are spread over a Dask cluster (``client=``): a few per
 #: thread keep a grid of mixed costs balanced and make a lost worker cheap to redo, while
 #: each task stays large enough that scheduling (~1 ms a task) is small beside it

@@ -34,7 +34,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import _checks, _runs, augment, distributed, knobs, results
+from . import _checks, _runs, augment, backends, distributed, dual, knobs, results
 from ._runs import DivergenceWarning, record_steps  # noqa: F401  (public names)
 from ._typing import FloatArray, IntArray, Sampling, UIntArray
 from .problems import LOSSES, METRICS, LinearProblem, as_problem, as_problems
@@ -72,11 +72,13 @@ def _run(
     progress: bool | str,
     threads: int | None,
     client: Any = None,
+    algorithm: str = "auto",
 ) -> tuple[dict[str, Any], _runs.Launched, str]:
     """Runs on one problem: steps ``start_step + 1 .. start_step + steps`` (``steps``: the
     sentinel ``rec[-1]`` minus one), recording at the call's steps ``rec`` (and keeping w
     there when ``keep_w``). Returns the outputs (``loss_out``, ``w_rec``, ``w_out``,
-    ``status_out``), how the call ran and the family. In ``dtype="float32"`` the
+    ``status_out``), how the call ran and the family (``dual_runs`` where ``algorithm``
+    chose the dual form: :mod:`fastperm.dual`). In ``dtype="float32"`` the
     examples, the start and w are float32. On Ctrl-C, :class:`_runs.Interrupted` carries
     the outputs so far."""
     aug = augment.as_augmentation(augmentation)
@@ -99,7 +101,37 @@ def _run(
         **_runs.run_outputs(R, rec.shape[0] - 1, d, keep_w, dtype),
     }
     outputs = ("loss_out", "w_rec", "w_out", "status_out")
-    if math.isinf(k):
+    setup_seconds = 0.0
+    if not math.isinf(k):
+        kind, fparams, gidx, gptr = aug.sampler()  # says so before any work if there is none
+    shape = dual.Shape(n, d, 1 if math.isinf(k) else int(k), steps, R,
+                       1 if k == 1 or math.isinf(k) else np.unique(seeds).size,
+                       rec.shape[0] - 1 if keep_w else 0)  # fmt: skip
+    form, kern = "primal", None
+    if algorithm != "primal":
+        kern = backends.get(backend, needs="sgd_runs")
+        form = dual.choose(
+            algorithm, shape, fresh=fresh, dtype=dtype, infinite=math.isinf(k), kern=kern,
+            budget=cache_bytes,
+        )  # fmt: skip
+    if form == "dual":
+        assert kern is not None
+        work = dual.dual_work(shape)
+        copies, gram, which, setup_seconds = dual.setup(
+            kern, X, int(k), seeds, (kind, fparams, gidx, gptr),
+            _runs.threads_for(kern, R, work, threads),
+        )  # fmt: skip
+        values.update(
+            copies=copies,
+            gram=gram,
+            which=which,
+            k=int(k),
+            start_step=start_step,
+            resync=dual.resync_steps(d, int(k)),
+        )
+        call = _runs.Call("dual_runs", values, R, work)
+        backend = kern.name
+    elif math.isinf(k):
         if start_step:
             raise AssertionError("k = ∞ runs are resumed by replaying from step 0")
         _checks.moments_fit(X=problem.X, w0=W0, w_star=problem.target)
@@ -107,7 +139,6 @@ def _run(
         values.update(plan)
         call = _runs.Call(family, values, R, R * _work(k, d, n, steps, fresh, family))
     else:
-        kind, fparams, gidx, gptr = aug.sampler()  # says so before any work if there is none
         values.update(
             seeds=seeds,
             k=int(k),
@@ -139,6 +170,7 @@ def _run(
     except _runs.Interrupted as exc:
         exc.result = {name: values[name] for name in outputs}
         raise
+    done.seconds += setup_seconds
     return {name: values[name] for name in outputs}, done, call.family
 
 
@@ -240,6 +272,7 @@ def _train_runs(
     origin: FloatArray | None = None,
     warn: bool = True,
     client: Any = None,
+    algorithm: str = "auto",
 ) -> TrainResult:
     """The runs r = 0..R−1 on ``problems[index[r]]`` from ``W0`` (one row, or one per run)
     at step ``start_step``, for ``steps`` steps: one call per problem, one divergence
@@ -260,6 +293,7 @@ def _train_runs(
     w_path = np.full((R, error.shape[1], d), np.nan, dtype) if keep_w else None
     w, status = np.empty((R, d), dtype), np.full(R, -1, dtype=np.int64)
     seconds, compile_seconds, cache, name, family, threads_used = 0.0, 0.0, True, "", "", 1
+    forms: set[str] = set()  # the algorithms the calls took (one per problem)
     spread: dict[str, Any] = {}  # with a client: tasks, workers, task seconds
     groups = (
         [np.arange(R)]
@@ -276,7 +310,7 @@ def _train_runs(
                 out, done, family = _run(
                     problems[g], k, lr[rows], seeds[rows], rec, 0 if replay else start_step,
                     sampling, augmentation, start, keep_w, dtype, backend, cache_bytes,
-                    progress if bar is None else False, threads, client,
+                    progress if bar is None else False, threads, client, algorithm,
                 )  # fmt: skip
             except _runs.Interrupted as exc:
                 if len(problems) > 1:
@@ -287,6 +321,7 @@ def _train_runs(
                     seeds, sampling, augmentation, origin, start_step, record_every, dtype,
                 )  # fmt: skip
                 raise
+            forms.add("dual" if family == "dual_runs" else "primal")
             error[rows] = out["loss_out"][:, keep_cols]
             if w_path is not None:
                 w_path[rows] = out["w_rec"][:, keep_cols]
@@ -313,6 +348,7 @@ def _train_runs(
         problems, index, start_step + steps, start_step, record_every, origin, record, dtype
     )
     meta.update(family=family, threads=threads_used, cache=cache, compile_seconds=compile_seconds)
+    meta["algorithm"] = "closed form" if math.isinf(k) else "+".join(sorted(forms)) or "primal"
     meta.update(spread)
     return TrainResult(steps_rec, records[record[0]], w, status, seconds, k, lr, seeds, sampling,
                        augmentation, name, meta, records)  # fmt: skip
@@ -435,6 +471,7 @@ def train(
     cache_bytes: int | None = None,
     threads: int | None = None,
     progress: bool | str = False,
+    algorithm: str = "auto",
 ) -> TrainResult:
     """One training run on a linear problem, as one compiled call.
 
@@ -497,6 +534,13 @@ def train(
     progress : bool or str
         Show a progress bar over the steps of a plain or k-fold run (a string is its label);
         a k = ∞ run is one O(T + d) call and shows none.
+    algorithm : {"auto", "primal", "dual"}
+        How plain SGD and fixed k-fold runs are computed (:mod:`fastperm.dual`):
+        ``"primal"``, the literal loop, O(k·d) per step; ``"dual"``, the Gram form, O(n·k²)
+        per step after an O((n·k)²·d) set-up (the copies' Gram matrix), the same run up to
+        rounding (1e-10 relative over 10⁵ steps, tested); ``"auto"`` (default) takes the
+        one a cost model says is cheaper (the dual form needs fixed copies and float64).
+        ``result.meta["algorithm"]`` says which ran; ``seconds`` includes the set-up.
 
     Returns
     -------
@@ -555,12 +599,13 @@ def train(
     lrs = np.array([_checks.as_positive_real("lr", lr)])
     seeds = np.array([_checks.as_seed("seed", seed)], dtype=np.uint64)
     names = as_record(record, [problem])
+    algorithm = _checks.as_choice("algorithm", algorithm, dual.ALGORITHMS)
     W0 = problem.start(w0)
     try:
         res = _train_runs(
             [problem], np.zeros(1, dtype=np.int64), k, lrs, seeds, steps, sampling,
             augmentation, W0, record_every, names, dtype, backend, cache_bytes, progress,
-            threads,
+            threads, algorithm=algorithm,
         )  # fmt: skip
     except _runs.Interrupted as exc:
         exc.result = None if exc.result is None else _single(exc.result)
@@ -596,6 +641,7 @@ def train_many(
     progress: bool | str = False,
     threads: int | None = None,
     client: Any = None,
+    algorithm: str = "auto",
 ) -> TrainResult:
     """Many independent training runs in one compiled call, parallel over runs.
 
@@ -632,6 +678,10 @@ def train_many(
         equal cost, the problems scattered once, each task on one thread of a worker unless
         ``threads`` says otherwise. The result is bitwise the one without a client;
         ``seconds`` is then the wall time of the whole spread call.
+    algorithm : {"auto", "primal", "dual"}
+        As in :func:`train`. In the dual form the runs share the Gram matrix of the
+        examples (k = 1) or of each seed's copies (fixed k-fold: one set per distinct seed,
+        within ``cache_bytes``).
 
     Returns
     -------
@@ -666,6 +716,7 @@ def train_many(
         k, steps, sampling, augmentation, record_every, cache_bytes, threads, dtype
     )
     names = as_record(record, problems)
+    algorithm = _checks.as_choice("algorithm", algorithm, dual.ALGORITHMS)
     seeds, lr = _checks.seeds_and_lr(seeds, lr)
     if len(problems) == 1:
         index = np.zeros(lr.shape[0], dtype=np.int64)
@@ -680,6 +731,7 @@ def train_many(
     return _train_runs(
         problems, index, k, lr, seeds, steps, sampling, augmentation, W0, record_every,
         names, dtype, backend, cache_bytes, progress, threads, client=client,
+        algorithm=algorithm,
     )  # fmt: skip
 
 
@@ -714,7 +766,8 @@ def resume(
     continues from its last step s with its parameters ``result.w[r]``: step s + t visits example
     ``(s + t) mod n`` and draws fresh copies keyed by it, fixed copies are the same, so
     the continuation equals one uninterrupted call bitwise (plain SGD and k-fold, every
-    sampling mode and backend). k = ∞ runs are replayed from their start at step 0 (their
+    sampling mode and backend; a run in the dual form continues in it, bitwise from an
+    interrupted result, to rounding from other steps: :mod:`fastperm.dual`). k = ∞ runs are replayed from their start at step 0 (their
     kernels keep a transformed state; O(s + T) scalar work), exact as well. Runs that
     diverged stay diverged.
 
@@ -802,6 +855,10 @@ def resume(
     origin = np.array(result.meta["w0"], dtype=np.float64, ndmin=2)
     alive = np.flatnonzero(status < 0)
     backend = result.backend or None if backend is None else backend
+    # the form the result ran in (a dual run resumed at a multiple of its resync steps, as an
+    # interrupted one is, continues bitwise; elsewhere to rounding)
+    algorithm = result.meta.get("algorithm", "auto")
+    algorithm = algorithm if algorithm in ("primal", "dual") else "auto"
 
     def expand(part: TrainResult) -> TrainResult:
         """The alive runs' continuation back among all runs (diverged ones stay so)."""
@@ -828,7 +885,7 @@ def resume(
             result.meta["record_every"], record, dtype, backend, cache_bytes, progress,
             threads,
             start_step=start, origin=origin if origin.shape[0] == 1 else origin[alive],
-            warn=False,
+            warn=False, algorithm=algorithm,
         )  # fmt: skip
     except _runs.Interrupted as exc:
         exc.result = None if exc.result is None else expand(exc.result)

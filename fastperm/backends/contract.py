@@ -239,6 +239,65 @@ FAMILIES = {
             RUNS_RETURN,
         ),
         Family(
+            "fixed_copies",
+            "sgd",
+            "``out[i, j]`` = copy j of example i, as ``sgd_runs`` draws the fixed copies "
+            "(``out[i, 0] = x_i``; copy j ≥ 1 keyed by ``(seed, STREAM_FIXED, counter(i, j))``): "
+            "the copies the dual form (``dual_runs``) trains on.",
+            (
+                X,
+                _a("seed", "setting", "uint64 key of the copies"),
+                KIND,
+                FPARAMS,
+                GIDX,
+                GPTR,
+                _a("out", "output", "(n, k, d) copies"),
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
+            "dual_runs",
+            "dual",
+            "R runs of plain or fixed k-fold SGD in the dual (Gram) form: w stays "
+            "``w_s + Σ_c β_c c`` over the N = n·k copies c (row ``c = i·k + j``: copy j of "
+            "example i), and the residuals ``r_c = c·w − y_i`` follow "
+            "``r ← r − Σ_j γ_j G[:, c_j]`` with ``γ_j = (lr/k) r_{c_j}``: O(N·k) per step "
+            "instead of O(k·d). The loss ``Σ (w − w*)²`` follows "
+            "``− 2 Σ_j γ_j (r_{c_j} + v_{c_j}) + Σ_jl γ_j γ_l G[c_j, c_l]`` with "
+            "``v_c = y_i − c·w*``. The same run as ``sgd_runs`` (fixed copies) up to rounding.",
+            (
+                Y,
+                W_STAR,
+                W0,
+                LR,
+                _a(
+                    "copies",
+                    "input",
+                    "(U, N, d) copy sets (N = n·k; for k = 1 the examples): run r trains on "
+                    "``copies[which[r]]``",
+                ),
+                _a("gram", "input", "(U, N, N) Gram matrices ``copies[u] @ copies[u].T``"),
+                _a("which", "run", "(R,) int64 index of each run's copy set"),
+                _a("k", "setting", "copies per example (≥ 1)"),
+                STEPS,
+                START,
+                _a(
+                    "resync",
+                    "schedule",
+                    "w is formed, and the residuals and loss recomputed from it, at the "
+                    "call's start and end and at the run steps that are multiples of "
+                    "``resync`` (≥ 1): it bounds the recurrences' rounding; a run split into "
+                    "calls at multiples of ``resync`` is bitwise one call",
+                ),
+                RECORD,
+                LOSS,
+                W_REC,
+                W_OUT,
+                STATUS,
+            ),
+            RUNS_RETURN,
+        ),
+        Family(
             "diag_rank1_runs",
             "closed_forms",
             "k = ∞ runs for a second moment ``β x xᵀ + diag(D_i)`` and mean ``γ x`` "

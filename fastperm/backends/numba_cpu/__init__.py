@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import closed_forms, deep_linear, schemes, sgd
+from . import closed_forms, deep_linear, dual, schemes, sgd
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
+from .dual import dual_runs
 from .lie import (
     bracket_logits,
     bracket_norms,
@@ -20,7 +21,7 @@ from .lie import (
 )
 from .parallel import set_threads, threads
 from .schemes import scheme_runs
-from .sgd import augmented_gradient, expected_runs, sgd_runs
+from .sgd import augmented_gradient, expected_runs, fixed_copies, sgd_runs
 
 name = "numba"
 
@@ -34,7 +35,7 @@ CALLS_MODEL_KERNEL = True
 DTYPES = ("float64", "float32")
 
 #: the modules whose kernels the run harness times, each with its compile()
-_TRAINING = (sgd, closed_forms, deep_linear, schemes)
+_TRAINING = (sgd, dual, closed_forms, deep_linear, schemes)
 
 
 def compile(families=None, dtype="float64"):
@@ -74,9 +75,11 @@ __all__ = [
     "compile",
     "deep_linear_runs",
     "dense_runs",
+    "dual_runs",
     "diag_rank1_runs",
     "example_grads",
     "expected_runs",
+    "fixed_copies",
     "name",
     "scheme_runs",
     "set_threads",

@@ -428,6 +428,25 @@ def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     _augmented_gradient_driver(chunks(X.shape[0]), w, X, y, k, seed, kind, fparams, gidx, gptr, out)
 
 
+def _fixed_copies_body(X, seed, kind, fparams, gidx, gptr, out):
+    for i in prange(X.shape[0]):
+        _fill_copies(
+            X[i], seed, spec.STREAM_FIXED, i, kind, fparams, gidx, gptr, draw_buffer(X.shape[1]),
+            out[i],
+        )  # fmt: skip
+
+
+_fixed_copies_driver = Twins(_fixed_copies_body)
+
+
+def fixed_copies(X, seed, kind, fparams, gidx, gptr, out):
+    """``out[i]`` = example i and its k − 1 fixed copies (``prange`` over examples, when the
+    draws are worth a parallel launch)."""
+    _fixed_copies_driver(
+        chunks(X.shape[0], 8 * out.size), X, seed, kind, fparams, gidx, gptr, out
+    )
+
+
 @warmup.once
 def compile():
     """Compile (or load from Numba's cache) every kernel here, both twins, for the types
@@ -452,6 +471,7 @@ def compile():
         gptr,
         np.empty((2, 1)),
     )
+    fixed_copies(X, np.uint64(0), spec.KIND_PERMUTATION, fparams, gidx, gptr, np.empty((1, 2, 1)))
 
 
 @warmup.once

@@ -7,13 +7,14 @@ O(T + d) recurrence; comparing the two is one of the tests).
 
 Kernel contract: :mod:`fastperm.backends.contract` (every family declared once, with its
 arguments and their roles). The reference implements every family; its files have the
-compiled backends' file names (``sgd``, ``closed_forms``, ``deep_linear``, ``schemes``,
+compiled backends' file names (``sgd``, ``dual``, ``closed_forms``, ``deep_linear``, ``schemes``,
 ``lie``).
 """
 
 from ...knobs import as_thread_count
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
+from .dual import dual_runs
 from .lie import (
     bracket_logits,
     bracket_norms,
@@ -22,7 +23,7 @@ from .lie import (
     example_grads,
 )
 from .schemes import scheme_runs
-from .sgd import augmented_gradient, expected_runs, sgd_runs
+from .sgd import augmented_gradient, expected_runs, fixed_copies, sgd_runs
 
 name = "numpy"
 
@@ -52,9 +53,11 @@ __all__ = [
     "compile",
     "deep_linear_runs",
     "dense_runs",
+    "dual_runs",
     "diag_rank1_runs",
     "example_grads",
     "expected_runs",
+    "fixed_copies",
     "name",
     "scheme_runs",
     "set_threads",

@@ -146,6 +146,12 @@ def expected_runs(
         w_out[r] = w
 
 
+def fixed_copies(X, seed, kind, fparams, gidx, gptr, out):
+    k = out.shape[1]
+    for i in range(X.shape[0]):
+        out[i] = _augmented_block(X[i], k, seed, rng.STREAM_FIXED, i, kind, fparams, gidx, gptr)
+
+
 def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     for i in range(X.shape[0]):
         A = _augmented_block(X[i], k, seed, rng.STREAM_FIXED, i, kind, fparams, gidx, gptr)
