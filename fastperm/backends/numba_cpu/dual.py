@@ -65,11 +65,15 @@ def _dual_run(
     q = 1
     cstep = lr / k
     status = -1
+    # counters, not a 64-bit division per step (two of them were most of a step at N = 40)
+    i = t0 % n
+    sync_at = resync - t0 % resync  # the call's next step that is a multiple of resync
     for t in range(steps):
-        s = t0 + t
-        if t > 0 and s % resync == 0:
+        if t == sync_at:
             E = _sync(C, y, k, w, beta, w_star, res)
-        c0 = (s % n) * k
+            sync_at += resync
+        c0 = i * k
+        i = i + 1 if i + 1 < n else 0
         ok = True
         for j in range(k):
             ok = ok and np.isfinite(res[c0 + j])
