@@ -9,6 +9,7 @@ there, this import fails and fastperm runs on its other backends
 """
 
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
+from .dual import dual_runs
 from .lie import (
     bracket_logits,
     bracket_norms,
@@ -17,7 +18,7 @@ from .lie import (
     example_grads,
 )
 from .parallel import CYTHON_VERSION, have_openmp, set_threads, threads
-from .sgd import augmented_gradient, compile, expected_runs, sgd_runs
+from .sgd import augmented_gradient, compile, expected_runs, fixed_copies, sgd_runs
 
 name = "cython"
 

@@ -350,3 +350,17 @@ def augmented_gradient(const double[::1] w, const double[:, ::1] X, const double
 
 def compile(families=None):
     """Nothing to do: the kernels were compiled ahead of time (same API as the Numba backend)."""
+
+
+def fixed_copies(const double[:, ::1] X, uint64_t seed, int kind, const double[::1] fparams,
+                 const int64_t[::1] gidx, const int64_t[::1] gptr, double[:, :, ::1] out):
+    """``out[i]`` = example i and its k − 1 fixed copies, as ``sgd_runs`` draws them."""
+    cdef Aug aug = Aug(kind, &fparams[0], &gidx[0], &gptr[0], gptr.shape[0] - 1)
+    cdef int64_t n = X.shape[0], d = X.shape[1], k = out.shape[1], i
+    cdef uint64_t* buf = <uint64_t*>malloc(buffer_size(d) * sizeof(uint64_t))
+    if buf == NULL:
+        raise MemoryError(f"could not allocate {buffer_size(d) * 8} bytes of draw buffer")
+    with nogil:
+        for i in range(n):
+            _fill_copies(&X[i, 0], d, k, seed, STREAM_FIXED, i, aug, buf, &out[i, 0, 0])
+    free(buf)
