@@ -71,7 +71,59 @@ class TrainRun:
             steps=self.steps,
             sampling=self.sampling,
             backend=backend,
+            **_PRIMAL,
         )
+
+
+def _has_dual():
+    import inspect
+
+    return "algorithm" in inspect.signature(fastperm.train).parameters
+
+
+#: the literal loop (the history of TrainRun is that loop's); commits before the dual form
+#: (issue 18) know no ``algorithm`` and run it anyway
+_PRIMAL = {"algorithm": "primal"} if _has_dual() else {}
+
+
+class DualForm:
+    """Plain and fixed k-fold runs in both forms (issue 18), side by side in one
+    ``setup_cache``: the literal cost of k copies (primal: k times one copy) next to the best
+    algorithm's (the dual Gram form, its set-up included). n = 40, one run, one thread; the
+    dual form runs T = 20000, the primal loop T = 20000 at d = 400 and 2000 above."""
+
+    timeout = 600
+    CASES = {"k=1 d=400": (1, 400), "k=1 d=1e4": (1, 10_000), "k=1 d=1e5": (1, 100_000),
+             "k=16 fixed d=1e4": (16, 10_000)}  # fmt: skip
+
+    def setup_cache(self):
+        if not _has_dual():
+            raise NotImplementedError("the dual form is newer than this commit")
+        _require("numba")
+        ns = {}
+        for case, (k, d) in self.CASES.items():
+            problem = fastperm.LinearProblem.sample(d=d, n=40, seed=0)
+            for algorithm in ("primal", "dual"):
+                steps = 20_000 if algorithm == "dual" or d == 400 else 2000
+                kw = dict(lr=0.4 / d, record_every=100, algorithm=algorithm)
+                fastperm.train(problem, k, steps=2, **kw)
+                best = min(fastperm.train(problem, k, steps=steps, **kw).seconds for _ in range(3))
+                ns[(case, algorithm)] = best * 1e9 / steps
+        return ns
+
+    def track_ns_per_step(self, ns, case, algorithm):
+        return ns[(case, algorithm)]
+
+    track_ns_per_step.params = (list(CASES), ["primal", "dual"])
+    track_ns_per_step.param_names = ["case", "algorithm"]
+    track_ns_per_step.unit = "ns/step"
+
+    def track_speedup(self, ns, case):
+        return ns[(case, "primal")] / ns[(case, "dual")]
+
+    track_speedup.params = list(CASES)
+    track_speedup.param_names = ["case"]
+    track_speedup.unit = "primal/dual"
 
 
 def _cost_per_step(backend):

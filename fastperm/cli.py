@@ -179,6 +179,7 @@ def figure1(args) -> int:
                     sampling=args.sampling,
                     augmentation=args.augmentation,
                     backend=args.backend,
+                    algorithm=args.algorithm,
                 )
             diverged += [f"k = {_k_name(k)}: {w.message}" for w in caught]
             curves[k] = (r.steps, r.loss)
@@ -535,6 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _problem_options(f)
     f.add_argument("--backend", default=None, help="numba (default), cython or numpy")
+    f.add_argument(
+        "--algorithm",
+        choices=["primal", "dual", "auto"],
+        default="primal",
+        help="primal: the literal loop, whose ns/step column shows k copies costing k times "
+        "one (default); dual: the Gram form (fixed copies, to rounding the same curves); "
+        "auto: the cheaper one per k",
+    )
     f.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=figure1)

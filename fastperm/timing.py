@@ -10,6 +10,11 @@ peer comparison script, so that all of them measure the same thing:
 
 The reference workload is the post's: d = 400, n = 40, loss recorded every
 step, T = 20000 steps, one run (one thread).
+
+Plain and fixed k-fold runs are timed in the primal form by default
+(``algorithm="primal"``): the literal loop, in which k copies cost k times as much (the
+post's model of computation). ``algorithm="dual"`` (or ``"auto"``) times the Gram form of
+:mod:`fastperm.dual` instead; k = ∞ and fresh copies have one form.
 """
 
 from __future__ import annotations
@@ -58,9 +63,12 @@ def ns_per_step(
     backend: str | None = None,
     repeat: int = 3,
     lr: float | None = None,
+    algorithm: str = "primal",
 ) -> float:
     """Best-of-``repeat`` wall time per step of one run of ``method`` (a key of :data:`METHODS`)."""
-    return measure(problem, [method], steps=steps, backend=backend, repeat=repeat, lr=lr)[method]
+    return measure(
+        problem, [method], steps=steps, backend=backend, repeat=repeat, lr=lr, algorithm=algorithm
+    )[method]
 
 
 def measure(
@@ -71,17 +79,20 @@ def measure(
     backend: str | None = None,
     repeat: int = 3,
     lr: float | None = None,
+    algorithm: str = "primal",
 ) -> dict[str, float]:
-    """ns/step of each method, best of ``repeat``, the methods interleaved round-robin."""
+    """ns/step of each method, best of ``repeat``, the methods interleaved round-robin
+    (plain and fixed k-fold runs in ``algorithm``'s form: module docstring)."""
     lr = stable_lr(problem.d) if lr is None else lr
+    kw: dict[str, Any] = {"lr": lr, "backend": backend, "algorithm": algorithm}
     for m in methods:  # compile (or load the cache) and touch the data
         k, sampling = METHODS[m]
-        train(problem, k, lr=lr, steps=min(steps, 2), sampling=sampling, backend=backend)
+        train(problem, k, steps=min(steps, 2), sampling=sampling, **kw)
     best = {m: math.inf for m in methods}
     for _ in range(repeat):
         for m in methods:
             k, sampling = METHODS[m]
-            r = train(problem, k, lr=lr, steps=steps, sampling=sampling, backend=backend)
+            r = train(problem, k, steps=steps, sampling=sampling, **kw)
             best[m] = min(best[m], r.seconds * 1e9 / max(steps, 1))
     return best
 
@@ -99,15 +110,16 @@ def calibrated_steps(
     seconds: float = 0.1,
     most: int = 20000,
     least: int = 5,
+    algorithm: str = "primal",
 ) -> int:
     """Steps that make one run of ``method`` last about ``seconds`` (at most ``most``)."""
     k, sampling = METHODS[method]
-    lr = stable_lr(problem.d)
-    train(problem, k, lr=lr, steps=2, sampling=sampling, backend=backend)
+    kw: dict[str, Any] = {"lr": stable_lr(problem.d), "backend": backend, "algorithm": algorithm}
+    train(problem, k, steps=2, sampling=sampling, **kw)
     steps = least
     while True:
         t0 = time.perf_counter()
-        train(problem, k, lr=lr, steps=steps, sampling=sampling, backend=backend)
+        train(problem, k, steps=steps, sampling=sampling, **kw)
         took = time.perf_counter() - t0
         if took >= seconds / 4 or steps >= most:
             break
@@ -166,6 +178,7 @@ def runs_per_second(
     record_every: int = 100,
     repeat: int = 1,
     seed: int = 0,
+    algorithm: str = "primal",
 ) -> float:
     """Independent training runs per second: ``runs`` runs of ``steps`` steps in one
     :func:`fastperm.train_many` call (seeds 0 … runs − 1), best of ``repeat`` calls.
@@ -182,6 +195,7 @@ def runs_per_second(
         sampling=sampling,
         record_every=record_every,
         backend=backend,
+        algorithm=algorithm,
     )
     train_many(problem, k, **dict(kw, seeds=np.arange(min(runs, 2), dtype=np.uint64), steps=2))
     best = math.inf

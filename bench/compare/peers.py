@@ -167,18 +167,28 @@ def _require_timed(backend):
 def runner(contender, problem, k, lr, steps, sampling="fixed", seed=0):
     """A zero-argument callable doing one training run with ``contender``.
 
-    ``contender`` is ``"fastperm-<backend>"``, ``"numpy"``, ``"jax"`` or ``"torch"``.
+    ``contender`` is ``"fastperm-<backend>"`` (the primal loop), ``"fastperm-dual"`` (the Gram
+    form, numba), ``"numpy"``, ``"jax"`` or ``"torch"``.
     Raises ImportError when the library is not installed.
     """
     X, y, ws = problem.X, problem.y, problem.w_star
+    if contender == "fastperm-dual":  # the Gram form of plain and fixed k-fold SGD (numba)
+        import fastperm
+
+        if math.isinf(k) or sampling == "fresh":
+            raise ImportError("the dual form runs plain and fixed k-fold SGD only")
+        return lambda: fastperm.train(
+            problem, k, lr=lr, steps=steps, sampling=sampling, seed=seed, algorithm="dual"
+        )
     if contender.startswith("fastperm-"):
         import fastperm
 
         backend = contender.split("-", 1)[1]
         _require_timed(backend)
-        return lambda: fastperm.train(
-            problem, k, lr=lr, steps=steps, sampling=sampling, seed=seed, backend=backend
-        )
+        return lambda: fastperm.train(  # the literal loop, as the other contenders run it
+            problem, k, lr=lr, steps=steps, sampling=sampling, seed=seed, backend=backend,
+            algorithm="primal",
+        )  # fmt: skip
     if contender == "numpy":
         if math.isinf(k):
             return lambda: numpy_expected(X, y, ws, lr, steps)
