@@ -109,7 +109,7 @@ def _run(
                        rec.shape[0] - 1 if keep_w else 0)  # fmt: skip
     form, kern = "primal", None
     if algorithm != "primal":
-        kern = backends.get(backend, needs="sgd_runs")
+        kern = backends.get(backend, needs="sgd_runs", kind=None if math.isinf(k) else kind)
         form = dual.choose(
             algorithm, shape, fresh=fresh, dtype=dtype, infinite=math.isinf(k), kern=kern,
             budget=cache_bytes,

@@ -338,3 +338,17 @@ def test_without_gpu_the_error_says_what_is_missing():
         pytest.skip("a GPU is present here")
     assert "backend 'cuda' is not available here" in out.stdout
     assert "no usable GPU" in out.stdout and "NUMBA_ENABLE_CUDASIM=1" in out.stdout
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_dual_form_matches_numba(problem, k):
+    """The dual (Gram) form, one block per run: against the numba primal loop (and its own
+    fixed copies against numba's), parameters kept at the records."""
+    w0 = np.linspace(-1, 2, problem.d)
+    kw = dict(KW, w0=w0, record=["error", "w"])
+    a = fastperm.train_many(problem, k, backend="numba", algorithm="primal", **kw)
+    b = fastperm.train_many(problem, k, backend="cuda", algorithm="dual", **kw)
+    assert b.meta["algorithm"] == "dual" and b.backend == "cuda"
+    assert _rel(b.loss, a.loss) < 1e-10
+    assert _rel(b.records["w"], a.records["w"]) < 1e-10
+    assert _rel(b.w, a.w) < 1e-10

@@ -225,3 +225,15 @@ def test_refusals_name_the_argument():
         fastperm.train(p, math.inf, algorithm="dual")
     with pytest.raises(ValueError, match="cache_bytes"):
         fastperm.train(p, 4, algorithm="dual", cache_bytes=100)
+
+
+def test_spread_over_dask_equals_one_call(client):
+    """Runs in the dual form spread over a Dask cluster (the copies and Gram matrices
+    scattered once) equal the local call bitwise."""
+    p = noisy_problem(200, n=10)
+    kw = dict(seeds=[0, 1, 2, 3], lr=1e-3, steps=3000, record_every=300, algorithm="dual")
+    local = fastperm.train_many(p, 2, **kw)
+    spread = fastperm.train_many(p, 2, client=client, **kw)
+    assert spread.meta["algorithm"] == "dual"
+    np.testing.assert_array_equal(spread.loss, local.loss)
+    np.testing.assert_array_equal(spread.w, local.w)

@@ -8,7 +8,7 @@ which :func:`fastperm.backends.get` reports. With ``NUMBA_ENABLE_CUDASIM=1``
 the CPU: slow, for tests at tiny sizes.
 
 Kernel contract: :mod:`fastperm.backends.contract` (arguments may also be
-device arrays, see :mod:`.device`). Launch layout: :mod:`.sgd`, :mod:`.lie`.
+device arrays, see :mod:`.device`). Launch layout: :mod:`.sgd`, :mod:`.dual`, :mod:`.lie`.
 """
 
 from ...knobs import as_thread_count
@@ -24,7 +24,15 @@ from .lie import (  # noqa: E402
     brackets_pairs,
     example_grads,
 )
-from .sgd import SAMPLER_KINDS, augmented_gradient, compile, expected_runs, sgd_runs  # noqa: E402
+from .dual import dual_runs  # noqa: E402
+from .sgd import (  # noqa: E402
+    SAMPLER_KINDS,
+    augmented_gradient,
+    compile,
+    expected_runs,
+    fixed_copies,
+    sgd_runs,
+)
 
 name = "cuda"
 
@@ -56,8 +64,10 @@ __all__ = [
     "brackets_pairs",
     "compile",
     "describe",
+    "dual_runs",
     "example_grads",
     "expected_runs",
+    "fixed_copies",
     "name",
     "set_block",
     "set_threads",

@@ -477,6 +477,33 @@ def augmented_gradient(w, X, y, k, seed, kind, fparams, gidx, gptr, out):
     res.finish()
 
 
+@cuda.jit
+def _fixed_copies_kernel(X, seed, resample, out):
+    """Row i (one thread): example i and its k − 1 fixed copies into ``out[i]``."""
+    i = cuda.grid(1)
+    n, d = X.shape
+    if i >= n:
+        return
+    A = out[i]
+    for m in range(d):
+        A[0, m] = X[i, m]
+    for j in range(1, A.shape[0]):
+        augment_into(X[i], make_key(seed, spec.STREAM_FIXED, i, j), resample, A[j])
+
+
+def fixed_copies(X, seed, kind, fparams, gidx, gptr, out):
+    """``out[i]`` = example i and its k − 1 fixed copies, as ``sgd_runs`` draws them (one
+    thread per example)."""
+    resample = _resample(kind)
+    nt = device.block(1024)
+    res = device.Outputs(out)
+    with device.quiet_simulator():
+        _fixed_copies_kernel[_per_thread(X.shape[0], nt)](
+            device.to_device(X), np.uint64(seed), resample, *res.dev
+        )
+    res.finish()
+
+
 def compile(families=None):
     """Compile every kernel for the types fastperm passes (a tiny launch of each), so that
     ``TrainResult.seconds`` excludes JIT compilation. Once per process."""
@@ -518,6 +545,12 @@ def compile(families=None):
                 )
     expected_runs(X, v, v, X, v, 1, spec.KIND_PERMUTATION, rec, loss, w_rec, w, status)
     augmented_gradient(v, X, v, 2, 0, spec.KIND_PERMUTATION, fparams, gidx, gptr, np.empty((1, 1)))
+    fixed_copies(X, 0, spec.KIND_PERMUTATION, fparams, gidx, gptr, np.empty((1, 2, 1)))
+    from .dual import dual_runs  # (imports this module's helpers)
+
+    gram = np.ones((1, 1, 1))
+    which = np.zeros(1, dtype=np.int64)
+    dual_runs(v, v, X, v, X[None], gram, which, 1, 1, 0, 1, rec, loss, w_rec, w, status)
     _compiled.append(True)
 
 
