@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from . import knobs
+from . import _runs, knobs
 from ._typing import FloatArray, IntArray, UIntArray
 
 #: the values of ``train(algorithm=...)``
@@ -143,6 +143,28 @@ def choose(
         return "primal"
     primal = primal_work(s)
     return "dual" if primal >= knobs.DUAL_MIN_WORK and dual_work(s) < primal else "primal"
+
+
+def call(
+    kern: ModuleType,
+    values: dict[str, Any],
+    s: Shape,
+    X: FloatArray,
+    seeds: UIntArray,
+    sampler: tuple[int, FloatArray, IntArray, IntArray],
+    start_step: int,
+    threads: int | None,
+) -> tuple[_runs.Call, float]:
+    """The harness's call of ``dual_runs`` on ``kern`` for runs of shape ``s`` (``values``:
+    the arguments the linear problem's families share, outputs allocated; completed here),
+    and the seconds its set-up took (:func:`setup`, on the threads the call will use)."""
+    work = dual_work(s)
+    copies, gram, which, seconds = setup(
+        kern, X, s.k, seeds, sampler, _runs.threads_for(kern, s.runs, work, threads)
+    )
+    values.update(copies=copies, gram=gram, which=which, k=s.k, start_step=start_step,
+                  resync=resync_steps(s.d, s.k))  # fmt: skip
+    return _runs.Call("dual_runs", values, s.runs, work), seconds
 
 
 def setup(

@@ -116,20 +116,9 @@ def _run(
         )  # fmt: skip
     if form == "dual":
         assert kern is not None
-        work = dual.dual_work(shape)
-        copies, gram, which, setup_seconds = dual.setup(
-            kern, X, int(k), seeds, (kind, fparams, gidx, gptr),
-            _runs.threads_for(kern, R, work, threads),
-        )  # fmt: skip
-        values.update(
-            copies=copies,
-            gram=gram,
-            which=which,
-            k=int(k),
-            start_step=start_step,
-            resync=dual.resync_steps(d, int(k)),
+        call, setup_seconds = dual.call(
+            kern, values, shape, X, seeds, (kind, fparams, gidx, gptr), start_step, threads
         )
-        call = _runs.Call("dual_runs", values, R, work)
         backend = kern.name
     elif math.isinf(k):
         if start_step:
@@ -767,9 +756,9 @@ def resume(
     ``(s + t) mod n`` and draws fresh copies keyed by it, fixed copies are the same, so
     the continuation equals one uninterrupted call bitwise (plain SGD and k-fold, every
     sampling mode and backend; a run in the dual form continues in it, bitwise from an
-    interrupted result, to rounding from other steps: :mod:`fastperm.dual`). k = ∞ runs are replayed from their start at step 0 (their
-    kernels keep a transformed state; O(s + T) scalar work), exact as well. Runs that
-    diverged stay diverged.
+    interrupted result, to rounding from other steps: :mod:`fastperm.dual`). k = ∞ runs
+    are replayed from their start at step 0 (their kernels keep a transformed state;
+    O(s + T) scalar work), exact as well. Runs that diverged stay diverged.
 
     Parameters
     ----------

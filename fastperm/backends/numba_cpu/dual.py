@@ -93,8 +93,8 @@ def _dual_run(
             for j in range(k):
                 Gj = G[c0 + j]
                 a = 0.0
-                for l in range(k):
-                    a += gam[l] * Gj[c0 + l]
+                for jj in range(k):
+                    a += gam[jj] * Gj[c0 + jj]
                 E += gam[j] * (a - 2.0 * (res[c0 + j] + v[c0 + j]))
             for j in range(k):
                 g = gam[j]

@@ -442,9 +442,7 @@ _fixed_copies_driver = Twins(_fixed_copies_body)
 def fixed_copies(X, seed, kind, fparams, gidx, gptr, out):
     """``out[i]`` = example i and its k − 1 fixed copies (``prange`` over examples, when the
     draws are worth a parallel launch)."""
-    _fixed_copies_driver(
-        chunks(X.shape[0], 8 * out.size), X, seed, kind, fparams, gidx, gptr, out
-    )
+    _fixed_copies_driver(chunks(X.shape[0], 8 * out.size), X, seed, kind, fparams, gidx, gptr, out)
 
 
 @warmup.once

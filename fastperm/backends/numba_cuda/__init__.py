@@ -17,6 +17,7 @@ from .device import check_available
 check_available()
 
 from .device import SIMULATOR, block, describe, set_block  # noqa: E402
+from .dual import dual_runs  # noqa: E402
 from .lie import (  # noqa: E402
     bracket_logits,
     bracket_norms,
@@ -24,7 +25,6 @@ from .lie import (  # noqa: E402
     brackets_pairs,
     example_grads,
 )
-from .dual import dual_runs  # noqa: E402
 from .sgd import (  # noqa: E402
     SAMPLER_KINDS,
     augmented_gradient,

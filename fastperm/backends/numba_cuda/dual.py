@@ -120,8 +120,8 @@ def _dual_kernel(
         cuda.syncthreads()  # γ and r_j are written; nobody updates res before all read it
         for j in range(k):
             a = 0.0
-            for l in range(k):
-                a += gam[l] * G[c0 + j, c0 + l]
+            for jj in range(k):
+                a += gam[jj] * G[c0 + j, c0 + jj]
             E += gam[j] * (a - 2.0 * (gam[k + j] + v[c0 + j]))
         for c in range(tid, N, nt):
             s = res[c]
