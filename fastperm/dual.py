@@ -71,7 +71,8 @@ class Shape:
 
 
 def resync_steps(d: int, k: int) -> int:
-    """Steps between two resynchronisations of a dual run (:data:`knobs.DUAL_RESYNC`)."""
+    """Steps between two resynchronisations of a dual run
+    (:data:`fastperm.knobs.DUAL_RESYNC`)."""
     return max(1, math.ceil(knobs.DUAL_RESYNC * d / k))
 
 
@@ -116,8 +117,8 @@ def choose(
     ``"auto"``: the dual form where it can run (fixed copies or k = 1, float64, a backend
     with ``dual_runs``, copies and Gram matrices within ``budget`` bytes) and the cost model
     says it is cheaper (:func:`primal_work`, :func:`dual_work`) on a call large enough to
-    matter (:data:`knobs.DUAL_MIN_WORK`). ``"dual"``: the dual form, or a ValueError saying
-    why it cannot run."""
+    matter (:data:`fastperm.knobs.DUAL_MIN_WORK`). ``"dual"``: the dual form, or a
+    ValueError saying why it cannot run."""
     if algorithm == "primal":
         return "primal"
     why = None
