@@ -339,11 +339,15 @@ def step_spans(call: Call, threads: int, progress: bool | str) -> list[tuple[int
     size = max(1, math.ceil(steps / parts))
     if call.cache_bytes_per_holder:  # each part draws the fixed copies again
         size = max(size, knobs.PART_MIN_EPOCHS * call.values["X"].shape[0])
-    if "resync" in call.values:  # parts end where the dual form resynchronises anyway
-        size = -(-size // call.values["resync"]) * call.values["resync"]
-    if size >= steps:
+    first = size
+    if "resync" in call.values:  # parts end where the dual form resynchronises anyway: at
+        period = call.values["resync"]  # the run's steps that are multiples of resync
+        size = -(-size // period) * period
+        first = (-call.values["start_step"]) % period or size
+    if first >= steps:
         return [(0, steps)]
-    return [(a, min(a + size, steps)) for a in range(0, steps, size)]
+    edges = [0, *range(first, steps, size), steps]
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 def _over_steps(

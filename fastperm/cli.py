@@ -157,6 +157,7 @@ def figure1(args) -> int:
 
     import fastperm
 
+    from . import dual
     from .plot import has_plateaus
 
     ks = args.k
@@ -179,7 +180,7 @@ def figure1(args) -> int:
                     sampling=args.sampling,
                     augmentation=args.augmentation,
                     backend=args.backend,
-                    algorithm=args.algorithm,
+                    algorithm=dual.form(args.algorithm, k, args.sampling),
                 )
             diverged += [f"k = {_k_name(k)}: {w.message}" for w in caught]
             curves[k] = (r.steps, r.loss)

@@ -17,13 +17,20 @@ step grows with d. This is the kernel (dual) view of least-squares SGD, which ke
 the span of what it has seen; issue 18 of this project asked for it, so that the plain and
 fixed-copy baselines are as cheap as the closed form they are compared with (k = ∞).
 
-The two forms compute the same run: the dual one up to rounding (its recurrences
-accumulate it; w is formed and the residuals and loss recomputed from it every
-``knobs.DUAL_RESYNC · d / k`` steps, which bounds it; the tests check 1e-10 relative over
-10⁵ steps), and it stops a diverging run at the same step. Fresh copies change every step
-and stay primal, as do k = ∞ (its own closed forms) and float32 runs.
+The two forms compute the same run, the dual one up to rounding. Its recurrences
+accumulate rounding relative to the values at their last resynchronisation, where w is
+formed and the residuals and loss recomputed from it: every ``knobs.DUAL_RESYNC · d / k``
+steps, whenever the loss has fallen below ``knobs.DUAL_DROP`` times its value there (so
+that a loss going to zero stays accurate), and at every step while the loss exceeds
+:data:`BIG_LOSS` (a diverging run then stops at the primal loop's step: near overflow the
+recurrences' rounding would otherwise decide which step overflows first). The tests check
+1e-10 relative over 10⁵ steps, and the divergence step over a sweep of step sizes. Fresh
+copies change every step and stay primal, as do k = ∞ (its own closed forms) and float32
+runs.
 
-:func:`choose` picks the form per call from a cost model (``algorithm="auto"``);
+:func:`choose` picks the form from a cost model of one run (``algorithm="auto"``: every
+run of a batch takes the form it would take alone); :func:`calls` plans the harness's
+calls, in groups of seeds when their copy sets exceed the memory budget together;
 :func:`setup` draws the copies and forms their Gram matrices. The kernels are the
 ``dual_runs`` family of :mod:`fastperm.backends.contract`.
 """
@@ -31,6 +38,7 @@ and stay primal, as do k = ∞ (its own closed forms) and float32 runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -44,6 +52,16 @@ from ._typing import FloatArray, IntArray, UIntArray
 
 #: the values of ``train(algorithm=...)``
 ALGORITHMS = ("auto", "primal", "dual")
+
+#: what :func:`fastperm.resume` asks for a result that ran in the dual form: the dual form
+#: again where it can run (so that it continues bitwise), else the primal loop
+RESUMED = "dual where it can run"
+
+#: a loss (``Σ (w − w*)²``) beyond which a dual run is diverging: its residuals and loss are
+#: then computed from w at every step, as the primal loop computes them, so that it stops at
+#: the primal loop's step (the recurrences' rounding would otherwise decide, near overflow,
+#: which step overflows first)
+BIG_LOSS = 1e100
 
 #: element operations of a Gram matrix entry's multiply-add, relative to the kernels' loops:
 #: BLAS's blocked ``C @ C.T`` does about eight of the kernels' element operations per
@@ -70,6 +88,15 @@ class Shape:
         return self.n * self.k
 
 
+def form(algorithm: str, k: float, sampling: str) -> str:
+    """``algorithm`` for runs of this k and sampling, where a front end runs several
+    methods with one setting (``fastperm figure1 --algorithm``, :mod:`fastperm.timing`):
+    itself where the runs have a dual form (plain SGD, fixed copies), else ``"auto"`` (k =
+    ∞'s closed forms, fresh copies' primal loop)."""
+    has_dual = not math.isinf(k) and (k == 1 or sampling == "fixed")
+    return algorithm if has_dual else "auto"
+
+
 def resync_steps(d: int, k: int) -> int:
     """Steps between two resynchronisations of a dual run
     (:data:`fastperm.knobs.DUAL_RESYNC`)."""
@@ -77,22 +104,19 @@ def resync_steps(d: int, k: int) -> int:
 
 
 def primal_work(s: Shape) -> float:
-    """Element operations of the primal kernels for the whole call (fixed copies kept)."""
-    per_step = 2.0 * s.d if s.k == 1 else 2.0 * s.k * s.d
-    return s.runs * (s.steps * per_step + (6.0 * s.N * s.d if s.k > 1 else 0.0))
+    """Element operations of the primal kernels for the whole call (fixed copies kept): a
+    step's k dot products and k axpys over d."""
+    return s.runs * (2.0 * s.k * s.d * s.steps + (6.0 * s.N * s.d if s.k > 1 else 0.0))
 
 
 def dual_work(s: Shape) -> float:
     """Element operations of the dual form for the whole call, set-up included: the copies
     (k ≥ 2) and Gram matrices of the U sets, then per run ``v`` and the syncs (3·N·d each),
-    the steps (2·N·k + 2·k² + 8) and the records that form w (N·d each)."""
+    the steps (N·k multiply-adds for the residuals, k² for the loss) and the records that
+    form w (N·d each)."""
     setup = s.sets * ((6.0 * s.N * s.d if s.k > 1 else 0.0) + s.N * s.N * s.d / GRAM_SPEEDUP)
     syncs = 2 + s.steps // resync_steps(s.d, s.k)
-    per_run = (
-        s.steps * (2.0 * s.N * s.k + 2.0 * s.k * s.k + 8.0)
-        + syncs * 3.0 * s.N * s.d
-        + s.kept * s.N * s.d
-    )
+    per_run = s.steps * (s.N * s.k + s.k * s.k + 8.0) + syncs * 3.0 * s.N * s.d + s.kept * s.N * s.d
     return setup + s.runs * per_run
 
 
@@ -112,15 +136,19 @@ def choose(
     kern: ModuleType,
     budget: int,
 ) -> str:
-    """``"primal"`` or ``"dual"`` for a call of shape ``s``.
+    """``"primal"`` or ``"dual"`` for runs of shape ``s``.
 
     ``"auto"``: the dual form where it can run (fixed copies or k = 1, float64, a backend
-    with ``dual_runs``, copies and Gram matrices within ``budget`` bytes) and the cost model
-    says it is cheaper (:func:`primal_work`, :func:`dual_work`) on a call large enough to
-    matter (:data:`fastperm.knobs.DUAL_MIN_WORK`). ``"dual"``: the dual form, or a
-    ValueError saying why it cannot run."""
+    with ``dual_runs``, one copy set and its Gram matrix within ``budget`` bytes) and the
+    cost model says one run is cheaper in it (:func:`primal_work`, :func:`dual_work` of
+    ``s`` as one run: so that every run of a batch takes the form it would take alone, and
+    ``train_many``'s run r stays bitwise ``train``'s) on a run large enough to matter
+    (:data:`fastperm.knobs.DUAL_MIN_WORK`). ``"dual"``: the dual form, or a ValueError
+    saying why it cannot run. :data:`RESUMED`: the dual form where it can run, else the
+    primal loop (a resumed result that ran in the dual form)."""
     if algorithm == "primal":
         return "primal"
+    one = dataclasses.replace(s, runs=1, sets=1)
     why = None
     if infinite:
         why = "k = ∞ runs on its own closed forms (O(T + d) per run)"
@@ -130,11 +158,10 @@ def choose(
         why = f"it computes in float64 (dtype={dtype!r} was asked for)"
     elif not hasattr(kern, "dual_runs"):
         why = f"backend {kern.name!r} has no dual_runs kernel"
-    elif setup_bytes(s) > budget:
+    elif setup_bytes(one) > budget:
         why = (
-            f"its copies and Gram matrices need {setup_bytes(s) / 2**20:.0f} MiB, over "
-            f"cache_bytes ({budget / 2**20:.0f} MiB): fewer runs per call (k ≥ 2: one copy set "
-            "per seed), or raise cache_bytes"
+            f"the copies of one run and their Gram matrix need "
+            f"{setup_bytes(one) / 2**20:.0f} MiB, over cache_bytes ({budget / 2**20:.0f} MiB)"
         )
     if algorithm == "dual":
         if why is not None:
@@ -142,11 +169,23 @@ def choose(
         return "dual"
     if why is not None:
         return "primal"
-    primal = primal_work(s)
-    return "dual" if primal >= knobs.DUAL_MIN_WORK and dual_work(s) < primal else "primal"
+    if algorithm == RESUMED:
+        return "dual"
+    primal = primal_work(one)
+    return "dual" if primal >= knobs.DUAL_MIN_WORK and dual_work(one) < primal else "primal"
 
 
-def call(
+@dataclass
+class Part:
+    """One harness call of ``dual_runs``: the runs it covers (rows of the caller's runs),
+    the call, and what its set-up needs (:func:`prepare`)."""
+
+    rows: IntArray
+    call: _runs.Call
+    setup: tuple[Any, ...]
+
+
+def calls(
     kern: ModuleType,
     values: dict[str, Any],
     s: Shape,
@@ -155,17 +194,55 @@ def call(
     sampler: tuple[int, FloatArray, IntArray, IntArray],
     start_step: int,
     threads: int | None,
-) -> tuple[_runs.Call, float]:
-    """The harness's call of ``dual_runs`` on ``kern`` for runs of shape ``s`` (``values``:
-    the arguments the linear problem's families share, outputs allocated; completed here),
-    and the seconds its set-up took (:func:`setup`, on the threads the call will use)."""
-    work = dual_work(s)
-    copies, gram, which, seconds = setup(
-        kern, X, s.k, seeds, sampler, _runs.threads_for(kern, s.runs, work, threads)
-    )
-    values.update(copies=copies, gram=gram, which=which, k=s.k, start_step=start_step,
-                  resync=resync_steps(s.d, s.k))  # fmt: skip
-    return _runs.Call("dual_runs", values, s.runs, work), seconds
+    budget: int,
+) -> list[Part]:
+    """The harness's calls of ``dual_runs`` on ``kern`` for runs of shape ``s``, each with
+    the runs it covers: one call, or — when the runs' copy sets (k ≥ 2: one per distinct
+    seed) and Gram matrices exceed ``budget`` bytes together — one per group of seeds that
+    fits (runs are independent: the grouping never changes a bit). ``values``: the
+    arguments the linear problem's families share, outputs allocated for all runs; each
+    call gets its runs' slices, outputs of its own. Its copies and Gram matrices are made
+    by :func:`prepare`, one part at a time."""
+    unique = np.unique(seeds) if s.k > 1 else seeds[:1]
+    per_group = max(1, budget // max(1, setup_bytes(dataclasses.replace(s, runs=1, sets=1))))
+    out = []
+    for g in range(0, unique.shape[0], per_group):
+        rows = (
+            np.arange(s.runs)
+            if unique.shape[0] <= per_group
+            else np.flatnonzero(np.isin(seeds, unique[g : g + per_group]))
+        )
+        part = dict(values)
+        R = rows.shape[0]
+        part.update(
+            lr=values["lr"][rows],
+            W0=values["W0"] if values["W0"].shape[0] == 1 else values["W0"][rows],
+            k=s.k,
+            start_step=start_step,
+            resync=resync_steps(s.d, s.k),
+            drop=knobs.DUAL_DROP,
+            big=BIG_LOSS,
+            **_runs.run_outputs(R, values["loss_out"].shape[1], s.d, values["w_rec"].shape[1] > 0),
+        )
+        sets = 1 if s.k == 1 else np.unique(seeds[rows]).shape[0]
+        shape = dataclasses.replace(s, runs=R, sets=sets)
+        work = dual_work(shape)
+        setup_args = (X, seeds[rows], sampler, _runs.threads_for(kern, R, work, threads))
+        call = _runs.Call("dual_runs", part, R, work, seeds=seeds[rows])
+        out.append(Part(rows, call, setup_args))
+    return out
+
+
+def prepare(kern: ModuleType, part: Part) -> tuple[float, float]:
+    """Draw the copies and form the Gram matrices of a part from :func:`calls` into its
+    call; returns the seconds it took and the seconds compiling the copies' kernel took
+    beforehand (kept out of the first)."""
+    X, seeds, sampler, threads = part.setup
+    compile_seconds = _runs.compile_kernels(kern, "fixed_copies")
+    values = part.call.values
+    copies, gram, which, seconds = setup(kern, X, values["k"], seeds, sampler, threads)
+    values.update(copies=copies, gram=gram, which=which)
+    return seconds, compile_seconds
 
 
 def setup(

@@ -52,6 +52,11 @@ PART_MIN_EPOCHS = 64
 #: accumulate (:mod:`fastperm.dual`)
 DUAL_RESYNC = 16
 
+#: ... and whenever its loss recurrence has fallen below this fraction of its value at the
+#: last resynchronisation: the recurrence's rounding is relative to that value, so a loss
+#: going to zero (a realizable problem) is recomputed as it falls and stays accurate
+DUAL_DROP = 1e-3
+
 #: ``algorithm="auto"`` takes the dual form only for calls whose primal work (element
 #: operations, all runs) is at least this: below it (~1 ms) the saving is lost in the
 #: call's fixed costs, and the literal loop is the one a reader expects

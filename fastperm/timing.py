@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import dual
 from ._typing import FloatArray, Sampling
 from .problems import LinearProblem
 from .train import train, train_many
@@ -84,15 +85,17 @@ def measure(
     """ns/step of each method, best of ``repeat``, the methods interleaved round-robin
     (plain and fixed k-fold runs in ``algorithm``'s form: module docstring)."""
     lr = stable_lr(problem.d) if lr is None else lr
-    kw: dict[str, Any] = {"lr": lr, "backend": backend, "algorithm": algorithm}
+    kw: dict[str, Any] = {"lr": lr, "backend": backend}
     for m in methods:  # compile (or load the cache) and touch the data
         k, sampling = METHODS[m]
-        train(problem, k, steps=min(steps, 2), sampling=sampling, **kw)
+        how = dual.form(algorithm, k, sampling)
+        train(problem, k, steps=min(steps, 2), sampling=sampling, algorithm=how, **kw)
     best = {m: math.inf for m in methods}
     for _ in range(repeat):
         for m in methods:
             k, sampling = METHODS[m]
-            r = train(problem, k, steps=steps, sampling=sampling, **kw)
+            how = dual.form(algorithm, k, sampling)
+            r = train(problem, k, steps=steps, sampling=sampling, algorithm=how, **kw)
             best[m] = min(best[m], r.seconds * 1e9 / max(steps, 1))
     return best
 
@@ -114,7 +117,11 @@ def calibrated_steps(
 ) -> int:
     """Steps that make one run of ``method`` last about ``seconds`` (at most ``most``)."""
     k, sampling = METHODS[method]
-    kw: dict[str, Any] = {"lr": stable_lr(problem.d), "backend": backend, "algorithm": algorithm}
+    kw: dict[str, Any] = {
+        "lr": stable_lr(problem.d),
+        "backend": backend,
+        "algorithm": dual.form(algorithm, k, sampling),
+    }
     train(problem, k, steps=2, sampling=sampling, **kw)
     steps = least
     while True:
@@ -195,7 +202,7 @@ def runs_per_second(
         sampling=sampling,
         record_every=record_every,
         backend=backend,
-        algorithm=algorithm,
+        algorithm=dual.form(algorithm, k, sampling),
     )
     train_many(problem, k, **dict(kw, seeds=np.arange(min(runs, 2), dtype=np.uint64), steps=2))
     best = math.inf

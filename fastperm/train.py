@@ -101,12 +101,12 @@ def _run(
         **_runs.run_outputs(R, rec.shape[0] - 1, d, keep_w, dtype),
     }
     outputs = ("loss_out", "w_rec", "w_out", "status_out")
-    setup_seconds = 0.0
     if not math.isinf(k):
         kind, fparams, gidx, gptr = aug.sampler()  # says so before any work if there is none
     shape = dual.Shape(n, d, 1 if math.isinf(k) else int(k), steps, R,
                        1 if k == 1 or math.isinf(k) else np.unique(seeds).size,
                        rec.shape[0] - 1 if keep_w else 0)  # fmt: skip
+    run_kw = dict(backend=backend, threads=threads, progress=progress, warn=False, client=client)
     form, kern = "primal", None
     if algorithm != "primal":
         kern = backends.get(backend, needs="sgd_runs", kind=None if math.isinf(k) else kind)
@@ -116,11 +116,13 @@ def _run(
         )  # fmt: skip
     if form == "dual":
         assert kern is not None
-        call, setup_seconds = dual.call(
-            kern, values, shape, X, seeds, (kind, fparams, gidx, gptr), start_step, threads
-        )
-        backend = kern.name
-    elif math.isinf(k):
+        parts = dual.calls(
+            kern, values, shape, X, seeds, (kind, fparams, gidx, gptr), start_step, threads,
+            cache_bytes,
+        )  # fmt: skip
+        done = _run_parts(kern, parts, values, {**run_kw, "backend": kern.name})
+        return {name: values[name] for name in outputs}, done, "dual_runs"
+    if math.isinf(k):
         if start_step:
             raise AssertionError("k = ∞ runs are resumed by replaying from step 0")
         _checks.moments_fit(X=problem.X, w0=W0, w_star=problem.target)
@@ -153,14 +155,41 @@ def _run(
         )
     call.seeds = seeds
     try:
-        done = _runs.run(
-            call, backend=backend, threads=threads, progress=progress, warn=False, client=client
-        )
+        done = _runs.run(call, **run_kw)
     except _runs.Interrupted as exc:
         exc.result = {name: values[name] for name in outputs}
         raise
-    done.seconds += setup_seconds
     return {name: values[name] for name in outputs}, done, call.family
+
+
+def _run_parts(
+    kern: Any, parts: list[dual.Part], values: dict[str, Any], run_kw: dict[str, Any]
+) -> _runs.Launched:
+    """Run the dual form's parts (:func:`fastperm.dual.calls`) one after the other, each
+    set up just before it runs, their outputs written into the rows of ``values``' outputs;
+    how they ran, summed (``seconds`` includes the set-ups). On Ctrl-C the outputs so far
+    travel with :class:`_runs.Interrupted` when there was one part (none otherwise: the
+    parts' runs stand at different steps)."""
+    outputs = ("loss_out", "w_rec", "w_out", "status_out")
+    seconds = compile_seconds = 0.0
+    done = None
+    for part in parts:
+        setup_seconds, compiling = dual.prepare(kern, part)
+        try:
+            done = _runs.run(part.call, **run_kw)
+        except _runs.Interrupted as exc:
+            exc.result = None  # the parts' runs stand at different steps
+            if len(parts) == 1:
+                exc.result = {name: part.call.values[name] for name in outputs}
+                exc.result["algorithm"] = "dual"  # (what the partial result says it ran in)
+            raise
+        for name in outputs:
+            values[name][part.rows] = part.call.values[name]
+        seconds += setup_seconds + done.seconds
+        compile_seconds += compiling + done.compile_seconds
+    assert done is not None
+    done.seconds, done.compile_seconds = seconds, compile_seconds
+    return done
 
 
 def _records(first: int, count: int, record_every: int, start_step: int) -> IntArray:
@@ -302,8 +331,8 @@ def _train_runs(
                     progress if bar is None else False, threads, client, algorithm,
                 )  # fmt: skip
             except _runs.Interrupted as exc:
-                if len(problems) > 1:
-                    exc.result = None  # (later problems have not started: no common state)
+                if len(problems) > 1 or exc.result is None:
+                    exc.result = None  # (later problems or runs have not started: no common state)
                     raise
                 exc.result = _partial(
                     problems[0], exc.step, first, rec, keep_cols, exc.result, record, k, lr,
@@ -411,6 +440,7 @@ def _partial(
     records = _recorded([problem], index, record, error, w_path)
     meta = _meta([problem], index, first + step, start_step, record_every, origin, record, dtype)
     meta["interrupted"] = True
+    meta["algorithm"] = out.get("algorithm", "primal")
     return TrainResult(steps_rec, records[record[0]], w, status, 0.0, k, lr, seeds, sampling,
                        augmentation, "", meta, records)  # fmt: skip
 
@@ -846,8 +876,8 @@ def resume(
     backend = result.backend or None if backend is None else backend
     # the form the result ran in (a dual run resumed at a multiple of its resync steps, as an
     # interrupted one is, continues bitwise; elsewhere to rounding)
-    algorithm = result.meta.get("algorithm", "auto")
-    algorithm = algorithm if algorithm in ("primal", "dual") else "auto"
+    ran = str(result.meta.get("algorithm", "auto"))  # "dual" continues as dual where it can
+    algorithm = {"primal": "primal", "dual": dual.RESUMED}.get(ran, "auto")
 
     def expand(part: TrainResult) -> TrainResult:
         """The alive runs' continuation back among all runs (diverged ones stay so)."""

@@ -352,3 +352,29 @@ def test_dual_form_matches_numba(problem, k):
     assert _rel(b.loss, a.loss) < 1e-10
     assert _rel(b.records["w"], a.records["w"]) < 1e-10
     assert _rel(b.w, a.w) < 1e-10
+
+
+def test_dual_kernel_with_resyncs_against_the_reference(problem):
+    """The dual kernel called directly, resynchronised every 3 steps from a start step that is
+    not a multiple of 3, N = 9 copies and d = 7 over blocks of 4 threads, w kept: against the
+    NumPy reference's dual kernel."""
+    from fastperm import augment, dual
+    from fastperm._runs import record_steps, run_outputs
+
+    cu, ref = backends.get("cuda"), backends.get("numpy")
+    k, T, R = 3, 40, 2
+    rec = record_steps(T, 5)
+    seeds = np.array([3, 4], dtype=np.uint64)
+    sampler = augment.as_augmentation("permutation").sampler()
+    copies, gram, which, _ = dual.setup(ref, problem.X, k, seeds, sampler, 1)
+    W0 = np.stack([np.linspace(-1, 2, problem.d), np.linspace(1, 0, problem.d)])
+    lr = np.array([0.05, 0.08])
+    outs = []
+    for kern in (ref, cu):
+        out = run_outputs(R, rec.size - 1, problem.d, keep_w=True)
+        kern.dual_runs(problem.y, problem.target, W0, lr, copies, gram, which, k, T, 5, 3,
+                       1e-3, 1e100, rec, *out.values())  # fmt: skip
+        outs.append(out)
+    for name in ("loss_out", "w_rec", "w_out"):
+        assert _rel(outs[1][name], outs[0][name]) < 1e-12, name
+    np.testing.assert_array_equal(outs[1]["status_out"], [-1, -1])

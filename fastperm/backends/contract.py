@@ -289,6 +289,20 @@ FAMILIES = {
                     "``resync`` (≥ 1): it bounds the recurrences' rounding; a run split into "
                     "calls at multiples of ``resync`` is bitwise one call",
                 ),
+                _a(
+                    "drop",
+                    "setting",
+                    "also resynchronise when the loss recurrence falls below ``drop`` times its "
+                    "value at the last resynchronisation (its rounding is relative to that "
+                    "value: a loss going to zero stays accurate)",
+                ),
+                _a(
+                    "big",
+                    "setting",
+                    "and at every step while it exceeds ``big`` (a diverging run: residuals and "
+                    "loss are then computed from w, as the primal loop does, so that it stops "
+                    "at the primal loop's step)",
+                ),
                 RECORD,
                 LOSS,
                 W_REC,

@@ -6,8 +6,9 @@
 The ``def`` driver deals runs to chunks round-robin (OpenMP when built with it), each chunk
 with its own scratch; the ``nogil`` worker ``_dual_run`` runs one whole run: per step the k
 residuals of example i's copies, k rows of the Gram matrix applied to the N residuals and
-the loss in O(k²); w is formed only at the call's ends, at records that keep it and every
-``resync`` steps.
+the loss in O(k²); w is formed only at the call's ends, at records that keep it and where
+the recurrences are resynchronised (every ``resync`` steps, when the loss has fallen by
+``drop``, at every step while it exceeds ``big``).
 """
 
 from libc.math cimport isfinite
@@ -52,27 +53,30 @@ cdef double _sync(const double* C, const double* y, int64_t k, double* w, double
 
 cdef int64_t _dual_run(const double* y, const double* w_star, const double* C,
                        const double* G, double* w, double lr, int64_t n, int64_t d, int64_t k,
-                       int64_t t0, int64_t steps, int64_t resync,
+                       int64_t t0, int64_t steps, int64_t resync, double drop, double big,
                        const int64_t* record_steps, double* loss_row, int64_t nq,
                        double* kept, double* res, double* v, double* beta,
                        double* gam) noexcept nogil:
     """One run from w (overwritten with its final parameters); returns the status."""
     cdef int64_t N = n * k, c, j, l, t, c0, q = 1, status = -1
     cdef int64_t i = t0 % n, sync_at = resync - t0 % resync
-    cdef double E, g, a, cstep = lr / k
+    cdef double E, floor, g, a, cstep = lr / k
     cdef const double* Gj
     cdef bint ok
     for c in range(N):
         v[c] = y[c // k] - _dot(C + c * d, w_star, d)
     memset(beta, 0, N * sizeof(double))
     E = _sync(C, y, k, w, beta, w_star, res, N, d)
+    floor = E * drop
     loss_row[0] = E / d
     if kept != NULL:
         memcpy(kept, w, d * sizeof(double))
     for t in range(steps):
-        if t == sync_at:
+        if t == sync_at or E < floor or E > big:
             E = _sync(C, y, k, w, beta, w_star, res, N, d)
-            sync_at += resync
+            floor = E * drop
+            if t == sync_at:
+                sync_at += resync
         c0 = i * k
         i = i + 1 if i + 1 < n else 0
         ok = True
@@ -112,7 +116,7 @@ cdef int64_t _dual_run(const double* y, const double* w_star, const double* C,
 def dual_runs(const double[::1] y, const double[::1] w_star, const double[:, ::1] W0,
               const double[::1] lr, const double[:, :, ::1] copies,
               const double[:, :, ::1] gram, const int64_t[::1] which, int64_t k,
-              int64_t steps, int64_t start_step, int64_t resync,
+              int64_t steps, int64_t start_step, int64_t resync, double drop, double big,
               const int64_t[::1] record_steps, double[:, ::1] loss_out,
               double[:, :, ::1] w_rec, double[:, ::1] w_out, int64_t[::1] status_out):
     """Driver: runs ``r = c, c + nchunks, ...`` go to chunk c, which owns its scratch."""
@@ -136,7 +140,7 @@ def dual_runs(const double[::1] y, const double[::1] w_star, const double[:, ::1
                     u = which[r]
                     status_out[r] = _dual_run(
                         &y[0], &w_star[0], &copies[u, 0, 0], &gram[u, 0, 0], &w_out[r, 0],
-                        lr[r], n, d, k, start_step, steps, resync, &record_steps[0],
+                        lr[r], n, d, k, start_step, steps, resync, drop, big, &record_steps[0],
                         &loss_out[r, 0], nq, _run_rows(kept, r, nq * d),
                         scratch, scratch + N, scratch + 2 * N, scratch + 3 * N)
                     r = r + nchunks

@@ -7,7 +7,8 @@ the readable version: :mod:`fastperm.backends.reference.dual`.
 Work per step with N = n·k copies: k residuals read, k rows of the Gram matrix applied to
 the N residuals (N·k multiply-adds), the loss updated in O(k²): no pass over d. A pass over
 d (N·d) happens only where w is formed: at the call's start and end, at records that keep
-w, and every ``resync`` steps.
+w, and where the recurrences are resynchronised (every ``resync`` steps, when the loss has
+fallen by ``drop``, at every step while it exceeds ``big``).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def _sync(C, y, k, w, beta, w_star, res):
 
 @njit(**JIT)
 def _dual_run(
-    y, w_star, C, G, w, lr, k, t0, steps, resync, record_steps, loss_row, w_rec, res, v, beta, gam
-):
+    y, w_star, C, G, w, lr, k, t0, steps, resync, drop, big, record_steps, loss_row, w_rec, res,
+    v, beta, gam,
+):  # fmt: skip
     """One run from w (overwritten with its final parameters); returns the status."""
     n = y.shape[0]
     N, d = C.shape
@@ -59,6 +61,7 @@ def _dual_run(
         v[c] = y[c // k] - dot(C[c], w_star)
     beta[:] = 0.0
     E = _sync(C, y, k, w, beta, w_star, res)
+    floor = E * drop
     loss_row[0] = E / d
     if w_rec.shape[0] > 0:
         w_rec[0, :] = w
@@ -69,9 +72,11 @@ def _dual_run(
     i = t0 % n
     sync_at = resync - t0 % resync  # the call's next step that is a multiple of resync
     for t in range(steps):
-        if t == sync_at:
+        if t == sync_at or E < floor or E > big:
             E = _sync(C, y, k, w, beta, w_star, res)
-            sync_at += resync
+            floor = E * drop
+            if t == sync_at:
+                sync_at += resync
         c0 = i * k
         i = i + 1 if i + 1 < n else 0
         ok = True
@@ -115,8 +120,8 @@ def _dual_run(
 
 
 def _dual_driver_body(
-    y, w_star, W0, lr, copies, gram, which, k, steps, start_step, resync, record_steps,
-    loss_out, w_rec, w_out, status_out, nchunks,
+    y, w_star, W0, lr, copies, gram, which, k, steps, start_step, resync, drop, big,
+    record_steps, loss_out, w_rec, w_out, status_out, nchunks,
 ):  # fmt: skip
     """Runs ``r = c, c + nchunks, ...`` go to chunk c; each chunk owns its scratch."""
     R = lr.shape[0]
@@ -131,8 +136,8 @@ def _dual_driver_body(
             w[:] = W0[np.int64(r) % W0.shape[0]]
             u = which[r]
             status_out[r] = _dual_run(
-                y, w_star, copies[u], gram[u], w, lr[r], k, start_step, steps, resync,
-                record_steps, loss_out[r], w_rec[r], res, v, beta, gam,
+                y, w_star, copies[u], gram[u], w, lr[r], k, start_step, steps, resync, drop,
+                big, record_steps, loss_out[r], w_rec[r], res, v, beta, gam,
             )  # fmt: skip
 
 
@@ -140,14 +145,14 @@ _dual_driver = Twins(_dual_driver_body)
 
 
 def dual_runs(
-    y, w_star, W0, lr, copies, gram, which, k, steps, start_step, resync, record_steps,
-    loss_out, w_rec, w_out, status_out,
+    y, w_star, W0, lr, copies, gram, which, k, steps, start_step, resync, drop, big,
+    record_steps, loss_out, w_rec, w_out, status_out,
 ):  # fmt: skip
     """One chunk of runs per thread (contract: :mod:`fastperm.backends.contract`)."""
     nchunks = chunks(lr.shape[0])
     _dual_driver(
-        nchunks, y, w_star, W0, lr, copies, gram, which, k, steps, start_step, resync,
-        record_steps, loss_out, w_rec, w_out, status_out, nchunks,
+        nchunks, y, w_star, W0, lr, copies, gram, which, k, steps, start_step, resync, drop,
+        big, record_steps, loss_out, w_rec, w_out, status_out, nchunks,
     )  # fmt: skip
 
 
@@ -163,4 +168,7 @@ def compile():
         a.setflags(write=False)
     which = np.zeros(lr.shape[0], dtype=np.int64)
     W0 = np.ones((1, X.shape[1]))
-    dual_runs(y, w_star, W0, lr, copies, gram, which, 1, 1, 0, 1, rec, loss, w_rec, w, status)
+    dual_runs(
+        y, w_star, W0, lr, copies, gram, which, 1, 1, 0, 1, 1e-3, 1e100, rec, loss, w_rec, w,
+        status,
+    )  # fmt: skip

@@ -469,7 +469,11 @@ def compile():
         gptr,
         np.empty((2, 1)),
     )
-    fixed_copies(X, np.uint64(0), spec.KIND_PERMUTATION, fparams, gidx, gptr, np.empty((1, 2, 1)))
+    for nchunks in (1, 2):  # both twins: a call's draws decide which runs (not the runs)
+        _fixed_copies_driver(
+            nchunks, X, np.uint64(0), spec.KIND_PERMUTATION, fparams, gidx, gptr,
+            np.empty((1, 2, 1)),
+        )  # fmt: skip
 
 
 @warmup.once

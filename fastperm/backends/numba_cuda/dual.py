@@ -58,8 +58,8 @@ def _sync(C, y, k, w, beta, w_star, res, red, tid, nt):
 
 @cuda.jit
 def _dual_kernel(
-    y, w_star, W0, lr, copies, gram, which, k, t0, steps, resync, rec, keep_w, scratch,
-    loss, w_rec, w_out, status,
+    y, w_star, W0, lr, copies, gram, which, k, t0, steps, resync, drop, big, rec, keep_w,
+    scratch, loss, w_rec, w_out, status,
 ):  # fmt: skip
     """Run r in block r; ``scratch[r]`` holds its residuals, v, β and the step's γ, r_j."""
     red = cuda.shared.array(MAX_BLOCK, float64)
@@ -90,6 +90,7 @@ def _dual_kernel(
         beta[c] = 0.0
     cuda.syncthreads()
     E = _sync(C, y, k, w, beta, w_star, res, red, tid, nt)
+    floor = E * drop
     if tid == 0:
         row[0] = E / d
     if keep_w:
@@ -101,10 +102,12 @@ def _dual_kernel(
     q = 1
     st = -1
     for t in range(steps):
-        if t == sync_at:
+        if t == sync_at or E < floor or E > big:  # (E: the same in every thread)
             cuda.syncthreads()
             E = _sync(C, y, k, w, beta, w_star, res, red, tid, nt)
-            sync_at += resync
+            floor = E * drop
+            if t == sync_at:
+                sync_at += resync
         c0 = i * k
         i = i + 1 if i + 1 < n else 0
         ok = True
@@ -149,8 +152,8 @@ def _dual_kernel(
 
 
 def dual_runs(
-    y, w_star, W0, lr, copies, gram, which, k, steps, start_step, resync, record_steps,
-    loss_out, w_rec, w_out, status_out,
+    y, w_star, W0, lr, copies, gram, which, k, steps, start_step, resync, drop, big,
+    record_steps, loss_out, w_rec, w_out, status_out,
 ):  # fmt: skip
     """Driver: R blocks of threads over the copies (arrays may be device arrays)."""
     R = lr.shape[0]
@@ -164,6 +167,16 @@ def dual_runs(
     args = [device.to_device(a) for a in (y, w_star, W0, lr, copies, gram, which, record_steps)]
     with device.quiet_simulator():
         _dual_kernel[R, nt](
-            *args[:7], k, start_step, steps, resync, args[7], keep_w, scratch, *out.dev
+            *args[:7],
+            k,
+            start_step,
+            steps,
+            resync,
+            drop,
+            big,
+            args[7],
+            keep_w,
+            scratch,
+            *out.dev,
         )
     out.finish()

@@ -550,7 +550,8 @@ def compile(families=None):
 
     gram = np.ones((1, 1, 1))
     which = np.zeros(1, dtype=np.int64)
-    dual_runs(v, v, X, v, X[None], gram, which, 1, 1, 0, 1, rec, loss, w_rec, w, status)
+    dual_runs(v, v, X, v, X[None], gram, which, 1, 1, 0, 1, 1e-3, 1e100, rec, loss, w_rec, w,
+              status)  # fmt: skip
     _compiled.append(True)
 
 

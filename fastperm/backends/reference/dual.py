@@ -5,7 +5,9 @@ On the linear problem every step adds a multiple of one of the N = n·k fixed co
 so ``w = w_s + Σ_c β_c c``: the residuals ``r_c = c·w − y_c`` of all copies follow the
 Gram matrix, ``r ← r − Σ_j γ_j G[:, c_j]``, and the loss ``Σ (w − w*)²`` an O(k²)
 recurrence. w itself is formed only where it is wanted (records that keep it, the end) and
-where the recurrences are resynchronised (every ``resync`` steps of the run).
+where the recurrences are resynchronised: every ``resync`` steps of the run, when the loss
+has fallen below ``drop`` times its value at the last resynchronisation, and at every step
+while it exceeds ``big``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def dual_runs(
     steps,
     start_step,
     resync,
+    drop,
+    big,
     record_steps,
     loss_out,
     w_rec,
@@ -51,6 +55,7 @@ def dual_runs(
         v = y_rows - C @ w_star  # c·(w − w*) = r_c + v_c
         beta = np.zeros(C.shape[0])
         w, res, E = _sync(C, y_rows, W0[r % W0.shape[0]].astype(np.float64), beta, w_star)
+        floor = E * drop
         status_out[r] = -1
         loss_out[r, 0] = E / d
         _keep(w_rec, r, 0, w)
@@ -58,8 +63,9 @@ def dual_runs(
         c = lr[r] / k
         for t in range(steps):
             s = start_step + t
-            if t > 0 and s % resync == 0:
+            if (t > 0 and s % resync == 0) or E < floor or E > big:
                 w, res, E = _sync(C, y_rows, w, beta, w_star)
+                floor = E * drop
             rows = (s % n) * k + np.arange(k)
             if not np.all(np.isfinite(res[rows])):
                 status_out[r] = _finish(loss_out[r], q, t)
