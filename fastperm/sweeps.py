@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _checks, _runs, augment, backends, distributed
+from . import _checks, _runs, augment, backends, distributed, dual
 from .problems import LinearProblem
 from .results import environment
 from .train import DivergenceWarning, train_many
@@ -78,6 +78,7 @@ SETTINGS: dict[str, Any] = {
     "w_star": 1.0,
     "dtype": "float64",
     "chunk_seeds": None,  # the seeds in about 8 blocks
+    "algorithm": "auto",  # train(algorithm=...): primal loop or dual (Gram) form
 }
 
 #: Keys that name metrics a sweep can record (w itself varies in size with d: not here).
@@ -219,6 +220,7 @@ class Spec:
     w_star: float
     dtype: str
     chunk_seeds: int
+    algorithm: str = "auto"
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> Spec:
@@ -280,6 +282,7 @@ class Spec:
             w_star=_checks.as_finite_real("w_star", get("w_star")),
             dtype=_checks.as_choice("dtype", get("dtype"), ("float64", "float32")),
             chunk_seeds=_checks.as_int("chunk_seeds", chunk, minimum=1),
+            algorithm=_checks.as_choice("algorithm", get("algorithm"), dual.ALGORITHMS),
         )
         for name, values in (("k", out.k), ("lr", out.lr), ("seeds", out.seeds), ("d", out.d),
                              ("n", out.n), ("data_seed", out.data_seed),
@@ -289,6 +292,8 @@ class Spec:
                 raise _spec_error(name, f"values repeat: {list(values)}")
         if "test" in out.record and out.n_test == 0:
             raise _spec_error("record", "'test' needs held-out examples: set n_test >= 1")
+        if out.dtype == "float32" and out.algorithm == "dual":
+            raise _spec_error("algorithm", "the dual form computes in float64: dtype float32")
         if out.dtype == "float32" and math.inf in out.k:
             raise _spec_error("dtype", "float32 runs plain and k-fold SGD only, not k = inf")
         for form in out.augmentation:
@@ -308,6 +313,8 @@ class Spec:
             value = getattr(self, key)
             out[key] = list(value) if isinstance(value, tuple) else value
         out["k"] = ["inf" if math.isinf(k) else int(k) for k in self.k]
+        if out["algorithm"] == "auto":  # (the default: the digests of earlier specs hold)
+            del out["algorithm"]
         return out
 
     def digest(self) -> str:
@@ -437,6 +444,7 @@ def run_chunk(
             dtype=spec.dtype,
             backend=backend,
             threads=threads,
+            algorithm=dual.form(spec.algorithm, spec.k[ki], spec.sampling[s]),
         )
     out: dict[str, np.ndarray] = {
         f"loss_{name}": np.ascontiguousarray(res.records[name], dtype=np.float64).reshape(L, S, -1)
