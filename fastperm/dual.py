@@ -238,8 +238,9 @@ def prepare(kern: ModuleType, part: Part) -> tuple[float, float]:
     call; returns the seconds it took and the seconds compiling the copies' kernel took
     beforehand (kept out of the first)."""
     X, seeds, sampler, threads = part.setup
-    compile_seconds = _runs.compile_kernels(kern, "fixed_copies")
     values = part.call.values
+    # (k = 1 trains on the examples themselves: no copies to draw, nothing to compile)
+    compile_seconds = _runs.compile_kernels(kern, "fixed_copies") if values["k"] > 1 else 0.0
     copies, gram, which, seconds = setup(kern, X, values["k"], seeds, sampler, threads)
     values.update(copies=copies, gram=gram, which=which)
     return seconds, compile_seconds

@@ -55,6 +55,10 @@ def _work(k: float, d: int, n: int, steps: int, fresh: bool, family: str) -> flo
     return 3.0 * steps * d
 
 
+#: the outputs of the linear problem's training families that a call returns
+_OUTPUTS = ("loss_out", "w_rec", "w_out", "status_out")
+
+
 def _run(
     problem: LinearProblem,
     k: float,
@@ -100,15 +104,15 @@ def _run(
         "record_steps": rec,
         **_runs.run_outputs(R, rec.shape[0] - 1, d, keep_w, dtype),
     }
-    outputs = ("loss_out", "w_rec", "w_out", "status_out")
+    outputs = _OUTPUTS
     if not math.isinf(k):
         kind, fparams, gidx, gptr = aug.sampler()  # says so before any work if there is none
-    shape = dual.Shape(n, d, 1 if math.isinf(k) else int(k), steps, R,
-                       1 if k == 1 or math.isinf(k) else np.unique(seeds).size,
-                       rec.shape[0] - 1 if keep_w else 0)  # fmt: skip
     run_kw = dict(backend=backend, threads=threads, progress=progress, warn=False, client=client)
     form, kern = "primal", None
-    if algorithm != "primal":
+    if algorithm != "primal":  # (the primal loop asked for: no shape, no backend lookup)
+        shape = dual.Shape(n, d, 1 if math.isinf(k) else int(k), steps, R,
+                           1 if k == 1 or math.isinf(k) else np.unique(seeds).size,
+                           rec.shape[0] - 1 if keep_w else 0)  # fmt: skip
         kern = backends.get(backend, needs="sgd_runs", kind=None if math.isinf(k) else kind)
         form = dual.choose(
             algorithm, shape, fresh=fresh, dtype=dtype, infinite=math.isinf(k), kern=kern,
@@ -170,7 +174,7 @@ def _run_parts(
     how they ran, summed (``seconds`` includes the set-ups). On Ctrl-C the outputs so far
     travel with :class:`_runs.Interrupted` when there was one part (none otherwise: the
     parts' runs stand at different steps)."""
-    outputs = ("loss_out", "w_rec", "w_out", "status_out")
+    outputs = _OUTPUTS
     seconds = compile_seconds = 0.0
     done = None
     for part in parts:
