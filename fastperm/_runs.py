@@ -245,8 +245,9 @@ def _finish(call: Call, warn: bool) -> None:
     for name in ("w_out", "theta_out"):
         if name in values and diverged.any():
             values[name][diverged] = np.nan
-    if "w_rec" in values and diverged.any():
-        nan_past_divergence(values["w_rec"], values["loss_out"])
+    if diverged.any():
+        for name in contract.FAMILIES[call.family].recorded:
+            nan_past_divergence(values[name], values["loss_out"])
     seeds = call.seeds if call.seeds is not None else values.get("seeds")
     if warn:
         warn_divergence(
@@ -258,11 +259,11 @@ def _finish(call: Call, warn: bool) -> None:
         )
 
 
-def nan_past_divergence(w_rec: FloatArray, loss: FloatArray) -> None:
-    """The kept parameters of records past a divergence (NaN losses) are NaN: the kernels
-    stop writing there (contract)."""
-    if w_rec.shape[1]:
-        w_rec[np.isnan(loss)] = np.nan
+def nan_past_divergence(rec: FloatArray, loss: FloatArray) -> None:
+    """A recorded output's records past a divergence (NaN losses) are NaN: the kernels stop
+    writing there (contract)."""
+    if rec.shape[1]:
+        rec[np.isnan(loss)] = np.nan
 
 
 def compile_kernels(kern: ModuleType, family: str, dtype: str = "float64") -> float:
@@ -354,20 +355,18 @@ def _over_steps(
     fn: Any, spec: contract.Family, values: dict[str, Any], spans: list[tuple[int, int]], bar: Any
 ) -> None:
     """Run a family with ``start_step`` as consecutive calls over ``spans``, each starting
-    from the last one's parameters, and write the outputs as one call would. A part is
-    committed in a single assignment once its kernel returned; on Ctrl-C the outputs hold
-    the committed parts and :class:`Interrupted` is raised."""
+    from the last one's parameters (the family's ``state``), and write the outputs as one
+    call would. A part is committed in a single assignment once its kernel returned; on
+    Ctrl-C the outputs hold the committed parts and :class:`Interrupted` is raised."""
     rec = values["record_steps"]
-    R, d = values["w_out"].shape
+    start, _, final = spec.state
+    R, P = values[final].shape
     t0 = int(values["start_step"])
-    # a part's recorded losses go straight into their columns (past the committed step they
+    # a part's recorded values go straight into their columns (past the committed step they
     # are ignored on Ctrl-C); only the small state is committed, in one assignment
-    loss = values["loss_out"]
-    loss[:] = np.nan
-    w_rec = values["w_rec"]  # (runs, records or 0, d)
-    w_rec[:] = np.nan
-    keep_w = w_rec.shape[1] > 0
-    W0 = np.ascontiguousarray(np.broadcast_to(values["W0"], (R, d)))
+    for name in spec.recorded:
+        values[name][:] = np.nan
+    W0 = np.ascontiguousarray(np.broadcast_to(values[start], (R, P)))
     state = _Progress(0, W0, np.arange(R), np.full(R, -1, dtype=np.int64))
     try:
         for a, b in spans:
@@ -379,25 +378,28 @@ def _over_steps(
             args = dict(values)
             for name in spec.role("run"):
                 args[name] = values[name][alive]
+            for name in spec.recorded:
+                full = values[name]
+                cols = local.size - 1 if full.shape[1] else 0
+                args[name] = np.empty((alive.size, cols, *full.shape[2:]), full.dtype)
             args.update(
-                W0=state.W[alive],
+                {start: state.W[alive], final: np.empty((alive.size, P), W0.dtype)},
                 steps=b - a,
                 start_step=t0 + a,
                 record_steps=local,
-                **run_outputs(alive.size, local.size - 1, d, keep_w, W0.dtype),
+                status_out=np.empty(alive.size, dtype=np.int64),
             )
             fn(*[args[name] for name in spec.arg_names])
-            part = args["loss_out"]
-            nan_past_divergence(args["w_rec"], part)
-            loss[np.ix_(alive, inside)] = part[:, 1 : 1 + inside.size]
-            if keep_w:
-                w_rec[np.ix_(alive, inside)] = args["w_rec"][:, 1 : 1 + inside.size]
-            if a == 0:
-                loss[:, 0] = part[:, 0]
-                if keep_w:
-                    w_rec[:, 0] = args["w_rec"][:, 0]
+            for name in spec.recorded:
+                part, full = args[name], values[name]
+                if not full.shape[1]:
+                    continue
+                nan_past_divergence(part, args["loss_out"])
+                full[np.ix_(alive, inside)] = part[:, 1 : 1 + inside.size]
+                if a == 0:
+                    full[:, 0] = part[:, 0]
             W, status = state.W.copy(), state.status.copy()
-            W[alive] = args["w_out"]
+            W[alive] = args[final]
             stopped = args["status_out"] >= 0
             status[alive[stopped]] = a + args["status_out"][stopped]
             state = _Progress(b, W, alive[~stopped], status)
@@ -409,7 +411,7 @@ def _over_steps(
         interrupted = True
     else:
         interrupted = False
-    values["w_out"][:] = state.W
+    values[final][:] = state.W
     values["status_out"][:] = state.status
     if interrupted:
         raise Interrupted(state.step)

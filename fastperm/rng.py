@@ -82,6 +82,9 @@ MIX2 = 0x94D049BB133111EB
 
 STREAM_FIXED = 0
 STREAM_FRESH = 1
+#: the stream of a Gaussian teacher's samples (:mod:`fastperm.equilibrium`): sample j of
+#: step t is ``gaussian_noise(seed, STREAM_DATA, counter(t, j), d0 + d2)``
+STREAM_DATA = 2
 
 #: the kinds of augmented copy the compiled kernels draw (the specification above, in order)
 KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)

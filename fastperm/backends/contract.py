@@ -67,6 +67,9 @@ class Family:
     summary: str
     args: tuple[Arg, ...]
     returns: str = "None"
+    #: the start, the parameters kept at the records, and the final parameters: what a run
+    #: split into calls (``start_step``) carries from one call to the next
+    state: tuple[str, str, str] = ("W0", "w_rec", "w_out")
 
     @cached_property
     def arg_names(self) -> list[str]:
@@ -77,6 +80,12 @@ class Family:
         """Arguments with one entry (or row) per run: a chunk of runs takes a slice of them
         (``run`` and ``output`` roles; ``start`` ones when they have a row per run)."""
         return frozenset(a.name for a in self.args if a.role in ("run", "output", "start"))
+
+    @cached_property
+    def recorded(self) -> list[str]:
+        """Outputs with a column per record, (R, m + 1, …): the recorded losses and the like,
+        and the parameters kept at the records (which may have no columns)."""
+        return [a for a in self.role("output") if a not in (self.state[2], "status_out")]
 
     def role(self, role: str) -> list[str]:
         """Names of the arguments with this role."""
@@ -310,6 +319,52 @@ FAMILIES = {
                 STATUS,
             ),
             RUNS_RETURN,
+        ),
+        Family(
+            "balance_runs",
+            "equilibrium",
+            "R runs of minibatch SGD, or GD, of the two-layer linear network ``f(x) = U W x`` "
+            "(U: d2 × h, W: h × d0; θ = [U, W], each row-major) on a Gaussian teacher "
+            "(:mod:`fastperm.equilibrium`). Step t draws B samples: sample j is "
+            "``z = normal(seed, STREAM_DATA, counter(start_step + t, j))`` of d0 + d2 entries, "
+            "``x = L z[:d0]``, ``y = A x + σ z[d0:]``; with ``r_j = U W x_j − y_j`` and "
+            "``R = (1/B) Σ_j r_j x_jᵀ`` it steps ``U ← U − lr R Wᵀ``, ``W ← W − lr Uᵀ R`` "
+            "(B = 0: the population gradient, ``R = (UW − A) Σ``). Records the population "
+            "loss ``½ ‖(UW − A) L‖²_F + ½ σ² d2``, the norm ‖C‖_F of the charge "
+            "``C = W Wᵀ − UᵀU``, chosen entries of C, ‖U‖²_F and ‖W‖²_F.",
+            (
+                _a("A", "input", "(d2, d0) the teacher's map"),
+                _a("L", "input", "(d0, d0) the inputs' factor: ``x = L z``"),
+                _a("Sigma", "input", "(d0, d0) the inputs' covariance ``Σ = L Lᵀ``"),
+                _a("sigma", "setting", "the labels' noise standard deviation σ"),
+                _a("Theta0", "start", "(1, P) or (R, P) starts, P = h (d2 + d0)"),
+                LR,
+                _a("batch", "run", "(R,) int64 samples per step B ≥ 1; 0: the population "
+                   "gradient (gradient descent)"),
+                _a("seeds", "run", "(R,) uint64 keys of the runs' samples (:mod:`fastperm.rng`)"),
+                STEPS,
+                _a(
+                    "start_step",
+                    "setting",
+                    "steps the runs took before this call (the call's step t draws the run's "
+                    "step ``start_step + t`` samples): a run split into calls is one run",
+                ),
+                RECORD,
+                _a("track", "setting", "(Q, 2) int64 entries (a, b) of C to record, in range"),
+                _a("loss_out", "output", "(R, m + 1) recorded population losses"),
+                _a("charge_out", "output", "(R, m + 1) recorded ‖C‖_F"),
+                _a("entries_out", "output", "(R, m + 1, Q) recorded ``C[a, b]``"),
+                _a("norms_out", "output", "(R, m + 1, 2) recorded ‖U‖²_F, ‖W‖²_F"),
+                _a(
+                    "theta_rec",
+                    "output",
+                    "(R, m + 1, P) the parameters at the records, or (R, 0, P): none kept",
+                ),
+                _a("theta_out", "output", "(R, P) final parameters"),
+                STATUS,
+            ),
+            RUNS_RETURN,
+            state=("Theta0", "theta_rec", "theta_out"),
         ),
         Family(
             "diag_rank1_runs",

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import closed_forms, deep_linear, dual, schemes, sgd
+from . import closed_forms, deep_linear, dual, equilibrium, schemes, sgd
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
 from .dual import dual_runs
+from .equilibrium import balance_runs
 from .lie import (
     bracket_logits,
     bracket_norms,
@@ -35,7 +36,7 @@ CALLS_MODEL_KERNEL = True
 DTYPES = ("float64", "float32")
 
 #: the modules whose kernels the run harness times, each with its compile()
-_TRAINING = (sgd, dual, closed_forms, deep_linear, schemes)
+_TRAINING = (sgd, dual, closed_forms, deep_linear, schemes, equilibrium)
 
 
 def compile(families=None, dtype="float64"):
@@ -66,6 +67,7 @@ _ready: set = set()  # families whose modules compile() has done
 
 __all__ = [
     "augmented_gradient",
+    "balance_runs",
     "block_runs",
     "bracket_logits",
     "bracket_norms",

@@ -8,7 +8,8 @@ which :func:`fastperm.backends.get` reports. With ``NUMBA_ENABLE_CUDASIM=1``
 the CPU: slow, for tests at tiny sizes.
 
 Kernel contract: :mod:`fastperm.backends.contract` (arguments may also be
-device arrays, see :mod:`.device`). Launch layout: :mod:`.sgd`, :mod:`.dual`, :mod:`.lie`.
+device arrays, see :mod:`.device`). Launch layout: :mod:`.sgd`, :mod:`.dual`, :mod:`.lie`,
+:mod:`.equilibrium`.
 """
 
 from ...knobs import as_thread_count
@@ -18,6 +19,7 @@ check_available()
 
 from .device import SIMULATOR, block, describe, set_block  # noqa: E402
 from .dual import dual_runs  # noqa: E402
+from .equilibrium import balance_runs  # noqa: E402
 from .lie import (  # noqa: E402
     bracket_logits,
     bracket_norms,
@@ -57,6 +59,7 @@ __all__ = [
     "SAMPLER_KINDS",
     "SIMULATOR",
     "augmented_gradient",
+    "balance_runs",
     "block",
     "bracket_logits",
     "bracket_norms",

@@ -7,7 +7,7 @@ O(T + d) recurrence; comparing the two is one of the tests).
 
 Kernel contract: :mod:`fastperm.backends.contract` (every family declared once, with its
 arguments and their roles). The reference implements every family; its files have the
-compiled backends' file names (``sgd``, ``dual``, ``closed_forms``, ``deep_linear``, ``schemes``,
+compiled backends' file names (``sgd``, ``dual``, ``closed_forms``, ``deep_linear``, ``schemes``, ``equilibrium``,
 ``lie``).
 """
 
@@ -15,6 +15,7 @@ from ...knobs import as_thread_count
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
 from .dual import dual_runs
+from .equilibrium import balance_runs
 from .lie import (
     bracket_logits,
     bracket_norms,
@@ -44,6 +45,7 @@ def compile(families=None):
 
 __all__ = [
     "augmented_gradient",
+    "balance_runs",
     "block_runs",
     "bracket_logits",
     "bracket_norms",
