@@ -378,3 +378,29 @@ def test_dual_kernel_with_resyncs_against_the_reference(problem):
     for name in ("loss_out", "w_rec", "w_out"):
         assert _rel(outs[1][name], outs[0][name]) < 1e-12, name
     np.testing.assert_array_equal(outs[1]["status_out"], [-1, -1])
+
+
+@pytest.mark.parametrize("nt", [1, 4, 32])
+def test_balance_runs_match_the_reference(nt):
+    """The equilibrium kernel (one block per run): SGD with B = 3 and 1 and GD, a
+    non-diagonal Σ, d0 ≠ d2, blocks of 1, 4 and 32 threads: within 1e-12 of the reference;
+    a diverging run stops at the same step."""
+    from fastperm import equilibrium as eq
+
+    backends.get("cuda").set_block(nt)
+    gen = np.random.default_rng(0)
+    L = np.tril(gen.standard_normal((5, 5))) * 0.3 + np.eye(5)
+    T = eq.Teacher(gen.standard_normal((3, 5)) / 2, L, 0.7)
+    th = np.stack([eq.init(T, 4, u_scale=0.5, w_scale=1.5, seed=s) for s in range(4)])
+    kw = dict(lr=[0.01, 0.02, 0.03, 40.0], batch=[3, 0, 1, 2], seeds=[5, 6, 7, 8], steps=12,
+              record_every=5, keep_theta=True, track=[[0, 1], [3, 2]])  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        ref = eq.train(T, th, backend="numpy", **kw)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        got = eq.train(T, th, backend="cuda", **kw)
+    assert np.array_equal(got.diverged_step, ref.diverged_step) and ref.diverged_step[3] >= 0
+    for name in ("loss", "charge", "entries", "u2", "w2", "theta", "theta_path"):
+        a, b = getattr(got, name), getattr(ref, name)
+        assert np.array_equal(np.isnan(a), np.isnan(b)), name
+        ok = ~np.isnan(b)
+        assert np.max(np.abs(a[ok] - b[ok]) / (1 + np.abs(b[ok]))) < 1e-12, name

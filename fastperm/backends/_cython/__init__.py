@@ -10,6 +10,7 @@ there, this import fails and fastperm runs on its other backends
 
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .dual import dual_runs
+from .equilibrium import balance_runs
 from .lie import (
     bracket_logits,
     bracket_norms,
@@ -25,6 +26,7 @@ name = "cython"
 __all__ = [
     "CYTHON_VERSION",
     "augmented_gradient",
+    "balance_runs",
     "block_runs",
     "bracket_logits",
     "bracket_norms",

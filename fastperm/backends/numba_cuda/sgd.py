@@ -552,6 +552,13 @@ def compile(families=None):
     which = np.zeros(1, dtype=np.int64)
     dual_runs(v, v, X, v, X[None], gram, which, 1, 1, 0, 1, 1e-3, 1e100, rec, loss, w_rec, w,
               status)  # fmt: skip
+    from .equilibrium import balance_runs
+
+    for batch in (0, 1):
+        balance_runs(X, X, X, 0.5, np.ones((1, 2)), v, np.array([batch], dtype=np.int64), u, 1,
+                     0, rec, np.zeros((1, 2), dtype=np.int64), loss, np.empty((1, 2)),
+                     np.empty((1, 2, 1)), np.empty((1, 2, 2)), np.empty((1, 2, 2)),
+                     np.empty((1, 2)), status)  # fmt: skip
     _compiled.append(True)
 
 
