@@ -8,6 +8,9 @@
     A quick table (under a minute): ns/step per method and backend, and the cost ratios.
 ``fastperm figure-schemes --out schemes.png``
     Vanilla / DA / FA / EA: loss and distance to the invariant subspace.
+``fastperm figure-equilibrium --out equilibrium.png``
+    SGD's noise equilibrium of U W x (Ziyin et al. 2024): charge, norms, singular values,
+    anisotropic inputs, and the deep linear network's charge against k; measured vs predicted.
 ``fastperm sweep SPEC.toml --out sweep.zarr [--scheduler ADDRESS | --workers N]``
     A grid of runs (:mod:`fastperm.sweeps`) into a resumable Zarr store, locally or on Dask.
 ``fastperm sweep-plot sweep.zarr --out sweep.png``
@@ -332,6 +335,50 @@ def figure_schemes(args) -> int:
     return 0
 
 
+def figure_equilibrium(args) -> int:
+    from fastperm import equilibrium_study, plot
+
+    study = equilibrium_study.run(
+        d=args.d,
+        hidden=args.hidden,
+        lr=args.lr,
+        batch=args.batch,
+        steps=args.steps,
+        seeds=args.seeds,
+        spread=args.spread,
+        link=not args.no_link,
+        backend=args.backend,
+        progress=not args.quiet,
+    )
+    st = study.settings
+    print(
+        f"noise equilibrium of U W x: d = {st['d']}, h = {st['hidden']}, B = {st['batch']}, "
+        f"lr = {st['lr']:g}, {st['steps']} steps ({st['anisotropic_steps']} anisotropic), "
+        f"{st['seeds']} seeds"
+    )
+    print(f"{'quantity':<52} {'measured':>10} {'predicted':>10}")
+    for name, measured, predicted in study.table:
+        print(f"{name:<52} {measured:10.4g} {predicted:10.4g}")
+    if args.save:
+        study.save(args.save)
+        print(f"wrote {args.save}")
+    if args.out:
+        fig = plot.equilibrium_figure(study)
+        fig.savefig(args.out, dpi=args.dpi)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _npz_path(text):
+    """``--save``: '' (none), or a new or existing ``.npz`` file in a writable folder."""
+    if text == "":
+        return ""
+    if not text.endswith(".npz"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the file name must end in .npz")
+    _writable_folder(os.path.dirname(text) or ".", text)
+    return text
+
+
 def _store_path(text):
     """``--out`` of a sweep: a Zarr store (a folder) that exists or can be created."""
     if not text.endswith(".zarr"):
@@ -368,11 +415,15 @@ def sweep(args) -> int:
     spec = sweeps.load_spec(args.spec)  # a bad spec fails here, before a cluster starts
     client, to_close = _client(args)
     try:
-        ds = sweeps.sweep(spec, store=args.out, client=client, backend=args.backend,
-                          progress=not args.quiet)  # fmt: skip
+        ds = sweeps.sweep(
+            spec, store=args.out, client=client, backend=args.backend, progress=not args.quiet
+        )
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the finished chunks are in {args.out}; run the same command "
-              "again to resume", file=sys.stderr)  # fmt: skip
+        print(
+            f"\ninterrupted: the finished chunks are in {args.out}; run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
         return 130
     finally:
         for thing in to_close:
@@ -661,6 +712,61 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default=None, help="numba (default) or numpy")
     s.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
     s.set_defaults(func=figure_schemes)
+
+    e = sub.add_parser(
+        "figure-equilibrium",
+        help="SGD's noise equilibrium of U W x (Ziyin et al. 2024)",
+        description="The charge C = W Wᵀ − UᵀU of a two-layer linear network under SGD and GD "
+        "from two starts, norms and singular values, anisotropic inputs, and the charge of "
+        "a deep linear network trained with k-fold noise; measured against predicted.",
+    )
+    e.add_argument(
+        "--out",
+        type=_figure_path,
+        default="equilibrium.png",
+        help="PNG/PDF/SVG to write ('' for none; checked before computing)",
+    )
+    e.add_argument("--save", type=_npz_path, default="", help="also write the curves to this .npz")
+    e.add_argument(
+        "--seeds", type=_int_at_least("seeds", 2), default=4, help="SGD runs per start (default 4)"
+    )
+    e.add_argument(
+        "--d",
+        type=_int_at_least("d", 2),
+        default=30,
+        help="inputs = outputs (default 30, the paper's)",
+    )
+    e.add_argument(
+        "--hidden",
+        type=_int_at_least("hidden", 2),
+        default=40,
+        help="hidden units, >= d (default 40, the paper's)",
+    )
+    e.add_argument("--lr", type=_positive_real("lr"), default=0.02, help="step size (default 0.02)")
+    e.add_argument(
+        "--batch",
+        type=_int_at_least("batch", 1),
+        default=10,
+        help="samples per SGD step (default 10)",
+    )
+    e.add_argument(
+        "--steps",
+        type=_int_at_least("steps", 10),
+        default=None,
+        help="steps of the isotropic runs (default 12 e-fold times B/(lr² d): 10000 at the "
+        "defaults)",
+    )
+    e.add_argument(
+        "--spread",
+        type=_positive_real("spread"),
+        default=100.0,
+        help="largest / smallest input variance of the anisotropic case (default 100)",
+    )
+    e.add_argument("--no-link", action="store_true", help="skip the deep linear network's k runs")
+    e.add_argument("--backend", default=None, help="numba (default), cython, cuda or numpy")
+    e.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=figure_equilibrium)
 
     w = sub.add_parser(
         "sweep",

@@ -164,10 +164,15 @@ class Teacher:
         return 0.5 * float(np.sum(E * E)) + 0.5 * self.sigma**2 * self.d2
 
     def describe(self) -> dict[str, Any]:
-        return {"d0": self.d0, "d2": self.d2, "sigma": self.sigma,
-                "A_is_identity": bool(self.A.shape[0] == self.A.shape[1]
-                                      and np.array_equal(self.A, np.eye(self.d0))),
-                "sigma_x_diagonal": np.diag(self.sigma_x).tolist()}  # fmt: skip
+        return {
+            "d0": self.d0,
+            "d2": self.d2,
+            "sigma": self.sigma,
+            "A_is_identity": bool(
+                self.A.shape[0] == self.A.shape[1] and np.array_equal(self.A, np.eye(self.d0))
+            ),
+            "sigma_x_diagonal": np.diag(self.sigma_x).tolist(),
+        }
 
 
 def batch_R(U: FloatArray, W: FloatArray, X: FloatArray, Y: FloatArray) -> FloatArray:
@@ -258,8 +263,9 @@ class BalanceResult:
         """The singular values of U and of W at the records (runs, records, min(d2, h)) and
         (runs, records, min(h, d0)), descending; needs ``keep_theta=True``."""
         if self.theta_path is None:
-            raise ValueError("singular values need the parameters at the records: "
-                             "train(..., keep_theta=True)")  # fmt: skip
+            raise ValueError(
+                "singular values need the parameters at the records: train(..., keep_theta=True)"
+            )
         d0, d2 = self.meta["d0"], self.meta["d2"]
         h = self.theta.shape[-1] // (d0 + d2)
         P = self.theta_path
@@ -293,11 +299,18 @@ class BalanceResult:
         }
         if self.theta_path is not None:
             data["theta_path"] = (("run", "step", "parameter"), self.theta_path)
-        coords = {"step": self.steps, "run": np.arange(self.loss.shape[0]),
-                  "lr": ("run", self.lr), "batch": ("run", self.batch),
-                  "seed": ("run", self.seed)}  # fmt: skip
-        attrs = {"backend": self.backend, "seconds": self.seconds,
-                 "fastperm_metadata": json.dumps(self.meta)}  # fmt: skip
+        coords = {
+            "step": self.steps,
+            "run": np.arange(self.loss.shape[0]),
+            "lr": ("run", self.lr),
+            "batch": ("run", self.batch),
+            "seed": ("run", self.seed),
+        }
+        attrs = {
+            "backend": self.backend,
+            "seconds": self.seconds,
+            "fastperm_metadata": json.dumps(self.meta),
+        }
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -309,9 +322,12 @@ class BalanceResult:
         if suffix == ".nc":
             self.to_xarray().to_netcdf(path, engine=_netcdf_engine())
         elif suffix == ".npz":
-            arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+            arrays: dict[str, Any] = {
+                k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)
+            }
             info = {"backend": self.backend, "seconds": self.seconds, "meta": self.meta}
-            np.savez(path, fastperm_metadata=np.array(json.dumps(info)), **arrays)
+            arrays["fastperm_metadata"] = np.array(json.dumps(info))
+            np.savez(path, **arrays)
         else:
             raise ValueError(f"path must end in .npz or .nc, got {path!r}")
 
@@ -403,7 +419,9 @@ def train(
            [3.72, 3.57, 3.57]])
     """
     if not isinstance(teacher, Teacher):
-        raise TypeError(f"teacher must be a fastperm.equilibrium.Teacher, got {type(teacher).__name__}")
+        raise TypeError(
+            f"teacher must be a fastperm.equilibrium.Teacher, got {type(teacher).__name__}"
+        )
     d0, d2 = teacher.d0, teacher.d2
     T0 = _checks.as_float_array("theta0", theta0, (1, 2))
     T0 = np.ascontiguousarray(T0[None, :] if T0.ndim == 1 else T0)
@@ -450,19 +468,40 @@ def train(
         "theta_out": np.empty((R, P)),
         "status_out": np.empty(R, dtype=np.int64),
     }
-    step_work = np.where(batch_a == 0, 3.0 * d2 * d0 * (hidden + d0),
-                         batch_a * (3.0 * hidden * (d0 + d2) + d0 * (d0 + d2) + 60.0 * (d0 + d2)))
+    step_work = np.where(
+        batch_a == 0,
+        3.0 * d2 * d0 * (hidden + d0),
+        batch_a * (3.0 * hidden * (d0 + d2) + d0 * (d0 + d2) + 60.0 * (d0 + d2)),
+    )
     call = _runs.Call("balance_runs", values, R, float(np.sum(step_work)) * steps)
     done = _runs.run(call, backend=backend, threads=threads, progress=progress, client=client)
     norms = values["norms_out"]
     return BalanceResult(
-        rec[:-1], values["loss_out"], values["charge_out"], values["entries_out"],
-        norms[..., 0], norms[..., 1], values["theta_out"],
-        values["theta_rec"] if keep_theta else None, values["status_out"], lr_a, batch_a,
-        seed_a, track_a, done.seconds, done.backend,
-        meta={"teacher": teacher.describe(), "d0": d0, "d2": d2, "hidden": hidden,
-              "steps": steps, "record_every": record_every, **done.metadata(call.family)},
-    )  # fmt: skip
+        rec[:-1],
+        values["loss_out"],
+        values["charge_out"],
+        values["entries_out"],
+        norms[..., 0],
+        norms[..., 1],
+        values["theta_out"],
+        values["theta_rec"] if keep_theta else None,
+        values["status_out"],
+        lr_a,
+        batch_a,
+        seed_a,
+        track_a,
+        done.seconds,
+        done.backend,
+        meta={
+            "teacher": teacher.describe(),
+            "d0": d0,
+            "d2": d2,
+            "hidden": hidden,
+            "steps": steps,
+            "record_every": record_every,
+            **done.metadata(call.family),
+        },
+    )
 
 
 # -- predictions ---------------------------------------------------------------------------------

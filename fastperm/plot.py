@@ -262,3 +262,151 @@ def _quiet_nan() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
+
+
+def equilibrium_figure(study):
+    """The noise-equilibrium figure (:mod:`fastperm.equilibrium_study`): top row, the
+    isotropic two-layer network from two starts — ‖C‖_F against the step (SGD: seed mean and
+    min–max band; GD dashed), ‖U‖² and ‖W‖², and the final singular values; bottom row, the
+    anisotropic inputs — the Hessian trace against the step and W's final singular values
+    per input direction — and the deep linear network's charge for k = 1, 16, ∞ and clean
+    SGD. Predictions are dotted black lines.
+
+    Parameters
+    ----------
+    study : fastperm.equilibrium_study.Study
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from . import equilibrium as eq
+    from . import equilibrium_study as es
+
+    s = study.settings
+    n = s["seeds"]
+    T = eq.Teacher.isotropic(s["d"])
+    Ta = eq.Teacher.spectrum(es.spectrum(s["d"], s["spread"]))
+    tau = eq.decay_time(T, s["lr"], s["batch"])
+    plat = eq.plateau(T, s["lr"], s["batch"])
+    pred = eq.equilibrium(T, s["hidden"])
+    fig, ax = plt.subplots(2, 3, figsize=(15, 8.5), constrained_layout=True)
+    for i, (name, res) in enumerate(study.isotropic.items()):
+        colour = f"C{i}"
+        c = res.charge[:n]
+        ax[0, 0].plot(res.steps, c.mean(axis=0), color=colour, label=f"SGD, {name}")
+        ax[0, 0].fill_between(res.steps, c.min(axis=0), c.max(axis=0), color=colour, alpha=0.25)
+        ax[0, 0].plot(res.steps, res.charge[n], color=colour, ls="--", label=f"GD, {name}")
+        for values, ls, label in ((res.u2, "-", "‖U‖²"), (res.w2, ":", "‖W‖²")):
+            ax[0, 1].plot(
+                res.steps,
+                values[:n].mean(axis=0),
+                color=colour,
+                ls=ls,
+                label=f"SGD {label}, {name}",
+            )
+            ax[0, 1].plot(
+                res.steps,
+                values[n],
+                color=colour,
+                ls=ls,
+                alpha=0.45,
+                lw=2.5,
+                label=f"GD {label}, {name}",
+            )
+        U, W = eq.split(res.theta, T)
+        for r, (marker, label) in ((0, ("o", "SGD")), (n, ("x", "GD"))):
+            ax[0, 2].plot(
+                np.linalg.svd(U[r], compute_uv=False),
+                marker,
+                color=colour,
+                ms=4,
+                mfc="none",
+                label=f"{label} U, {name}",
+            )
+            ax[0, 2].plot(
+                np.linalg.svd(W[r], compute_uv=False),
+                marker,
+                color=colour,
+                ms=2.5,
+                label=f"{label} W, {name}",
+            )
+    first = next(iter(study.isotropic.values()))
+    t = first.steps
+    ax[0, 0].axhline(plat, color="k", ls=":", label=f"predicted plateau {plat:.3g}")
+    anchor = np.argmax(first.charge[:n].mean(axis=0) < 0.5 * first.charge[:n, 0].mean())
+    c0 = first.charge[:n, anchor].mean()
+    guide = c0 * np.exp(-(t - t[anchor]) / tau)
+    keep = (t >= t[anchor]) & (guide > plat)
+    ax[0, 0].plot(
+        t[keep], guide[keep], color="k", ls="-.", label=f"slope of τ = B/(η²σ²d) = {tau:.0f}"
+    )
+    ax[0, 0].set(
+        yscale="log",
+        xlabel="step",
+        ylabel="‖C‖_F,  C = W Wᵀ − UᵀU",
+        title=f"charge: d = {s['d']}, h = {s['hidden']}, B = {s['batch']}, η = {s['lr']:g}",
+    )
+    ax[0, 1].axhline(pred["u2"], color="k", ls=":", label="predicted (balanced)")
+    ax[0, 1].set(yscale="log", xlabel="step", ylabel="squared norm", title="norms")
+    ax[0, 2].axhline(1.0, color="k", ls=":", label="predicted: 1")
+    ax[0, 2].set(
+        yscale="log",
+        xlabel="index",
+        ylabel="singular value",
+        title="final singular values (one seed)",
+    )
+    a = study.anisotropic
+    S = es.hessian_path(a, Ta)
+    pa = eq.equilibrium(Ta, s["hidden"])
+    ax[1, 0].plot(a.steps, S[:n].mean(axis=0), color="C2", label="SGD (mean over seeds)")
+    ax[1, 0].fill_between(a.steps, S[:n].min(axis=0), S[:n].max(axis=0), color="C2", alpha=0.25)
+    ax[1, 0].plot(a.steps, S[n], color="C3", ls="--", label="GD")
+    ax[1, 0].axhline(pa["hessian_trace"], color="k", ls=":", label="predicted: 2√(d tr Σ) tr Σ^½")
+    ax[1, 0].set(
+        xlabel="step",
+        ylabel="tr Hessian = tr Σ ‖U‖² + d tr(WΣWᵀ)",
+        title=f"anisotropic inputs (s spread {s['spread']:g}×): flattening",
+    )
+    spec = es.spectrum(s["d"], s["spread"])
+    _, sw = a.singular_values()
+    order = np.argsort(spec)  # ascending variance: descending predicted singular value
+    ax[1, 1].plot(spec[order], sw[:n, -1].mean(axis=0), "o", color="C2", ms=4, label="SGD")
+    ax[1, 1].plot(spec[order], sw[n, -1], "x", color="C3", label="GD")
+    ax[1, 1].plot(spec[order], pa["sv_W"], "k:", label="predicted (s̄ / s_j)^¼")
+    ax[1, 1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="input variance s_j",
+        ylabel="W's singular value (sorted)",
+        title="anisotropic: final W",
+    )
+    if study.link is not None:
+        link = study.link
+        for i, (label, item) in enumerate(link["runs"].items()):
+            ax[1, 2].plot(
+                link["steps"],
+                item["charge"].mean(axis=0),
+                color=f"C{i + 4}",
+                label=f"{label}: ‖u‖² {item['u2_final']:.3f} (pred. {item['u2_predicted']:.3f})",
+            )
+        ls = link["settings"]
+        ax[1, 2].set(
+            xlabel="step",
+            ylabel="‖W Wᵀ − u uᵀ‖_F",
+            title=f"deep_linear [{ls['d']}, {ls['hidden']}], input noise σ = "
+            f"{ls['sigma']:g}: charge vs k",
+        )
+    else:
+        ax[1, 2].axis("off")
+    for axis in ax.flat:
+        if axis.has_data():
+            axis.legend(frameon=False, fontsize=7)
+    fig.suptitle(
+        "SGD's noise equilibrium under the rescaling symmetry of U W x "
+        "(Ziyin et al., NeurIPS 2024)",
+        fontsize=12,
+    )
+    return fig

@@ -64,6 +64,27 @@ def test_figure1_fresh_and_custom_k(tmp_path, capsys):
     assert "fresh permutation" in capsys.readouterr().out
 
 
+def test_figure_equilibrium_small(tmp_path, capsys):
+    """The noise-equilibrium figure at a tiny size: the table (measured next to predicted),
+    the figure and the saved curves."""
+    import numpy as np
+
+    out, saved = tmp_path / "eq.png", tmp_path / "eq.npz"
+    argv = ["figure-equilibrium", "--d", "3", "--hidden", "4", "--seeds", "2", "--lr", "0.1",
+            "--out", str(out), "--save", str(saved), "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "e-fold time" in text and "deep_linear k = 16" in text and "predicted" in text
+    assert out.exists() and out.stat().st_size > 10_000
+    with np.load(saved) as archive:
+        assert archive["isotropic0_charge"].shape[0] == 3  # two SGD seeds and GD
+
+
+def test_figure_equilibrium_refuses_too_few_hidden_units(capsys):
+    assert cli.main(["figure-equilibrium", "--d", "8", "--hidden", "4", "--out", ""]) == 2
+    assert "hidden" in capsys.readouterr().err
+
+
 def test_bad_k_list(capsys):
     assert cli.main(["figure1", "--k", "1,two"]) == 2
     assert "argument --k" in capsys.readouterr().err
@@ -94,6 +115,8 @@ BAD_OPTIONS = [
     (["figure1", "--steps", "-5"], "--steps", "steps must be >= 1"),
     (["figure1", "--d", "zero"], "--d", "d must be an integer"),
     (["figure-schemes", "--lr", "nan"], "--lr", "lr must be finite and > 0"),
+    (["figure-equilibrium", "--seeds", "1"], "--seeds", "seeds must be >= 2"),
+    (["figure-equilibrium", "--save", "{tmp}/x.txt"], "--save", "must end in .npz"),
     (["bench", "--steps", "0"], "--steps", "steps must be >= 1"),
     (["bench", "--threads", "0"], "--threads", "threads must be >= 1"),
     (["lie-digits", "--out", "{tmp}/study", "--steps", "-5"], "--steps", "steps must be >= 1"),

@@ -51,8 +51,16 @@ def test_identity_holds_along_every_backends_run(backend):
     """Along a run of each backend (θ kept at every step), every step's change of C is
     η² (g_W g_Wᵀ − g_Uᵀ g_U) with the gradients recomputed from the teacher's samples."""
     T = teacher()
-    res = eq.train(T, eq.init(T, 7, u_scale=1.5, w_scale=0.5, seed=2), lr=0.04, batch=[4, 0],
-                   seeds=9, steps=6, keep_theta=True, backend=backend)  # fmt: skip
+    res = eq.train(
+        T,
+        eq.init(T, 7, u_scale=1.5, w_scale=0.5, seed=2),
+        lr=0.04,
+        batch=[4, 0],
+        seeds=9,
+        steps=6,
+        keep_theta=True,
+        backend=backend,
+    )
     U, W = eq.split(res.theta_path, T)
     for r, batch in enumerate((4, 0)):
         for t in range(6):
@@ -79,17 +87,28 @@ def test_compiled_kernels_match_the_reference(backend):
     relative is outside that band (the comparison can fail)."""
     T = teacher(d0=5, d2=3, sigma=0.7)
     th = np.stack([eq.init(T, 4, u_scale=0.5, w_scale=1.5, seed=s) for s in range(3)])
-    kw = dict(batch=[3, 0, 1], seeds=[5, 6, 7], steps=60, record_every=7, keep_theta=True,
-              track=[[0, 1], [3, 2]])  # fmt: skip
+    kw = dict(
+        batch=[3, 0, 1],
+        seeds=[5, 6, 7],
+        steps=60,
+        record_every=7,
+        keep_theta=True,
+        track=[[0, 1], [3, 2]],
+    )
     lr = np.array([0.01, 0.02, 0.03])
     ref = eq.train(T, th, lr=lr, backend="numpy", **kw)
     got = eq.train(T, th, lr=lr, backend=backend, **kw)
     off = eq.train(T, th, lr=lr * (1 + 1e-9), backend="numpy", **kw)
 
     def gap(a, b):
-        return max(np.max(np.abs(x - y) / (1 + np.abs(y))) for x, y in zip(
-            (a.loss, a.charge, a.entries, a.u2, a.w2, a.theta, a.theta_path),
-            (b.loss, b.charge, b.entries, b.u2, b.w2, b.theta, b.theta_path), strict=True))  # fmt: skip
+        return max(
+            np.max(np.abs(x - y) / (1 + np.abs(y)))
+            for x, y in zip(
+                (a.loss, a.charge, a.entries, a.u2, a.w2, a.theta, a.theta_path),
+                (b.loss, b.charge, b.entries, b.u2, b.w2, b.theta, b.theta_path),
+                strict=True,
+            )
+        )
 
     assert gap(got, ref) < 1e-12
     assert gap(off, ref) > 1e-11
@@ -106,7 +125,9 @@ def test_divergence_is_reported_at_the_same_step(backend):
         ref = eq.train(T, th, backend="numpy", **kw)
     assert res.diverged_step[0] >= 0 and res.diverged_step[1] == -1
     assert res.diverged_step[0] == ref.diverged_step[0]
-    assert np.isnan(res.loss[0, -1]) and np.isnan(res.charge[0, -1]) and np.isnan(res.theta[0]).all()
+    assert (
+        np.isnan(res.loss[0, -1]) and np.isnan(res.charge[0, -1]) and np.isnan(res.theta[0]).all()
+    )
 
 
 def test_parts_threads_and_batches_give_one_calls_bits(monkeypatch):
@@ -114,14 +135,30 @@ def test_parts_threads_and_batches_give_one_calls_bits(monkeypatch):
     give the same bits."""
     T = eq.Teacher.isotropic(6)
     th = np.stack([eq.init(T, 8, u_scale=0.5, w_scale=2.0, seed=s) for s in range(3)])
-    kw = dict(lr=[0.02, 0.03, 0.05], batch=[5, 0, 2], seeds=[1, 2, 3], steps=300,
-              record_every=40, keep_theta=True, backend="numba")  # fmt: skip
+    kw = dict(
+        lr=[0.02, 0.03, 0.05],
+        batch=[5, 0, 2],
+        seeds=[1, 2, 3],
+        steps=300,
+        record_every=40,
+        keep_theta=True,
+        backend="numba",
+    )
     one = eq.train(T, th, threads=1, **kw)
     two = eq.train(T, th, threads=2, **kw)
     monkeypatch.setattr(knobs, "INTERRUPT_WORK", 2e4)
     parts = eq.train(T, th, threads=1, **kw)
-    alone = eq.train(T, th[2], lr=0.05, batch=2, seeds=3, steps=300, record_every=40,
-                     keep_theta=True, backend="numba")  # fmt: skip
+    alone = eq.train(
+        T,
+        th[2],
+        lr=0.05,
+        batch=2,
+        seeds=3,
+        steps=300,
+        record_every=40,
+        keep_theta=True,
+        backend="numba",
+    )
     for other in (two, parts):
         for name in ("loss", "charge", "entries", "u2", "w2", "theta", "theta_path"):
             assert np.array_equal(getattr(one, name), getattr(other, name)), name
@@ -147,13 +184,23 @@ def test_sgd_from_two_starts_reaches_one_plateau_gd_does_not():
     starts whose charges differ 4×, SGD's final ‖C‖ (mean of the last third, 4 seeds each)
     agree within the seed spread and within 30 % of :func:`plateau`; GD's stay apart."""
     T = eq.Teacher.isotropic(12)
-    starts = [eq.init(T, 16, u_scale=0.3, w_scale=2.5, seed=0),
-              eq.init(T, 16, u_scale=2.5, w_scale=0.3, seed=1)]  # fmt: skip
+    starts = [
+        eq.init(T, 16, u_scale=0.3, w_scale=2.5, seed=0),
+        eq.init(T, 16, u_scale=2.5, w_scale=0.3, seed=1),
+    ]
     steps = 12 * int(eq.decay_time(T, 0.05, 10))
     ends, gd = [], []
     for th in starts:
-        res = eq.train(T, th, lr=0.05, batch=[10, 10, 10, 10, 0], seeds=[0, 1, 2, 3, 0],
-                       steps=steps, record_every=steps // 30, backend="numba")  # fmt: skip
+        res = eq.train(
+            T,
+            th,
+            lr=0.05,
+            batch=[10, 10, 10, 10, 0],
+            seeds=[0, 1, 2, 3, 0],
+            steps=steps,
+            record_every=steps // 30,
+            backend="numba",
+        )
         ends.append(res.charge[:4, -10:].mean(axis=1))
         gd.append(res.charge[4, -1])
     a, b = ends
@@ -176,8 +223,17 @@ def test_decay_time_within_25_percent():
     steps = int(1.5 * tau)
     C0 = eq.charge(*eq.split(th, T))
     diag = [(i, i) for i in range(20)]
-    res = eq.train(T, th, lr=0.05, batch=10, seeds=np.arange(8), steps=steps,
-                   record_every=max(1, steps // 15), track=diag, backend="numba")  # fmt: skip
+    res = eq.train(
+        T,
+        th,
+        lr=0.05,
+        batch=10,
+        seeds=np.arange(8),
+        steps=steps,
+        record_every=max(1, steps // 15),
+        track=diag,
+        backend="numba",
+    )
     proj = (res.entries * np.diag(C0)[:20]).sum(axis=-1) / np.sum(C0 * C0)
     slope = np.polyfit(res.steps, np.log(proj.mean(axis=0)), 1)[0]
     assert abs(-1 / slope / tau - 1) < 0.25
@@ -192,8 +248,17 @@ def test_scalar_output_reaches_the_predicted_rank_one_equilibrium():
     pred = eq.equilibrium(T, 5)
     assert np.isclose(pred["u2"] ** 2, v @ T.sigma_x @ v / np.trace(T.sigma_x))
     th = eq.init(T, 5, u_scale=2.0, w_scale=0.4, seed=3)
-    res = eq.train(T, th, lr=0.05, batch=[4, 4, 4, 0], seeds=[0, 1, 2, 0], steps=60000,
-                   record_every=1000, keep_theta=True, backend="numba")  # fmt: skip
+    res = eq.train(
+        T,
+        th,
+        lr=0.05,
+        batch=[4, 4, 4, 0],
+        seeds=[0, 1, 2, 0],
+        steps=60000,
+        record_every=1000,
+        keep_theta=True,
+        backend="numba",
+    )
     su, sw = res.singular_values()
     assert np.all(sw[:3, -1, 1] / sw[:3, -1, 0] < 0.1)
     u2 = res.u2[:3, -10:].mean()
@@ -223,11 +288,21 @@ def test_matrix_equilibrium_prediction_satisfies_its_conditions():
 
 def test_results_save_and_load(tmp_path):
     T = eq.Teacher.isotropic(3)
-    res = eq.train(T, eq.init(T, 4), lr=0.05, batch=[2, 0], steps=20, record_every=5,
-                   keep_theta=True, backend="numba")  # fmt: skip
+    res = eq.train(
+        T,
+        eq.init(T, 4),
+        lr=0.05,
+        batch=[2, 0],
+        steps=20,
+        record_every=5,
+        keep_theta=True,
+        backend="numba",
+    )
     res.save(tmp_path / "r.npz")
     back = eq.BalanceResult.load(tmp_path / "r.npz")
-    assert np.array_equal(back.charge, res.charge) and np.array_equal(back.theta_path, res.theta_path)
+    assert np.array_equal(back.charge, res.charge) and np.array_equal(
+        back.theta_path, res.theta_path
+    )
     pytest.importorskip("xarray")
     ds = res.to_xarray()
     assert ds["charge"].dims == ("run", "step") and list(ds["batch"].values) == [2, 0]

@@ -67,8 +67,8 @@ class Family:
     summary: str
     args: tuple[Arg, ...]
     returns: str = "None"
-    #: the start, the parameters kept at the records, and the final parameters: what a run
-    #: split into calls (``start_step``) carries from one call to the next
+    #: the start, the parameters kept at the records ("" if none), and the final parameters:
+    #: what a run split into calls (``start_step``) carries from one call to the next
     state: tuple[str, str, str] = ("W0", "w_rec", "w_out")
 
     @cached_property
@@ -339,8 +339,12 @@ FAMILIES = {
                 _a("sigma", "setting", "the labels' noise standard deviation σ"),
                 _a("Theta0", "start", "(1, P) or (R, P) starts, P = h (d2 + d0)"),
                 LR,
-                _a("batch", "run", "(R,) int64 samples per step B ≥ 1; 0: the population "
-                   "gradient (gradient descent)"),
+                _a(
+                    "batch",
+                    "run",
+                    "(R,) int64 samples per step B ≥ 1; 0: the population "
+                    "gradient (gradient descent)",
+                ),
                 _a("seeds", "run", "(R,) uint64 keys of the runs' samples (:mod:`fastperm.rng`)"),
                 STEPS,
                 _a(
@@ -455,6 +459,7 @@ FAMILIES = {
                 STATUS,
             ),
             RUNS_RETURN,
+            state=("Theta0", "", "theta_out"),
         ),
         Family(
             "scheme_runs",

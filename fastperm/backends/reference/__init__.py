@@ -7,8 +7,8 @@ O(T + d) recurrence; comparing the two is one of the tests).
 
 Kernel contract: :mod:`fastperm.backends.contract` (every family declared once, with its
 arguments and their roles). The reference implements every family; its files have the
-compiled backends' file names (``sgd``, ``dual``, ``closed_forms``, ``deep_linear``, ``schemes``, ``equilibrium``,
-``lie``).
+compiled backends' file names (``sgd``, ``dual``, ``closed_forms``, ``deep_linear``,
+``schemes``, ``equilibrium``, ``lie``).
 """
 
 from ...knobs import as_thread_count

@@ -24,8 +24,10 @@ def samples(A, L, sigma, seed, t, batch):
     """The batch of step t: ``(X (B, d0), Y (B, d2))``."""
     d2, d0 = A.shape
     Z = np.array(
-        [rng.gaussian_noise(int(seed), rng.STREAM_DATA, rng.counter(t, j), d0 + d2)
-         for j in range(batch)]
+        [
+            rng.gaussian_noise(int(seed), rng.STREAM_DATA, rng.counter(t, j), d0 + d2)
+            for j in range(batch)
+        ]
     ).reshape(batch, d0 + d2)
     X = Z[:, :d0] @ L.T
     return X, X @ A.T + sigma * Z[:, d0:]
@@ -39,9 +41,26 @@ def _record(U, W, A, L, sigma, track):
 
 
 def balance_runs(
-    A, L, Sigma, sigma, Theta0, lr, batch, seeds, steps, start_step, record_steps, track,
-    loss_out, charge_out, entries_out, norms_out, theta_rec, theta_out, status_out,
-):  # fmt: skip
+    A,
+    L,
+    Sigma,
+    sigma,
+    Theta0,
+    lr,
+    batch,
+    seeds,
+    steps,
+    start_step,
+    record_steps,
+    track,
+    loss_out,
+    charge_out,
+    entries_out,
+    norms_out,
+    theta_rec,
+    theta_out,
+    status_out,
+):
     """R runs, one after another (contract: ``balance_runs``)."""
     d2, d0 = A.shape
     keep = theta_rec.shape[1] > 0
