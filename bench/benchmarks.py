@@ -458,3 +458,34 @@ class ClosedForms:
         return costs[augmentation]["k=16"] / costs[augmentation]["k=inf"]
 
     track_ratio_k16_over_inf.unit = "ratio"
+
+
+class NoiseEquilibrium:
+    """SGD of the two-layer linear network U W x on a Gaussian teacher (issue 19): the
+    paper's setting (d0 = d2 = 30, h = 40) with batches of 10, and GD (the population
+    gradient); one run on one thread, T = 5000."""
+
+    params = (["numba", "cython"], ["sgd B=10", "gd"])
+    param_names = ["backend", "method"]
+
+    def setup(self, backend, method):
+        _require(backend)
+        try:
+            from fastperm import equilibrium
+        except ImportError:
+            raise NotImplementedError("fastperm.equilibrium is newer than this commit") from None
+        self.eq = equilibrium
+        self.teacher = equilibrium.Teacher.isotropic(30)
+        self.theta0 = equilibrium.init(self.teacher, 40, seed=1)
+        self.kw = dict(lr=0.02, batch=10 if method.startswith("sgd") else 0, backend=backend,
+                       threads=1, record_every=5000)  # fmt: skip
+        equilibrium.train(self.teacher, self.theta0, steps=2, **self.kw)
+
+    def time_train(self, backend, method):
+        self.eq.train(self.teacher, self.theta0, steps=5000, **self.kw)
+
+    def track_ns_per_step(self, backend, method):
+        res = self.eq.train(self.teacher, self.theta0, steps=5000, **self.kw)
+        return res.seconds / 5000 * 1e9
+
+    track_ns_per_step.unit = "ns/step"

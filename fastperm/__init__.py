@@ -17,9 +17,10 @@ rng
 augment
     Augmentation distributions with closed forms: ``augment.Gaussian(sigma)``,
     ``Mask(p)``, ``CyclicShift()``, ``BlockPermutation(groups)``, ``Moments(...)``.
-deep_linear, schemes
-    Deep linear networks with input noise (exact expected gradient), and the
-    vanilla / DA / FA / EA schemes (on first access).
+deep_linear, schemes, equilibrium
+    Deep linear networks with input noise (exact expected gradient), the
+    vanilla / DA / FA / EA schemes, and SGD's noise equilibrium of two-layer linear
+    networks (on first access).
 lie, models
     Lie brackets of training examples, and models with per-example gradients
     (imported on first access: ``fastperm.lie.brackets(...)``).
@@ -57,12 +58,13 @@ __version__ = _installed_version()
 
 _LAZY = (
     "lie", "models", "timing", "plot", "digits", "deep_linear", "schemes", "sweeps",
-    "distributed",
+    "distributed", "equilibrium", "equilibrium_study",
 )  # fmt: skip
 
 if TYPE_CHECKING:  # imported on first access, by __getattr__ below
     from . import deep_linear, lie, models
     from . import digits as digits
+    from . import equilibrium as equilibrium
     from . import plot as plot
     from . import schemes as schemes
     from . import timing as timing
@@ -88,6 +90,7 @@ __all__ = [
     "augmented_gradient",
     "backends",
     "deep_linear",
+    "equilibrium",
     "expected_gradient",
     "lie",
     "models",

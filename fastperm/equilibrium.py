@@ -221,6 +221,7 @@ class BalanceResult:
     Attributes
     ----------
     steps : (records,) int array
+        The runs' steps at the records (counted from the runs' start: ``start_step`` on).
     loss, charge : (runs, records)
         The population loss and ‖C‖_F after those steps (NaN past a divergence).
     entries : (runs, records, Q)
@@ -239,7 +240,8 @@ class BalanceResult:
         Wall time of the kernel calls (compilation excluded).
     backend : str
     meta : dict
-        The teacher, hidden size, steps, record_every, threads, versions, date.
+        The teacher, hidden size, steps, record_every, start_step, ``steps_done`` (the
+        run's steps after this call: where an interrupted one stopped), threads.
     """
 
     steps: IntArray
@@ -362,6 +364,7 @@ def train(
     batch: npt.ArrayLike = 10,
     seeds: npt.ArrayLike = 0,
     record_every: int = 1,
+    start_step: int = 0,
     track: npt.ArrayLike | None = None,
     keep_theta: bool = False,
     backend: str | None = None,
@@ -388,7 +391,11 @@ def train(
         Keys of the runs' samples. ``lr``, ``batch``, ``seeds`` and the rows of ``theta0``
         broadcast against each other (length 1 or one common length): one run each.
     record_every : int >= 1
-        Record at steps 0, r, 2r, … and the last.
+        Record at steps 0, r, 2r, … and the last (of this call).
+    start_step : int >= 0
+        Steps the runs took before (step t of this call draws the samples of the run's step
+        ``start_step + t``): ``train(..., theta0=res.theta, start_step=res.steps_done)``
+        continues ``res`` bitwise (an interrupted one too).
     track : (Q, 2) int array, optional
         Entries (a, b) of C to record; default (0, 0), (0, 1), (1, 1), (h−1, h−1).
     keep_theta : bool
@@ -399,7 +406,8 @@ def train(
         Threads for this call; never changes results.
     progress : bool or str
         A progress bar over the steps. The call runs in parts either way, so Ctrl-C stops
-        it within about a second (:class:`fastperm.Interrupted`).
+        it within about a second: :class:`fastperm.Interrupted`, whose ``result`` holds the
+        steps done (records past them NaN, ``theta`` where the runs stopped).
     client : dask.distributed.Client, optional
         Spread the runs over a Dask cluster; the same result.
 
@@ -412,11 +420,13 @@ def train(
     >>> from fastperm import equilibrium as eq
     >>> T = eq.Teacher.isotropic(d=4, sigma=1.0)
     >>> theta0 = eq.init(T, 6, u_scale=0.3, w_scale=2.0, seed=0)
-    >>> res = eq.train(T, theta0, lr=0.05, batch=[10, 0], steps=2000, record_every=1000,
+    >>> res = eq.train(T, theta0, lr=0.1, batch=[10, 0], steps=2000, record_every=1000,
     ...                backend="numpy")
-    >>> res.charge.round(2)  # SGD's charge decays; GD's (batch 0) stays
-    array([[3.72, 1.56, 0.47],
-           [3.72, 3.57, 3.57]])
+    >>> res.charge.round(2)  # SGD's charge falls to its plateau; GD's (batch 0) stays
+    array([[14.73,  0.17,  0.25],
+           [14.73, 14.43, 14.43]])
+    >>> round(eq.decay_time(T, 0.1, 10)), round(eq.plateau(T, 0.1, 10), 2)
+    (250, 0.17)
     """
     if not isinstance(teacher, Teacher):
         raise TypeError(
@@ -445,6 +455,7 @@ def train(
         T0 = np.ascontiguousarray(T0[rows])
     R = lr_a.shape[0]
     track_a = _track(track, hidden)
+    start_step = _checks.as_int("start_step", start_step, minimum=0, maximum=2**32 - 2 - steps)
     rec = _runs.record_steps(steps, record_every)
     m = rec.shape[0] - 1
     values: dict[str, Any] = {  # the kernel's arguments by name (contract.FAMILIES)
@@ -457,7 +468,7 @@ def train(
         "batch": batch_a,
         "seeds": seed_a,
         "steps": steps,
-        "start_step": 0,
+        "start_step": start_step,
         "record_steps": rec,
         "track": track_a,
         "loss_out": np.empty((R, m)),
@@ -474,34 +485,44 @@ def train(
         batch_a * (3.0 * hidden * (d0 + d2) + d0 * (d0 + d2) + 60.0 * (d0 + d2)),
     )
     call = _runs.Call("balance_runs", values, R, float(np.sum(step_work)) * steps)
-    done = _runs.run(call, backend=backend, threads=threads, progress=progress, client=client)
-    norms = values["norms_out"]
-    return BalanceResult(
-        rec[:-1],
-        values["loss_out"],
-        values["charge_out"],
-        values["entries_out"],
-        norms[..., 0],
-        norms[..., 1],
-        values["theta_out"],
-        values["theta_rec"] if keep_theta else None,
-        values["status_out"],
-        lr_a,
-        batch_a,
-        seed_a,
-        track_a,
-        done.seconds,
-        done.backend,
-        meta={
-            "teacher": teacher.describe(),
-            "d0": d0,
-            "d2": d2,
-            "hidden": hidden,
-            "steps": steps,
-            "record_every": record_every,
-            **done.metadata(call.family),
-        },
-    )
+    meta = {
+        "teacher": teacher.describe(),
+        "d0": d0,
+        "d2": d2,
+        "hidden": hidden,
+        "steps": steps,
+        "record_every": record_every,
+        "start_step": start_step,
+    }
+
+    def result(done: _runs.Launched | None, steps_done: int) -> BalanceResult:
+        norms = values["norms_out"]
+        how = {} if done is None else done.metadata(call.family)
+        return BalanceResult(
+            start_step + rec[:-1],
+            values["loss_out"],
+            values["charge_out"],
+            values["entries_out"],
+            norms[..., 0],
+            norms[..., 1],
+            values["theta_out"],
+            values["theta_rec"] if keep_theta else None,
+            values["status_out"],
+            lr_a,
+            batch_a,
+            seed_a,
+            track_a,
+            np.nan if done is None else done.seconds,
+            "" if done is None else done.backend,
+            meta={**meta, "steps_done": start_step + steps_done, **how},
+        )
+
+    try:
+        done = _runs.run(call, backend=backend, threads=threads, progress=progress, client=client)
+    except _runs.Interrupted as exc:
+        exc.result = result(None, exc.step)
+        raise
+    return result(done, steps)
 
 
 # -- predictions ---------------------------------------------------------------------------------

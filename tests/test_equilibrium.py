@@ -331,3 +331,56 @@ def test_bad_inputs_are_named(call, match):
     T = eq.Teacher.isotropic(3)
     with pytest.raises((ValueError, TypeError), match=match):
         call(T, eq.init(T, 4))
+
+
+def test_an_interrupted_run_continues_bitwise(monkeypatch):
+    """Ctrl-C in the third part of a call: the partial result holds the steps done, and a
+    call continuing from it (``start_step``) ends with one call's bits."""
+    from fastperm import Interrupted
+
+    T = eq.Teacher.isotropic(5)
+    th = eq.init(T, 6, u_scale=0.5, w_scale=2.0, seed=0)
+    kw = dict(lr=[0.05, 0.02], batch=[4, 0], seeds=[1, 2], record_every=100, backend="numba")
+    whole = eq.train(T, th, steps=3000, **kw)
+    kern = backends.get("numba")
+    real, calls = kern.balance_runs, []
+
+    def stop_at_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(knobs, "INTERRUPT_WORK", 5e5)
+    monkeypatch.setattr(kern, "balance_runs", stop_at_third)
+    with pytest.raises(Interrupted) as info:
+        eq.train(T, th, steps=3000, **kw)
+    monkeypatch.undo()
+    part = info.value.result
+    done = part.meta["steps_done"]
+    assert 0 < done < 3000 and np.isnan(part.charge[:, -1]).all()
+    rest = eq.train(T, part.theta, steps=3000 - done, start_step=done, **kw)
+    assert np.array_equal(rest.theta, whole.theta)
+    assert np.array_equal(rest.charge[:, -1], whole.charge[:, -1])
+
+
+def test_dask_client_gives_the_local_bits():
+    distributed = pytest.importorskip("dask.distributed")
+    T = eq.Teacher.isotropic(4)
+    th = eq.init(T, 5, u_scale=0.5, w_scale=2.0, seed=0)
+    kw = dict(
+        lr=[0.05, 0.02, 0.03],
+        batch=[4, 0, 2],
+        seeds=[1, 2, 3],
+        steps=300,
+        record_every=50,
+        backend="numba",
+        keep_theta=True,
+    )
+    local = eq.train(T, th, **kw)
+    with distributed.Client(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as client:
+        spread = eq.train(T, th, client=client, **kw)
+    for name in ("loss", "charge", "entries", "theta", "theta_path"):
+        assert np.array_equal(getattr(spread, name), getattr(local, name)), name

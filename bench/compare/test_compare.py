@@ -201,3 +201,52 @@ def test_batched_runs(benchmark, backend, method):
     )
     result = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     assert result.loss.shape == (RUNS, 11) and (result.diverged_step == -1).all()
+
+
+# -- the noise equilibrium's SGD steps (issue 19) -----------------------------------------------
+
+
+def _equilibrium_bench():
+    """bench/equilibrium.py's loops (NumPy, PyTorch) and fastperm runner, by file path."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "equilibrium.py"
+    spec = importlib.util.spec_from_file_location("fastperm_bench_equilibrium", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EQ_CONTENDERS = ["fastperm-numba", "fastperm-cython", "numpy", "torch"]
+
+
+@pytest.mark.parametrize("contender", EQ_CONTENDERS)
+def test_equilibrium_sgd(benchmark, contender):
+    """2000 SGD steps of U W x in the paper's setting (d0 = d2 = 30, h = 40, B = 10), one run,
+    one thread; fastperm draws the specification's samples, the loops their library's."""
+    bench = _equilibrium_bench()
+    steps, d, h = 2000, 30, 40
+    if contender.startswith("fastperm-"):
+        backend = contender.split("-", 1)[1]
+        if backend not in fastperm.backends.available():
+            pytest.skip(f"backend {backend} is not available here")
+
+        def run():
+            bench.fastperm_run(backend, steps, d, h)
+
+    elif contender == "numpy":
+
+        def run():
+            bench.numpy_loop(steps, d, h)
+
+    else:
+        pytest.importorskip("torch")
+
+        def run():
+            bench.torch_loop(steps, d, h)
+
+    run()  # compile / warm caches outside the timing
+    benchmark.group = f"equilibrium SGD, d={d}, h={h}, B=10, T={steps}"
+    benchmark.extra_info.update(contender=contender, count=steps, unit="step")
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
