@@ -6,9 +6,9 @@ prediction:
 1. **Isotropic (the paper's two-layer experiment):** ``f(x) = U W x`` with d0 = d2 = 30
    inputs and outputs, h = 40 hidden units, ``x ~ N(0, I)``, ``y = x + ε`` (σ = 1). The
    paper gives no step size, batch or step count; here B = 10, η = 0.02 (so the predicted
-   e-fold time B / (η² σ² d) is 833 steps) and 10⁴ steps (12 e-fold times), from two very different starts
-   (U small and W large, and the reverse), SGD over several seeds and GD (the population
-   gradient) from each. Measured: the e-fold time of ‖C‖ (a fit of log ‖C‖ while
+   e-fold time B / (η² σ² d) is 833 steps) and 10⁴ steps (12 e-fold times), from two very
+   different starts (U small and W large, and the reverse), SGD over several seeds and GD
+   (the population gradient) from each. Measured: the e-fold time of ‖C‖ (a fit of log ‖C‖ while
    ‖C‖ > 10× the plateau, after the loss settled), the plateau (mean over the last
    quarter), the final ‖U‖², ‖W‖² and singular values.
 2. **Anisotropic inputs:** Σ = diag(s) with s spread geometrically over two decades (mean
@@ -93,7 +93,9 @@ class Study:
         np.savez(path, fastperm_metadata=np.array(json.dumps(info)), **arrays)
 
 
-def efold_time(steps: npt.NDArray[Any], charge: FloatArray, loss: FloatArray, plateau: float) -> float:
+def efold_time(
+    steps: npt.NDArray[Any], charge: FloatArray, loss: FloatArray, plateau: float
+) -> float:
     """The e-fold time of the mean ‖C‖ over runs: a least-squares fit of log ‖C‖ against
     the step over the records where the loss is within 1 % of its final value and ‖C‖ is
     above 10× the plateau (NaN with fewer than 3 such records)."""
