@@ -60,7 +60,7 @@ def slowest_time(teacher: eq.Teacher, lr: float, batch: int) -> float:
 
 @dataclass
 class Study:
-    """What :func:`run` measured: ``isotropic`` (start name → :class:`BalanceResult`, runs:
+    """What :func:`run` measured: ``isotropic`` (start name → :class:`~fastperm.equilibrium.BalanceResult`, runs:
     the SGD seeds, then GD), ``anisotropic`` (one BalanceResult, the same layout), ``link``
     (:func:`augmentation_link`'s dict or None), ``settings`` and ``table`` (rows of
     (quantity, measured, predicted))."""
@@ -134,7 +134,6 @@ def run(
     runs: dict[str, Any] = dict(
         lr=lr,
         batch=[batch] * seeds + [0],
-        seeds=list(range(seeds)) + [0],
         steps=steps,
         record_every=max(1, steps // 200),
         backend=backend,
@@ -143,9 +142,17 @@ def run(
         "U small, W large": eq.init(T, hidden, u_scale=0.3, w_scale=3.0, seed=1),
         "U large, W small": eq.init(T, hidden, u_scale=3.0, w_scale=0.3, seed=2),
     }
+    # each start its own seeds: with the same samples, SGD from two starts synchronises
+    # (the same trajectory once both reached the minimum), which would hide the seed spread
     iso = {
-        name: eq.train(T, th, progress=progress and f"from {name}", **runs)
-        for name, th in starts.items()
+        name: eq.train(
+            T,
+            th,
+            seeds=[*range(i * seeds, (i + 1) * seeds), 0],
+            progress=progress and f"from {name}",
+            **runs,
+        )
+        for i, (name, th) in enumerate(starts.items())
     }
     Ta = eq.Teacher.spectrum(spectrum(d, spread))
     Q = np.eye(hidden, d)
@@ -155,6 +162,7 @@ def run(
     aniso = eq.train(
         Ta,
         balanced,
+        seeds=[*range(seeds), 0],
         keep_theta=True,
         progress=progress and "anisotropic",
         **{**runs, "steps": aniso_steps, "record_every": aniso_steps // 50},

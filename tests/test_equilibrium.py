@@ -181,8 +181,9 @@ def test_gd_keeps_the_charge_within_order_eta_squared():
 
 def test_sgd_from_two_starts_reaches_one_plateau_gd_does_not():
     """The paper's Fig. 2 setting scaled down (d = 12, h = 16, B = 10, η = 0.05): from two
-    starts whose charges differ 4×, SGD's final ‖C‖ (mean of the last third, 4 seeds each)
-    agree within the seed spread and within 30 % of :func:`plateau`; GD's stay apart."""
+    starts of opposite imbalance (‖C‖ 44 and 23, tr C of opposite signs), SGD's final ‖C‖
+    (mean of the last third, 4 other seeds each) agree within the seed spread and within
+    30 % of :func:`plateau`; GD's stay apart."""
     T = eq.Teacher.isotropic(12)
     starts = [
         eq.init(T, 16, u_scale=0.3, w_scale=2.5, seed=0),
@@ -190,13 +191,13 @@ def test_sgd_from_two_starts_reaches_one_plateau_gd_does_not():
     ]
     steps = 12 * int(eq.decay_time(T, 0.05, 10))
     ends, gd = [], []
-    for th in starts:
+    for i, th in enumerate(starts):
         res = eq.train(
             T,
             th,
             lr=0.05,
             batch=[10, 10, 10, 10, 0],
-            seeds=[0, 1, 2, 3, 0],
+            seeds=[4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3, 0],  # (the same samples synchronise)
             steps=steps,
             record_every=steps // 30,
             backend="numba",
