@@ -60,10 +60,12 @@ def slowest_time(teacher: eq.Teacher, lr: float, batch: int) -> float:
 
 @dataclass
 class Study:
-    """What :func:`run` measured: ``isotropic`` (start name → :class:`~fastperm.equilibrium.BalanceResult`, runs:
-    the SGD seeds, then GD), ``anisotropic`` (one BalanceResult, the same layout), ``link``
-    (:func:`augmentation_link`'s dict or None), ``settings`` and ``table`` (rows of
-    (quantity, measured, predicted))."""
+    """What :func:`run` measured.
+
+    ``isotropic``: start name → :class:`~fastperm.equilibrium.BalanceResult` (runs: the
+    SGD seeds, then GD); ``anisotropic``: one BalanceResult, the same layout; ``link``:
+    :func:`augmentation_link`'s dict, or None; ``settings``; ``table``: rows of
+    (quantity, measured, predicted)."""
 
     isotropic: dict[str, eq.BalanceResult]
     anisotropic: eq.BalanceResult
