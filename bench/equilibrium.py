@@ -76,6 +76,13 @@ def numpy_loop(steps, D, H):
 
     def run():
         nonlocal U, W
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # one thread, as every contender
+            loop()
+
+    def loop():
+        nonlocal U, W
         for _ in range(steps):
             X = gen.standard_normal((B, D))
             Y = X + gen.standard_normal((B, D))

@@ -210,7 +210,11 @@ def run(
     try:
         t0 = time.perf_counter()
         if len(spans) > 1:
-            _over_steps(fn, spec, values, spans, bar)
+            try:
+                _over_steps(fn, spec, values, spans, bar)
+            except Interrupted:  # the steps done: a run diverged in them is NaN there too
+                _finish(call, warn=False)
+                raise
             chunks = []
         for lo, hi in chunks:
             if len(chunks) == 1:
@@ -359,7 +363,7 @@ def _over_steps(
     call would. A part is committed in a single assignment once its kernel returned; on
     Ctrl-C the outputs hold the committed parts and :class:`Interrupted` is raised."""
     rec = values["record_steps"]
-    start, _, final = spec.state
+    start, final = spec.state
     R, P = values[final].shape
     t0 = int(values["start_step"])
     # a part's recorded values go straight into their columns (past the committed step they

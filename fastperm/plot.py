@@ -282,27 +282,32 @@ def equilibrium_figure(study):
     """
     import matplotlib.pyplot as plt
 
+    with _quiet_nan():  # a diverged seed is left out of the means
+        return _equilibrium_panels(study, plt)
+
+
+def _equilibrium_panels(study, plt):
     from . import equilibrium as eq
     from . import equilibrium_study as es
 
     s = study.settings
     n = s["seeds"]
-    T = eq.Teacher.isotropic(s["d"])
-    Ta = eq.Teacher.spectrum(es.spectrum(s["d"], s["spread"]))
-    tau = eq.decay_time(T, s["lr"], s["batch"])
-    plat = eq.plateau(T, s["lr"], s["batch"])
-    pred = eq.equilibrium(T, s["hidden"])
+    T, Ta = study.teachers
+    p = study.predictions
+    tau, plat, pred, pa = p["tau"], p["plateau"], p["isotropic"], p["anisotropic"]
     fig, ax = plt.subplots(2, 3, figsize=(15, 8.5), constrained_layout=True)
     for i, (name, res) in enumerate(study.isotropic.items()):
         colour = f"C{i}"
         c = res.charge[:n]
-        ax[0, 0].plot(res.steps, c.mean(axis=0), color=colour, label=f"SGD, {name}")
-        ax[0, 0].fill_between(res.steps, c.min(axis=0), c.max(axis=0), color=colour, alpha=0.25)
+        ax[0, 0].plot(res.steps, np.nanmean(c, axis=0), color=colour, label=f"SGD, {name}")
+        ax[0, 0].fill_between(
+            res.steps, np.nanmin(c, axis=0), np.nanmax(c, axis=0), color=colour, alpha=0.25
+        )
         ax[0, 0].plot(res.steps, res.charge[n], color=colour, ls="--", label=f"GD, {name}")
         for values, ls, label in ((res.u2, "-", "‖U‖²"), (res.w2, ":", "‖W‖²")):
             ax[0, 1].plot(
                 res.steps,
-                values[:n].mean(axis=0),
+                np.nanmean(values[:n], axis=0),
                 color=colour,
                 ls=ls,
                 label=f"SGD {label}, {name}",
@@ -317,7 +322,12 @@ def equilibrium_figure(study):
                 label=f"GD {label}, {name}",
             )
         U, W = eq.split(res.theta, T)
-        for r, (marker, label) in ((0, ("o", "SGD")), (n, ("x", "GD"))):
+        finite = np.isfinite(res.theta).all(axis=1)  # (a diverged run's θ is NaN)
+        sgd_runs = np.flatnonzero(finite[:n])
+        shown = ([(sgd_runs[0], ("o", "SGD"))] if sgd_runs.size else []) + (
+            [(n, ("x", "GD"))] if finite[n] else []
+        )
+        for r, (marker, label) in shown:
             ax[0, 2].plot(
                 np.linalg.svd(U[r], compute_uv=False),
                 marker,
@@ -336,8 +346,9 @@ def equilibrium_figure(study):
     first = next(iter(study.isotropic.values()))
     t = first.steps
     ax[0, 0].axhline(plat, color="k", ls=":", label=f"predicted plateau {plat:.3g}")
-    anchor = np.argmax(first.charge[:n].mean(axis=0) < 0.5 * first.charge[:n, 0].mean())
-    c0 = first.charge[:n, anchor].mean()
+    mean = np.nanmean(first.charge[:n], axis=0)
+    anchor = np.argmax(mean < 0.5 * mean[0])
+    c0 = mean[anchor]
     guide = c0 * np.exp(-(t - t[anchor]) / tau)
     keep = (t >= t[anchor]) & (guide > plat)
     ax[0, 0].plot(
@@ -360,9 +371,10 @@ def equilibrium_figure(study):
     )
     a = study.anisotropic
     S = es.hessian_path(a, Ta)
-    pa = eq.equilibrium(Ta, s["hidden"])
-    ax[1, 0].plot(a.steps, S[:n].mean(axis=0), color="C2", label="SGD (mean over seeds)")
-    ax[1, 0].fill_between(a.steps, S[:n].min(axis=0), S[:n].max(axis=0), color="C2", alpha=0.25)
+    ax[1, 0].plot(a.steps, np.nanmean(S[:n], axis=0), color="C2", label="SGD (mean over seeds)")
+    ax[1, 0].fill_between(
+        a.steps, np.nanmin(S[:n], axis=0), np.nanmax(S[:n], axis=0), color="C2", alpha=0.25
+    )
     ax[1, 0].plot(a.steps, S[n], color="C3", ls="--", label="GD")
     ax[1, 0].axhline(pa["hessian_trace"], color="k", ls=":", label="predicted: 2√(d tr Σ) tr Σ^½")
     ax[1, 0].set(
@@ -373,7 +385,7 @@ def equilibrium_figure(study):
     spec = es.spectrum(s["d"], s["spread"])
     _, sw = a.singular_values()
     order = np.argsort(spec)  # ascending variance: descending predicted singular value
-    ax[1, 1].plot(spec[order], sw[:n, -1].mean(axis=0), "o", color="C2", ms=4, label="SGD")
+    ax[1, 1].plot(spec[order], np.nanmean(sw[:n, -1], axis=0), "o", color="C2", ms=4, label="SGD")
     ax[1, 1].plot(spec[order], sw[n, -1], "x", color="C3", label="GD")
     ax[1, 1].plot(spec[order], pa["sv_W"], "k:", label="predicted (s̄ / s_j)^¼")
     ax[1, 1].set(
@@ -388,7 +400,7 @@ def equilibrium_figure(study):
         for i, (label, item) in enumerate(link["runs"].items()):
             ax[1, 2].plot(
                 link["steps"],
-                item["charge"].mean(axis=0),
+                np.nanmean(item["charge"], axis=0),
                 color=f"C{i + 4}",
                 label=f"{label}: ‖u‖² {item['u2_final']:.3f} (pred. {item['u2_predicted']:.3f})",
             )

@@ -70,6 +70,11 @@ def test_contract_is_consistent():
         assert all(a.role in contract.ROLES for a in spec.args), fam
         if fam.endswith("_runs"):
             assert {"record_steps", "loss_out", "status_out"} <= set(spec.arg_names), fam
+            # the state a run split into calls carries: real arguments of the right roles
+            start, final = spec.state
+            roles = {a.name: a.role for a in spec.args}
+            assert roles.get(start) == "start" and roles.get(final) == "output", fam
+            assert "loss_out" in spec.recorded and final not in spec.recorded, fam
         assert fam in spec.docstring and "Parameters" in spec.docstring
 
 

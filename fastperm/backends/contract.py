@@ -67,9 +67,9 @@ class Family:
     summary: str
     args: tuple[Arg, ...]
     returns: str = "None"
-    #: the start, the parameters kept at the records ("" if none), and the final parameters:
-    #: what a run split into calls (``start_step``) carries from one call to the next
-    state: tuple[str, str, str] = ("W0", "w_rec", "w_out")
+    #: the start and the final parameters: what a run split into calls (``start_step``)
+    #: carries from one call to the next
+    state: tuple[str, str] = ("W0", "w_out")
 
     @cached_property
     def arg_names(self) -> list[str]:
@@ -85,7 +85,7 @@ class Family:
     def recorded(self) -> list[str]:
         """Outputs with a column per record, (R, m + 1, …): the recorded losses and the like,
         and the parameters kept at the records (which may have no columns)."""
-        return [a for a in self.role("output") if a not in (self.state[2], "status_out")]
+        return [a for a in self.role("output") if a not in (self.state[1], "status_out")]
 
     def role(self, role: str) -> list[str]:
         """Names of the arguments with this role."""
@@ -368,7 +368,7 @@ FAMILIES = {
                 STATUS,
             ),
             RUNS_RETURN,
-            state=("Theta0", "theta_rec", "theta_out"),
+            state=("Theta0", "theta_out"),
         ),
         Family(
             "diag_rank1_runs",
@@ -459,7 +459,7 @@ FAMILIES = {
                 STATUS,
             ),
             RUNS_RETURN,
-            state=("Theta0", "", "theta_out"),
+            state=("Theta0", "theta_out"),
         ),
         Family(
             "scheme_runs",

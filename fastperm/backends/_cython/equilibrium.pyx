@@ -26,6 +26,24 @@ from .vec cimport _rows, _run_rows
 cdef uint64_t STREAM_DATA = 2
 
 
+cdef inline void _error(const double* U, const double* W, const double* A, double* E,
+                        int64_t d2, int64_t h, int64_t d0) noexcept nogil:
+    """``E = U W − A``, row by row."""
+    cdef int64_t a, b, i
+    cdef double u
+    cdef double* Ea
+    cdef const double* Wi
+    for a in range(d2):
+        Ea = E + a * d0
+        for b in range(d0):
+            Ea[b] = -A[a * d0 + b]
+        for i in range(h):
+            u = U[a * h + i]
+            Wi = W + i * d0
+            for b in range(d0):
+                Ea[b] += u * Wi[b]
+
+
 cdef bint _record(const double* U, const double* W, const double* A, const double* L,
                   double sigma, const int64_t* track, int64_t Q, double* E, double* C,
                   int64_t d2, int64_t h, int64_t d0, int64_t q, double* loss_row,
@@ -38,15 +56,7 @@ cdef bint _record(const double* U, const double* W, const double* A, const doubl
     cdef const double* Wi
     cdef const double* Wj
     cdef const double* Ua
-    for a in range(d2):  # E = U W − A, the loss ½ ‖E L‖² + ½ σ² d2
-        Ea = E + a * d0
-        for b in range(d0):
-            Ea[b] = -A[a * d0 + b]
-        for i in range(h):
-            u = U[a * h + i]
-            Wi = W + i * d0
-            for b in range(d0):
-                Ea[b] += u * Wi[b]
+    _error(U, W, A, E, d2, h, d0)  # the loss ½ ‖E L‖² + ½ σ² d2
     for a in range(d2):
         Ea = E + a * d0
         for c in range(d0):
@@ -155,15 +165,9 @@ cdef void _population_grads(const double* U, const double* W, const double* A,
     cdef double* gWi
     cdef const double* Wi
     cdef const double* Sc
+    _error(U, W, A, E, d2, h, d0)
     for o in range(d2):
         Eo = E + o * d0
-        for b in range(d0):
-            Eo[b] = -A[o * d0 + b]
-        for i in range(h):
-            u = U[o * h + i]
-            Wi = W + i * d0
-            for b in range(d0):
-                Eo[b] += u * Wi[b]
         Ro = Rm + o * d0
         for b in range(d0):
             Ro[b] = 0.0

@@ -28,20 +28,26 @@ def _split(theta, d2, d0):
     return theta[: d2 * h].reshape((d2, h)), theta[d2 * h :].reshape((h, d0))
 
 
+@njit(inline="always", **JIT)
+def _error(U, W, A, E):
+    """``E = U W − A``, row by row."""
+    for a in range(U.shape[0]):
+        Ea = E[a]
+        for b in range(W.shape[1]):
+            Ea[b] = -A[a, b]
+        for i in range(U.shape[1]):
+            u = U[a, i]
+            Wi = W[i]
+            for b in range(W.shape[1]):
+                Ea[b] += u * Wi[b]
+
+
 @njit(**JIT)
 def _record(U, W, A, L, sigma, track, E, C, q, loss_row, charge_row, entries_row, norms_row):
     """The records of step q at (U, W); returns whether the loss is finite."""
     d2, h = U.shape
     d0 = W.shape[1]
-    for a in range(d2):  # E = U W − A, the loss ½ ‖E L‖² + ½ σ² d2
-        Ea = E[a]
-        for b in range(d0):
-            Ea[b] = -A[a, b]
-        for i in range(h):
-            u = U[a, i]
-            Wi = W[i]
-            for b in range(d0):
-                Ea[b] += u * Wi[b]
+    _error(U, W, A, E)  # the loss ½ ‖E L‖² + ½ σ² d2
     loss = 0.0
     for a in range(d2):
         for c in range(d0):
@@ -139,15 +145,9 @@ def _population_grads(U, W, A, Sigma, gU, gW, E, Rm):
     """``R = (UW − A) Σ``, ``g_U = R Wᵀ``, ``g_W = Uᵀ R``."""
     d2, h = U.shape
     d0 = W.shape[1]
+    _error(U, W, A, E)
     for o in range(d2):
         Eo = E[o]
-        for b in range(d0):
-            Eo[b] = -A[o, b]
-        for i in range(h):
-            u = U[o, i]
-            Wi = W[i]
-            for b in range(d0):
-                Eo[b] += u * Wi[b]
         Ro = Rm[o]
         for b in range(d0):
             Ro[b] = 0.0

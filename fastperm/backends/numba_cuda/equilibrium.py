@@ -262,7 +262,8 @@ def _balance_kernel(
         for e in range(tid, h * d0, nt):
             th[off + e] -= step * gW[e]
         cuda.syncthreads()  # θ is updated before the next step reads it
-    if st >= 0:
+    if st >= 0:  # (st is the same in every thread: all are here)
+        cuda.syncthreads()  # every thread's writes of record q are done before the NaNs
         _nan_from(lrow, q, tid)
         _nan_from(crow, q, tid)
         if tid == 0:
