@@ -49,11 +49,13 @@ def spectrum(d: int, spread: float = 100.0) -> FloatArray:
 
 
 def slowest_time(teacher: eq.Teacher, lr: float, batch: int) -> float:
-    """The slowest e-fold time of the charge for A = I and diagonal Σ = diag(s): with
-    ``ρ_j = s_j / mean(s)`` and along input direction j ``u_j w_j = 1``,
-    ``c_j = w_j² − u_j²``, the drift ``a (u_j² − ρ_j w_j²)`` (a = 1/τ, :func:`decay_time`)
-    linearised at ``w_j⁴ = 1/ρ_j`` relaxes at the rate ``a · 2 ρ_j / (1 + ρ_j)``: the
-    low-variance directions are the slow ones, ``τ_j = τ (1 + ρ_j) / (2 ρ_j)``."""
+    """The slowest e-fold time of the charge for A = I and diagonal Σ = diag(s).
+
+    With ``ρ_j = s_j / mean(s)`` and, along input direction j, ``u_j w_j = 1`` and
+    ``c_j = w_j² − u_j²``, the drift ``a (u_j² − ρ_j w_j²)`` (a = 1/τ,
+    :func:`~fastperm.equilibrium.decay_time`) linearised at ``w_j⁴ = 1/ρ_j`` relaxes at the
+    rate ``a · 2 ρ_j / (1 + ρ_j)``: the low-variance directions are the slow ones,
+    ``τ_j = τ (1 + ρ_j) / (2 ρ_j)``."""
     S = teacher.sigma_x
     if teacher.d0 != teacher.d2 or not np.array_equal(teacher.A, np.eye(teacher.d0)):
         raise ValueError("slowest_time() is derived for A = I (d0 = d2)")
