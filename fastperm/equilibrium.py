@@ -83,8 +83,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _checks, _runs, rng
+from . import _checks, _runs
 from ._typing import FloatArray, IntArray, UIntArray
+from .backends.reference import equilibrium as _reference  # the samples (also the oracle)
 
 
 @dataclass(frozen=True, eq=False)  # (compared and hashed by identity: it holds arrays)
@@ -149,14 +150,7 @@ class Teacher:
 
     def sample(self, seed: int, t: int, batch: int) -> tuple[FloatArray, FloatArray]:
         """The batch of step t as every backend draws it: ``(X (B, d0), Y (B, d2))``."""
-        d0, d2 = self.d0, self.d2
-        X = np.empty((batch, d0))
-        Y = np.empty((batch, d2))
-        for j in range(batch):
-            z = rng.gaussian_noise(seed, rng.STREAM_DATA, rng.counter(t, j), d0 + d2)
-            X[j] = self.L @ z[:d0]
-            Y[j] = self.A @ X[j] + self.sigma * z[d0:]
-        return X, Y
+        return _reference.samples(self.A, self.L, self.sigma, seed, t, batch)
 
     def loss(self, U: FloatArray, W: FloatArray) -> float:
         """The population loss ``½ ‖(UW − A) L‖²_F + ½ σ² d2``."""
