@@ -11,6 +11,8 @@ from fastperm import backends, knobs, rng
 from fastperm import equilibrium as eq
 
 CPU = [b for b in ("numba", "cython") if b in backends.available()]
+# The compiled backend the physics tests train on: Numba, or Cython where Numba is absent.
+FAST = CPU[0]
 
 
 def teacher(d0=6, d2=5, sigma=1.0, seed=0):
@@ -142,7 +144,7 @@ def test_parts_threads_and_batches_give_one_calls_bits(monkeypatch):
         steps=300,
         record_every=40,
         keep_theta=True,
-        backend="numba",
+        backend=FAST,
     )
     one = eq.train(T, th, threads=1, **kw)
     two = eq.train(T, th, threads=2, **kw)
@@ -157,7 +159,7 @@ def test_parts_threads_and_batches_give_one_calls_bits(monkeypatch):
         steps=300,
         record_every=40,
         keep_theta=True,
-        backend="numba",
+        backend=FAST,
     )
     for other in (two, parts):
         for name in ("loss", "charge", "entries", "u2", "w2", "theta", "theta_path"):
@@ -173,7 +175,7 @@ def test_gd_keeps_the_charge_within_order_eta_squared():
     th = eq.init(T, 7, u_scale=1.5, w_scale=0.5, seed=1)
     drift = []
     for lr, steps in ((0.02, 400), (0.01, 800)):
-        res = eq.train(T, th, lr=lr, batch=0, steps=steps, record_every=steps, backend="numba")
+        res = eq.train(T, th, lr=lr, batch=0, steps=steps, record_every=steps, backend=FAST)
         drift.append(abs(res.charge[0, -1] - res.charge[0, 0]) / res.charge[0, 0])
     assert 1.7 < drift[0] / drift[1] < 2.3
     assert drift[0] < 0.05
@@ -200,7 +202,7 @@ def test_sgd_from_two_starts_reaches_one_plateau_gd_does_not():
             seeds=[4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3, 0],  # (the same samples synchronise)
             steps=steps,
             record_every=steps // 30,
-            backend="numba",
+            backend=FAST,
         )
         ends.append(res.charge[:4, -10:].mean(axis=1))
         gd.append(res.charge[4, -1])
@@ -233,7 +235,7 @@ def test_decay_time_within_25_percent():
         steps=steps,
         record_every=max(1, steps // 15),
         track=diag,
-        backend="numba",
+        backend=FAST,
     )
     proj = (res.entries * np.diag(C0)[:20]).sum(axis=-1) / np.sum(C0 * C0)
     slope = np.polyfit(res.steps, np.log(proj.mean(axis=0)), 1)[0]
@@ -258,7 +260,7 @@ def test_scalar_output_reaches_the_predicted_rank_one_equilibrium():
         steps=60000,
         record_every=1000,
         keep_theta=True,
-        backend="numba",
+        backend=FAST,
     )
     su, sw = res.singular_values()
     assert np.all(sw[:3, -1, 1] / sw[:3, -1, 0] < 0.1)
@@ -297,7 +299,7 @@ def test_results_save_and_load(tmp_path):
         steps=20,
         record_every=5,
         keep_theta=True,
-        backend="numba",
+        backend=FAST,
     )
     res.save(tmp_path / "r.npz")
     back = eq.BalanceResult.load(tmp_path / "r.npz")
@@ -341,9 +343,9 @@ def test_an_interrupted_run_continues_bitwise(monkeypatch):
 
     T = eq.Teacher.isotropic(5)
     th = eq.init(T, 6, u_scale=0.5, w_scale=2.0, seed=0)
-    kw = dict(lr=[0.05, 0.02], batch=[4, 0], seeds=[1, 2], record_every=100, backend="numba")
+    kw = dict(lr=[0.05, 0.02], batch=[4, 0], seeds=[1, 2], record_every=100, backend=FAST)
     whole = eq.train(T, th, steps=3000, **kw)
-    kern = backends.get("numba")
+    kern = backends.get(FAST)
     real, calls = kern.balance_runs, []
 
     def stop_at_third(*args):
@@ -375,7 +377,7 @@ def test_dask_client_gives_the_local_bits():
         seeds=[1, 2, 3],
         steps=300,
         record_every=50,
-        backend="numba",
+        backend=FAST,
         keep_theta=True,
     )
     local = eq.train(T, th, **kw)
@@ -401,7 +403,7 @@ def test_anisotropic_gap_to_the_prediction_shrinks_with_lr():
     for lr in (0.2, 0.1):
         steps = int(6 * es.slowest_time(T, lr, 10))
         res = eq.train(T, balanced, lr=lr, batch=10, seeds=range(4), steps=steps,
-                       record_every=steps // 20, keep_theta=True, backend="numba")  # fmt: skip
+                       record_every=steps // 20, keep_theta=True, backend=FAST)  # fmt: skip
         _, sw = res.singular_values()
         sv = sw[:, -5:].mean(axis=(0, 1))
         gaps.append(np.abs(sv / pred - 1).max())
