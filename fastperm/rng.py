@@ -85,6 +85,14 @@ STREAM_FRESH = 1
 #: the stream of a Gaussian teacher's samples (:mod:`fastperm.equilibrium`): sample j of
 #: step t is ``gaussian_noise(seed, STREAM_DATA, counter(t, j), d0 + d2)``
 STREAM_DATA = 2
+#: the streams of the mean-field schemes (:mod:`fastperm.meanfield`; samples on STREAM_DATA):
+#: copy c of sample j at step t of k-fold DA takes the swap iff draw c of
+#: ``key(seed, STREAM_GROUP, counter(t, j))`` is ≥ 2**31; particle i's Langevin noise at step
+#: t is ``gaussian_noise(seed, STREAM_NOISE, counter(t, i), 4)``; its start is
+#: ``gaussian_noise(seed, STREAM_INIT, counter(i, 0), 4)``
+STREAM_GROUP = 3
+STREAM_NOISE = 4
+STREAM_INIT = 5
 
 #: the kinds of augmented copy the compiled kernels draw (the specification above, in order)
 KIND_PERMUTATION, KIND_RESAMPLE, KIND_GAUSSIAN, KIND_MASK, KIND_CYCLIC, KIND_BLOCK = range(6)

@@ -371,6 +371,63 @@ FAMILIES = {
             state=("Theta0", "theta_out"),
         ),
         Family(
+            "meanfield_runs",
+            "meanfield",
+            "R runs of online SGD, with the mean-field scaling, of the shallow network "
+            "``f(x) = (1/N) Σ_i tanh(θ_i x)`` of N particles θ_i ∈ R^{2×2} (row-major, 4 "
+            "entries each) on the teacher ``f*(x) = (1/M) Σ_m tanh(θ*_m x)`` under the group "
+            "C₂ that swaps the two coordinates (:mod:`fastperm.meanfield`). Step t (``T = "
+            "start_step + t``) draws B samples: sample j is ``z = normal(seed, STREAM_DATA, "
+            "counter(T, j))`` of 4 entries, ``x = s z[:2]``, ``y = f*(x) + σ z[2:]``. Each "
+            "sample is seen through the views v = 0 (x, y) and v = 1 (Px, Py) with weights "
+            "w_v: vanilla and EA (1, 0); DA with k = 0 and FA (½, ½); DA with k ≥ 1 "
+            "((k − n)/k, n/k), n the copies c < k whose draw c of ``key(seed, STREAM_GROUP, "
+            "counter(T, j))`` is ≥ 2³¹. With ``f_v = f(x_v)`` and the residuals "
+            "``e_v = f_v − y_v`` (FA: ``e_0 = ½ (f_0 + P f_1) − y``, ``e_1 = P e_0``), "
+            "particle i accumulates ``G_i[o, c] += w_v e_v[o] (1 − tanh²((θ_i x_v)_o)) "
+            "x_v[c]`` over the views with w_v > 0 and the batch, and steps "
+            "``θ_i ← θ_i − lr (G_i / B + λ θ_i)`` (EA: the step projected onto E^G, "
+            "``Δ ↦ (Δ + PΔPᵀ)/2``), then, when τ > 0, ``θ_i += sqrt(2 lr τ) ξ_i`` with "
+            "``ξ_i = normal(seed, STREAM_NOISE, counter(T, i))`` (EA: projected). Records the "
+            "risk on an evaluation set (FA: of the averaged model), the mean squared distance "
+            "of the particles to E^G and their second moment.",
+            (
+                _a("teacher", "input", "(M, 4) the teacher's particles θ*_m, row-major"),
+                _a("s", "setting", "the inputs' standard deviation: ``x ~ N(0, s² I)``"),
+                _a("sigma", "setting", "the labels' noise standard deviation σ"),
+                _a("Xeval", "input", "(E, 2) the inputs the recorded risk averages over"),
+                _a("Yeval", "input", "(E, 2) the teacher's outputs ``f*(x)`` there"),
+                _a("Theta0", "start", "(1, 4N) or (R, 4N) particles, θ_i = Theta0[r, 4i:4i + 4]"),
+                _a("scheme", "run", "(R,) int64 ``fastperm.codes.SCHEMES``: vanilla, DA, FA, EA"),
+                _a("k", "run", "(R,) int64 DA's copies per sample; 0: the exact group average"),
+                LR,
+                _a("seeds", "run", "(R,) uint64 keys of the runs' samples (:mod:`fastperm.rng`)"),
+                _a("batch", "setting", "samples per step B ≥ 1"),
+                _a("lam", "setting", "the L2 coefficient λ ≥ 0"),
+                _a("temp", "setting", "the noise temperature τ ≥ 0 (0: plain SGD)"),
+                _a("steps", "setting", "number of updates T"),
+                _a(
+                    "start_step",
+                    "setting",
+                    "steps the runs took before this call (its step t draws the run's step "
+                    "``start_step + t``): a run split into calls is one run",
+                ),
+                RECORD,
+                _a("loss_out", "output", "(R, m + 1) recorded risks ``mean_e ½ ‖f(x_e) − y_e‖²``"),
+                _a("offset_out", "output", "(R, m + 1) recorded ``(1/N) Σ_i ‖θ_i − π θ_i‖²``"),
+                _a("moment_out", "output", "(R, m + 1) recorded ``(1/N) Σ_i ‖θ_i‖²``"),
+                _a(
+                    "theta_rec",
+                    "output",
+                    "(R, m + 1, 4N) the particles at the records, or (R, 0, 4N): none kept",
+                ),
+                _a("theta_out", "output", "(R, 4N) final particles"),
+                STATUS,
+            ),
+            RUNS_RETURN,
+            state=("Theta0", "theta_out"),
+        ),
+        Family(
             "diag_rank1_runs",
             "closed_forms",
             "k = ∞ runs for a second moment ``β x xᵀ + diag(D_i)`` and mean ``γ x`` "

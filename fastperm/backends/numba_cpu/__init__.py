@@ -8,11 +8,12 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import closed_forms, deep_linear, dual, equilibrium, schemes, sgd
+from . import closed_forms, deep_linear, dual, equilibrium, meanfield, schemes, sgd
 from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_runs
 from .deep_linear import deep_linear_runs
 from .dual import dual_runs
 from .equilibrium import balance_runs
+from .meanfield import meanfield_runs
 from .lie import (
     bracket_logits,
     bracket_norms,
@@ -36,7 +37,7 @@ CALLS_MODEL_KERNEL = True
 DTYPES = ("float64", "float32")
 
 #: the modules whose kernels the run harness times, each with its compile()
-_TRAINING = (sgd, dual, closed_forms, deep_linear, schemes, equilibrium)
+_TRAINING = (sgd, dual, closed_forms, deep_linear, schemes, equilibrium, meanfield)
 
 
 def compile(families=None, dtype="float64"):
@@ -82,6 +83,7 @@ __all__ = [
     "example_grads",
     "expected_runs",
     "fixed_copies",
+    "meanfield_runs",
     "name",
     "scheme_runs",
     "set_threads",

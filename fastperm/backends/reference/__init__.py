@@ -8,7 +8,7 @@ O(T + d) recurrence; comparing the two is one of the tests).
 Kernel contract: :mod:`fastperm.backends.contract` (every family declared once, with its
 arguments and their roles). The reference implements every family; its files have the
 compiled backends' file names (``sgd``, ``dual``, ``closed_forms``, ``deep_linear``,
-``schemes``, ``equilibrium``, ``lie``).
+``schemes``, ``equilibrium``, ``meanfield``, ``lie``).
 """
 
 from ...knobs import as_thread_count
@@ -23,6 +23,7 @@ from .lie import (
     brackets_pairs,
     example_grads,
 )
+from .meanfield import meanfield_runs
 from .schemes import scheme_runs
 from .sgd import augmented_gradient, expected_runs, fixed_copies, sgd_runs
 
@@ -60,6 +61,7 @@ __all__ = [
     "example_grads",
     "expected_runs",
     "fixed_copies",
+    "meanfield_runs",
     "name",
     "scheme_runs",
     "set_threads",
