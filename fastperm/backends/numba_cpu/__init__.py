@@ -13,7 +13,6 @@ from .closed_forms import block_runs, circulant_runs, dense_runs, diag_rank1_run
 from .deep_linear import deep_linear_runs
 from .dual import dual_runs
 from .equilibrium import balance_runs
-from .meanfield import meanfield_runs
 from .lie import (
     bracket_logits,
     bracket_norms,
@@ -21,6 +20,7 @@ from .lie import (
     brackets_pairs,
     example_grads,
 )
+from .meanfield import meanfield_runs
 from .parallel import set_threads, threads
 from .schemes import scheme_runs
 from .sgd import augmented_gradient, expected_runs, fixed_copies, sgd_runs

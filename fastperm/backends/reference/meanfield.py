@@ -54,7 +54,8 @@ def model(theta, scheme, x):
 
 
 def _record(theta, scheme, Xeval, Yeval):
-    loss = np.mean([0.5 * np.sum((model(theta, scheme, x) - y) ** 2) for x, y in zip(Xeval, Yeval)])
+    fx = np.array([model(theta, scheme, x) for x in Xeval])
+    loss = 0.5 * np.mean(np.sum((fx - Yeval) ** 2, axis=1))
     offset = np.sum((theta - project(theta)) ** 2) / theta.shape[0]
     return loss, offset, np.sum(theta * theta) / theta.shape[0]
 
@@ -126,11 +127,9 @@ def meanfield_runs(
                     break
                 theta -= lr[r] * step
                 if temp > 0:
+                    key = int(seeds[r]), rng.STREAM_NOISE
                     xi = np.array(
-                        [
-                            rng.gaussian_noise(int(seeds[r]), rng.STREAM_NOISE, rng.counter(T, i), 4)
-                            for i in range(N)
-                        ]
+                        [rng.gaussian_noise(*key, rng.counter(T, i), 4) for i in range(N)]
                     )
                     if scheme[r] == codes.EA:
                         xi = project(xi)
