@@ -17,10 +17,11 @@ rng
 augment
     Augmentation distributions with closed forms: ``augment.Gaussian(sigma)``,
     ``Mask(p)``, ``CyclicShift()``, ``BlockPermutation(groups)``, ``Moments(...)``.
-deep_linear, schemes, equilibrium
+deep_linear, schemes, equilibrium, meanfield
     Deep linear networks with input noise (exact expected gradient), the
-    vanilla / DA / FA / EA schemes, and SGD's noise equilibrium of two-layer linear
-    networks (on first access).
+    vanilla / DA / FA / EA schemes, SGD's noise equilibrium of two-layer linear
+    networks, and the schemes at mean-field scale with the particle laws' distances
+    (on first access).
 lie, models
     Lie brackets of training examples, and models with per-example gradients
     (imported on first access: ``fastperm.lie.brackets(...)``).
@@ -58,13 +59,14 @@ __version__ = _installed_version()
 
 _LAZY = (
     "lie", "models", "timing", "plot", "digits", "deep_linear", "schemes", "sweeps",
-    "distributed", "equilibrium", "equilibrium_study",
+    "distributed", "equilibrium", "equilibrium_study", "meanfield", "meanfield_study",
 )  # fmt: skip
 
 if TYPE_CHECKING:  # imported on first access, by __getattr__ below
     from . import deep_linear, lie, models
     from . import digits as digits
     from . import equilibrium as equilibrium
+    from . import meanfield as meanfield
     from . import plot as plot
     from . import schemes as schemes
     from . import timing as timing
@@ -93,6 +95,7 @@ __all__ = [
     "equilibrium",
     "expected_gradient",
     "lie",
+    "meanfield",
     "models",
     "rng",
     "sweep",

@@ -312,28 +312,16 @@ class BalanceResult:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to ``.nc`` (netCDF-4 through :meth:`to_xarray`) or ``.npz``."""
-        from .results import _netcdf_engine
+        from .results import save_arrays
 
-        path = os.fspath(path)
-        suffix = os.path.splitext(path)[1].lower()
-        if suffix == ".nc":
-            self.to_xarray().to_netcdf(path, engine=_netcdf_engine())
-        elif suffix == ".npz":
-            arrays: dict[str, Any] = {
-                k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)
-            }
-            info = {"backend": self.backend, "seconds": self.seconds, "meta": self.meta}
-            arrays["fastperm_metadata"] = np.array(json.dumps(info))
-            np.savez(path, **arrays)
-        else:
-            raise ValueError(f"path must end in .npz or .nc, got {path!r}")
+        save_arrays(self, path, {"backend": self.backend, "seconds": self.seconds})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BalanceResult:
         """Read what :meth:`save` wrote to ``.npz``."""
-        with np.load(os.fspath(path), allow_pickle=False) as archive:
-            info = json.loads(str(archive["fastperm_metadata"]))
-            arrays = {n: archive[n] for n in archive.files if n != "fastperm_metadata"}
+        from .results import load_arrays
+
+        arrays, info = load_arrays(path)
         arrays.setdefault("theta_path", None)
         return cls(**arrays, seconds=info["seconds"], backend=info["backend"], meta=info["meta"])
 

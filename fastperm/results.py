@@ -457,3 +457,26 @@ def _netcdf_engine() -> Literal["h5netcdf", "netcdf4"]:
         "writing or reading .nc needs h5netcdf or netCDF4 (pip install h5netcdf); "
         "or save to .npz, which needs nothing else"
     )
+
+
+def save_arrays(result: Any, path: str | os.PathLike[str], info: dict[str, Any]) -> None:
+    """Write a result dataclass to ``.nc`` (netCDF-4, through its ``to_xarray()``) or to
+    ``.npz`` (its array fields, and ``info`` with its ``meta`` as JSON)."""
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".nc":
+        result.to_xarray().to_netcdf(path, engine=_netcdf_engine())
+    elif suffix == ".npz":
+        arrays = {k: v for k, v in vars(result).items() if isinstance(v, np.ndarray)}
+        arrays["fastperm_metadata"] = np.array(json.dumps({**info, "meta": result.meta}))
+        np.savez(path, **arrays)
+    else:
+        raise ValueError(f"path must end in .npz or .nc, got {path!r}")
+
+
+def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arrays and the JSON information :func:`save_arrays` wrote to ``.npz``."""
+    with np.load(os.fspath(path), allow_pickle=False) as archive:
+        info = json.loads(str(archive["fastperm_metadata"]))
+        arrays = {n: archive[n] for n in archive.files if n != "fastperm_metadata"}
+    return arrays, info

@@ -191,6 +191,28 @@ def gaussian_noise(seed: int, stream: int, count: int, d: int) -> FloatArray:
     return out
 
 
+def gaussian_noise_rows(seed: int, stream: int, counts: IntArray, d: int) -> FloatArray:
+    """``gaussian_noise(seed, stream, c, d)`` for every counter c of ``counts``, (n, d): the
+    same numbers, computed with NumPy's wrapping uint64 arithmetic over all rows at once."""
+    c = np.asarray(counts, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        g = np.uint64(GOLDEN)
+
+        def mix(z):
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+            return z ^ (z >> np.uint64(31))
+
+        h = mix(np.uint64(seed) + g)
+        h = mix(h + np.uint64(stream) + g)
+        k = mix(h + c + g)[:, None]
+        q = np.arange(2 * d, dtype=np.uint64)[None, :]
+        w = mix(k + (q + np.uint64(1)) * g) >> np.uint64(11)
+    u1 = (w[:, 0::2] + np.uint64(1)).astype(np.float64) * 2.0**-53
+    u2 = w[:, 1::2].astype(np.float64) * 2.0**-53
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
 def mask_keep(seed: int, stream: int, count: int, d: int, p: float) -> BoolArray:
     """Which of the d entries a mask with keep probability p keeps (bool array)."""
     draws = Draws(key(seed, stream, count))
