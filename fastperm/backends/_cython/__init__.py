@@ -18,6 +18,7 @@ from .lie import (
     brackets_pairs,
     example_grads,
 )
+from .meanfield import meanfield_runs
 from .parallel import CYTHON_VERSION, have_openmp, set_threads, threads
 from .sgd import augmented_gradient, compile, expected_runs, fixed_copies, sgd_runs
 
@@ -41,6 +42,7 @@ __all__ = [
     "expected_runs",
     "fixed_copies",
     "have_openmp",
+    "meanfield_runs",
     "name",
     "set_threads",
     "sgd_runs",
