@@ -579,7 +579,13 @@ def w2(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     >>> mf.w2([[0.0], [1.0]], [[1.0], [3.0]])  # the sorted atoms pair: (1 + 4) / 2
     2.5
     """
-    from scipy.optimize import linear_sum_assignment
+    try:
+        from scipy.optimize import linear_sum_assignment
+        from scipy.spatial.distance import cdist
+    except ImportError as exc:
+        raise ImportError(
+            "exact W₂ needs scipy (pip install 'fastperm[study]' or pip install scipy)"
+        ) from exc
 
     A, B = _atoms("a", a), _atoms("b", b)
     if A.shape[1] != B.shape[1]:
@@ -592,8 +598,7 @@ def w2(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
         )
     A = np.repeat(A, n // A.shape[0], axis=0)
     B = np.repeat(B, n // B.shape[0], axis=0)
-    cost = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
-    np.maximum(cost, 0.0, out=cost)
+    cost = cdist(A, B, "sqeuclidean")  # pair by pair: no cancellation, 0 for equal atoms
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].sum() / n)
 
