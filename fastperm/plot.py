@@ -422,3 +422,108 @@ def _equilibrium_panels(study, plt):
         fontsize=12,
     )
     return fig
+
+
+def meanfield_figure(study):
+    """The mean-field figure (:mod:`fastperm.meanfield_study`): one row per teacher
+    (arbitrary, weakly and strongly invariant) with the RMD of each scheme's final particle
+    law to its projection onto E^G, to its symmetrisation and to DA's law, against N (seed
+    mean, min–max band); bottom row, the particles of one student for the arbitrary teacher
+    in E^G coordinates and their distance to E^G (teacher particles as squares), and
+    vanilla's RMD to E^G against the step size at a fixed training time.
+
+    Parameters
+    ----------
+    study : fastperm.meanfield_study.Study
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    with _quiet_nan():
+        return _meanfield_panels(study, plt)
+
+
+def _meanfield_panels(study, plt):
+    from . import meanfield as mf
+
+    s = study.settings
+    kinds = list(study.teachers)
+    labels = study.labels
+    widths = np.array(study.widths)
+    markers = ["o", "s", "^", "D", "x", "v", "P"]
+    styles = ["-", "--", ":", "-.", "-"]
+    fig, axes = plt.subplots(len(kinds) + 1, 3, figsize=(14, 4.1 * (len(kinds) + 1)))
+    quantities = [
+        ("RMD to the projection onto E^G", study.rmd_projection),
+        ("RMD to the symmetrisation ½(μ + g#μ)", study.rmd_symmetrisation),
+        ("RMD to DA's (exact) law", study.rmd_to_da),
+    ]
+    names = {"arbitrary": "arbitrary", "weak": "weakly invariant", "strong": "strongly invariant"}
+    for a, kind in enumerate(kinds):
+        for col, (title, values) in enumerate(quantities):
+            ax = axes[a, col]
+            for c, name in enumerate(labels):
+                v = values[a, :, c]
+                ok = np.isfinite(v).all(axis=-1)
+                if not ok.any():
+                    continue
+                mean = v[ok].mean(axis=-1)
+                ax.plot(widths[ok], mean, styles[c % 5], marker=markers[c % 7], label=name, ms=4)
+                ax.fill_between(widths[ok], v[ok].min(axis=-1), v[ok].max(axis=-1), alpha=0.15)
+            ax.set_xscale("log")
+            ax.set_xticks(widths, [str(n) for n in widths])
+            ax.minorticks_off()
+            ax.set_xlabel("particles N")
+            ax.set_title(f"{names.get(kind, kind)} teacher: {title}", fontsize=9)
+            if col == 2 and s["ot_max"] < widths.max():
+                ax.axvline(s["ot_max"], color="0.7", lw=0.8)
+                ax.text(s["ot_max"], ax.get_ylim()[1], f" exact OT up to N = {s['ot_max']}",
+                        fontsize=7, va="top", color="0.4")  # fmt: skip
+            if a == 0 and col == 0:
+                ax.legend(fontsize=8)
+    kind = "arbitrary" if "arbitrary" in study.views and study.views["arbitrary"] else kinds[0]
+    views = study.views.get(kind, {})
+    teacher = mf.coordinates(study.teachers[kind].particles)
+    ax_top, ax_side, ax_lr = axes[-1]
+    for c, (name, theta) in enumerate(views.items()):
+        if name not in ("vanilla", "DA (exact)", "DA (k=1)", "EA"):
+            continue
+        q = mf.coordinates(theta)
+        ax_top.scatter(q[:, 0], q[:, 1], s=4, alpha=0.5, label=name, marker=markers[c % 7])
+        ax_side.scatter(q[:, 0], np.linalg.norm(q[:, 2:], axis=1), s=4, alpha=0.5, label=name)
+    ax_top.scatter(teacher[:, 0], teacher[:, 1], marker="s", s=30, c="k", label="teacher")
+    ax_side.scatter(teacher[:, 0], np.linalg.norm(teacher[:, 2:], axis=1), marker="s", s=30, c="k")
+    ax_top.set_xlabel("E^G coordinate 1  (θ₀₀ + θ₁₁)/√2")
+    ax_top.set_ylabel("E^G coordinate 2  (θ₀₁ + θ₁₀)/√2")
+    ax_top.set_title(
+        f"{names.get(kind, kind)} teacher, N = {s['view_n']}: particles on E^G", fontsize=9
+    )
+    ax_top.legend(fontsize=8)
+    ax_side.set_xlabel("E^G coordinate 1")
+    ax_side.set_ylabel("distance to E^G  ‖θ − πθ‖")
+    ax_side.set_title("the same particles, seen from the side of E^G", fontsize=9)
+    for kind_s, (lrs, rmds) in study.lr_sweep.items():
+        mean = rmds.mean(axis=1)
+        ax_lr.plot(lrs, mean, "o-", label=f"vanilla, {names.get(kind_s, kind_s)} teacher")
+        ax_lr.fill_between(lrs, rmds.min(axis=1), rmds.max(axis=1), alpha=0.15)
+    if study.lr_sweep:
+        lrs = next(iter(study.lr_sweep.values()))[0]
+        ref = next(iter(study.lr_sweep.values()))[1].mean(axis=1)
+        ax_lr.plot(lrs, ref[0] * np.sqrt(lrs / lrs[0]), "k:", label="∝ √lr")
+    ax_lr.set_xscale("log")
+    ax_lr.set_yscale("log")
+    ax_lr.set_xlabel("step size lr (steps = time / lr)")
+    ax_lr.set_ylabel("RMD to the projection onto E^G")
+    ax_lr.set_title(f"N = {s['sweep_n']}, time lr·T = {s['sweep_time']:g}: SGD noise", fontsize=9)
+    ax_lr.legend(fontsize=8)
+    fig.suptitle(
+        "Schemes at mean-field scale (Maass Martínez & Fontbona, NeurIPS 2024): tanh(θx) "
+        f"particles, C₂ swap, SI start; lr = {s['lr']:g}, {s['steps']} steps, batch "
+        f"{s['batch']}, {s['seeds']} seeds",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
