@@ -172,14 +172,16 @@ def test_sigint_stops_a_long_call_within_seconds(tmp_path):
         text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(1.0)
+    # 3 s: on a machine loaded three times over its cores (this one, 2 cores, during a CI run
+    # beside other work) the first part of the call (~1 s idle) may not be done after 1 s
+    time.sleep(3.0)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     line = proc.stdout.readline().split()
     waited = time.perf_counter() - sent
     out, err = proc.communicate(timeout=600)
     assert line[:2] == ["interrupted", "Interrupted"], (line, out, err)
-    assert waited < 2.0, waited  # the call had ~60 s of work left
+    assert waited < 3.0, waited  # the call had ~60 s of work left
     step, last = int(line[3]), int(line[4])
     assert 0 < step == last < 2_000_000
     assert out.strip() == "resumed True", (out, err)
