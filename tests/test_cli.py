@@ -85,6 +85,24 @@ def test_figure_equilibrium_refuses_too_few_hidden_units(capsys):
     assert "hidden" in capsys.readouterr().err
 
 
+def test_figure_meanfield_small(tmp_path, capsys):
+    """The mean-field figure at a tiny size: the table, the paper's claims checked, the
+    figure and the saved RMDs."""
+    import numpy as np
+
+    out, saved = tmp_path / "mf.png", tmp_path / "mf.npz"
+    argv = ["figure-meanfield", "--widths", "5,20", "--seeds", "2", "--steps", "100",
+            "--ot-max", "20", "--view-n", "20", "--out", str(out), "--save", str(saved),
+            "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "EA's law is SI (in E^G)" in text and "agrees" in text and "RMD π#μ" in text
+    assert out.exists() and out.stat().st_size > 10_000
+    with np.load(saved) as archive:
+        assert archive["rmd_projection"].shape == (3, 2, 5, 2)  # teachers, N, schemes, seeds
+        assert np.all(archive["rmd_projection"][:, :, 4] == 0)  # EA
+
+
 def test_bad_k_list(capsys):
     assert cli.main(["figure1", "--k", "1,two"]) == 2
     assert "argument --k" in capsys.readouterr().err
@@ -117,6 +135,8 @@ BAD_OPTIONS = [
     (["figure-schemes", "--lr", "nan"], "--lr", "lr must be finite and > 0"),
     (["figure-equilibrium", "--seeds", "1"], "--seeds", "seeds must be >= 2"),
     (["figure-equilibrium", "--save", "{tmp}/x.txt"], "--save", "must end in .npz"),
+    (["figure-meanfield", "--widths", "5,0"], "--widths", "must be >= 1"),
+    (["figure-meanfield", "--seeds", "1"], "--seeds", "seeds must be >= 2"),
     (["bench", "--steps", "0"], "--steps", "steps must be >= 1"),
     (["bench", "--threads", "0"], "--threads", "threads must be >= 1"),
     (["lie-digits", "--out", "{tmp}/study", "--steps", "-5"], "--steps", "steps must be >= 1"),
