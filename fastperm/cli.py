@@ -400,6 +400,19 @@ def figure_meanfield(args) -> int:
         fig = plot.meanfield_figure(study)
         fig.savefig(args.out, dpi=args.dpi)
         print(f"wrote {args.out}")
+    if args.discover:
+        from fastperm import meanfield as mf
+
+        found: dict = {"tol": 0.02}
+        for kind, teacher in study.teachers.items():
+            d = mf.discover_subspace(teacher, tol=found["tol"], backend=args.backend)
+            found[kind] = d
+            path = " → ".join(f"dim {r['dim']} (RMD {r['rmd'].max():.3g})" for r in d.rounds)
+            end = "stayed" if d.stayed else "the whole space"
+            print(f"subspace discovery, {kind} teacher: {path}; {end}")
+        fig = plot.discovery_figure(found)
+        fig.savefig(args.discover, dpi=args.dpi)
+        print(f"wrote {args.discover}")
     return 0
 
 
@@ -829,6 +842,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="PNG/PDF/SVG to write ('' for none; checked before computing)",
     )
     f.add_argument("--save", type=_npz_path, default="", help="also write the RMDs to this .npz")
+    f.add_argument(
+        "--discover",
+        type=_figure_path,
+        default="",
+        help="also run the subspace-discovery heuristic for each teacher and draw it here",
+    )
     f.add_argument(
         "--widths",
         type=_widths,

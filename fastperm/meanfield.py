@@ -647,3 +647,125 @@ def rmd_symmetrisation(theta: npt.ArrayLike) -> float:
     ``½ (μ + g#μ)`` (2N atoms; exact assignment, :func:`w2`); in [0, 1], 0 for WI laws."""
     P = _particles(theta)
     return rmd(P, np.concatenate([P, reflect(P)]))
+
+
+# -- discovering the largest subspace that training keeps -----------------------------------------
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover_subspace` found.
+
+    Attributes
+    ----------
+    basis : (D, 4) array
+        Orthonormal rows spanning the subspace where training stayed (D = 4: everywhere).
+    rounds : list of dict
+        Per round: ``dim``, ``rmd`` (the particles' RMD to their projection onto the round's
+        subspace after training, per seed), ``variances`` (of the escaped components along
+        their principal directions, descending), ``added`` (how many directions joined).
+    stayed : bool
+        Whether training stayed in the final subspace (False: it became the whole space, or
+        the rounds ran out).
+    """
+
+    basis: FloatArray
+    rounds: list[dict[str, Any]]
+    stayed: bool
+
+
+def discover_subspace(
+    teacher: Teacher,
+    start: npt.ArrayLike | None = None,
+    *,
+    n: int = 200,
+    lr: float = 0.05,
+    steps: int = 2000,
+    batch: int = 64,
+    seeds: int = 2,
+    tol: float = 0.02,
+    share: float = 0.1,
+    max_rounds: int = 4,
+    backend: str | None = None,
+) -> Discovery:
+    """The data-driven heuristic of Maass Martínez & Fontbona (NeurIPS 2024) for the largest
+    subspace that supports strongly invariant laws under training, in this setting.
+
+    Start from particles spread over a subspace V (i.i.d. standard normal coordinates in its
+    orthonormal basis) and train them freely (vanilla SGD). If the particles escape — their
+    RMD to their projection onto V exceeds ``tol`` for some seed — enlarge V by the
+    principal directions of the escaped components ``θ − P_V θ`` whose variance is at least
+    ``share`` of the largest, and start again; stop when training stays in V (or V is the
+    whole space).
+
+    Large batches keep SGD's sampling noise, which moves particles out of any subspace by
+    O(sqrt(lr / batch)) (:mod:`fastperm.meanfield_study`), below ``tol``: what is measured
+    is the drift of the mean-field dynamics.
+
+    Parameters
+    ----------
+    teacher : Teacher
+    start : (D, 4) array, optional
+        Rows spanning the first subspace (orthonormalised); default the line of
+        ``[[1, 0], [0, 1]]``, inside E^G.
+    n, lr, steps, batch, seeds
+        The particles and the training of each round.
+    tol : float
+        The RMD above which the particles escaped.
+    share : float
+        Escape directions kept: variance at least this share of the largest.
+    max_rounds : int
+    backend : str, optional
+
+    Returns
+    -------
+    Discovery
+
+    Examples
+    --------
+    >>> from fastperm import meanfield as mf
+    >>> found = mf.discover_subspace(mf.Teacher.make("strong", 4, seed=1), n=50, steps=500)
+    >>> found.basis.shape[0], found.stayed  # E^G: the line grew to the plane, then stayed
+    (2, True)
+    """
+    if not isinstance(teacher, Teacher):
+        raise TypeError(
+            f"teacher must be a fastperm.meanfield.Teacher, got {type(teacher).__name__}"
+        )
+    basis = BASIS[:1] if start is None else _checks.as_float_array("start", start, 2)
+    if basis.ndim != 2 or basis.shape[1] != 4 or not 1 <= basis.shape[0] <= 4:
+        raise ValueError(f"start must be (D, 4) rows with 1 <= D <= 4, got {basis.shape}")
+    q, r = np.linalg.qr(np.asarray(basis, dtype=np.float64).T)
+    if np.min(np.abs(np.diag(r))) < 1e-12:
+        raise ValueError("start's rows must be linearly independent")
+    basis = q.T
+    tol = _checks.as_positive_real("tol", tol)
+    share = _checks.as_positive_real("share", share)
+    max_rounds = _checks.as_int("max_rounds", max_rounds, minimum=1)
+    rounds: list[dict[str, Any]] = []
+    for _ in range(max_rounds):
+        starts = np.stack(
+            [draw_particles(n, seed=s)[:, : basis.shape[0]] @ basis for s in range(seeds)]
+        )
+        res = train(teacher, starts, lr=lr, steps=steps, batch=batch, seeds=np.arange(seeds),
+                    record_every=steps, backend=backend)  # fmt: skip
+        inside = res.theta @ basis.T @ basis
+        away = res.theta - inside
+        offset = np.mean(np.sum(away**2, axis=-1), axis=-1)
+        moment = np.mean(np.sum(res.theta**2, axis=-1), axis=-1)
+        rmd_v = np.sqrt(offset / np.maximum(2 * moment - offset, 1e-300))
+        escaped = away.reshape(-1, 4)
+        w, v = np.linalg.eigh(escaped.T @ escaped / escaped.shape[0])
+        order = np.argsort(w)[::-1]
+        w, v = w[order], v[:, order]
+        item = {"dim": basis.shape[0], "rmd": rmd_v, "variances": w, "added": 0}
+        rounds.append(item)
+        if rmd_v.max() <= tol:
+            return Discovery(basis, rounds, True)
+        new = v[:, w >= share * w[0]].T
+        q, _ = np.linalg.qr(np.concatenate([basis, new]).T)
+        basis = q.T[: min(4, basis.shape[0] + new.shape[0])]
+        item["added"] = basis.shape[0] - item["dim"]
+        if basis.shape[0] == 4:
+            return Discovery(basis, rounds, False)
+    return Discovery(basis, rounds, False)

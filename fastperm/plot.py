@@ -527,3 +527,43 @@ def _meanfield_panels(study, plt):
     )
     fig.tight_layout()
     return fig
+
+
+def discovery_figure(found):
+    """The subspace-discovery heuristic (:func:`fastperm.meanfield.discover_subspace`), one
+    panel per teacher: the particles' RMD to each round's subspace after training (one dot
+    per seed) against the round, labelled by the subspace's dimension, with the threshold;
+    the title says where it stopped.
+
+    Parameters
+    ----------
+    found : dict
+        Teacher name → :class:`fastperm.meanfield.Discovery`; ``tol`` under the key
+        ``"tol"`` (optional).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    tol = found.get("tol")
+    items = [(k, v) for k, v in found.items() if k != "tol"]
+    fig, axes = plt.subplots(1, len(items), figsize=(4.2 * len(items), 3.6), squeeze=False)
+    for ax, (name, d) in zip(axes[0], items, strict=True):
+        for i, r in enumerate(d.rounds):
+            ax.scatter(np.full(len(r["rmd"]), i), np.maximum(r["rmd"], 1e-6), c="C0")
+        ax.set_xticks(range(len(d.rounds)), [f"dim {r['dim']}" for r in d.rounds])
+        ax.set_yscale("log")
+        if tol is not None:
+            ax.axhline(tol, color="k", ls=":", lw=0.8, label=f"threshold {tol:g}")
+            ax.legend(fontsize=8)
+        end = f"stayed in dim {d.basis.shape[0]}" if d.stayed else "escaped to the whole space"
+        ax.set_title(f"{name} teacher: {end}", fontsize=9)
+        ax.set_ylabel("RMD to the round's subspace after training")
+        rows = "\n".join(" ".join(f"{v:+.2f}" for v in row) for row in d.basis)
+        ax.text(0.98, 0.02, f"basis (rows):\n{rows}", transform=ax.transAxes, fontsize=7,
+                ha="right", va="bottom", family="monospace")  # fmt: skip
+    fig.suptitle("The largest subspace training keeps (Maass Martínez & Fontbona's heuristic)")
+    fig.tight_layout()
+    return fig

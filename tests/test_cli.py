@@ -93,10 +93,12 @@ def test_figure_meanfield_small(tmp_path, capsys):
     out, saved = tmp_path / "mf.png", tmp_path / "mf.npz"
     argv = ["figure-meanfield", "--widths", "5,20", "--seeds", "2", "--steps", "100",
             "--ot-max", "20", "--view-n", "20", "--out", str(out), "--save", str(saved),
-            "--quiet"]  # fmt: skip
+            "--discover", str(tmp_path / "sub.png"), "--quiet"]  # fmt: skip
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "EA's law is SI (in E^G)" in text and "agrees" in text and "RMD π#μ" in text
+    assert "subspace discovery, strong teacher: dim 1" in text
+    assert (tmp_path / "sub.png").stat().st_size > 10_000
     assert out.exists() and out.stat().st_size > 10_000
     with np.load(saved) as archive:
         assert archive["rmd_projection"].shape == (3, 2, 5, 2)  # teachers, N, schemes, seeds

@@ -359,3 +359,24 @@ def test_bad_teachers_and_atoms_are_named():
         mf.w2(np.ones((7001, 1)), np.ones((7000, 1)))
     with pytest.raises(ValueError, match="finite"):
         mf.rmd_projection(np.full((2, 4), np.nan))
+
+
+# -- the subspace-discovery heuristic -------------------------------------------------------------
+
+
+def test_discovery_finds_the_fixed_subspace_for_invariant_teachers():
+    """From the line of I (inside E^G), training escapes along the other direction of E^G,
+    then stays: the heuristic ends at E^G for the invariant teachers, and at the whole space
+    for the arbitrary one."""
+    for kind in ("strong", "weak"):
+        found = mf.discover_subspace(mf.Teacher.make(kind, 4, seed=1), n=60, steps=800,
+                                     backend=FAST)  # fmt: skip
+        assert found.stayed and found.basis.shape[0] == 2
+        inside = mf.project(found.basis)  # rows of E^G keep their norm under π
+        assert np.allclose(np.linalg.norm(inside, axis=1), 1.0, atol=0.02)
+        assert found.rounds[0]["rmd"].min() > 0.1 and found.rounds[-1]["rmd"].max() < 0.02
+    found = mf.discover_subspace(mf.Teacher.make("arbitrary", 4, seed=1), n=60, steps=800,
+                                 backend=FAST)  # fmt: skip
+    assert not found.stayed and found.basis.shape[0] == 4
+    with pytest.raises(ValueError, match="linearly independent"):
+        mf.discover_subspace(mf.Teacher.make("strong", 2), start=[[1, 0, 0, 1], [2, 0, 0, 2]])
