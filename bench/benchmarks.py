@@ -489,3 +489,34 @@ class NoiseEquilibrium:
         return res.seconds / 5000 * 1e9
 
     track_ns_per_step.unit = "ns/step"
+
+
+class MeanField:
+    """Online SGD of N tanh particles under the coordinate swap (issue 20): N = 2000, one
+    sample per step, vanilla (one view) and DA with the exact group average (two views);
+    one run on one thread, T = 500."""
+
+    params = (["numba", "cython"], ["vanilla", "da"])
+    param_names = ["backend", "scheme"]
+
+    def setup(self, backend, scheme):
+        _require(backend)
+        try:
+            from fastperm import meanfield
+        except ImportError:
+            raise NotImplementedError("fastperm.meanfield is newer than this commit") from None
+        self.mf = meanfield
+        self.teacher = meanfield.Teacher.make("arbitrary", 4, seed=1)
+        self.theta0 = meanfield.init(2000, seed=0, invariant=False)
+        self.kw = dict(scheme=scheme, lr=0.1, backend=backend, threads=1, record_every=500,
+                       eval_size=1)  # fmt: skip
+        meanfield.train(self.teacher, self.theta0, steps=2, **self.kw)
+
+    def time_train(self, backend, scheme):
+        self.mf.train(self.teacher, self.theta0, steps=500, **self.kw)
+
+    def track_ns_per_particle_step(self, backend, scheme):
+        res = self.mf.train(self.teacher, self.theta0, steps=500, **self.kw)
+        return res.seconds / (500 * 2000) * 1e9
+
+    track_ns_per_particle_step.unit = "ns/particle-step"

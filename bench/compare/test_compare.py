@@ -250,3 +250,40 @@ def test_equilibrium_sgd(benchmark, contender):
     benchmark.group = f"equilibrium SGD, d={d}, h={h}, B=10, T={steps}"
     benchmark.extra_info.update(contender=contender, count=steps, unit="step")
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+
+
+# -- mean-field SGD of N tanh particles (issue 20) ------------------------------------------------
+
+
+def _meanfield_bench():
+    """bench/meanfield.py's loops (NumPy, PyTorch) and fastperm runner, by file path."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "meanfield.py"
+    spec = importlib.util.spec_from_file_location("fastperm_bench_meanfield", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("contender", EQ_CONTENDERS)
+def test_meanfield_sgd(benchmark, contender):
+    """200 online SGD steps of N = 2000 tanh particles, vanilla, one run, one thread;
+    fastperm draws the specification's samples, the loops their library's."""
+    bench = _meanfield_bench()
+    steps, N = 200, 2000
+    if contender.startswith("fastperm-"):
+        backend = contender.split("-", 1)[1]
+        if backend not in fastperm.backends.available():
+            pytest.skip(f"backend {backend} is not available here")
+        run = bench.fastperm_run(backend, steps, N, "vanilla")  # (compiles outside the timing)
+    elif contender == "numpy":
+        run = bench.numpy_loop(steps, N, "vanilla")
+    else:
+        pytest.importorskip("torch")
+        run = bench.torch_loop(steps, N, "vanilla")
+    run()  # warm caches outside the timing
+    benchmark.group = f"mean-field SGD, N={N}, vanilla, T={steps}"
+    benchmark.extra_info.update(contender=contender, count=steps * N, unit="particle-step")
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
