@@ -404,3 +404,94 @@ def test_balance_runs_match_the_reference(nt):
         assert np.array_equal(np.isnan(a), np.isnan(b)), name
         ok = ~np.isnan(b)
         assert np.max(np.abs(a[ok] - b[ok]) / (1 + np.abs(b[ok]))) < 1e-12, name
+
+
+def _meanfield(kern, Theta0, scheme, k, lr, seeds, keep=True, every=4, **kw):
+    """``meanfield_runs`` of one backend on a small C₂ problem; returns its outputs."""
+    from fastperm._runs import record_steps
+
+    gen = np.random.default_rng(1)
+    teacher = gen.standard_normal((3, 4))
+    Xeval = gen.standard_normal((3, 2))
+    Yeval = np.tanh(Xeval @ teacher.reshape(-1, 2, 2).transpose(0, 2, 1)).mean(axis=0)
+    cfg = dict(s=1.3, sigma=0.2, batch=2, lam=0.01, temp=0.0, steps=9, start_step=4)
+    cfg.update(kw)
+    rec = record_steps(cfg["steps"], every)
+    R, m, P = len(lr), rec.size - 1, Theta0.shape[1]
+    out = dict(
+        loss_out=np.empty((R, m)),
+        offset_out=np.empty((R, m)),
+        moment_out=np.empty((R, m)),
+        theta_rec=np.empty((R, m if keep else 0, P)),
+        theta_out=np.empty((R, P)),
+        status_out=np.empty(R, dtype=np.int64),
+    )
+    kern.meanfield_runs(
+        teacher, cfg["s"], cfg["sigma"], Xeval, Yeval, Theta0,
+        np.asarray(scheme, dtype=np.int64), np.asarray(k, dtype=np.int64),
+        np.asarray(lr, dtype=float), np.asarray(seeds, dtype=np.uint64), cfg["batch"],
+        cfg["lam"], cfg["temp"], cfg["steps"], cfg["start_step"], rec, *out.values(),
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("nt, temp", [(1, 0.05), (4, 0.0), (4, 0.05), (32, 0.05)])
+def test_meanfield_runs_match_the_reference(nt, temp):
+    """The mean-field kernel (one block per run, the threads over N = 7 particles): vanilla,
+    DA k-fold (k = 3 and 1) and exact (k = 0), FA, EA, one run diverging (lr = 1e300), blocks of
+    1, 4 and 32 threads, with and without Langevin noise: within 1e-12 of the reference, the
+    diverging run stopped at the same step with NaN records after."""
+    from fastperm import codes
+
+    backends.get("cuda").set_block(nt)
+    gen = np.random.default_rng(2)
+    Theta0 = gen.standard_normal((2, 4 * 7))
+    scheme = [codes.VANILLA, codes.DA, codes.DA, codes.DA, codes.FA, codes.EA, codes.DA]
+    k = [0, 3, 1, 0, 0, 0, 2]
+    lr = [0.3, 0.4, 0.2, 0.5, 0.3, 0.4, 1e300]
+    seeds = [3, 2**64 - 1, 5, 6, 7, 8, 9]
+    ref = _meanfield(backends.get("numpy"), Theta0, scheme, k, lr, seeds, temp=temp)
+    got = _meanfield(backends.get("cuda"), Theta0, scheme, k, lr, seeds, temp=temp)
+    np.testing.assert_array_equal(got["status_out"], ref["status_out"])
+    assert (ref["status_out"][:-1] == -1).all() and ref["status_out"][-1] >= 0
+    q = np.isfinite(ref["loss_out"][-1]).sum()  # the diverged run's records
+    assert 0 < q < ref["loss_out"].shape[1]
+    for name in ("loss_out", "offset_out", "moment_out", "theta_rec", "theta_out"):
+        a, b = got[name], ref[name]
+        if name == "theta_rec":  # rows past a diverged run's last record are never written
+            a, b = a[:, :q], b[:, :q]
+        ok = np.isfinite(b)  # (the diverged run's θ: ±inf in both)
+        assert np.array_equal(a[~ok], b[~ok], equal_nan=True), name
+        assert np.max(np.abs(a[ok] - b[ok]) / (1 + np.abs(b[ok]))) < 1e-12, name
+    ea = got["offset_out"][5]  # EA's steps (noise too) lie in E^G: the offset never moves
+    assert np.ptp(ea) < 1e-12 * ea[0] and np.ptp(got["offset_out"][0]) > 1e-6
+
+
+def test_meanfield_runs_block_size_and_batch_one():
+    """Batch 1, a start step near the counter's top (2³² − 20), every step recorded,
+    parameters not kept, a run diverging at a record (θ ~ 1e299 at step 1: its second moment
+    overflows): the same outputs for 2 and 8 threads per block, bitwise the same on a second
+    call, and the reference's."""
+    from fastperm import codes
+
+    Theta0 = np.random.default_rng(3).standard_normal((1, 4 * 5))
+    args = (Theta0, [codes.DA, codes.FA, codes.EA], [2, 0, 0], [0.3, 0.2, 1e300], [1, 2, 3])
+    kw = dict(batch=1, temp=0.01, start_step=2**32 - 20, keep=False, every=1)
+    cu = backends.get("cuda")
+    runs = []
+    for nt in (2, 8, 8):
+        cu.set_block(nt)
+        runs.append(_meanfield(cu, *args, **kw))
+    ref = _meanfield(backends.get("numpy"), *args, **kw)
+    assert ref["status_out"].tolist() == [-1, -1, 1]
+    for name, a in runs[2].items():
+        np.testing.assert_array_equal(a, runs[1][name])
+    for got in runs[:2]:
+        np.testing.assert_array_equal(got["status_out"], ref["status_out"])
+        for name in ("loss_out", "offset_out", "moment_out", "theta_out"):
+            a, b = got[name], ref[name]
+            ok = np.isfinite(b)
+            assert np.array_equal(a[~ok], b[~ok], equal_nan=True), name
+            assert np.max(np.abs(a[ok] - b[ok]) / (1 + np.abs(b[ok]))) < 1e-12, name
+    assert np.isnan(ref["loss_out"][2, 1:]).all() and np.isfinite(ref["loss_out"][2, 0])
+    assert np.abs(ref["theta_out"][2]).max() > 1e290

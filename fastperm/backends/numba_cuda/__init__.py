@@ -9,7 +9,7 @@ the CPU: slow, for tests at tiny sizes.
 
 Kernel contract: :mod:`fastperm.backends.contract` (arguments may also be
 device arrays, see :mod:`.device`). Launch layout: :mod:`.sgd`, :mod:`.dual`, :mod:`.lie`,
-:mod:`.equilibrium`.
+:mod:`.equilibrium`, :mod:`.meanfield`.
 """
 
 from ...knobs import as_thread_count
@@ -27,6 +27,7 @@ from .lie import (  # noqa: E402
     brackets_pairs,
     example_grads,
 )
+from .meanfield import meanfield_runs  # noqa: E402
 from .sgd import (  # noqa: E402
     SAMPLER_KINDS,
     augmented_gradient,
@@ -71,6 +72,7 @@ __all__ = [
     "example_grads",
     "expected_runs",
     "fixed_copies",
+    "meanfield_runs",
     "name",
     "set_block",
     "set_threads",
