@@ -571,7 +571,7 @@ def w2(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     ``lcm(n, m)`` atoms (Birkhoff–von Neumann: the couplings of two uniform laws on the
     same number of atoms are the doubly stochastic matrices, whose extreme points are
     permutations), so ``W₂²`` is the value of an assignment problem, solved exactly by
-    :func:`scipy.optimize.linear_sum_assignment` (O(n³) time, n² memory).
+    SciPy's ``linear_sum_assignment`` (O(n³) time, n² memory).
 
     Examples
     --------
