@@ -303,6 +303,20 @@ def test_threads_parts_and_continuation_give_one_calls_bits(monkeypatch):
     assert np.array_equal(rest.theta, one.theta)
 
 
+def test_dask_client_gives_the_local_bits():
+    distributed = pytest.importorskip("dask.distributed")
+    T = mf.Teacher.make("weak", 4, seed=1)
+    kw = dict(scheme=["vanilla", "da", "fa", "ea"], k=[0, 3, 0, 0], seeds=[1, 2, 3, 4],
+              steps=200, record_every=50, keep_theta=True, backend=FAST)  # fmt: skip
+    local = mf.train(T, mf.init(12, seed=2), **kw)
+    with distributed.Client(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as client:
+        spread = mf.train(T, mf.init(12, seed=2), client=client, **kw)
+    for name in ("loss", "offset", "moment", "theta", "theta_path"):
+        assert np.array_equal(getattr(spread, name), getattr(local, name)), name
+
+
 def test_results_save_and_load(tmp_path):
     T = mf.Teacher.make("strong", 2, seed=1)
     res = mf.train(T, mf.init(5), scheme=["vanilla", "ea"], steps=20, record_every=10,
