@@ -478,10 +478,10 @@ def _meanfield_panels(study, plt):
             ax.minorticks_off()
             ax.set_xlabel("particles N")
             ax.set_title(f"{names.get(kind, kind)} teacher: {title}", fontsize=9)
-            if col == 2 and s["ot_max"] < widths.max():
+            if col > 0 and s["ot_max"] < widths.max():
                 ax.axvline(s["ot_max"], color="0.7", lw=0.8)
-                ax.text(s["ot_max"], ax.get_ylim()[1], f" exact OT up to N = {s['ot_max']}",
-                        fontsize=7, va="top", color="0.4")  # fmt: skip
+                ax.text(0.99, 0.98, f"exact assignments up to N = {s['ot_max']}", fontsize=7,
+                        ha="right", va="top", color="0.4", transform=ax.transAxes)  # fmt: skip
             if a == 0 and col == 0:
                 ax.legend(fontsize=8)
     kind = "arbitrary" if "arbitrary" in study.views and study.views["arbitrary"] else kinds[0]
@@ -515,6 +515,9 @@ def _meanfield_panels(study, plt):
         ax_lr.plot(lrs, ref[0] * np.sqrt(lrs / lrs[0]), "k:", label="∝ √lr")
     ax_lr.set_xscale("log")
     ax_lr.set_yscale("log")
+    if study.lr_sweep:
+        ax_lr.set_xticks(lrs, [f"{v:g}" for v in lrs])
+        ax_lr.minorticks_off()
     ax_lr.set_xlabel("step size lr (steps = time / lr)")
     ax_lr.set_ylabel("RMD to the projection onto E^G")
     ax_lr.set_title(f"N = {s['sweep_n']}, time lr·T = {s['sweep_time']:g}: SGD noise", fontsize=9)
@@ -555,15 +558,17 @@ def discovery_figure(found):
             ax.scatter(np.full(len(r["rmd"]), i), np.maximum(r["rmd"], 1e-6), c="C0")
         ax.set_xticks(range(len(d.rounds)), [f"dim {r['dim']}" for r in d.rounds])
         ax.set_yscale("log")
+        ax.set_ylim(1e-3, 2.0)
         if tol is not None:
             ax.axhline(tol, color="k", ls=":", lw=0.8, label=f"threshold {tol:g}")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="lower left")
         end = f"stayed in dim {d.basis.shape[0]}" if d.stayed else "escaped to the whole space"
         ax.set_title(f"{name} teacher: {end}", fontsize=9)
         ax.set_ylabel("RMD to the round's subspace after training")
         rows = "\n".join(" ".join(f"{v:+.2f}" for v in row) for row in d.basis)
-        ax.text(0.98, 0.02, f"basis (rows):\n{rows}", transform=ax.transAxes, fontsize=7,
-                ha="right", va="bottom", family="monospace")  # fmt: skip
+        ax.set_xlim(-0.5, len(d.rounds) - 0.5)
+        ax.text(0.5, 0.5, f"basis (rows):\n{rows}", transform=ax.transAxes, fontsize=7,
+                ha="center", va="center", family="monospace")  # fmt: skip
     fig.suptitle("The largest subspace training keeps (Maass Martínez & Fontbona's heuristic)")
     fig.tight_layout()
     return fig
