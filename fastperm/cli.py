@@ -403,14 +403,14 @@ def figure_meanfield(args) -> int:
     if args.discover:
         from fastperm import meanfield as mf
 
-        found: dict = {"tol": 0.02}
+        tol = 0.02
+        found = {}
         for kind, teacher in study.teachers.items():
-            d = mf.discover_subspace(teacher, tol=found["tol"], backend=args.backend)
+            d = mf.discover_subspace(teacher, tol=tol, backend=args.backend)
             found[kind] = d
             path = " → ".join(f"dim {r['dim']} (RMD {r['rmd'].max():.3g})" for r in d.rounds)
-            end = "stayed" if d.stayed else "the whole space"
-            print(f"subspace discovery, {kind} teacher: {path}; {end}")
-        fig = plot.discovery_figure(found)
+            print(f"subspace discovery, {kind} teacher: {path}; {plot.discovery_outcome(d)}")
+        fig = plot.discovery_figure(found, tol=tol)
         fig.savefig(args.discover, dpi=args.dpi)
         print(f"wrote {args.discover}")
     return 0
@@ -851,7 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--widths",
         type=_widths,
-        default=(5, 10, 50, 100, 500, 1000, 5000),
+        default=(5, 10, 50, 100, 500, 1000, 5000),  # meanfield_study.WIDTHS (the paper's)
         help="particle counts N, comma-separated (default the paper's 5,10,50,100,500,1000,5000)",
     )
     f.add_argument(
@@ -873,8 +873,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--view-n",
         type=_int_at_least("view-n", 1),
-        default=500,
-        help="the N whose particles are drawn (default 500; one of --widths)",
+        default=None,
+        help="the N whose particles are drawn (one of --widths; default the nearest to 500)",
     )
     f.add_argument("--backend", default=None, help="numba (default), cython, cuda or numpy")
     f.add_argument("--dpi", type=_dpi, default=150, help="figure resolution (10..1200)")

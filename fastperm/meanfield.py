@@ -59,7 +59,7 @@ default).
 Distances between laws
 ----------------------
 ``RMD²(μ, ν) = W₂²(μ, ν) / (M₂(μ) + M₂(ν))``, with ``M₂(μ) = E_μ ‖θ‖²`` and the exact W₂ of
-the empirical laws (equal-weight atoms: an assignment problem, :func:`w2`). Three
+the empirical laws (equal-weight atoms: an assignment problem, :func:`w2_squared`). Three
 references:
 
 * the projection ``π#μ`` (:func:`rmd_projection`). Here W₂ has a closed form,
@@ -73,10 +73,11 @@ references:
   masses give it); it lies in [0, 1] whenever some optimal coupling has
   ``E⟨θ, η⟩ ≥ 0``.
 
-The paper's claims in this setting (checked by :mod:`fastperm.meanfield_study`): EA's law is
-SI; for symmetric data DA, FA and vanilla share one mean-field dynamics, which keeps WI
-laws WI; SI laws stay SI under the mean-field dynamics even when trained freely, while at
-finite N vanilla SGD can leave E^G.
+The paper's claims in this setting: EA's law is SI; for symmetric data DA, FA and vanilla
+share one mean-field dynamics, which keeps WI laws WI; SI laws stay SI under the mean-field
+dynamics even when trained freely, while at finite N vanilla SGD can leave E^G.
+:mod:`fastperm.meanfield_study` checks them from an SI start (its verdicts say which and
+how).
 """
 
 from __future__ import annotations
@@ -93,13 +94,25 @@ import numpy.typing as npt
 
 from . import _checks, _runs, codes, rng
 from ._typing import FloatArray, IntArray, UIntArray
+from .backends.reference import meanfield as _reference
 
 #: the swap acting on a particle's 4 entries (row-major): ``(PθPᵀ).ravel() = θ.ravel()[SWAP]``
-SWAP = np.array([3, 2, 1, 0])
+SWAP = _reference.SWAP
 #: an orthonormal basis of R^{2×2} (rows): two of E^G, then two of its orthogonal complement
 BASIS = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 0, 0, -1], [0, 1, -1, 0]]) / math.sqrt(2.0)
 SCHEME_NAMES = ("vanilla", "da", "fa", "ea")
+#: the most group elements k-fold DA draws per sample (2²⁰: the weights are then within
+#: 0.5 % of the exact average's, and k = 0 gives it exactly)
+MAX_K = 2**20
 TEACHER_KINDS = ("arbitrary", "weak", "strong")
+
+
+def relative(w2_squared: npt.ArrayLike, moments: npt.ArrayLike) -> FloatArray:
+    """``RMD = sqrt(W₂² / (M₂(μ) + M₂(ν)))`` elementwise: 0 where both laws are the zero law,
+    NaN where an input is NaN (a diverged run's records)."""
+    w, m = np.asarray(w2_squared, dtype=np.float64), np.asarray(moments, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(np.where(m == 0, 0.0 * w, w / m))
 
 
 def reflect(theta: npt.ArrayLike) -> FloatArray:
@@ -110,8 +123,7 @@ def reflect(theta: npt.ArrayLike) -> FloatArray:
 
 def project(theta: npt.ArrayLike) -> FloatArray:
     """The orthogonal projection onto E^G of particles (…, 4): ``(θ + PθPᵀ)/2``."""
-    t = np.asarray(theta, dtype=np.float64)
-    return 0.5 * (t + t[..., SWAP])
+    return _reference.project(np.asarray(theta, dtype=np.float64))
 
 
 def coordinates(theta: npt.ArrayLike) -> FloatArray:
@@ -198,6 +210,11 @@ class Teacher:
         object.__setattr__(self, "particles", p)
         object.__setattr__(self, "s", _checks.as_positive_real("s", self.s))
         object.__setattr__(self, "sigma", _checks.as_nonnegative_real("sigma", self.sigma))
+        _checks.as_choice("kind", self.kind, (*TEACHER_KINDS, "custom"))
+        if self.kind == "strong" and not np.array_equal(project(p), p):
+            raise ValueError("a strong teacher's particles must lie in E^G: θ = PθPᵀ")
+        if self.kind == "weak" and not self.symmetric:
+            raise ValueError("a weak teacher's law must be invariant: f* equivariant")
 
     @classmethod
     def make(
@@ -240,7 +257,8 @@ class Teacher:
         equivariant (checked on 64 inputs)."""
         x = np.random.default_rng(0).standard_normal((64, 2))
         f = network(self.particles, x)
-        return bool(np.allclose(network(self.particles, x[:, ::-1]), f[:, ::-1], atol=1e-12))
+        g = network(self.particles, x[:, ::-1])[:, ::-1]
+        return bool(np.allclose(g, f, rtol=0.0, atol=1e-12))
 
     def __call__(self, x: npt.ArrayLike) -> FloatArray:
         """``f*(x)`` at inputs x (…, 2)."""
@@ -276,6 +294,9 @@ class MeanFieldResult:
     theta_path : (runs, records, N, 4) or None
         The particles at the records (``keep_theta=True``).
     diverged_step : (runs,) int
+        -1, or the step of this call (counted from 0, not from ``start_step``) whose step
+        or record was not finite; that run's later records are NaN and its ``theta`` is
+        not a start to continue from.
     scheme : (runs,) str
     k, lr, seed : (runs,) the runs' settings.
     seconds : float
@@ -301,9 +322,7 @@ class MeanFieldResult:
     def rmd_projection(self) -> FloatArray:
         """RMD to the projection onto E^G at every record (runs, records), from the closed
         form ``W₂² = offset``, ``M₂(π#μ) = M₂(μ) − offset`` (module docstring)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            denominator = 2.0 * self.moment - self.offset
-            return np.sqrt(np.where(denominator > 0, self.offset / denominator, 0.0))
+        return relative(self.offset, 2.0 * self.moment - self.offset)
 
     def to_xarray(self) -> Any:
         """An ``xarray.Dataset``: ``loss``, ``offset``, ``moment`` (run, step), ``theta``
@@ -355,7 +374,12 @@ class MeanFieldResult:
 
 
 def _schemes(scheme: object) -> npt.NDArray[np.int64]:
-    names = [scheme] if isinstance(scheme, str) else list(scheme)  # type: ignore[call-overload]
+    if isinstance(scheme, str):
+        names = [scheme]
+    elif isinstance(scheme, (list, tuple, np.ndarray)):
+        names = list(scheme)
+    else:
+        raise ValueError(f"scheme must be one of {SCHEME_NAMES} or a list of them, got {scheme!r}")
     if not names:
         raise ValueError("scheme is empty: give a name or a list of names")
     for n in names:
@@ -460,7 +484,7 @@ def train(
     threads = _runs.as_threads(threads)
     scheme_a = _schemes(scheme)
     k_a = _checks.as_array_param(
-        "k", k, lambda n, v: _checks.as_int(n, v, minimum=0, maximum=2**31), np.int64
+        "k", k, lambda n, v: _checks.as_int(n, v, minimum=0, maximum=MAX_K), np.int64
     )
     lr_a = _checks.as_array_param("lr", lr, _checks.as_positive_real, np.float64)
     seed_a = _checks.as_array_param("seeds", seeds, _checks.as_seed, np.uint64)
@@ -504,7 +528,8 @@ def train(
         "status_out": np.empty(R, dtype=np.int64),
     }
     views = np.where((scheme_a == codes.VANILLA) | (scheme_a == codes.EA), 1.0, 2.0)
-    step_work = batch * (views * N * 40.0 + teacher.particles.shape[0] * 30.0)
+    draws = np.where(scheme_a == codes.DA, k_a, 0) * 3.0  # k-fold DA's group draws
+    step_work = batch * (views * N * 40.0 + teacher.particles.shape[0] * 30.0 + draws)
     call = _runs.Call("meanfield_runs", values, R, float(np.sum(step_work)) * steps)
     meta = {
         "teacher": teacher.describe(),
@@ -549,7 +574,7 @@ def train(
 # -- optimal transport between particle laws ---------------------------------------------------
 
 
-#: the largest number of atoms :func:`w2` matches (its cost matrix holds atoms² floats)
+#: the largest number of atoms :func:`w2_squared` matches (its cost matrix holds atoms² floats)
 MAX_ATOMS = 12_000
 
 
@@ -563,7 +588,7 @@ def _atoms(name: str, a: object) -> FloatArray:
     return A
 
 
-def w2(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
+def w2_squared(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """The exact squared 2-Wasserstein distance ``W₂²`` between the empirical laws of the
     atoms a (n, D) and b (m, D), each atom of weight 1/n (1/m).
 
@@ -576,7 +601,7 @@ def w2(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     Examples
     --------
     >>> from fastperm import meanfield as mf
-    >>> mf.w2([[0.0], [1.0]], [[1.0], [3.0]])  # the sorted atoms pair: (1 + 4) / 2
+    >>> mf.w2_squared([[0.0], [1.0]], [[1.0], [3.0]])  # the sorted atoms pair: (1 + 4) / 2
     2.5
     """
     try:
@@ -603,11 +628,15 @@ def w2(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     return float(cost[rows, cols].sum() / n)
 
 
-def w2_sorted(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
+def w2_squared_sorted(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """``W₂²`` between two laws on the line with n equal-weight atoms each: the sorted atoms
     pair up (the monotone coupling is optimal in 1-D), ``(1/n) Σ (a_(i) − b_(i))²``."""
-    A = np.sort(_atoms("a", a)[:, 0])
-    B = np.sort(_atoms("b", b)[:, 0])
+    A, B = _atoms("a", a), _atoms("b", b)
+    if A.shape[1] != 1 or B.shape[1] != 1:
+        raise ValueError(
+            f"a and b must be atoms on the line, (n,) or (n, 1); got {A.shape}, {B.shape}"
+        )
+    A, B = np.sort(A[:, 0]), np.sort(B[:, 0])
     if A.shape != B.shape:
         raise ValueError(f"a and b must have as many atoms, got {A.shape[0]} and {B.shape[0]}")
     return float(np.mean((A - B) ** 2))
@@ -621,16 +650,15 @@ def second_moment(a: npt.ArrayLike) -> float:
 
 def rmd(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """``RMD(μ, ν) = sqrt(W₂²(μ, ν) / (M₂(μ) + M₂(ν)))`` for the empirical laws of the atoms
-    a and b (:func:`w2`); 0 when both are the zero law."""
-    total = second_moment(a) + second_moment(b)
-    return math.sqrt(w2(a, b) / total) if total > 0 else 0.0
+    a and b (:func:`w2_squared`); 0 when both are the zero law."""
+    return float(relative(w2_squared(a, b), second_moment(a) + second_moment(b)))
 
 
 def _particles(theta: npt.ArrayLike) -> FloatArray:
-    P = _atoms("theta", theta)
-    if P.shape[1] != 4:
-        raise ValueError(f"theta must be (N, 4) particles, got {P.shape}")
-    return P
+    P = _checks.as_float_array("theta", theta, 2)
+    if P.shape[0] == 0 or P.shape[1] != 4:
+        raise ValueError(f"theta must be (N, 4) particles with N >= 1, got shape {P.shape}")
+    return _atoms("theta", P)
 
 
 def rmd_projection(theta: npt.ArrayLike) -> float:
@@ -638,13 +666,13 @@ def rmd_projection(theta: npt.ArrayLike) -> float:
     closed form ``W₂² = (1/N) Σ ‖θ_i − πθ_i‖²`` (module docstring); in [0, 1], 0 for SI."""
     P = _particles(theta)
     offset = float(np.mean(np.sum((P - project(P)) ** 2, axis=1)))
-    total = 2.0 * second_moment(P) - offset
-    return math.sqrt(offset / total) if total > 0 else 0.0
+    return float(relative(offset, 2.0 * second_moment(P) - offset))
 
 
 def rmd_symmetrisation(theta: npt.ArrayLike) -> float:
     """RMD between the law of the particles θ (N, 4) and its symmetrisation
-    ``½ (μ + g#μ)`` (2N atoms; exact assignment, :func:`w2`); in [0, 1], 0 for WI laws."""
+    ``½ (μ + g#μ)`` (2N atoms; exact assignment, :func:`w2_squared`); in [0, 1], 0 for WI
+    laws."""
     P = _particles(theta)
     return rmd(P, np.concatenate([P, reflect(P)]))
 
@@ -741,7 +769,12 @@ def discover_subspace(
     basis = q.T
     tol = _checks.as_positive_real("tol", tol)
     share = _checks.as_positive_real("share", share)
+    if share > 1:
+        raise ValueError(f"share must lie in (0, 1] (a share of the largest variance), got {share}")
     max_rounds = _checks.as_int("max_rounds", max_rounds, minimum=1)
+    n = _checks.as_int("n", n, minimum=1, maximum=rng.MAX_COUNTER_HALF)
+    steps = _checks.as_int("steps", steps, minimum=1, maximum=2**32 - 2)
+    seeds = _checks.as_int("seeds", seeds, minimum=1, maximum=2**20)
     rounds: list[dict[str, Any]] = []
     for _ in range(max_rounds):
         starts = np.stack(
@@ -753,7 +786,7 @@ def discover_subspace(
         away = res.theta - inside
         offset = np.mean(np.sum(away**2, axis=-1), axis=-1)
         moment = np.mean(np.sum(res.theta**2, axis=-1), axis=-1)
-        rmd_v = np.sqrt(offset / np.maximum(2 * moment - offset, 1e-300))
+        rmd_v = relative(offset, 2 * moment - offset)
         escaped = away.reshape(-1, 4)
         w, v = np.linalg.eigh(escaped.T @ escaped / escaped.shape[0])
         order = np.argsort(w)[::-1]

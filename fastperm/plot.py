@@ -532,7 +532,7 @@ def _meanfield_panels(study, plt):
     return fig
 
 
-def discovery_figure(found):
+def discovery_figure(found, tol=None):
     """The subspace-discovery heuristic (:func:`fastperm.meanfield.discover_subspace`), one
     panel per teacher: the particles' RMD to each round's subspace after training (one dot
     per seed) against the round, labelled by the subspace's dimension, with the threshold;
@@ -541,8 +541,9 @@ def discovery_figure(found):
     Parameters
     ----------
     found : dict
-        Teacher name → :class:`fastperm.meanfield.Discovery`; ``tol`` under the key
-        ``"tol"`` (optional).
+        Teacher name → :class:`fastperm.meanfield.Discovery`.
+    tol : float, optional
+        The escape threshold the heuristic used, drawn as a line.
 
     Returns
     -------
@@ -550,8 +551,7 @@ def discovery_figure(found):
     """
     import matplotlib.pyplot as plt
 
-    tol = found.get("tol")
-    items = [(k, v) for k, v in found.items() if k != "tol"]
+    items = list(found.items())
     fig, axes = plt.subplots(1, len(items), figsize=(4.2 * len(items), 3.6), squeeze=False)
     for ax, (name, d) in zip(axes[0], items, strict=True):
         for i, r in enumerate(d.rounds):
@@ -562,7 +562,7 @@ def discovery_figure(found):
         if tol is not None:
             ax.axhline(tol, color="k", ls=":", lw=0.8, label=f"threshold {tol:g}")
             ax.legend(fontsize=8, loc="lower left")
-        end = f"stayed in dim {d.basis.shape[0]}" if d.stayed else "escaped to the whole space"
+        end = discovery_outcome(d)
         ax.set_title(f"{name} teacher: {end}", fontsize=9)
         ax.set_ylabel("RMD to the round's subspace after training")
         rows = "\n".join(" ".join(f"{v:+.2f}" for v in row) for row in d.basis)
@@ -572,3 +572,12 @@ def discovery_figure(found):
     fig.suptitle("The largest subspace training keeps (Maass Martínez & Fontbona's heuristic)")
     fig.tight_layout()
     return fig
+
+
+def discovery_outcome(d) -> str:
+    """Where :func:`fastperm.meanfield.discover_subspace` stopped, in words."""
+    if d.stayed:
+        return f"stayed in dim {d.basis.shape[0]}"
+    if d.basis.shape[0] == 4:
+        return "escaped to the whole space"
+    return f"still escaping dim {d.basis.shape[0]} when the rounds ran out"

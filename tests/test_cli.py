@@ -96,13 +96,21 @@ def test_figure_meanfield_small(tmp_path, capsys):
             "--discover", str(tmp_path / "sub.png"), "--quiet"]  # fmt: skip
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
-    assert "EA's law is SI (in E^G)" in text and "agrees" in text and "RMD π#μ" in text
-    assert "subspace discovery, strong teacher: dim 1" in text
+    assert "EA's law is SI (in E^G): max RMD to π#μ = 0.0e+00 — agrees" in text
+    assert "DA and FA stay near E^G (SI start)" in text and "RMD π#μ" in text
+    assert "too few widths to tell" in text  # two widths: no slope in N is claimed
+    assert "subspace discovery, strong teacher: dim 1" in text and "stayed in dim 2" in text
     assert (tmp_path / "sub.png").stat().st_size > 10_000
     assert out.exists() and out.stat().st_size > 10_000
     with np.load(saved) as archive:
         assert archive["rmd_projection"].shape == (3, 2, 5, 2)  # teachers, N, schemes, seeds
         assert np.all(archive["rmd_projection"][:, :, 4] == 0)  # EA
+
+
+def test_figure_meanfield_refuses_a_view_outside_the_widths(capsys):
+    argv = ["figure-meanfield", "--widths", "5,20", "--view-n", "7", "--out", ""]
+    assert cli.main(argv) == 2
+    assert "view_n must be one of widths [5, 20], got 7" in capsys.readouterr().err
 
 
 def test_bad_k_list(capsys):

@@ -12,7 +12,7 @@ from fastperm import equilibrium as eq
 
 CPU = [b for b in ("numba", "cython") if b in backends.available()]
 # The compiled backend the physics tests train on: Numba, or Cython where Numba is absent.
-FAST = CPU[0]
+FAST = CPU[0] if CPU else "numpy"
 
 
 def teacher(d0=6, d2=5, sigma=1.0, seed=0):

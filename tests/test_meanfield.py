@@ -17,7 +17,7 @@ from fastperm.backends.reference import meanfield as ref
 
 CPU = [b for b in ("numba", "cython") if b in backends.available()]
 # The compiled backend the physics tests train on: Numba, or Cython where Numba is absent.
-FAST = CPU[0]
+FAST = CPU[0] if CPU else "numpy"
 SCHEMES = ["vanilla", "da", "da", "fa", "ea"]
 KS = [0, 0, 3, 0, 0]
 
@@ -186,6 +186,24 @@ def test_a_diverging_run_says_so():
             res = mf.train(T, particles(3), lr=[1e300, 0.1], steps=5, backend=backend)
         assert res.diverged_step[0] >= 0 and res.diverged_step[1] == -1
         assert np.isnan(res.loss[0, -1]) and np.isfinite(res.loss[1]).all()
+        rmd = res.rmd_projection()  # NaN past the divergence, never a spurious 0
+        assert np.isnan(rmd[0, -1]) and np.isfinite(rmd[1]).all()
+
+
+def test_a_step_that_overflows_is_caught_at_the_same_step_on_every_backend():
+    """Finite gradient entries whose sum overflows: every backend checks each entry of the
+    step (after EA's projection), so all stop at the same step (the review found Numba and
+    Cython one step early, summing the entries)."""
+    from fastperm import DivergenceWarning
+
+    T = mf.Teacher.make("arbitrary", 2, seed=2)
+    steps = {}
+    for backend in ["numpy", *CPU]:
+        with pytest.warns(DivergenceWarning):
+            res = mf.train(T, np.ones((10, 4)), scheme=["vanilla", "ea"], lr=1e307, lam=1.0,
+                           steps=4, record_every=4, backend=backend)  # fmt: skip
+        steps[backend] = res.diverged_step.tolist()
+    assert len({tuple(v) for v in steps.values()}) == 1, steps
 
 
 # -- the schemes' physics (fast backend) -----------------------------------------------------------
@@ -235,10 +253,10 @@ def brute_w2(a, b):
 def test_w2_against_enumeration(seed):
     g = np.random.default_rng(seed)
     a, b = g.standard_normal((6, 4)), g.standard_normal((6, 4)) + 0.3
-    assert mf.w2(a, b) == pytest.approx(brute_w2(a, b), rel=1e-12)
+    assert mf.w2_squared(a, b) == pytest.approx(brute_w2(a, b), rel=1e-12)
     # unequal sizes: 2 atoms against 4 (each written as 4 atoms)
     c, d = g.standard_normal((2, 3)), g.standard_normal((4, 3))
-    assert mf.w2(c, d) == pytest.approx(brute_w2(np.repeat(c, 2, axis=0), d), rel=1e-12)
+    assert mf.w2_squared(c, d) == pytest.approx(brute_w2(np.repeat(c, 2, axis=0), d), rel=1e-12)
     # the identity pairing is not optimal in general: the oracle tells them apart
     if seed == 0:
         assert np.mean(np.sum((a - b) ** 2, axis=1)) > brute_w2(a, b) + 1e-3
@@ -247,8 +265,10 @@ def test_w2_against_enumeration(seed):
 def test_w2_against_the_sorted_closed_form_in_1d():
     g = np.random.default_rng(5)
     a, b = g.standard_normal(300), g.exponential(size=300)
-    assert mf.w2(a[:, None], b[:, None]) == pytest.approx(mf.w2_sorted(a, b), rel=1e-10)
-    assert mf.w2_sorted(a, b) < np.mean((a - b) ** 2)
+    assert mf.w2_squared(a[:, None], b[:, None]) == pytest.approx(
+        mf.w2_squared_sorted(a, b), rel=1e-10
+    )
+    assert mf.w2_squared_sorted(a, b) < np.mean((a - b) ** 2)
 
 
 def test_rmd_bounds_and_zeros():
@@ -281,7 +301,8 @@ def test_threads_parts_and_continuation_give_one_calls_bits(monkeypatch):
               temp=1e-4, record_every=50, backend=FAST)  # fmt: skip
     one = mf.train(T, theta0, steps=400, threads=1, **kw)
     two = mf.train(T, theta0, steps=400, threads=2, **kw)
-    assert np.array_equal(one.theta, two.theta) and np.array_equal(one.loss, two.loss)
+    for name in ("theta", "loss", "offset", "moment"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
     kern = backends.get(FAST)
     real, calls = kern.meanfield_runs, []
 
@@ -301,6 +322,8 @@ def test_threads_parts_and_continuation_give_one_calls_bits(monkeypatch):
     assert 0 < done < 400
     rest = mf.train(T, part.theta, steps=400 - done, start_step=done, **kw)
     assert np.array_equal(rest.theta, one.theta)
+    kept = np.isfinite(part.loss)  # the records made before the interrupt are one call's
+    assert kept[:, 0].all() and np.array_equal(part.loss[kept], one.loss[kept])
 
 
 def test_dask_client_gives_the_local_bits():
@@ -338,7 +361,10 @@ def test_results_save_and_load(tmp_path):
     "change, match",
     [
         (dict(scheme="sgd"), "scheme must be one of"),
-        (dict(k=-1), "k"),
+        (dict(k=-1), "k must be"),
+        (dict(k=2**21), "k must be"),
+        (dict(scheme=None), "scheme must be one of"),
+        (dict(scheme=3), "scheme must be one of"),
         (dict(lr=0.0), "lr"),
         (dict(batch=0), "batch"),
         (dict(steps=-1), "steps"),
@@ -365,12 +391,26 @@ def test_bad_teachers_and_atoms_are_named():
         mf.Teacher.make("odd", 2)
     with pytest.raises(ValueError, match="particles"):
         mf.Teacher(np.ones((2, 3)))
-    with pytest.raises(ValueError, match="s"):
+    with pytest.raises(ValueError, match="s must be"):
         mf.Teacher(np.ones((2, 4)), s=0.0)
+    with pytest.raises(ValueError, match="must lie in E\\^G"):
+        mf.Teacher(mf.draw_particles(2, 1), kind="strong")
+    with pytest.raises(ValueError, match="invariant"):
+        mf.Teacher(mf.draw_particles(2, 1), kind="weak")
+    with pytest.raises(ValueError, match="kind"):
+        mf.Teacher(np.ones((2, 4)), kind="odd")
+    with pytest.raises(ValueError, match="on the line"):
+        mf.w2_squared_sorted([[0, 5], [1, 7]], [[0, -5], [1, 9]])
+    with pytest.raises(ValueError, match="theta must be 2-D"):
+        mf.rmd_projection([1.0, 2.0, 3.0, 4.0])
+    T = mf.Teacher.make("strong", 2)
+    for kw, name in [({"seeds": 0}, "seeds"), ({"steps": 0}, "steps"), ({"share": 1.5}, "share")]:
+        with pytest.raises(ValueError, match=name):
+            mf.discover_subspace(T, **kw)
     with pytest.raises(ValueError, match="one dimension"):
-        mf.w2(np.ones((2, 3)), np.ones((2, 4)))
+        mf.w2_squared(np.ones((2, 3)), np.ones((2, 4)))
     with pytest.raises(ValueError, match="MAX_ATOMS"):
-        mf.w2(np.ones((7001, 1)), np.ones((7000, 1)))
+        mf.w2_squared(np.ones((7001, 1)), np.ones((7000, 1)))
     with pytest.raises(ValueError, match="finite"):
         mf.rmd_projection(np.full((2, 4), np.nan))
 

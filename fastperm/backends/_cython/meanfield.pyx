@@ -176,7 +176,7 @@ cdef int64_t _meanfield_run(const double* teacher, int64_t M, double s, double s
     cdef double* S1 = S0 + 2 * N
     cdef double inv = 1.0 / batch
     cdef double kick = sqrt(2.0 * lr * temp)
-    cdef double g, a, b, n0, n1, n2, n3
+    cdef double a, b, n0, n1, n2, n3
     cdef int64_t q = 0, t, i, T
     cdef uint64_t key
     for t in range(steps + 1):
@@ -192,13 +192,8 @@ cdef int64_t _meanfield_run(const double* teacher, int64_t M, double s, double s
             break
         T = t0 + t
         _step_grads(theta, N, teacher, M, s, sigma, scheme, k, seed, T, batch, G, S0, S1)
-        g = 0.0
         for i in range(4 * N):
             G[i] = G[i] * inv + lam * theta[i]
-            g += G[i]
-        if not isfinite(g):
-            q_out[0] = q
-            return t
         if scheme == EA:  # the step projected onto E^G: (Δ + PΔPᵀ)/2
             for i in range(N):
                 a = 0.5 * (G[4 * i] + G[4 * i + 3])
@@ -207,6 +202,10 @@ cdef int64_t _meanfield_run(const double* teacher, int64_t M, double s, double s
                 G[4 * i + 3] = a
                 G[4 * i + 1] = b
                 G[4 * i + 2] = b
+        for i in range(4 * N):  # every entry of the step (as the reference checks)
+            if not isfinite(G[i]):
+                q_out[0] = q
+                return t
         for i in range(4 * N):
             theta[i] -= lr * G[i]
         if temp > 0.0:

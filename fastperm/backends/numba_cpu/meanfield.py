@@ -163,12 +163,8 @@ def _meanfield_run(
             break
         T = t0 + t
         _step_grads(theta, teacher, s, sigma, scheme, k, seed, T, batch, G, S0, S1)
-        g = 0.0
         for i in range(4 * N):
             G[i] = G[i] * inv + lam * theta[i]
-            g += G[i]
-        if not np.isfinite(g):
-            return t, q
         if scheme == codes.EA:  # the step projected onto E^G: (Δ + PΔPᵀ)/2
             for i in range(N):
                 a = 0.5 * (G[4 * i] + G[4 * i + 3])
@@ -177,6 +173,9 @@ def _meanfield_run(
                 G[4 * i + 3] = a
                 G[4 * i + 1] = b
                 G[4 * i + 2] = b
+        for i in range(4 * N):  # every entry of the step (as the reference checks)
+            if not np.isfinite(G[i]):
+                return t, q
         for i in range(4 * N):
             theta[i] -= lr * G[i]
         if temp > 0.0:
