@@ -76,7 +76,6 @@ step t is ``z = gaussian_noise(seed, STREAM_DATA, counter(t, j), d0 + d2)``, ``x
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +85,7 @@ import numpy.typing as npt
 from . import _checks, _runs
 from ._typing import FloatArray, IntArray, UIntArray
 from .backends.reference import equilibrium as _reference  # the samples (also the oracle)
+from .results import SavedResult
 
 
 @dataclass(frozen=True, eq=False)  # (compared and hashed by identity: it holds arrays)
@@ -211,7 +211,7 @@ def init(
 
 
 @dataclass
-class BalanceResult:
+class BalanceResult(SavedResult):
     """What :func:`train` recorded, for R runs.
 
     Attributes
@@ -309,21 +309,6 @@ class BalanceResult:
             "fastperm_metadata": json.dumps(self.meta),
         }
         return xr.Dataset(data, coords=coords, attrs=attrs)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to ``.nc`` (netCDF-4 through :meth:`to_xarray`) or ``.npz``."""
-        from .results import save_arrays
-
-        save_arrays(self, path, {"backend": self.backend, "seconds": self.seconds})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> BalanceResult:
-        """Read what :meth:`save` wrote to ``.npz``."""
-        from .results import load_arrays
-
-        arrays, info = load_arrays(path)
-        arrays.setdefault("theta_path", None)
-        return cls(**arrays, seconds=info["seconds"], backend=info["backend"], meta=info["meta"])
 
 
 def _track(track: object, hidden: int) -> IntArray:

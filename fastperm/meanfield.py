@@ -84,7 +84,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +94,7 @@ import numpy.typing as npt
 from . import _checks, _runs, codes, rng
 from ._typing import FloatArray, IntArray, UIntArray
 from .backends.reference import meanfield as _reference
+from .results import SavedResult
 
 #: the swap acting on a particle's 4 entries (row-major): ``(PθPᵀ).ravel() = θ.ravel()[SWAP]``
 SWAP = _reference.SWAP
@@ -275,7 +275,7 @@ class Teacher:
 
 
 @dataclass
-class MeanFieldResult:
+class MeanFieldResult(SavedResult):
     """What :func:`train` recorded, for R runs of N particles.
 
     Attributes
@@ -356,21 +356,6 @@ class MeanFieldResult:
             "fastperm_metadata": json.dumps(self.meta),
         }
         return xr.Dataset(data, coords=coords, attrs=attrs)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to ``.nc`` (netCDF-4 through :meth:`to_xarray`) or ``.npz``."""
-        from .results import save_arrays
-
-        save_arrays(self, path, {"backend": self.backend, "seconds": self.seconds})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> MeanFieldResult:
-        """Read what :meth:`save` wrote to ``.npz``."""
-        from .results import load_arrays
-
-        arrays, info = load_arrays(path)
-        arrays.setdefault("theta_path", None)
-        return cls(**arrays, seconds=info["seconds"], backend=info["backend"], meta=info["meta"])
 
 
 def _schemes(scheme: object) -> npt.NDArray[np.int64]:

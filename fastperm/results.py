@@ -467,7 +467,9 @@ def save_arrays(result: Any, path: str | os.PathLike[str], info: dict[str, Any])
     if suffix == ".nc":
         result.to_xarray().to_netcdf(path, engine=_netcdf_engine())
     elif suffix == ".npz":
-        arrays = {k: v for k, v in vars(result).items() if isinstance(v, np.ndarray)}
+        arrays: dict[str, Any] = {
+            k: v for k, v in vars(result).items() if isinstance(v, np.ndarray)
+        }
         arrays["fastperm_metadata"] = np.array(json.dumps({**info, "meta": result.meta}))
         np.savez(path, **arrays)
     else:
@@ -480,3 +482,27 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         info = json.loads(str(archive["fastperm_metadata"]))
         arrays = {n: archive[n] for n in archive.files if n != "fastperm_metadata"}
     return arrays, info
+
+
+class SavedResult:
+    """What the result dataclasses with array fields, ``backend``, ``seconds``, ``meta`` and
+    ``to_xarray()`` share: :meth:`save` to ``.npz`` or ``.nc``, :meth:`load` from ``.npz``."""
+
+    backend: str
+    seconds: float
+    meta: dict[str, Any]
+    #: array fields that may be None (then absent from a saved file)
+    OPTIONAL: tuple[str, ...] = ("theta_path",)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write to ``.nc`` (netCDF-4 through ``to_xarray()``) or ``.npz``."""
+        save_arrays(self, path, {"backend": self.backend, "seconds": self.seconds})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        """Read what :meth:`save` wrote to ``.npz``."""
+        arrays, info = load_arrays(path)
+        for name in cls.OPTIONAL:
+            arrays.setdefault(name, None)
+        make: Any = cls  # a dataclass: its fields are the saved arrays and these three
+        return make(**arrays, seconds=info["seconds"], backend=info["backend"], meta=info["meta"])

@@ -67,7 +67,7 @@ augmented set for ``k = 8`` is contained in the one for ``k = 16`` (same seed).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, SupportsInt
+from typing import TYPE_CHECKING, Any, SupportsInt
 
 import numpy as np
 
@@ -198,7 +198,7 @@ def gaussian_noise_rows(seed: int, stream: int, counts: IntArray, d: int) -> Flo
     with np.errstate(over="ignore"):
         g = np.uint64(GOLDEN)
 
-        def mix(z):
+        def mix(z: Any) -> Any:
             z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
             z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
             return z ^ (z >> np.uint64(31))
