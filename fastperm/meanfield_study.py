@@ -145,6 +145,8 @@ def _transport(theta: FloatArray, da: int, threads: int | None) -> tuple[FloatAr
 
     def one(job: tuple[int, int]) -> tuple[float, float]:
         c, s = job
+        if not (np.all(np.isfinite(theta[c, s])) and np.all(np.isfinite(theta[da, s]))):
+            return np.nan, np.nan  # a diverged run (train warned): left out of the means
         return mf.rmd_symmetrisation(theta[c, s]), mf.rmd(theta[c, s], theta[da, s])
 
     with ThreadPoolExecutor(workers) as pool:
@@ -216,6 +218,13 @@ def run(
         raise ValueError("sweep_lrs needs at least two step sizes (a slope)")
     sweep_n = _checks.as_int("sweep_n", sweep_n, minimum=1, maximum=10**6)
     sweep_seeds = _checks.as_int("sweep_seeds", sweep_seeds, minimum=1, maximum=10**4)
+    time_total = lr * steps
+    sweep_steps = [max(1, round(time_total / eta)) for eta in sweep_lrs]
+    if max(sweep_steps) > 10**7:
+        raise ValueError(
+            f"sweep_lrs: the sweep keeps the time lr·steps = {time_total:g}, which takes "
+            f"{max(sweep_steps):.3g} steps at lr = {min(sweep_lrs):g} (> 10⁷): raise the smallest"
+        )
     kinds = mf.TEACHER_KINDS
     teachers = {
         kind: mf.Teacher.make(kind, teacher_size, scale=teacher_scale, seed=1) for kind in kinds
@@ -258,20 +267,19 @@ def run(
                 rmd_s[a, b], rmd_d[a, b] = _transport(theta, da, threads)
                 seconds["transport"] += time.perf_counter() - t0
     sweep = {}
-    time_total = lr * steps
     sweep_starts = np.stack([mf.init(sweep_n, seed=s) for s in range(sweep_seeds)])
     t0 = time.perf_counter()
     for kind in ("weak", "strong"):
         rows = []
-        for eta in sweep_lrs:
+        for eta, eta_steps in zip(sweep_lrs, sweep_steps, strict=True):
             res = mf.train(
                 teachers[kind],
                 sweep_starts,
                 lr=eta,
-                steps=max(1, round(time_total / eta)),
+                steps=eta_steps,
                 batch=batch,
                 seeds=np.arange(sweep_seeds),
-                record_every=max(1, round(time_total / eta)),
+                record_every=eta_steps,
                 backend=backend,
                 threads=threads,
             )
