@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType, ModuleType
 from typing import Any
@@ -297,6 +298,23 @@ def compile_kernels(kern: ModuleType, family: str, dtype: str = "float64") -> fl
     if said.is_set():
         sys.stderr.write(f"fastperm: compiled in {seconds:.0f} s\n")
     return seconds
+
+
+def run_to_result(
+    call: Call,
+    result: Callable[[Launched | None, int], Any],
+    steps: int,
+    **options: Any,
+) -> Any:
+    """:func:`run` ``call`` and return ``result(done, steps)``; on Ctrl-C the
+    :class:`Interrupted` raised carries ``result(None, steps done)`` (the front ends'
+    result builders: what a run split into parts keeps)."""
+    try:
+        done = run(call, **options)
+    except Interrupted as exc:
+        exc.result = result(None, exc.step)
+        raise
+    return result(done, steps)
 
 
 class Interrupted(KeyboardInterrupt):

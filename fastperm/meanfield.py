@@ -548,12 +548,9 @@ def train(
             meta={**meta, "steps_done": start_step + steps_done, **how},
         )
 
-    try:
-        done = _runs.run(call, backend=backend, threads=threads, progress=progress, client=client)
-    except _runs.Interrupted as exc:
-        exc.result = result(None, exc.step)
-        raise
-    return result(done, steps)
+    return _runs.run_to_result(
+        call, result, steps, backend=backend, threads=threads, progress=progress, client=client
+    )
 
 
 # -- optimal transport between particle laws ---------------------------------------------------
