@@ -435,12 +435,13 @@ def _meanfield(kern, Theta0, scheme, k, lr, seeds, keep=True, every=4, **kw):
     return out
 
 
-@pytest.mark.parametrize("nt, temp", [(1, 0.05), (4, 0.0), (4, 0.05), (32, 0.05)])
+@pytest.mark.parametrize("nt, temp", [(1, 0.05), (4, 0.0), (8, 0.05)])
 def test_meanfield_runs_match_the_reference(nt, temp):
     """The mean-field kernel (one block per run, the threads over N = 7 particles): vanilla,
     DA k-fold (k = 3 and 1) and exact (k = 0), FA, EA, one run diverging (lr = 1e300), blocks of
-    1, 4 and 32 threads, with and without Langevin noise: within 1e-12 of the reference, the
-    diverging run stopped at the same step with NaN records after."""
+    1, 4 and 8 threads (8 > N: idle threads in the reductions; 32 took 45 s on the simulator),
+    with and without Langevin noise: within 1e-12 of the reference, the diverging run stopped
+    at the same step with NaN records after."""
     from fastperm import codes
 
     backends.get("cuda").set_block(nt)
