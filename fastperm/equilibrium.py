@@ -75,7 +75,6 @@ step t is ``z = gaussian_noise(seed, STREAM_DATA, counter(t, j), d0 + d2)``, ``x
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,7 +280,6 @@ class BalanceResult(SavedResult):
         (run, step, parameter) when kept, ``diverged_step`` (run); coordinates ``step``,
         ``run`` and, along ``run``, ``lr``, ``batch``, ``seed``; the metadata as JSON in
         ``attrs["fastperm_metadata"]``. Needs xarray."""
-        import xarray as xr
 
         run_step = ("run", "step")
         data: dict[str, Any] = {
@@ -296,19 +294,7 @@ class BalanceResult(SavedResult):
         }
         if self.theta_path is not None:
             data["theta_path"] = (("run", "step", "parameter"), self.theta_path)
-        coords = {
-            "step": self.steps,
-            "run": np.arange(self.loss.shape[0]),
-            "lr": ("run", self.lr),
-            "batch": ("run", self.batch),
-            "seed": ("run", self.seed),
-        }
-        attrs = {
-            "backend": self.backend,
-            "seconds": self.seconds,
-            "fastperm_metadata": json.dumps(self.meta),
-        }
-        return xr.Dataset(data, coords=coords, attrs=attrs)
+        return self._dataset(data, {"lr": self.lr, "batch": self.batch, "seed": self.seed})
 
 
 def _track(track: object, hidden: int) -> IntArray:

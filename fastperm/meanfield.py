@@ -82,7 +82,6 @@ how).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -330,8 +329,6 @@ class MeanFieldResult(SavedResult):
         ``diverged_step`` (run); coordinates ``step``, ``run`` and, along ``run``,
         ``scheme``, ``k``, ``lr``, ``seed``; the metadata as JSON in
         ``attrs["fastperm_metadata"]``. Needs xarray."""
-        import xarray as xr
-
         run_step = ("run", "step")
         data: dict[str, Any] = {
             "loss": (run_step, self.loss, {"long_name": "risk on the evaluation inputs"}),
@@ -342,20 +339,8 @@ class MeanFieldResult(SavedResult):
         }
         if self.theta_path is not None:
             data["theta_path"] = (("run", "step", "particle", "entry"), self.theta_path)
-        coords = {
-            "step": self.steps,
-            "run": np.arange(self.loss.shape[0]),
-            "scheme": ("run", self.scheme.astype(str)),
-            "k": ("run", self.k),
-            "lr": ("run", self.lr),
-            "seed": ("run", self.seed),
-        }
-        attrs = {
-            "backend": self.backend,
-            "seconds": self.seconds,
-            "fastperm_metadata": json.dumps(self.meta),
-        }
-        return xr.Dataset(data, coords=coords, attrs=attrs)
+        per_run = {"scheme": self.scheme.astype(str), "k": self.k, "lr": self.lr, "seed": self.seed}
+        return self._dataset(data, per_run)
 
 
 def _schemes(scheme: object) -> npt.NDArray[np.int64]:

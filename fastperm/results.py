@@ -488,11 +488,31 @@ class SavedResult:
     """What the result dataclasses with array fields, ``backend``, ``seconds``, ``meta`` and
     ``to_xarray()`` share: :meth:`save` to ``.npz`` or ``.nc``, :meth:`load` from ``.npz``."""
 
+    steps: IntArray
+    diverged_step: IntArray
     backend: str
     seconds: float
     meta: dict[str, Any]
     #: array fields that may be None (then absent from a saved file)
     OPTIONAL: tuple[str, ...] = ("theta_path",)
+
+    def _dataset(self, data: dict[str, Any], per_run: dict[str, Any]) -> Any:
+        """The ``xarray.Dataset`` of ``data`` with the coordinates ``step``, ``run`` and, along
+        ``run``, the runs' settings ``per_run``; backend, seconds and the metadata (JSON in
+        ``attrs["fastperm_metadata"]``) as attributes."""
+        import xarray as xr
+
+        coords = {
+            "step": self.steps,
+            "run": np.arange(self.diverged_step.shape[0]),
+            **{name: ("run", values) for name, values in per_run.items()},
+        }
+        attrs = {
+            "backend": self.backend,
+            "seconds": self.seconds,
+            "fastperm_metadata": json.dumps(self.meta),
+        }
+        return xr.Dataset(data, coords=coords, attrs=attrs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to ``.nc`` (netCDF-4 through ``to_xarray()``) or ``.npz``."""
